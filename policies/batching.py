@@ -1,0 +1,101 @@
+"""Batching policies: when a free worker should start a batch, and how large it is.
+
+A policy is a pure function of what the worker can see at that moment — how many items
+wait, when the oldest of them arrived, and whether more can still arrive — so the same
+object can drive the simulator and a real server. It never touches the clock: it returns
+``(size, wake_at)``:
+
+* ``size > 0``: start a batch of up to ``size`` items now;
+* ``size == 0``: start nothing; look again at ``wake_at`` (seconds, absolute) or, if
+  ``wake_at`` is ``None``, when the next request arrives.
+
+``max_batch`` is the most items one batch may hold; the engine rejects a request larger
+than that at arrival instead of letting it wait forever.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Protocol
+
+
+Decision = tuple[int, Optional[float]]
+
+
+class BatchingPolicy(Protocol):
+    max_batch: int
+
+    def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool) -> Decision:
+        """``queued`` items wait (``queued >= 1``); ``draining``: no request will arrive again."""
+
+
+def _check_size(name: str, value: int) -> int:
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+class FixedBatcher:
+    """Wait until exactly ``batch_size`` items are queued (Clipper/InferLine style).
+
+    Once the trace is exhausted the remainder runs as a smaller batch, so no request is
+    stranded at the end of a run.
+    """
+
+    def __init__(self, batch_size: int):
+        self.max_batch = _check_size("batch_size", batch_size)
+
+    def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool) -> Decision:
+        if queued >= self.max_batch or draining:
+            return self.max_batch, None
+        return 0, None
+
+
+class DynamicBatcher:
+    """Triton / TF-Serving dynamic batching: run when ``max_batch`` items are queued or the
+    oldest has waited ``max_wait`` seconds, whichever comes first.
+
+    ``max_wait = 0`` makes it greedy: a free worker takes whatever is queued, up to
+    ``max_batch`` (with ``max_batch = 1`` that is a plain FIFO server). The end of the
+    trace changes nothing: a real server cannot know no request will come, so the last
+    partial batch still waits out its ``max_wait``.
+    """
+
+    def __init__(self, max_batch: int, max_wait: float = 0.0):
+        self.max_batch = _check_size("max_batch", max_batch)
+        if not max_wait >= 0:
+            raise ValueError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
+        self.max_wait = float(max_wait)
+
+    def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool) -> Decision:
+        if queued >= self.max_batch:
+            return self.max_batch, None
+        deadline = oldest_arrival + self.max_wait
+        if now >= deadline:
+            return self.max_batch, None
+        return 0, deadline
+
+
+class DeadlineBatcher:
+    """Clockwork / Nexus style: the largest batch whose latency still lets the oldest
+    queued request meet its SLO.
+
+    ``batch_latency(b)`` is the cost model's median latency of a batch of ``b`` items. The
+    worker never waits (it is work-conserving); when not even a batch of one meets the
+    deadline it still runs one item, so late requests are served late rather than never —
+    use the engine's drop limit to shed them instead.
+    """
+
+    def __init__(self, slo: float, max_batch: int, batch_latency: Callable[[int], float]):
+        if not slo > 0:
+            raise ValueError(f"slo must be > 0 seconds, got {slo!r}")
+        self.slo = float(slo)
+        self.max_batch = _check_size("max_batch", max_batch)
+        self._latency = [0.0] + [float(batch_latency(b)) for b in range(1, self.max_batch + 1)]
+
+    def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool) -> Decision:
+        budget = oldest_arrival + self.slo - now
+        size = min(queued, self.max_batch)
+        latency = self._latency
+        while size > 1 and latency[size] > budget:
+            size -= 1
+        return size, None

@@ -1,0 +1,5 @@
+"""The engine: SimPy workers, dispatcher and per-request records. See engine.simulate."""
+from .engine import SimulationError, simulate
+from .records import COMPLETED, DROPPED, REJECTED, RequestTable, Results
+
+__all__ = ["simulate", "SimulationError", "Results", "RequestTable", "COMPLETED", "DROPPED", "REJECTED"]

@@ -1,0 +1,157 @@
+"""A worker: one accelerator with its own queue, running batches back to back.
+
+Each worker is one SimPy process. It asks its batching policy what to do, and either
+starts a batch — holding the accelerator for a service time drawn from the cost model at
+that batch size — or waits until a request arrives or the policy's timer fires.
+Requests that waited longer than the drop limit are dropped when the worker next looks
+at its queue (as Triton's queue timeout does), counted, and never served.
+
+The loop is the engine's innermost code, so it is written for speed: state it touches
+per request lives in local variables, and it logs one tuple per *batch*
+(``start, finish, items``) plus one integer per request (which of its batches served
+it); the per-request start and finish columns are expanded from those at the end.
+
+Fast-forward: when a batch would finish before the next event in SimPy's queue
+(``env.peek()``), nothing else can happen in between — no other worker finishes, no
+timer fires, and no waiting worker can receive an arrival, because the dispatcher keeps
+a timer for the next arrival whenever any worker waits. The worker then completes the
+batch without scheduling an event and carries on with its own clock ahead of SimPy's.
+Likewise an idle worker jumps to the next arrival (or its policy's timer) when that
+comes before the next queued event and no other worker waits. It brings SimPy's clock
+up to its own (one timeout) before it really waits or when a batch would end at or
+after the next queued event. Results are those of one event per batch,
+up to floating-point rounding of the clock (``fast_forward=False`` checks that in the
+tests); a lone busy replica then runs at the speed of a bare event loop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Optional
+
+from .records import DROPPED
+
+
+class Worker:
+    def __init__(self, index: int, env, dispatcher, batcher, service_time: Callable[[int], float],
+                 log, drop_after: Optional[float], fast_forward: bool = True):
+        self.index = index
+        self.env = env
+        self.dispatcher = dispatcher
+        self.batcher = batcher
+        self.service_time = service_time
+        self.log = log
+        self.drop_after = drop_after
+        self.fast_forward = fast_forward
+        self.queue: deque[int] = deque()
+        self.queued_items = 0
+        self.wake = None  # the event this worker waits on, while it waits
+        self.batches: list[tuple[float, float, int]] = []  # (start, finish, items)
+        self._timer_at: Optional[float] = None
+
+    def wake_up(self) -> None:
+        event = self.wake
+        if event is not None:
+            self.wake = None
+            self.dispatcher.n_waiting -= 1
+            event.succeed()
+
+    def _on_timer(self, at: float) -> None:
+        if self._timer_at == at:
+            self._timer_at = None
+            self.wake_up()
+
+    def _wait(self, wake_at: Optional[float]):
+        """The event to yield on until an arrival (or the policy's ``wake_at``) comes."""
+        env = self.env
+        self.wake = env.event()
+        self.dispatcher.worker_waiting()
+        if wake_at is not None and wake_at != self._timer_at:
+            self._timer_at = wake_at
+            timer = env.timeout(wake_at - env.now)
+            timer.callbacks.append(lambda _event, at=wake_at: self._on_timer(at))
+        return self.wake
+
+    def _drop_expired(self, now: float) -> None:
+        queue = self.queue
+        log = self.log
+        oldest_allowed = now - self.drop_after
+        while queue and log.arrival[queue[0]] < oldest_allowed:
+            k = queue.popleft()
+            self.queued_items -= 1 if log.size is None else log.size[k]
+            self.dispatcher.loads[self.index] -= 1
+            log.status[k] = DROPPED
+            log.finish[k] = now
+
+    def run(self):
+        env = self.env
+        queue = self.queue
+        popleft = queue.popleft
+        dispatcher = self.dispatcher
+        catch_up = dispatcher.catch_up
+        loads = dispatcher.loads
+        decide = self.batcher.decide
+        service_time = self.service_time
+        arrival, size_of, batch_col = self.log.arrival, self.log.size, self.log.batch
+        log_batch = self.batches.append
+        me = self.index
+        drop_after = self.drop_after
+        fast_forward = self.fast_forward
+        peek = env.peek
+        times = dispatcher.times
+        b = len(self.batches) - 1
+        now = env.now
+        while True:
+            if drop_after is not None and queue:
+                self._drop_expired(now)
+            if queue:
+                limit, wake_at = decide(now, self.queued_items, arrival[queue[0]], dispatcher.exhausted)
+            elif dispatcher.exhausted:
+                return
+            else:
+                limit, wake_at = 0, None
+            if limit == 0:
+                # Idle until the next arrival or the policy's timer. If that comes before
+                # any queued event and no other worker waits (so the arrival cannot be
+                # routed to one), jump to it without an event.
+                until = times[dispatcher.next]
+                if wake_at is not None and wake_at < until:
+                    until = wake_at
+                if fast_forward and not dispatcher.n_waiting and until < peek():
+                    now = until
+                    if times[dispatcher.next] <= now:
+                        catch_up(now)
+                    continue
+                if now > env.now:  # bring SimPy's clock up to this worker's first
+                    yield env.timeout(now - env.now)
+                yield self._wait(wake_at)
+                now = env.now
+                continue
+            # Take requests from the head while they fit; the head always goes.
+            b += 1
+            if size_of is None:
+                m = min(limit, len(queue))
+                items = m
+                for _ in range(m):
+                    batch_col[popleft()] = b
+            else:
+                k = popleft()
+                batch_col[k] = b
+                items = size_of[k]
+                m = 1
+                while queue and items + size_of[queue[0]] <= limit:
+                    k = popleft()
+                    batch_col[k] = b
+                    items += size_of[k]
+                    m += 1
+            self.queued_items -= items
+            service = service_time(items)
+            done = now + service
+            if not fast_forward or done >= peek():
+                yield env.timeout(done - env.now)
+                done = env.now
+            if times[dispatcher.next] <= done:  # times ends with +inf
+                catch_up(done)
+            log_batch((now, done, items))
+            loads[me] -= m
+            now = done
