@@ -34,6 +34,7 @@ class Dispatcher:
         self.log = log
         self.router = router
         self.max_batch = max_batch
+        self.queues: list = []
         self.workers: list = []
         self.loads: list[int] = []
         self.n_waiting = 0
@@ -44,9 +45,10 @@ class Dispatcher:
         self._progress_every = progress_every
         self._next_report = progress_every
 
-    def attach(self, workers: list) -> None:
+    def attach(self, queues: list, workers: list) -> None:
+        self.queues = queues
         self.workers = workers
-        self.loads = [0] * len(workers)
+        self.loads = [0] * len(queues)
         self.catch_up = self._make_catch_up()
 
     def worker_waiting(self) -> None:
@@ -73,9 +75,8 @@ class Dispatcher:
         closure over what it needs rather than a method that looks it all up each call.
         """
         times, sizes, n = self.times, self.sizes, self.n
-        loads, workers, max_batch = self.loads, self.workers, self.max_batch
-        replica_col = self.log.replica
-        choose = self.router.choose if len(workers) > 1 else None
+        loads, queues, workers, max_batch = self.loads, self.queues, self.workers, self.max_batch
+        choose = self.router.choose if len(queues) > 1 else None
 
         def catch_up(now: float) -> None:
             k = self.next
@@ -88,12 +89,11 @@ class Dispatcher:
                 else:
                     r = 0 if choose is None else choose(loads)
                     loads[r] += 1
-                    replica_col[k] = r
-                    worker = workers[r]
-                    worker.queue.append(k)
-                    worker.queued_items += size
-                    if worker.wake is not None:
-                        worker.wake_up()
+                    queue = queues[r]
+                    queue.items.append(k)
+                    queue.queued_items += size
+                    if queue.waiting:
+                        queue.waiting[0].wake_up()
                 k += 1
             self.next = k
             if k >= self._next_report and self._progress is not None:
@@ -102,8 +102,7 @@ class Dispatcher:
             if k == n:
                 self.exhausted = True
                 for worker in workers:  # a policy waiting for a full batch can now flush
-                    if worker.wake is not None:
-                        worker.wake_up()
+                    worker.wake_up()
 
         return catch_up
 

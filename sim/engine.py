@@ -18,6 +18,7 @@ from policies.routing import JoinShortestQueue
 from traces.trace import Trace
 
 from .dispatcher import Dispatcher
+from .queue import RequestQueue
 from .records import RequestLog, RequestTable, Results
 from .worker import Worker
 
@@ -27,12 +28,13 @@ class SimulationError(RuntimeError):
 
 
 def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=None,
-             drop_after: Optional[float] = None, rng: Optional[np.random.Generator] = None,
+             shared_queue: bool = False, drop_after: Optional[float] = None, rng: Optional[np.random.Generator] = None,
              progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True) -> Results:
     """Serve ``trace`` with ``replicas`` workers, each batching with ``batcher``.
 
     ``cost_model`` supplies service times (``cost_model.sampler(rng)``); ``router``
-    chooses a replica per request (join-shortest-queue when omitted); ``drop_after``
+    chooses a replica per request (join-shortest-queue when omitted) unless
+    ``shared_queue``, where all replicas pull from one queue (M/M/c); ``drop_after``
     (seconds) drops requests that waited longer than that; ``progress(k)`` is called now
     and then with the number of arrivals routed so far. ``fast_forward=False`` schedules
     one SimPy event per batch (see :mod:`sim.worker`); results agree up to clock rounding.
@@ -48,9 +50,11 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
     dispatcher = Dispatcher(env, log, router if router is not None else JoinShortestQueue(),
                             batcher.max_batch, progress)
     service_time = cost_model.sampler(rng)
-    workers = [Worker(i, env, dispatcher, batcher, service_time, log, drop_after, fast_forward)
+    queues = [RequestQueue(i) for i in range(1 if shared_queue else int(replicas))]
+    workers = [Worker(i, queues[0 if shared_queue else i], env, dispatcher, batcher,
+                      service_time, log, drop_after, fast_forward)
                for i in range(int(replicas))]
-    dispatcher.attach(workers)
+    dispatcher.attach(queues, workers)
     finished = env.all_of([env.process(worker.run()) for worker in workers])
     # A sentinel that never fires keeps SimPy's queue non-empty, so ``env.peek()`` (asked
     # after every batch, see sim.worker) never takes the slow path of an empty queue.

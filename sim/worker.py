@@ -26,16 +26,18 @@ tests); a lone busy replica then runs at the speed of a bare event loop.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Callable, Optional
 
+from .queue import RequestQueue
 from .records import DROPPED
 
 
 class Worker:
-    def __init__(self, index: int, env, dispatcher, batcher, service_time: Callable[[int], float],
-                 log, drop_after: Optional[float], fast_forward: bool = True):
+    def __init__(self, index: int, queue: RequestQueue, env, dispatcher, batcher,
+                 service_time: Callable[[int], float], log, drop_after: Optional[float],
+                 fast_forward: bool = True):
         self.index = index
+        self.queue = queue
         self.env = env
         self.dispatcher = dispatcher
         self.batcher = batcher
@@ -43,8 +45,6 @@ class Worker:
         self.log = log
         self.drop_after = drop_after
         self.fast_forward = fast_forward
-        self.queue: deque[int] = deque()
-        self.queued_items = 0
         self.wake = None  # the event this worker waits on, while it waits
         self.batches: list[tuple[float, float, int]] = []  # (start, finish, items)
         self._timer_at: Optional[float] = None
@@ -53,6 +53,7 @@ class Worker:
         event = self.wake
         if event is not None:
             self.wake = None
+            self.queue.waiting.remove(self)
             self.dispatcher.n_waiting -= 1
             event.succeed()
 
@@ -65,6 +66,7 @@ class Worker:
         """The event to yield on until an arrival (or the policy's ``wake_at``) comes."""
         env = self.env
         self.wake = env.event()
+        self.queue.waiting.append(self)
         self.dispatcher.worker_waiting()
         if wake_at is not None and wake_at != self._timer_at:
             self._timer_at = wake_at
@@ -74,27 +76,30 @@ class Worker:
 
     def _drop_expired(self, now: float) -> None:
         queue = self.queue
+        items = queue.items
         log = self.log
         oldest_allowed = now - self.drop_after
-        while queue and log.arrival[queue[0]] < oldest_allowed:
-            k = queue.popleft()
-            self.queued_items -= 1 if log.size is None else log.size[k]
-            self.dispatcher.loads[self.index] -= 1
+        while items and log.arrival[items[0]] < oldest_allowed:
+            k = items.popleft()
+            queue.queued_items -= 1 if log.size is None else log.size[k]
+            self.dispatcher.loads[queue.index] -= 1
             log.status[k] = DROPPED
             log.finish[k] = now
 
     def run(self):
         env = self.env
-        queue = self.queue
+        shared = self.queue
+        queue = shared.items
         popleft = queue.popleft
         dispatcher = self.dispatcher
         catch_up = dispatcher.catch_up
         loads = dispatcher.loads
         decide = self.batcher.decide
         service_time = self.service_time
-        arrival, size_of, batch_col = self.log.arrival, self.log.size, self.log.batch
+        log = self.log
+        arrival, size_of, batch_col, replica_col = log.arrival, log.size, log.batch, log.replica
         log_batch = self.batches.append
-        me = self.index
+        me, qi = self.index, shared.index
         drop_after = self.drop_after
         fast_forward = self.fast_forward
         peek = env.peek
@@ -105,7 +110,7 @@ class Worker:
             if drop_after is not None and queue:
                 self._drop_expired(now)
             if queue:
-                limit, wake_at = decide(now, self.queued_items, arrival[queue[0]], dispatcher.exhausted)
+                limit, wake_at = decide(now, shared.queued_items, arrival[queue[0]], dispatcher.exhausted)
             elif dispatcher.exhausted:
                 return
             else:
@@ -133,18 +138,22 @@ class Worker:
                 m = min(limit, len(queue))
                 items = m
                 for _ in range(m):
-                    batch_col[popleft()] = b
+                    k = popleft()
+                    batch_col[k] = b
+                    replica_col[k] = me
             else:
                 k = popleft()
                 batch_col[k] = b
+                replica_col[k] = me
                 items = size_of[k]
                 m = 1
                 while queue and items + size_of[queue[0]] <= limit:
                     k = popleft()
                     batch_col[k] = b
+                    replica_col[k] = me
                     items += size_of[k]
                     m += 1
-            self.queued_items -= items
+            shared.queued_items -= items
             service = service_time(items)
             done = now + service
             if not fast_forward or done >= peek():
@@ -153,5 +162,5 @@ class Worker:
             if times[dispatcher.next] <= done:  # times ends with +inf
                 catch_up(done)
             log_batch((now, done, items))
-            loads[me] -= m
+            loads[qi] -= m
             now = done

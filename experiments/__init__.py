@@ -1,0 +1,1 @@
+"""Orchestration: experiment YAML, registries, sweeps, results on disk, plots and the CLI."""

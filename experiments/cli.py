@@ -1,0 +1,110 @@
+"""The ``servesim`` command line: run, check, plot, trace-stats.
+
+Every user error (bad YAML, bad trace, unknown name, missing file) prints one line per
+problem — what, where, how to fix — and exits with status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from traces import FORMATS, TraceError, describe, load as load_trace
+from workloads import ProfileError, ProfileRangeError
+
+from .config import ConfigError
+from .plots import plot_experiment
+from .runner import check, run_experiment
+
+USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, FileNotFoundError)
+
+
+def _run(args) -> int:
+    out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
+    outcome = run_experiment(args.file, out, jobs=args.jobs, seed=args.seed, force=args.force,
+                             show_progress=not args.quiet)
+    ok = [r for r in outcome.rows if r["status"] == "ok"]
+    if ok:
+        plot_experiment(out)
+    for row in outcome.rows:
+        if row["status"] == "ok":
+            slo = row["slo_violation_rate"]
+            print(f"{row['run']}: p50 {row['latency_p50_ms']:.3f} ms, p99 {row['latency_p99_ms']:.3f} ms, "
+                  f"{row['throughput_rps']:.1f} req/s, dropped {row['dropped']}"
+                  + ("" if slo is None else f", SLO violations {100 * slo:.2f}%"))
+        else:
+            print(f"{row['run']}: FAILED: {row['error']}", file=sys.stderr)
+    reused = f" ({outcome.reused} reused from an earlier run)" if outcome.reused else ""
+    print(f"{len(ok)} of {len(outcome.rows)} runs finished{reused}; results in {out / 'results.csv'}, plots in {out / 'plots'}")
+    return 1 if outcome.failed else 0
+
+
+def _check(args) -> int:
+    runs = check(args.file)
+    print(f"{args.file}: OK, {len(runs)} run(s): " + ", ".join(r.name for r in runs[:10])
+          + (" ..." if len(runs) > 10 else ""))
+    return 0
+
+
+def _plot(args) -> int:
+    for path in plot_experiment(args.dir):
+        print(path)
+    return 0
+
+
+def _trace_stats(args) -> int:
+    options = {"bin_seconds": args.bin_seconds} if args.bin_seconds else {}
+    trace = load_trace(args.file, args.format, rng=np.random.default_rng(args.seed), **options)
+    print(json.dumps(describe(trace), indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="servesim", description="Simulate ML serving: latency, accuracy and cost.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an experiment (all sweep points and seeds)")
+    run.add_argument("file", help="experiment YAML")
+    run.add_argument("--out", help="output folder (default: runs/<file stem>)")
+    run.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    run.add_argument("--seed", type=int, help="run this one seed instead of the file's seeds")
+    run.add_argument("--force", action="store_true", help="recompute runs already finished in --out")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(handler=_run)
+
+    chk = sub.add_parser("check", help="validate an experiment without running it")
+    chk.add_argument("file")
+    chk.set_defaults(handler=_check)
+
+    plot = sub.add_parser("plot", help="(re)draw the plots of an output folder")
+    plot.add_argument("dir")
+    plot.set_defaults(handler=_plot)
+
+    stats = sub.add_parser("trace-stats", help="summarise a trace file")
+    stats.add_argument("file")
+    stats.add_argument("--format", required=True, choices=sorted(FORMATS))
+    stats.add_argument("--bin-seconds", type=float, help="bin width of a count format (default: its own)")
+    stats.add_argument("--seed", type=int, default=0, help="seed for spreading counts into arrivals")
+    stats.set_defaults(handler=_trace_stats)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except USER_ERRORS as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"servesim: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("servesim: interrupted; finished runs are kept in the output folder", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

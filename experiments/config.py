@@ -1,0 +1,182 @@
+"""Experiment YAML → validated configuration, and a sweep → the list of its runs.
+
+Loading never executes anything from the file (``yaml.safe_load``; names resolve only
+through :mod:`experiments.registry`). Every problem becomes one :class:`ConfigError`
+whose lines read ``FILE: key.path: what is wrong (got VALUE)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+
+from . import specs  # noqa: F401  (registers the names)
+from .registry import BATCHING, NOISE, ROUTERS, TRACES
+
+
+class ConfigError(ValueError):
+    """A configuration problem, already phrased for the user."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    """Which measured profile to serve. ``profile`` is a CSV path relative to the YAML
+    file, or ``builtin:NAME`` for a profile shipped in ``workloads/profiles``."""
+
+    profile: str
+    name: str
+    hardware: Optional[str] = None
+    noise: NOISE.union() = Field(default_factory=lambda: specs.EmpiricalNoise(kind="empirical"))
+    out_of_range: Literal["extrapolate", "clamp", "error"] = "extrapolate"
+
+
+class ServingConfig(Strict):
+    replicas: PositiveInt = 1
+    router: ROUTERS.union() = Field(default_factory=lambda: specs.JSQRouting(name="jsq"))
+    batching: BATCHING.union() = Field(default_factory=lambda: specs.DynamicBatching(policy="dynamic", max_batch=1))
+    drop_after_ms: Optional[PositiveFloat] = None
+
+    @field_validator("router", mode="before")
+    @classmethod
+    def _router_by_name(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+
+class ExperimentConfig(Strict):
+    name: str = "experiment"
+    description: str = ""
+    seed: int = 0
+    seeds: Optional[list[int]] = None
+    slo_ms: Optional[PositiveFloat] = None
+    trace: TRACES.union()
+    model: ModelConfig
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One point of a sweep: its folder name, swept values, seed and full config."""
+
+    name: str
+    params: dict[str, Any]
+    seed: int
+    config: ExperimentConfig
+
+
+def _format_errors(source: str, error: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for item in error.errors():
+        # Drop pydantic's union-member tags (e.g. 'dynamic') that are not YAML keys.
+        loc = [str(p) for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        path = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "(top level)"
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key; check its spelling or remove it"
+        elif item["type"] == "missing":
+            msg = "required key is missing"
+        got = "" if item["type"] in ("missing",) else f" (got {item.get('input')!r})"
+        lines.append(f"{source}: {path}: {msg}{got}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def read_yaml(path: Path) -> dict:
+    """The YAML file as a plain mapping, or a ConfigError naming file, line and problem."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (name, trace, model, ...)")
+    return data
+
+
+def validate(data: dict, source: str) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load(path: Path | str) -> ExperimentConfig:
+    path = Path(path)
+    return validate(read_yaml(path), str(path))
+
+
+def _set(data: dict, dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: sweep.{dotted}: {'.'.join(keys[:i + 1])} is not a mapping")
+        node = child
+    node[keys[-1]] = value
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """The last part of each swept key, or the whole key where two would clash."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def expand(config: ExperimentConfig, source: str, seeds: Optional[list[int]] = None) -> list[Run]:
+    """Every run of the sweep: the cartesian product of ``sweep`` values × seeds.
+
+    Each point is re-validated as a whole config, so a bad swept value is reported with
+    its key path. Runs with the same seed share arrival and noise streams (common random
+    numbers), so policies are compared on the same requests.
+    """
+    seeds = seeds or config.seeds or [config.seed]
+    base = config.model_dump(mode="json", exclude={"sweep", "seeds"})
+    keys = list(config.sweep)
+    for key, values in config.sweep.items():
+        if not values:
+            raise ConfigError(f"{source}: sweep.{key}: needs at least one value")
+    short = _short_names(keys)
+    runs = []
+    for combo in itertools.product(*(config.sweep[k] for k in keys)):
+        data = copy.deepcopy(base)
+        for key, value in zip(keys, combo):
+            _set(data, key, value, source)
+        for seed in seeds:
+            data["seed"] = seed
+            try:
+                point = ExperimentConfig.model_validate(data)
+            except ValidationError as exc:
+                swept = ", ".join(f"{k}={v!r}" for k, v in zip(keys, combo))
+                raise ConfigError(f"{_format_errors(source, exc)}\n{source}: (in the sweep point {swept})") from None
+            params = dict(zip(keys, combo))
+            parts = [f"{short[k]}={_label(v)}" for k, v in params.items()] + [f"seed={seed}"]
+            runs.append(Run(name=",".join(parts), params=params, seed=seed, config=point))
+    return runs
+
+
+def _label(value: Any) -> str:
+    text = "-".join(map(str, value.values())) if isinstance(value, dict) else str(value)
+    return text.replace("/", "_").replace(" ", "")
+
+
+def dump(config: ExperimentConfig) -> str:
+    """The resolved config as YAML (every default filled in), for the run's folder."""
+    return yaml.safe_dump(config.model_dump(mode="json", exclude={"sweep", "seeds"}), sort_keys=False)

@@ -1,0 +1,127 @@
+"""Plots of an experiment folder, drawn from results.csv and the per-run request tables.
+
+* ``latency_cdf.png``: the latency CDF of every run, on one set of axes;
+* ``timeseries-<run>.png``: per run, latency (p50, p99) and throughput over time;
+* ``comparison.png``: p50/p99 latency and throughput of every run side by side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from . import store  # noqa: E402
+
+MAX_CDF_POINTS = 2000
+
+
+def _completed(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["status"] == 0]
+
+
+def latency_cdf(tables: dict[str, pd.DataFrame], target: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, table in tables.items():
+        lat = np.sort((_completed(table)["finish"] - _completed(table)["arrival"]).to_numpy() * 1e3)
+        if not lat.size:
+            continue
+        pick = np.unique(np.linspace(0, lat.size - 1, min(lat.size, MAX_CDF_POINTS)).astype(int))
+        ax.plot(lat[pick], (pick + 1) / lat.size, label=name, lw=1.4)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("fraction of completed requests")
+    ax.set_title("Latency CDF")
+    ax.grid(True, which="both", alpha=0.3)
+    if len(tables) <= 12:
+        ax.legend(fontsize=7)
+    _save(fig, target)
+
+
+def timeseries(name: str, table: pd.DataFrame, target: Path, bins: int = 120) -> None:
+    done = _completed(table)
+    end = float(np.nanmax(table["finish"])) if len(table) else 0.0
+    if end <= 0:
+        return
+    edges = np.linspace(0.0, end, bins + 1)
+    width = edges[1] - edges[0]
+    which = np.clip(np.digitize(done["finish"], edges) - 1, 0, bins - 1)
+    lat = (done["finish"] - done["arrival"]).to_numpy() * 1e3
+    frame = pd.DataFrame({"bin": which, "lat": lat})
+    grouped = frame.groupby("bin")["lat"]
+    mids = (edges[:-1] + edges[1:]) / 2
+    p50 = grouped.quantile(0.5).reindex(range(bins))
+    p99 = grouped.quantile(0.99).reindex(range(bins))
+    served = np.bincount(which, minlength=bins) / width
+    offered = np.histogram(table["arrival"], edges)[0] / width
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    top.plot(mids, p50, label="p50")
+    top.plot(mids, p99, label="p99")
+    top.set_ylabel("latency (ms)")
+    top.set_yscale("log")
+    top.legend(fontsize=8)
+    top.grid(True, alpha=0.3)
+    bottom.plot(mids, offered, label="offered (arrivals/s)", color="grey", lw=1)
+    bottom.plot(mids, served, label="throughput (completed/s)")
+    bottom.set_ylabel("requests / s")
+    bottom.set_xlabel("time (s)")
+    bottom.legend(fontsize=8)
+    bottom.grid(True, alpha=0.3)
+    fig.suptitle(name, fontsize=9)
+    _save(fig, target)
+
+
+def comparison(results: pd.DataFrame, target: Path) -> None:
+    ok = results[results["status"] == "ok"]
+    if ok.empty:
+        return
+    names = ok["run"].tolist()
+    x = np.arange(len(names))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 0.6 * len(names) + 4), 4.5))
+    left.bar(x - 0.2, ok["latency_p50_ms"], width=0.4, label="p50")
+    left.bar(x + 0.2, ok["latency_p99_ms"], width=0.4, label="p99")
+    left.set_ylabel("latency (ms)")
+    left.set_yscale("log")
+    left.legend(fontsize=8)
+    right.bar(x, ok["throughput_rps"], color="tab:green")
+    right.set_ylabel("throughput (requests/s)")
+    for ax in (left, right):
+        ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("Runs compared")
+    _save(fig, target)
+
+
+def _save(fig, target: Path) -> None:
+    fig.tight_layout()
+    with store.atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def plot_experiment(out_dir: Path | str) -> list[Path]:
+    """Draw every plot of an experiment folder into ``out_dir/plots``; returns the files."""
+    out_dir = Path(out_dir)
+    results_path = out_dir / store.RESULTS
+    if not results_path.exists():
+        raise FileNotFoundError(f"{results_path}: no results.csv here; is {out_dir} an experiment output folder?")
+    results = pd.read_csv(results_path)
+    plots = out_dir / "plots"
+    tables = {}
+    for name in results.loc[results["status"] == "ok", "run"]:
+        path = out_dir / name / store.REQUESTS
+        if path.exists():
+            tables[name] = store.read_requests(path)
+    written = [plots / "latency_cdf.png", plots / "comparison.png"]
+    latency_cdf(tables, written[0])
+    comparison(results, written[1])
+    for name, table in tables.items():
+        target = plots / f"timeseries-{name}.png"
+        timeseries(name, table, target)
+        written.append(target)
+    return [p for p in written if p.exists()]

@@ -1,0 +1,208 @@
+"""Run an experiment: build each run's objects from its config, simulate, write results.
+
+A sweep runs on a local process pool. Each finished run is written to its own folder
+at once, so a failing or interrupted sweep keeps everything already computed; running
+the same experiment again into the same folder reuses every run whose folder holds a
+``summary.json`` for an identical config.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from sim import simulate, summarize
+from traces import TraceError
+from workloads import PROFILES_DIR, CostModel, ProfileError, ProfileRangeError, load_profile
+
+from . import store
+from .config import ConfigError, ExperimentConfig, Run, dump, expand, load
+
+BUILTIN = "builtin:"
+USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, FileNotFoundError)
+
+
+def profile_path(config: ExperimentConfig, base_dir: Path) -> Path:
+    name = config.model.profile
+    if name.startswith(BUILTIN):
+        stem = name[len(BUILTIN):]
+        path = PROFILES_DIR / (stem if stem.endswith(".csv") else f"{stem}.csv")
+        if not path.exists():
+            known = ", ".join(sorted(BUILTIN + p.stem for p in PROFILES_DIR.glob("*.csv")))
+            raise ConfigError(f"model.profile: no built-in profile {name!r}; known: {known}")
+        return path
+    return base_dir / name
+
+
+def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel:
+    profile = load_profile(profile_path(config, base_dir))
+    if config.model.name not in profile.models():
+        raise ConfigError(f"model.name: {config.model.name!r} is not in {profile.source}; "
+                          f"it has: {', '.join(profile.models())}")
+    return CostModel(profile, config.model.name, hardware=config.model.hardware,
+                     noise=config.model.noise.build(), out_of_range=config.model.out_of_range)
+
+
+def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
+    """Build the trace, cost model and policies of one config and simulate it.
+
+    One SeedSequence per run is split into independent streams for the trace, the
+    service-time noise and the router, so changing the router never changes arrivals.
+    """
+    trace_seed, noise_seed, router_seed = np.random.SeedSequence(config.seed).spawn(3)
+    trace = config.trace.build(np.random.default_rng(trace_seed), base_dir)
+    cost_model = build_cost_model(config, base_dir)
+    serving = config.serving
+    batcher = serving.batching.build(cost_model, config.slo_ms)
+    router = serving.router.build(np.random.default_rng(router_seed))
+    results = simulate(
+        trace, cost_model, batcher, replicas=serving.replicas, router=router,
+        shared_queue=router is None,
+        drop_after=None if serving.drop_after_ms is None else serving.drop_after_ms / 1e3,
+        rng=np.random.default_rng(noise_seed), progress=progress)
+    return results, trace
+
+
+def run_one(run: Run, base_dir: Path, run_dir: Path, progress=None) -> dict:
+    """Simulate one run and write its folder; returns its summary."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # out-of-range look-ups are counted in the summary
+        results, trace = simulate_config(run.config, base_dir, progress)
+    slo = None if run.config.slo_ms is None else run.config.slo_ms / 1e3
+    summary = summarize(results, slo)
+    summary = {"run": run.name, "seed": run.seed, "params": run.params,
+               "trace": trace.source, **summary}
+    store.write_text(run_dir / store.CONFIG, dump(run.config))
+    store.write_requests(run_dir / store.REQUESTS, results.requests.columns())
+    (run_dir / store.ERROR).unlink(missing_ok=True)
+    store.write_json(run_dir / store.SUMMARY, summary)
+    return summary
+
+
+def _finished(run: Run, run_dir: Path) -> Optional[dict]:
+    try:
+        if (run_dir / store.CONFIG).read_text() == dump(run.config):
+            return json.loads((run_dir / store.SUMMARY).read_text())
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _task(run: Run, base_dir: Path, run_dir: Path) -> dict:
+    return run_one(run, base_dir, run_dir)
+
+
+def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -> dict:
+    """One row of results.csv: run name, swept values, then the flattened summary."""
+    row = {"run": run.name, "status": "ok" if error is None else "failed", "seed": run.seed}
+    row.update(run.params)
+    s = summary or {}
+    lat = s.get("latency_ms") or {}
+    cost = s.get("cost") or {}
+    row.update({
+        "requests": s.get("requests"), "completed": s.get("completed"),
+        "latency_p50_ms": lat.get("p50"), "latency_p90_ms": lat.get("p90"),
+        "latency_p99_ms": lat.get("p99"), "latency_mean_ms": lat.get("mean"),
+        "throughput_rps": s.get("throughput_rps"), "dropped": s.get("dropped"),
+        "rejected": s.get("rejected"), "slo_violation_rate": s.get("slo_violation_rate"),
+        "accuracy": s.get("accuracy"), "cost": cost.get("provisioned_accelerator_s"),
+        "cost_busy_s": cost.get("busy_accelerator_s"), "utilisation": cost.get("utilisation"),
+        "mean_batch_items": s.get("mean_batch_items"), "error": error or "",
+    })
+    return row
+
+
+@dataclass
+class SweepOutcome:
+    out_dir: Path
+    rows: list[dict] = field(default_factory=list)
+    reused: int = 0
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] != "ok"]
+
+
+def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: int = 1, seed: Optional[int] = None,
+                   force: bool = False, show_progress: bool = True) -> SweepOutcome:
+    """Run every point of the experiment in ``path`` into ``out_dir``."""
+    path, out_dir = Path(path), Path(out_dir)
+    config = load(path)
+    runs = expand(config, str(path), None if seed is None else [seed])
+    base_dir = path.resolve().parent
+    outcome = SweepOutcome(out_dir)
+    summaries: dict[str, dict] = {}
+    errors: dict[str, str] = {}
+    todo = []
+    for run in runs:
+        done = None if force else _finished(run, out_dir / run.name)
+        if done is not None:
+            summaries[run.name] = done
+            outcome.reused += 1
+        else:
+            todo.append(run)
+
+    bar = tqdm(total=len(todo), desc=f"{config.name}: runs", unit="run", disable=not show_progress or not todo)
+    if jobs <= 1 or len(todo) <= 1:
+        for run in todo:
+            _collect(run, lambda r=run: _single(r, base_dir, out_dir, show_progress and len(todo) == 1),
+                               summaries, errors, out_dir)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(_task, run, base_dir, out_dir / run.name): run for run in todo}
+            for future in as_completed(futures):
+                run = futures[future]
+                _collect(run, future.result, summaries, errors, out_dir)
+                bar.update()
+    bar.close()
+
+    outcome.rows = [result_row(run, summaries.get(run.name), errors.get(run.name)) for run in runs]
+    store.write_rows(out_dir / store.RESULTS, outcome.rows)
+    return outcome
+
+
+def _single(run: Run, base_dir: Path, out_dir: Path, show_progress: bool) -> dict:
+    """One run in this process, with a progress bar over its arrivals when it is alone."""
+    with tqdm(desc=run.name, unit="req", unit_scale=True, disable=not show_progress, leave=False) as bar:
+        def progress(routed: int) -> None:
+            bar.update(routed - bar.n)
+        return run_one(run, base_dir, out_dir / run.name, progress)
+
+
+def _collect(run: Run, get, summaries: dict, errors: dict, out_dir: Path) -> None:
+    """Collect one run's summary, or record its error and carry on with the others."""
+    try:
+        summaries[run.name] = get()
+    except USER_ERRORS as exc:
+        errors[run.name] = str(exc).splitlines()[0]
+        store.write_text(out_dir / run.name / store.ERROR, f"{exc}\n")
+    except Exception as exc:  # a bug: keep the other runs, keep the whole story for the report
+        errors[run.name] = f"internal error: {type(exc).__name__}: {exc}"
+        store.write_text(out_dir / run.name / store.ERROR, traceback.format_exc())
+
+
+def check(path: Path | str) -> list[Run]:
+    """Validate an experiment without simulating: config, sweep points, profiles, files."""
+    path = Path(path)
+    config = load(path)
+    runs = expand(config, str(path))
+    base_dir = path.resolve().parent
+    for run in runs:
+        try:
+            cost_model = build_cost_model(run.config, base_dir)
+            run.config.serving.batching.build(cost_model, run.config.slo_ms)
+        except (ConfigError, ValueError) as exc:
+            raise ConfigError(f"{path}: run {run.name}: {exc}") from None
+        trace = run.config.trace
+        if getattr(trace, "path", None) is not None and not (base_dir / trace.path).exists():
+            raise ConfigError(f"{path}: trace.path: no such file {str(base_dir / trace.path)!r}")
+    return runs

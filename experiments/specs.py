@@ -1,0 +1,274 @@
+"""What a YAML file may name: trace kinds, noise kinds, batching policies and routers.
+
+Each class is the validated parameter set of one name and knows how to build the object
+it stands for. Units follow the YAML's conventions: trace times and rates in seconds,
+latencies the user sets (waits, SLOs, drop limits) in milliseconds, with an ``_ms``
+suffix so a reader never has to guess.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+import traces
+from policies import batching, routing
+from workloads import noise
+
+from .registry import BATCHING, NOISE, ROUTERS, TRACES
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- traces ----------------------------------------------------------------------------
+
+class TraceSpec(Spec):
+    """Transforms every trace kind accepts, applied in this order: ``window`` (seconds,
+    ``[t0, t1)``, rebased to 0), ``compress_time``, ``scale_rate``, ``max_requests``."""
+
+    window: Optional[tuple[float, float]] = None
+    compress_time: Optional[PositiveFloat] = None
+    scale_rate: Optional[PositiveFloat] = None
+    max_requests: Optional[PositiveInt] = None
+
+    def build(self, rng: np.random.Generator, base_dir: Path) -> traces.Trace:
+        trace = self.arrivals(rng, base_dir)
+        if self.window is not None:
+            trace = traces.window(trace, *self.window)
+        if self.compress_time is not None:
+            trace = traces.compress_time(trace, self.compress_time)
+        if self.scale_rate is not None:
+            trace = traces.scale_rate(trace, self.scale_rate, rng=rng)
+        if self.max_requests is not None:
+            trace = traces.head(trace, self.max_requests)
+        return trace
+
+    def arrivals(self, rng: np.random.Generator, base_dir: Path) -> traces.Trace:
+        raise NotImplementedError
+
+
+class Generated(TraceSpec):
+    """A synthetic trace: exactly one of ``duration`` (s) or ``count`` (requests)."""
+
+    duration: Optional[PositiveFloat] = None
+    count: Optional[PositiveInt] = None
+
+    @model_validator(mode="after")
+    def _one_length(self):
+        if (self.duration is None) == (self.count is None):
+            raise ValueError("give exactly one of 'duration' (seconds) or 'count' (requests)")
+        return self
+
+    def params(self) -> dict:
+        skip = set(TraceSpec.model_fields) | {"kind", "duration", "count"}
+        return {k: v for k, v in self.model_dump().items() if k not in skip}
+
+    def arrivals(self, rng, base_dir):
+        make = getattr(traces, self.kind)
+        return make(**self.params(), duration=self.duration, count=self.count, rng=rng)
+
+
+@TRACES.register
+class PoissonTrace(Generated):
+    kind: Literal["poisson"]
+    rate: PositiveFloat
+
+
+@TRACES.register
+class GammaTrace(Generated):
+    kind: Literal["gamma"]
+    rate: PositiveFloat
+    cv: PositiveFloat
+
+
+@TRACES.register
+class MMPP2Trace(Generated):
+    kind: Literal["mmpp2"]
+    rates: tuple[float, float]
+    mean_sojourn: tuple[PositiveFloat, PositiveFloat]
+
+
+@TRACES.register
+class DiurnalTrace(Generated):
+    kind: Literal["diurnal"]
+    mean_rate: PositiveFloat
+    amplitude: float = Field(ge=0, le=1)
+    period: PositiveFloat
+    phase: float = 0.0
+
+
+@TRACES.register
+class StepTrace(Generated):
+    kind: Literal["step"]
+    rates: list[float]
+    change_times: list[float]
+
+
+@TRACES.register
+class SpikeTrace(Generated):
+    kind: Literal["spike"]
+    base_rate: PositiveFloat
+    spike_rate: PositiveFloat
+    start: float = Field(ge=0)
+    length: PositiveFloat
+
+
+@TRACES.register
+class FileTrace(TraceSpec):
+    """A trace file; ``path`` is relative to the YAML file. Count formats (``twitter``,
+    ``azure-functions``) become arrivals spread ``uniform``-ly or as ``poisson`` order
+    statistics inside each bin."""
+
+    kind: Literal["file"]
+    path: str
+    format: str
+    bin_mode: Literal["uniform", "poisson"] = "uniform"
+    function: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _known_format(self):
+        if self.format not in traces.FORMATS:
+            raise ValueError(f"unknown trace format {self.format!r}; known: {', '.join(sorted(traces.FORMATS))}")
+        return self
+
+    def arrivals(self, rng, base_dir):
+        options = {} if self.function is None else {"function": self.function}
+        return traces.load(base_dir / self.path, self.format, rng=rng, mode=self.bin_mode, **options)
+
+
+# --- service-time noise ----------------------------------------------------------------
+
+@NOISE.register
+class DeterministicNoise(Spec):
+    """Always the profiled median."""
+    kind: Literal["deterministic"]
+
+    def build(self):
+        return noise.Deterministic()
+
+
+@NOISE.register
+class EmpiricalNoise(Spec):
+    """Drawn from the measured p50/p90/p99 of the profile (the realistic default)."""
+    kind: Literal["empirical"]
+
+    def build(self):
+        return noise.Empirical()
+
+
+@NOISE.register
+class ExponentialNoise(Spec):
+    """Exponential with mean = profiled median (for M/M/c checks)."""
+    kind: Literal["exponential"]
+
+    def build(self):
+        return noise.Exponential()
+
+
+@NOISE.register
+class LogNormalNoise(Spec):
+    """Lognormal with mean = profiled median and coefficient of variation ``cv``."""
+    kind: Literal["lognormal"]
+    cv: PositiveFloat
+
+    def build(self):
+        return noise.LogNormal(self.cv)
+
+
+@NOISE.register
+class GammaNoise(Spec):
+    """Gamma with mean = profiled median and coefficient of variation ``cv``."""
+    kind: Literal["gamma"]
+    cv: PositiveFloat
+
+    def build(self):
+        return noise.Gamma(self.cv)
+
+
+# --- batching --------------------------------------------------------------------------
+
+@BATCHING.register
+class FixedBatching(Spec):
+    """Wait for exactly ``batch_size`` items."""
+    policy: Literal["fixed"]
+    batch_size: PositiveInt
+
+    def build(self, cost_model, slo_ms):
+        return batching.FixedBatcher(self.batch_size)
+
+
+@BATCHING.register
+class DynamicBatching(Spec):
+    """Run at ``max_batch`` items or after the oldest waited ``max_wait_ms``."""
+    policy: Literal["dynamic"]
+    max_batch: PositiveInt
+    max_wait_ms: float = Field(default=0.0, ge=0)
+
+    def build(self, cost_model, slo_ms):
+        return batching.DynamicBatcher(self.max_batch, self.max_wait_ms / 1e3)
+
+
+@BATCHING.register
+class DeadlineBatching(Spec):
+    """The largest batch that still meets the SLO (``slo_ms``, default: the experiment's)."""
+    policy: Literal["deadline"]
+    max_batch: PositiveInt
+    slo_ms: Optional[PositiveFloat] = None
+
+    def build(self, cost_model, slo_ms):
+        slo = self.slo_ms if self.slo_ms is not None else slo_ms
+        if slo is None:
+            raise ValueError("the deadline policy needs slo_ms (here or at the top level)")
+        return batching.DeadlineBatcher(slo / 1e3, self.max_batch, cost_model.batch_latency)
+
+
+# --- routing ---------------------------------------------------------------------------
+
+@ROUTERS.register
+class RoundRobinRouting(Spec):
+    """Replicas in turn."""
+    name: Literal["round_robin"]
+
+    def build(self, rng):
+        return routing.RoundRobin()
+
+
+@ROUTERS.register
+class RandomRouting(Spec):
+    """A uniformly random replica."""
+    name: Literal["random"]
+
+    def build(self, rng):
+        return routing.RandomRouter(rng)
+
+
+@ROUTERS.register
+class JSQRouting(Spec):
+    """Join the shortest queue (fewest outstanding requests)."""
+    name: Literal["jsq"]
+
+    def build(self, rng):
+        return routing.JoinShortestQueue()
+
+
+@ROUTERS.register
+class PowerOfTwoRouting(Spec):
+    """The less loaded of two random replicas."""
+    name: Literal["power_of_two"]
+
+    def build(self, rng):
+        return routing.PowerOfTwoChoices(rng)
+
+
+@ROUTERS.register
+class SharedQueue(Spec):
+    """No routing: one queue that every replica pulls from (M/M/c, Triton instance groups)."""
+    name: Literal["shared"]
+
+    def build(self, rng):
+        return None

@@ -1,0 +1,68 @@
+"""Results on disk, written so that a crash never leaves a half-written file.
+
+Every file is written to a temporary name in the same folder and then renamed over the
+target (``os.replace`` is atomic on POSIX and Windows). A run's ``summary.json`` is
+written last, so its presence means the run finished and its other files are whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+SUMMARY = "summary.json"
+CONFIG = "config.yaml"
+REQUESTS = "requests.parquet"
+ERROR = "error.txt"
+RESULTS = "results.csv"
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """A temporary path to write; it replaces ``target`` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(target: Path, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(target: Path, data) -> None:
+    write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_requests(target: Path, columns: dict[str, np.ndarray]) -> None:
+    with atomic_path(target) as tmp:
+        pd.DataFrame(columns).to_parquet(tmp, index=False)
+
+
+def read_requests(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def write_rows(target: Path, rows: list[dict]) -> None:
+    """A CSV with the union of the rows' keys as columns, in first-seen order."""
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(target) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)

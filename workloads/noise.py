@@ -1,0 +1,204 @@
+"""Service-time variability around the profiled latency.
+
+A profile gives percentiles, but a simulated server needs one service time per batch.
+How that time varies is a modelling choice, so it is a small interchangeable object:
+
+* :class:`Empirical` replays the measured spread (p50/p90/p99) of each stage;
+* :class:`Deterministic` always takes the median;
+* :class:`Exponential`, :class:`LogNormal` and :class:`Gamma` multiply the median by a
+  random factor of **mean 1**, so the *profiled median becomes the mean* service time.
+  They exist to check the engine against queueing theory (M/M/1 needs exponential
+  service of mean 1/mu, M/G/1 e.g. lognormal with a given cv). Each stage gets an
+  independent factor, so the named distribution is exact only for a one-stage model:
+  build a one-stage profile for such checks.
+
+The interface is two methods, split so that the work happens once, not per batch:
+
+* ``prepare(stages)`` turns the per-stage :class:`Percentiles` at one batch size into
+  whatever the noise needs (the cost model caches the result per batch size);
+* ``make_sampler(params, n_stages, rng)`` returns the closure the engine calls for every
+  batch: ``sample(batch_size) -> seconds``, reading ``params[batch_size]``.
+
+The closure sits in the engine's innermost loop, so random variates are drawn from the
+numpy Generator in blocks of :data:`BLOCK` per stage, turned into a Python list, and
+read back by index: a sample costs a dict lookup plus a multiply (or a short branch) per
+stage, never a numpy call. Noise objects hold no state; all state (the block, the
+position) lives in the closure, so two samplers never share random numbers unless they
+are handed the same Generator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+BLOCK = 4096
+
+Sampler = Callable[[int], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """Service-time percentiles of one stage at one batch size, in seconds."""
+
+    p50: float
+    p90: float
+    p99: float
+
+
+class Noise(Protocol):
+    def prepare(self, stages: Sequence[Percentiles]) -> Any:
+        """Derive, once per batch size, what ``make_sampler``'s closure reads."""
+
+    def make_sampler(self, params: Mapping[int, Any], n_stages: int, rng: np.random.Generator) -> Sampler:
+        """``params[b]`` is ``prepare(...)`` of batch size ``b``, filled in on first use."""
+
+
+@dataclass(frozen=True)
+class Deterministic:
+    """Always the (interpolated) median, summed over stages: no randomness at all."""
+
+    def prepare(self, stages: Sequence[Percentiles]) -> float:
+        return math.fsum(s.p50 for s in stages)
+
+    def make_sampler(self, params: Mapping[int, float], n_stages: int, rng: np.random.Generator) -> Sampler:
+        return params.__getitem__
+
+
+class _MeanOne:
+    """Each stage's median times an independent random factor of mean 1."""
+
+    def factors(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` independent factors with mean 1."""
+        raise NotImplementedError
+
+    def prepare(self, stages: Sequence[Percentiles]) -> tuple[float, ...]:
+        return tuple(s.p50 for s in stages)
+
+    def make_sampler(self, params: Mapping[int, tuple[float, ...]], n_stages: int,
+                     rng: np.random.Generator) -> Sampler:
+        size = BLOCK * n_stages  # a multiple of n_stages: each call takes exactly n_stages
+        block: list[float] = []
+        pos = size
+
+        def sample(batch_size: int) -> float:
+            nonlocal block, pos
+            if pos == size:
+                block = self.factors(rng, size).tolist()
+                pos = 0
+            i = pos
+            total = 0.0
+            for median in params[batch_size]:
+                total += median * block[i]
+                i += 1
+            pos = i
+            return total
+
+        return sample
+
+
+@dataclass(frozen=True)
+class Exponential(_MeanOne):
+    """Exponential service time with mean = profiled median (cv 1): the M in M/M/1."""
+
+    def factors(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.exponential(1.0, n)
+
+
+def _check_cv(cv: float) -> None:
+    if not (isinstance(cv, (int, float)) and math.isfinite(cv) and cv > 0):
+        raise ValueError(f"cv must be a finite number > 0, got {cv!r}; use Deterministic() for no noise")
+
+
+@dataclass(frozen=True)
+class LogNormal(_MeanOne):
+    """Lognormal service time with mean = profiled median and coefficient of variation ``cv``.
+
+    The factor is exp(N(mu, sigma^2)) with sigma^2 = ln(1 + cv^2) and mu = -sigma^2 / 2,
+    which gives mean 1 and standard deviation cv.
+    """
+
+    cv: float
+
+    def __post_init__(self) -> None:
+        _check_cv(self.cv)
+
+    def factors(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        sigma2 = math.log1p(self.cv**2)
+        return rng.lognormal(-sigma2 / 2, math.sqrt(sigma2), n)
+
+
+@dataclass(frozen=True)
+class Gamma(_MeanOne):
+    """Gamma service time with mean = profiled median and coefficient of variation ``cv``
+    (shape 1/cv^2, scale cv^2; cv = 1 is exponential)."""
+
+    cv: float
+
+    def __post_init__(self) -> None:
+        _check_cv(self.cv)
+
+    def factors(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        shape = 1.0 / self.cv**2
+        return rng.gamma(shape, 1.0 / shape, n)
+
+
+@dataclass(frozen=True)
+class Empirical:
+    """Draw each stage's time from its measured percentiles at that batch size.
+
+    The quantile function is piecewise linear through (0.5, p50), (0.9, p90) and
+    (0.99, p99); the cost model has already interpolated the three percentiles linearly
+    between measured batch sizes. The tails are not measured, so they are chosen:
+
+    * lower tail: from q = 0 at ``max(p50 - (p90 - p50), p50 / 2)`` up to p50 -- the
+      spread below the median mirrors the one above it, but a run never takes less than
+      half the median (service times are skewed right and bounded below);
+    * upper tail: q = 0.99 -> 1 continues the 0.9 -> 0.99 slope, so the maximum is
+      ``p99 + (p99 - p90) / 9``. The tail beyond p99 is not extrapolated further because
+      a few hundred repeats say nothing reliable about it.
+
+    The mean is therefore not the median; it is whatever these percentiles imply.
+    """
+
+    def prepare(self, stages: Sequence[Percentiles]) -> tuple[tuple[float, ...], ...]:
+        # Per stage: (value at q=0, slope below p50, p50, slope p50->p90, p90,
+        # slope above p90, p99); the sampler evaluates the segment its uniform falls in.
+        segments = []
+        for s in stages:
+            low = max(s.p50 - (s.p90 - s.p50), 0.5 * s.p50)
+            segments.append((low, (s.p50 - low) / 0.5, s.p50, (s.p90 - s.p50) / 0.4,
+                             s.p90, (s.p99 - s.p90) / 0.09, s.p99))
+        return tuple(segments)
+
+    def make_sampler(self, params: Mapping[int, tuple[tuple[float, ...], ...]], n_stages: int,
+                     rng: np.random.Generator) -> Sampler:
+        size = BLOCK * n_stages
+        block: list[float] = []
+        pos = size
+
+        def sample(batch_size: int) -> float:
+            nonlocal block, pos
+            if pos == size:
+                block = rng.random(size).tolist()
+                pos = 0
+            i = pos
+            total = 0.0
+            for low, s0, p50, s1, p90, s2, p99 in params[batch_size]:
+                u = block[i]
+                i += 1
+                if u < 0.5:
+                    total += low + s0 * u
+                elif u < 0.9:
+                    total += p50 + s1 * (u - 0.5)
+                elif u < 0.99:
+                    total += p90 + s2 * (u - 0.9)
+                else:
+                    total += p99 + s2 * (u - 0.99)
+            pos = i
+            return total
+
+        return sample

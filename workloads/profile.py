@@ -1,0 +1,322 @@
+"""The profile table: measured latencies per (hardware, model, stage, batch size).
+
+A profile is measured once, on real hardware, and then drives many simulated runs, so
+the file has to say how it was measured and has to be trusted by everything downstream.
+That is why it is a plain CSV (readable, diffable, writable from any profiler) that
+opens with ``# key: value`` metadata lines (device, dtype, framework, date, execution
+mode, plus any free keys) and is checked completely at load time: every problem is a
+:class:`ProfileError` naming the file, the 1-based line (comment lines count), the
+column and the offending value, so a bad table fails loudly before any run starts
+instead of quietly skewing results.
+
+Latencies in the table are in milliseconds, as profilers print them; the cost model
+converts to the simulator's seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence, Union
+
+COLUMNS = (
+    "hardware",
+    "model",
+    "stage",
+    "batch_size",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "repeats",
+)
+REQUIRED_METADATA = ("device", "dtype", "framework", "date", "execution_mode")
+PROFILES_DIR = Path(__file__).with_name("profiles")
+
+
+class ProfileError(ValueError):
+    """A profile (file or in-code table) is malformed; the message names where and what."""
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    """One measured point: the latency percentiles of one stage at one batch size."""
+
+    hardware: str
+    model: str
+    stage: str
+    batch_size: int
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_p99_ms: float
+    repeats: int
+
+
+RowLike = Union[ProfileRow, Mapping[str, object], Sequence[object]]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A validated profile table: rows in file order, metadata in file order, and where
+    it came from (``source``: a path or a description, used in every error message).
+
+    Build one with :func:`load_profile` or :meth:`Profile.from_rows`, which check it;
+    the plain constructor trusts its arguments.
+    """
+
+    rows: tuple[ProfileRow, ...]
+    metadata: dict[str, str]
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", tuple(self.rows))
+        object.__setattr__(self, "metadata", dict(self.metadata))
+
+    @classmethod
+    def from_rows(
+        cls, rows: Iterable[RowLike], metadata: Mapping[str, str], source: str = "<memory>"
+    ) -> "Profile":
+        """Build and check a profile in code (tests, queueing validation, profilers).
+
+        A row is a :class:`ProfileRow`, a mapping with exactly the :data:`COLUMNS` keys,
+        or a sequence of values in :data:`COLUMNS` order.
+        """
+        checked, wheres = [], []
+        for i, values in enumerate(rows, 1):
+            where = f"{source} row {i}"
+            checked.append(_parse_row(_as_mapping(values, where), where))
+            wheres.append(where)
+        _check_metadata(metadata, source)
+        _check_table(checked, wheres, source)
+        return cls(tuple(checked), dict(metadata), source)
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write the table atomically: a temporary file in the same folder, then
+        ``os.replace``, so a reader never sees half a profile."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                for key, value in self.metadata.items():
+                    f.write(f"# {key}: {value}\n")
+                writer = csv.writer(f, lineterminator="\n")
+                writer.writerow(COLUMNS)
+                # repr() of a float round-trips exactly, so load(save(p)) == p.
+                writer.writerows([repr(v) if isinstance(v, float) else v for v in astuple(row)]
+                                 for row in self.rows)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a profile is shared project data
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def models(self) -> tuple[str, ...]:
+        """Model names, in the order first seen."""
+        return tuple(dict.fromkeys(row.model for row in self.rows))
+
+    def hardware(self, model: str | None = None) -> tuple[str, ...]:
+        """Hardware names (only those that ran ``model``, if given), in the order first seen."""
+        return tuple(dict.fromkeys(
+            row.hardware for row in self.rows if model is None or row.model == model
+        ))
+
+    def stages(self, model: str) -> tuple[str, ...]:
+        """The stages of ``model`` in the order first seen in the table: that order is the
+        order a request flows through them."""
+        stages = tuple(dict.fromkeys(row.stage for row in self.rows if row.model == model))
+        if not stages:
+            raise ProfileError(
+                f"{self.source}: no rows for model {model!r}; it profiles {_names(self.models())}"
+            )
+        return stages
+
+    def rows_for(self, model: str, stage: str, hardware: str | None = None) -> tuple[ProfileRow, ...]:
+        """The rows of one stage, sorted by batch size. ``hardware=None`` is allowed only
+        when a single hardware profiled that stage (otherwise batch sizes would clash)."""
+        rows = [r for r in self.rows if r.model == model and r.stage == stage]
+        if not rows:
+            raise ProfileError(
+                f"{self.source}: no rows for model {model!r} stage {stage!r}; "
+                f"its stages are {_names(self.stages(model))}"
+            )
+        found = tuple(dict.fromkeys(r.hardware for r in rows))
+        if hardware is None and len(found) > 1:
+            raise ProfileError(
+                f"{self.source}: model {model!r} stage {stage!r} is profiled on {_names(found)}; "
+                f"pass hardware= to pick one"
+            )
+        if hardware is not None:
+            rows = [r for r in rows if r.hardware == hardware]
+            if not rows:
+                raise ProfileError(
+                    f"{self.source}: model {model!r} stage {stage!r} has no rows for hardware "
+                    f"{hardware!r}; it is profiled on {_names(found)}"
+                )
+        return tuple(sorted(rows, key=lambda r: r.batch_size))
+
+
+def load_profile(path: Union[str, os.PathLike]) -> Profile:
+    """Read and check a profile CSV; any problem raises :class:`ProfileError`."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")  # tolerate a BOM (spreadsheet exports)
+    except FileNotFoundError:
+        raise ProfileError(f"{name}: no such profile file") from None
+    except OSError as exc:
+        raise ProfileError(f"{name}: cannot read profile ({exc.strerror or exc})") from None
+
+    metadata: dict[str, str] = {}
+    header: list[str] | None = None
+    rows: list[ProfileRow] = []
+    wheres: list[str] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        where = f"{name} line {n}"
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("#"):
+            if header is not None:
+                raise ProfileError(
+                    f"{where}: comment after the header; '# key: value' metadata lines "
+                    f"must all come before the header"
+                )
+            key, colon, value = line.lstrip()[1:].partition(":")
+            key, value = key.strip(), value.strip()
+            if not colon or not key:
+                raise ProfileError(f"{where}: metadata line {line.strip()!r} must look like '# key: value'")
+            if key in metadata:
+                raise ProfileError(f"{where}: metadata key {key!r} appears twice")
+            metadata[key] = value
+            continue
+        cells = next(csv.reader([line]))
+        if header is None:
+            _check_header(cells, where)
+            header = cells
+            continue
+        if len(cells) != len(header):
+            raise ProfileError(
+                f"{where}: {len(cells)} values for {len(header)} columns ({','.join(header)})"
+            )
+        rows.append(_parse_row(dict(zip(header, cells)), where))
+        wheres.append(where)
+
+    if header is None:
+        raise ProfileError(f"{name}: no header line; expected the columns {','.join(COLUMNS)}")
+    _check_metadata(metadata, name)
+    _check_table(rows, wheres, name)
+    return Profile(tuple(rows), metadata, name)
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(repr(n) for n in names) or "nothing"
+
+
+def _check_header(cells: Sequence[str], where: str, what: str = "header") -> None:
+    repeated = sorted({c for c in cells if cells.count(c) > 1})
+    if repeated:
+        raise ProfileError(f"{where}: {what} column(s) {_names(repeated)} appear more than once")
+    missing = [c for c in COLUMNS if c not in cells]
+    extra = [c for c in cells if c not in COLUMNS]
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append(f"missing column(s) {_names(missing)}")
+        if extra:
+            problems.append(f"unexpected column(s) {_names(extra)}")
+        raise ProfileError(
+            f"{where}: {what} has {' and '.join(problems)}; the columns must be exactly "
+            f"{','.join(COLUMNS)}"
+        )
+
+
+def _as_mapping(values: RowLike, where: str) -> Mapping[str, object]:
+    if isinstance(values, ProfileRow):
+        return dict(zip(COLUMNS, astuple(values)))
+    if isinstance(values, Mapping):
+        _check_header(list(values), where, "row")
+        return values
+    values = list(values)
+    if len(values) != len(COLUMNS):
+        raise ProfileError(f"{where}: {len(values)} values for {len(COLUMNS)} columns ({','.join(COLUMNS)})")
+    return dict(zip(COLUMNS, values))
+
+
+def _parse_row(values: Mapping[str, object], where: str) -> ProfileRow:
+    """Convert one row (text from a file, or Python values) and check each value."""
+    names = {}
+    for column in ("hardware", "model", "stage"):
+        text = str(values[column]).strip()
+        if not text:
+            raise ProfileError(f"{where}: {column} is empty; every row must name its {column}")
+        names[column] = text
+    p50, p90, p99 = (_positive(values, c, where) for c in COLUMNS[4:7])
+    for (low_col, low), (high_col, high) in ((("latency_p50_ms", p50), ("latency_p90_ms", p90)),
+                                               (("latency_p90_ms", p90), ("latency_p99_ms", p99))):
+        if high < low:
+            raise ProfileError(
+                f"{where}: {high_col} '{values[high_col]}' is below {low_col} '{values[low_col]}'; "
+                f"percentiles must satisfy p50 <= p90 <= p99"
+            )
+    return ProfileRow(
+        batch_size=_whole(values, "batch_size", where, "must be a positive integer"),
+        latency_p50_ms=p50,
+        latency_p90_ms=p90,
+        latency_p99_ms=p99,
+        repeats=_whole(values, "repeats", where, "must be an integer >= 1 (how many timed runs)"),
+        **names,
+    )
+
+
+def _number(values: Mapping[str, object], column: str) -> float | None:
+    value = values[column]
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _positive(values: Mapping[str, object], column: str, where: str) -> float:
+    number = _number(values, column)
+    if number is None or number <= 0:
+        raise ProfileError(f"{where}: {column} '{values[column]}' must be a positive number")
+    return number
+
+
+def _whole(values: Mapping[str, object], column: str, where: str, rule: str) -> int:
+    number = _number(values, column)
+    if number is None or number < 1 or number != int(number):
+        raise ProfileError(f"{where}: {column} '{values[column]}' {rule}")
+    return int(number)
+
+
+def _check_metadata(metadata: Mapping[str, str], where: str) -> None:
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key.strip() or ":" in key or "\n" in key:
+            raise ProfileError(f"{where}: metadata key {key!r} must be a non-empty string without ':' or newlines")
+        if not isinstance(value, str) or "\n" in value:
+            raise ProfileError(f"{where}: metadata {key!r} value {value!r} must be a one-line string")
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise ProfileError(
+            f"{where}: metadata is missing {_names(missing)}; add a line like "
+            f"'# {missing[0]}: ...' before the header for each"
+        )
+
+
+def _check_table(rows: Sequence[ProfileRow], wheres: Sequence[str], source: str) -> None:
+    if not rows:
+        raise ProfileError(f"{source}: no data rows; a profile needs at least one measured point")
+    first_seen: dict[tuple[str, str, str, int], str] = {}
+    for row, where in zip(rows, wheres):
+        key = (row.hardware, row.model, row.stage, row.batch_size)
+        if key in first_seen:
+            raise ProfileError(
+                f"{where}: duplicate (hardware, model, stage, batch_size) {key!r}, "
+                f"already at {first_seen[key].removeprefix(source + ' ')}; keep one row per batch size"
+            )
+        first_seen[key] = where

@@ -1,0 +1,151 @@
+"""Measure the shipped example profile: a small 3-stage float32 MLP ("mlp3") run
+eagerly with numpy on the CPU.
+
+Why this model: it needs nothing beyond numpy, so anyone can re-measure it on their own
+machine in well under a minute, yet it is a real computation whose latency curve has the
+usual shape (weight-bandwidth bound at batch 1, compute bound at batch 64). Each stage
+is two dense layers with ReLU (1.3-2.1 M parameters), which puts batch 1 in the
+hundreds of microseconds and batch 64 at a few milliseconds on one core.
+
+BLAS uses one thread by default (``--threads``): it is the most repeatable setting.
+Thread counts must be fixed before numpy is imported, and importing this module already
+imported numpy (through ``workloads``), so :func:`main` re-runs itself in a child
+process with the thread variables set when they are not.
+
+    python -m workloads.profiler_cpu --out workloads/profiles/cpu_mlp.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from workloads.profile import Profile
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+# Stage name -> (input width, hidden width, output width).
+MLP3 = {"block1": (512, 1024, 1024), "block2": (1024, 1024, 1024), "block3": (1024, 1024, 256)}
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def make_block(widths: tuple[int, int, int], rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """Dense -> ReLU -> dense -> ReLU with He-initialised float32 weights (so activations
+    stay O(1) and no denormals slow the arithmetic)."""
+    d_in, d_hidden, d_out = widths
+    w1 = (rng.standard_normal((d_in, d_hidden)) * np.sqrt(2.0 / d_in)).astype(np.float32)
+    w2 = (rng.standard_normal((d_hidden, d_out)) * np.sqrt(2.0 / d_hidden)).astype(np.float32)
+    b1 = np.full(d_hidden, 0.01, np.float32)
+    b2 = np.full(d_out, 0.01, np.float32)
+
+    def block(x: np.ndarray) -> np.ndarray:
+        h = x @ w1
+        h += b1
+        np.maximum(h, 0, out=h)
+        y = h @ w2
+        y += b2
+        return np.maximum(y, 0, out=y)
+
+    return block
+
+
+def time_ms(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, warmup: int, repeats: int) -> np.ndarray:
+    """Wall time of ``repeats`` calls after ``warmup`` untimed ones, in milliseconds."""
+    for _ in range(warmup):
+        fn(x)
+    elapsed = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter_ns()
+        fn(x)
+        elapsed[i] = time.perf_counter_ns() - start
+    return elapsed / 1e6
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def blas_name() -> str:
+    """The BLAS numpy was built against, as numpy reports it (or 'unknown')."""
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas['name']} {blas['version']}"
+    except (TypeError, KeyError):
+        return "unknown"
+
+
+def measure(repeats: int, warmup: int, threads: int) -> Profile:
+    """Time every (stage, batch size) of mlp3 and return the checked profile.
+
+    ``threads`` is only recorded: the BLAS thread count is fixed by the environment
+    before numpy loads (see :func:`main`).
+    """
+    rng = np.random.default_rng(0)
+    blocks = {name: make_block(widths, rng) for name, widths in MLP3.items()}
+    rows = []
+    gc.disable()  # a collection inside a timed call would be noise, not model cost
+    try:
+        for batch in BATCH_SIZES:
+            x = rng.standard_normal((batch, MLP3["block1"][0])).astype(np.float32)
+            for name, block in blocks.items():
+                ms = time_ms(block, x, warmup, repeats)
+                p50, p90, p99 = (round(float(v), 4) for v in np.percentile(ms, [50, 90, 99]))
+                rows.append(("cpu", "mlp3", name, batch, p50, p90, p99, repeats))
+                x = block(x)  # the next stage sees this stage's real output
+    finally:
+        gc.enable()
+    metadata = {
+        "device": f"cpu:{cpu_name()}",
+        "dtype": "float32",
+        "framework": f"numpy {np.__version__}",
+        "date": datetime.date.today().isoformat(),
+        "execution_mode": "eager",
+        "hardware": "cpu",
+        "threads": str(threads),
+        "blas": blas_name(),
+        "model": "mlp3: 3 blocks of dense+ReLU+dense+ReLU, widths "
+                 + " | ".join(f"{name} {a}>{b}>{c}" for name, (a, b, c) in MLP3.items()),
+        "timing": f"time.perf_counter_ns per call, {warmup} warm-up calls, percentiles over repeats",
+        "python": platform.python_version(),
+    }
+    return Profile.from_rows(rows, metadata, source="profiler_cpu")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="workloads/profiles/cpu_mlp.csv", help="CSV to write")
+    parser.add_argument("--repeats", type=int, default=200, help="timed calls per (stage, batch size)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed calls before timing")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads")
+    args = parser.parse_args(argv)
+
+    wanted = str(args.threads)
+    if any(os.environ.get(var) != wanted for var in THREAD_VARS):
+        env = {**os.environ, **{var: wanted for var in THREAD_VARS}}
+        cmd = [sys.executable, "-m", "workloads.profiler_cpu", *(sys.argv[1:] if argv is None else argv)]
+        return subprocess.run(cmd, env=env, check=False).returncode
+
+    started = time.perf_counter()
+    profile = measure(args.repeats, args.warmup, args.threads)
+    profile.save(args.out)
+    print(f"wrote {args.out} ({len(profile.rows)} rows) in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
