@@ -1,5 +1,6 @@
-"""The engine: SimPy workers, dispatcher and per-request records. See engine.simulate."""
-from .engine import SimulationError, simulate
+"""The engine: SimPy workers, dispatcher and per-request records. Start at engine.simulate."""
+from .engine import simulate
+from .errors import SimulationError
 from .metrics import summarize
 from .records import COMPLETED, DROPPED, REJECTED, RequestTable, Results
 

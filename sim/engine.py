@@ -18,13 +18,10 @@ from policies.routing import JoinShortestQueue
 from traces.trace import Trace
 
 from .dispatcher import Dispatcher
+from .errors import SimulationError
 from .queue import RequestQueue
 from .records import RequestLog, RequestTable, Results
 from .worker import Worker
-
-
-class SimulationError(RuntimeError):
-    """The engine broke one of its own invariants — a bug, never a user error."""
 
 
 def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=None,

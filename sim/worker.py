@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from .errors import SimulationError
 from .queue import RequestQueue
 from .records import DROPPED
 
@@ -74,6 +75,13 @@ class Worker:
             timer.callbacks.append(lambda _event, at=wake_at: self._on_timer(at))
         return self.wake
 
+    def _stuck(self, now: float, wake_at: Optional[float]) -> str:
+        name = type(self.batcher).__name__
+        if wake_at is not None:
+            return f"{name} asked worker {self.index} at t={now!r} s to wait until t={wake_at!r} s, which is not later"
+        return (f"{name} leaves {len(self.queue.items)} request(s) waiting on worker {self.index} "
+                f"after the last arrival; they would never be served")
+
     def _drop_expired(self, now: float) -> None:
         queue = self.queue
         items = queue.items
@@ -116,6 +124,8 @@ class Worker:
             else:
                 limit, wake_at = 0, None
             if limit == 0:
+                if wake_at is not None and wake_at <= now or wake_at is None and dispatcher.exhausted and queue:
+                    raise SimulationError(self._stuck(now, wake_at))
                 # Idle until the next arrival or the policy's timer. If that comes before
                 # any queued event and no other worker waits (so the arrival cannot be
                 # routed to one), jump to it without an event.
