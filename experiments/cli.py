@@ -33,14 +33,20 @@ def _run(args) -> int:
     for row in outcome.rows:
         if row["status"] == "ok":
             slo = row["slo_violation_rate"]
-            print(f"{row['run']}: p50 {row['latency_p50_ms']:.3f} ms, p99 {row['latency_p99_ms']:.3f} ms, "
-                  f"{row['throughput_rps']:.1f} req/s, dropped {row['dropped']}"
+            print(f"{row['run']}: p50 {_num(row['latency_p50_ms'], '.3f')} ms, "
+                  f"p99 {_num(row['latency_p99_ms'], '.3f')} ms, "
+                  f"{_num(row['throughput_rps'], '.1f')} req/s, dropped {row['dropped']}"
                   + ("" if slo is None else f", SLO violations {100 * slo:.2f}%"))
         else:
             print(f"{row['run']}: FAILED: {row['error']}", file=sys.stderr)
     reused = f" ({outcome.reused} reused from an earlier run)" if outcome.reused else ""
     print(f"{len(ok)} of {len(outcome.rows)} runs finished{reused}; results in {out / 'results.csv'}, plots in {out / 'plots'}")
     return 1 if outcome.failed else 0
+
+
+def _num(value, spec: str) -> str:
+    """A number for the run's one-line report; 'n/a' where the run has none (no request completed)."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def _check(args) -> int:
@@ -59,7 +65,8 @@ def _plot(args) -> int:
 def _trace_stats(args) -> int:
     options = {"bin_seconds": args.bin_seconds} if args.bin_seconds else {}
     trace = load_trace(args.file, args.format, rng=np.random.default_rng(args.seed), **options)
-    print(json.dumps(describe(trace), indent=2))
+    stats = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in describe(trace).items()}
+    print(json.dumps(stats, indent=2, allow_nan=False))  # strict JSON: undefined values are null
     return 0
 
 

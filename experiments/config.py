@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 from . import specs  # noqa: F401  (registers the names)
 from .registry import BATCHING, NOISE, ROUTERS, TRACES
@@ -54,8 +54,8 @@ class ServingConfig(Strict):
 class ExperimentConfig(Strict):
     name: str = "experiment"
     description: str = ""
-    seed: int = 0
-    seeds: Optional[list[int]] = None
+    seed: NonNegativeInt = 0
+    seeds: Optional[list[NonNegativeInt]] = None
     slo_ms: Optional[PositiveFloat] = None
     trace: TRACES.union()
     model: ModelConfig
@@ -73,11 +73,36 @@ class Run:
     config: ExperimentConfig
 
 
-def _format_errors(source: str, error: ValidationError, prefix: str = "") -> str:
+def _yaml_loc(loc: tuple, data: Any) -> list[str]:
+    """The parts of a pydantic error location that are keys of the YAML ``data``.
+
+    Pydantic puts the tag of a discriminated-union member into the location
+    (``serving.batching.dynamic.max_wait_ms``); the user wrote no key ``dynamic``, so such
+    parts (a value of the mapping they appear in, not one of its keys) are dropped.
+    """
+    parts, node = [], data
+    for part in loc:
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        if isinstance(node, dict):
+            if part in node:
+                node = node[part]
+            elif part in [v for v in node.values() if isinstance(v, str)]:
+                continue  # a union tag such as 'dynamic'
+            else:
+                node = None
+        elif isinstance(node, (list, tuple)) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+        parts.append(str(part))
+    return parts
+
+
+def _format_errors(source: str, error: ValidationError, prefix: str = "", data: Any = None) -> str:
     lines = []
     for item in error.errors():
-        # Drop pydantic's union-member tags (e.g. 'dynamic') that are not YAML keys.
-        loc = [str(p) for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        loc = _yaml_loc(item["loc"], data)
         path = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "(top level)"
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
@@ -113,7 +138,7 @@ def validate(data: dict, source: str) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(source, exc)) from None
+        raise ConfigError(_format_errors(source, exc, data=data)) from None
 
 
 def load(path: Path | str) -> ExperimentConfig:
@@ -149,27 +174,50 @@ def expand(config: ExperimentConfig, source: str, seeds: Optional[list[int]] = N
     """
     seeds = seeds or config.seeds or [config.seed]
     base = config.model_dump(mode="json", exclude={"sweep", "seeds"})
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{source}: seeds: seed {repeated[0]} is listed twice (got {seeds!r})")
     keys = list(config.sweep)
     for key, values in config.sweep.items():
         if not values:
             raise ConfigError(f"{source}: sweep.{key}: needs at least one value")
+        if key in ("seed", "seeds", "sweep"):
+            raise ConfigError(f"{source}: sweep.{key}: cannot be swept; list the seeds under 'seeds:' instead")
     short = _short_names(keys)
-    runs = []
+    runs, names = [], {}
     for combo in itertools.product(*(config.sweep[k] for k in keys)):
         data = copy.deepcopy(base)
         for key, value in zip(keys, combo):
             _set(data, key, value, source)
+        swept = ", ".join(f"{k}={v!r}" for k, v in zip(keys, combo))
+        where = f"\n{source}: (in the sweep point {swept})" if keys else ""
         for seed in seeds:
             data["seed"] = seed
             try:
                 point = ExperimentConfig.model_validate(data)
             except ValidationError as exc:
-                swept = ", ".join(f"{k}={v!r}" for k, v in zip(keys, combo))
-                raise ConfigError(f"{_format_errors(source, exc)}\n{source}: (in the sweep point {swept})") from None
+                raise ConfigError(f"{_format_errors(source, exc, data=data)}{where}") from None
+            problem = _check_point(point, source)
+            if problem:
+                raise ConfigError(f"{problem}{where}")
             params = dict(zip(keys, combo))
             parts = [f"{short[k]}={_label(v)}" for k, v in params.items()] + [f"seed={seed}"]
-            runs.append(Run(name=",".join(parts), params=params, seed=seed, config=point))
+            name = ",".join(parts)
+            if name in names:
+                raise ConfigError(f"{source}: sweep: two runs would share the folder {name!r} "
+                                  f"({names[name]} and {swept}); make the swept values distinct")
+            names[name] = swept
+            runs.append(Run(name=name, params=params, seed=seed, config=point))
     return runs
+
+
+def _check_point(config: ExperimentConfig, source: str) -> Optional[str]:
+    """Problems that involve more than one key (so pydantic cannot place them)."""
+    batching = config.serving.batching
+    if batching.policy == "deadline" and batching.slo_ms is None and config.slo_ms is None:
+        return (f"{source}: serving.batching.slo_ms: the deadline policy needs an SLO; "
+                f"set serving.batching.slo_ms or the top-level slo_ms (got neither)")
+    return None
 
 
 def _label(value: Any) -> str:

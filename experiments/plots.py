@@ -38,7 +38,7 @@ def latency_cdf(tables: dict[str, pd.DataFrame], target: Path) -> None:
     ax.set_ylabel("fraction of completed requests")
     ax.set_title("Latency CDF")
     ax.grid(True, which="both", alpha=0.3)
-    if len(tables) <= 12:
+    if ax.lines and len(tables) <= 12:
         ax.legend(fontsize=7)
     _save(fig, target)
 

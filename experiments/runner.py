@@ -80,6 +80,9 @@ def run_one(run: Run, base_dir: Path, run_dir: Path, progress=None) -> dict:
     summary = summarize(results, slo)
     summary = {"run": run.name, "seed": run.seed, "params": run.params,
                "trace": trace.source, **summary}
+    # An older summary.json (another config, or --force) must not survive a crash below
+    # next to the new config.yaml: its presence is what marks the run as finished.
+    (run_dir / store.SUMMARY).unlink(missing_ok=True)
     store.write_text(run_dir / store.CONFIG, dump(run.config))
     store.write_requests(run_dir / store.REQUESTS, results.requests.columns())
     (run_dir / store.ERROR).unlink(missing_ok=True)
@@ -138,6 +141,7 @@ def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: int = 1, seed
     config = load(path)
     runs = expand(config, str(path), None if seed is None else [seed])
     base_dir = path.resolve().parent
+    validate_runs(runs, path, base_dir)
     outcome = SweepOutcome(out_dir)
     summaries: dict[str, dict] = {}
     errors: dict[str, str] = {}
@@ -190,18 +194,25 @@ def _collect(run: Run, get, summaries: dict, errors: dict, out_dir: Path) -> Non
         store.write_text(out_dir / run.name / store.ERROR, traceback.format_exc())
 
 
-def check(path: Path | str) -> list[Run]:
-    """Validate an experiment without simulating: config, sweep points, profiles, files."""
-    path = Path(path)
-    config = load(path)
-    runs = expand(config, str(path))
-    base_dir = path.resolve().parent
+def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
+    """Build each run's cost model and batcher (cheap, no simulation), so that an unknown
+    profile or model, or a policy that cannot be built, is a config error up front."""
     for run in runs:
         try:
             cost_model = build_cost_model(run.config, base_dir)
             run.config.serving.batching.build(cost_model, run.config.slo_ms)
         except (ConfigError, ValueError) as exc:
             raise ConfigError(f"{path}: run {run.name}: {exc}") from None
+
+
+def check(path: Path | str) -> list[Run]:
+    """Validate an experiment without simulating: config, sweep points, profiles, files."""
+    path = Path(path)
+    config = load(path)
+    runs = expand(config, str(path))
+    base_dir = path.resolve().parent
+    validate_runs(runs, path, base_dir)
+    for run in runs:
         trace = run.config.trace
         if getattr(trace, "path", None) is not None and not (base_dir / trace.path).exists():
             raise ConfigError(f"{path}: trace.path: no such file {str(base_dir / trace.path)!r}")

@@ -20,7 +20,7 @@ COLUMNS = {
     "size": "items in the request (a batch holds up to max_batch items)",
     "start": "time its batch started, s (NaN if never served)",
     "finish": "time it completed, or was dropped / rejected, s",
-    "replica": "replica that served it (-1 if never served)",
+    "replica": "replica that served or dropped it (-1 if rejected)",
     "batch_size": "items in the batch it ran in (0 if never served)",
     "status": "0 completed, 1 dropped (waited past the drop limit), 2 rejected (can never be served)",
 }
@@ -40,7 +40,7 @@ class RequestLog:
         n = len(arrival)
         self.arrival = arrival
         self.size = size
-        self.replica = [-1] * n   # set when served
+        self.replica = [-1] * n   # set when served or dropped
         self.batch = [-1] * n     # index into its worker's batch log, set when served
         self.status = [COMPLETED] * n  # the engine marks drops and rejections
         self.finish = {}          # finish times of dropped and rejected requests only

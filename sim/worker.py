@@ -4,7 +4,8 @@ Each worker is one SimPy process. It asks its batching policy what to do, and ei
 starts a batch — holding the accelerator for a service time drawn from the cost model at
 that batch size — or waits until a request arrives or the policy's timer fires.
 Requests that waited longer than the drop limit are dropped when the worker next looks
-at its queue (as Triton's queue timeout does), counted, and never served.
+at its queue (as Triton's queue timeout does), counted, and never served; their finish
+time is the moment they expired, so it does not depend on when the worker looked.
 
 The loop is the engine's innermost code, so it is written for speed: state it touches
 per request lives in local variables, and it logs one tuple per *batch*
@@ -92,7 +93,8 @@ class Worker:
             queue.queued_items -= 1 if log.size is None else log.size[k]
             self.dispatcher.loads[queue.index] -= 1
             log.status[k] = DROPPED
-            log.finish[k] = now
+            log.finish[k] = log.arrival[k] + self.drop_after  # when it expired, not when noticed
+            log.replica[k] = self.index
 
     def run(self):
         env = self.env

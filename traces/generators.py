@@ -11,7 +11,7 @@ strings chunks together until the duration is covered or the count reached. Ever
 ends at a point where the process forgets its past (any time for a Poisson process, an
 arrival for a renewal process, the end of a state-1 sojourn for MMPP-2), so the pieces join
 exactly. The Poisson-type chunks draw a Poisson count per constant-rate interval and place
-the points with :func:`traces.counts.scatter`; a million arrivals take a few tens of ms.
+the points with :func:`traces.counts.scatter`; a million arrivals take under 0.2 s.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from traces.trace import Trace, TraceError
 # chunk(start, stop) -> (sorted arrival times after start, end): the process from `start`
 # to `end`. It aims at end >= stop but may stop short (the driver then asks for more) or
 # run past it (the driver cuts).
-Chunk = Callable[[float, float], "tuple[np.ndarray, float]"]
+Chunk = Callable[[float, float], tuple[np.ndarray, float]]
 
 
 def poisson(rate: float, *, duration: Optional[float] = None, count: Optional[int] = None,

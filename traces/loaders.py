@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -101,8 +102,9 @@ def load_azure_functions(path, *, function: Optional[str] = None) -> np.ndarray:
     more than one row).
     """
     columns = ("HashFunction",) + AZURE_FUNCTIONS_MINUTES
+    _require_columns(path, columns)
     try:
-        table = _pandas(path, pd.read_csv, usecols=columns,
+        table = _pandas(path, pd.read_csv, index_col=False,
                         dtype={"HashFunction": str, **dict.fromkeys(AZURE_FUNCTIONS_MINUTES, np.int64)})
         counts = table[list(AZURE_FUNCTIONS_MINUTES)].to_numpy()
         if (counts < 0).any():
@@ -110,8 +112,8 @@ def load_azure_functions(path, *, function: Optional[str] = None) -> np.ndarray:
     except TraceError:
         raise
     except ValueError:
-        # Some cell is not a count (or the header lacks a column): read the file again as
-        # text, slowly, to name the line and the value.
+        # Some cell is not a count: read the file again as text, slowly, to name the line
+        # and the value.
         table, lines = _read_csv(path, columns)
         counts = np.column_stack([
             _numbers(table[minute].tolist(), np.int64, _where(path, lines, f"minute {minute}"))
@@ -168,27 +170,27 @@ def load(path, format: str, *, rng: Optional[np.random.Generator] = None,
     except TypeError:
         accepted = [p.name for p in inspect.signature(spec.read).parameters.values()
                     if p.kind is p.KEYWORD_ONLY]
-        raise TraceError(
-            f"format {format!r} takes options {accepted or 'none'}, got {sorted(options)}"
-        ) from None
+        takes = f"options {', '.join(accepted)}" if accepted else "no options"
+        raise TraceError(f"format {format!r} takes {takes}, got {', '.join(sorted(options))}") from None
     if window is not None:
         if len(window) != 2:
             raise TraceError(f"window must be (t0, t1) in seconds, got {window!r}")
         t0 = _checks.number("window[0]", window[0], at_least=0)
-        t1 = _checks.number("window[1]", window[1])
-    data = spec.read(path, **options)
+        t1 = _checks.number("window[1]", window[1], above=t0)
     if spec.bin_seconds is None:
         if bin_seconds is not None:
             raise TraceError(f"bin_seconds applies to count formats only; {format!r} holds arrival times")
-        return data if window is None else transforms.window(data, t0, t1)
+        trace = spec.read(path, **options)
+        return trace if window is None else transforms.window(trace, t0, t1)
     if rng is None:
         raise TraceError(f"format {format!r} holds counts per bin: pass rng= to place the arrivals")
     bin_seconds = _checks.number("bin_seconds", spec.bin_seconds if bin_seconds is None else bin_seconds,
                                  above=0)
+    counts = spec.read(path, **options)
     if window is None:
-        return from_counts(data, bin_seconds, mode=mode, rng=rng, source=str(path))
+        return from_counts(counts, bin_seconds, mode=mode, rng=rng, source=str(path))
     first = int(t0 // bin_seconds)
-    part = from_counts(data[first: math.ceil(t1 / bin_seconds)], bin_seconds, mode=mode, rng=rng,
+    part = from_counts(counts[first: math.ceil(t1 / bin_seconds)], bin_seconds, mode=mode, rng=rng,
                        source=str(path))
     shift = first * bin_seconds
     return dataclasses.replace(transforms.window(part, t0 - shift, t1 - shift),
@@ -254,6 +256,16 @@ def _read_csv(path, columns) -> tuple[pd.DataFrame, np.ndarray]:
     Checks the header first so a missing column is reported as such. Blank lines are
     kept while parsing (``skip_blank_lines=False``) so row ``i`` is file line ``i + 2``.
     """
+    _require_columns(path, columns)
+    table = _pandas(path, pd.read_csv, index_col=False, dtype=str, keep_default_na=False,
+                    skip_blank_lines=False)
+    lines = np.arange(2, len(table) + 2)
+    blank = (table == "").all(axis=1).to_numpy()
+    return table.loc[~blank, list(columns)], lines[~blank]
+
+
+def _require_columns(path, columns) -> None:
+    """Name the missing columns (and show the header) instead of failing later on a KeyError."""
     header = list(_pandas(path, pd.read_csv, nrows=0).columns)
     missing = [name for name in columns if name not in header]
     if missing:
@@ -261,17 +273,17 @@ def _read_csv(path, columns) -> tuple[pd.DataFrame, np.ndarray]:
         raise TraceError(
             f"{path}: missing column(s) {shown}; the header (line 1) is {','.join(map(str, header))[:200]!r}"
         )
-    table = _pandas(path, pd.read_csv, usecols=list(columns), dtype=str, keep_default_na=False,
-                    skip_blank_lines=False)
-    lines = np.arange(2, len(table) + 2)
-    blank = (table == "").all(axis=1).to_numpy()
-    return table[~blank], lines[~blank]
 
 
 def _pandas(path, read, **options):
     """``read(path, **options)`` with pandas' and the OS's errors turned into TraceErrors naming the file."""
     try:
-        return read(path, **options)
+        with warnings.catch_warnings():
+            # e.g. every row has more fields than the header: pandas would drop data silently
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return read(path, **options)
+    except pd.errors.ParserWarning as warning:
+        raise TraceError(f"{path}: {warning}") from None
     except pd.errors.EmptyDataError:
         raise TraceError(f"{path}: the file is empty (no header line)") from None
     except pd.errors.ParserError as error:

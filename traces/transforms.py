@@ -38,8 +38,8 @@ def scale_rate(trace: Trace, factor: float, *, rng: np.random.Generator) -> Trac
     copies would stack exact duplicates, i.e. synchronized batches that a real load
     never has and that distort batching and queueing; moving each point only within its
     own gap keeps every copy's count in any interval within one of the original's (before
-    thinning), so the local rate shape (bursts, daily cycle) survives. The last arrival has no next
-    gap, so its copies stay on it and the span does not grow.
+    thinning), so the local rate shape (bursts, daily cycle) survives. The last arrival has
+    no successor, so its copies move back into the gap before it: the span does not grow.
 
     Columns follow their arrivals (a copy carries the columns of the request it copies).
     """
@@ -52,7 +52,8 @@ def scale_rate(trace: Trace, factor: float, *, rng: np.random.Generator) -> Trac
         return _take(trace, keep, trace.times[keep], source)
     k = math.ceil(factor)
     origin = np.tile(np.arange(n), k)
-    gaps = np.append(np.diff(trace.times), 0.0)
+    # gap to the next arrival; the last arrival has none and moves back into the gap before it
+    gaps = np.diff(trace.times, append=trace.times[-2:-1] if n > 1 else trace.times[-1:])
     shift = rng.random(n * k) * gaps[origin]
     shift[:n] = 0.0  # copy 0 is the original
     keep = rng.random(n * k) < factor / k
