@@ -37,6 +37,10 @@ def _run(args) -> int:
                   f"p99 {_num(row['latency_p99_ms'], '.3f')} ms, "
                   f"{_num(row['throughput_rps'], '.1f')} req/s, dropped {row['dropped']}"
                   + ("" if slo is None else f", SLO violations {100 * slo:.2f}%"))
+            if row["out_of_range_lookups"]:
+                print(f"{row['run']}: warning: {row['out_of_range_lookups']} stage-latency look-ups fell "
+                      f"outside the profiled batch sizes (handled as model.out_of_range says); "
+                      f"see profile_out_of_range in its summary.json", file=sys.stderr)
         else:
             print(f"{row['run']}: FAILED: {row['error']}", file=sys.stderr)
     reused = f" ({outcome.reused} reused from an earlier run)" if outcome.reused else ""

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sim import simulate, summarize
-from traces import TraceError
+from traces import FORMATS, TraceError
 from workloads import PROFILES_DIR, CostModel, ProfileError, ProfileRangeError, load_profile
 
 from . import store
@@ -39,7 +39,12 @@ def profile_path(config: ExperimentConfig, base_dir: Path) -> Path:
             known = ", ".join(sorted(BUILTIN + p.stem for p in PROFILES_DIR.glob("*.csv")))
             raise ConfigError(f"model.profile: no built-in profile {name!r}; known: {known}")
         return path
-    return base_dir / name
+    path = base_dir / name
+    # Fix: a missing profile file used to surface as the loader's bare "PATH: no such
+    # profile file", without the key that names it; config errors name their key path.
+    if not path.exists():
+        raise ConfigError(f"model.profile: no such profile file {str(path)!r}")
+    return path
 
 
 def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel:
@@ -118,7 +123,9 @@ def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -
         "rejected": s.get("rejected"), "slo_violation_rate": s.get("slo_violation_rate"),
         "accuracy": s.get("accuracy"), "cost": cost.get("provisioned_accelerator_s"),
         "cost_busy_s": cost.get("busy_accelerator_s"), "utilisation": cost.get("utilisation"),
-        "mean_batch_items": s.get("mean_batch_items"), "error": error or "",
+        "mean_batch_items": s.get("mean_batch_items"),
+        "out_of_range_lookups": sum((s.get("profile_out_of_range") or {}).values()),
+        "error": error or "",
     })
     return row
 
@@ -203,6 +210,13 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
             run.config.serving.batching.build(cost_model, run.config.slo_ms)
         except (ConfigError, ValueError) as exc:
             raise ConfigError(f"{path}: run {run.name}: {exc}") from None
+    # Fix: this check used to live in check() only, so `servesim run` with a missing
+    # trace file failed every run at run time (exit 1) instead of being a config error
+    # (exit 2, as the CLI promises for a missing file).
+    for run in runs:
+        trace = run.config.trace
+        if getattr(trace, "path", None) is not None and not (base_dir / trace.path).exists():
+            raise ConfigError(f"{path}: trace.path: no such file {str(base_dir / trace.path)!r}")
 
 
 def check(path: Path | str) -> list[Run]:
@@ -212,8 +226,21 @@ def check(path: Path | str) -> list[Run]:
     runs = expand(config, str(path))
     base_dir = path.resolve().parent
     validate_runs(runs, path, base_dir)
+    # Fix: check used to test only that a trace file exists, so a file with a bad line
+    # passed `servesim check` and then failed every run. Parse each distinct trace file
+    # once with its format's reader (no arrivals are placed, so this stays cheap); only
+    # here: `run` parses it in each run, where a bad line fails that run.
+    parsed = set()
     for run in runs:
         trace = run.config.trace
-        if getattr(trace, "path", None) is not None and not (base_dir / trace.path).exists():
-            raise ConfigError(f"{path}: trace.path: no such file {str(base_dir / trace.path)!r}")
+        if getattr(trace, "path", None) is None:
+            continue
+        options = {} if trace.function is None else {"function": trace.function}
+        key = (trace.path, trace.format, trace.function)
+        if key not in parsed:
+            parsed.add(key)
+            try:
+                FORMATS[trace.format].read(base_dir / trace.path, **options)
+            except TraceError as exc:
+                raise ConfigError(f"{path}: trace.path: {exc}") from None
     return runs

@@ -18,6 +18,8 @@ join-shortest-queue router still counts the finishing batch as outstanding.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from typing import Callable, Optional
 
 from .records import REJECTED
@@ -36,19 +38,20 @@ class Dispatcher:
         self.max_batch = max_batch
         self.queues: list = []
         self.workers: list = []
-        self.loads: list[int] = []
+        self.loads: list[int] = []  # outstanding requests per queue, kept while a router reads them
+        self.routed = False
         self.n_waiting = 0
         self.exhausted = self.n == 0
         self.rejections = {"larger than max_batch": 0}
         self._timer_set = False
         self._progress = progress
         self._progress_every = progress_every
-        self._next_report = progress_every
 
     def attach(self, queues: list, workers: list) -> None:
         self.queues = queues
         self.workers = workers
         self.loads = [0] * len(queues)
+        self.routed = len(queues) > 1
         self.catch_up = self._make_catch_up()
 
     def worker_waiting(self) -> None:
@@ -69,40 +72,71 @@ class Dispatcher:
             self._set_timer()
 
     def _make_catch_up(self) -> Callable[[float], None]:
-        """Build ``catch_up(now)``: route every arrival at or before ``now`` not yet routed.
+        """Build ``catch_up(now)``: route every arrival at or before ``now`` not yet routed,
+        and return the time of the next arrival (+inf after the last).
 
         It runs after almost every batch, usually to route a single request, so it is a
         closure over what it needs rather than a method that looks it all up each call.
+        With one queue (one replica, or a shared queue) and no request too large to
+        serve, there is nothing to decide per request: the arrivals up to ``now`` join
+        the queue as one slice, found by bisection past the first.
         """
         times, sizes, n = self.times, self.sizes, self.n
         loads, queues, workers, max_batch = self.loads, self.queues, self.workers, self.max_batch
         choose = self.router.choose if len(queues) > 1 else None
+        one_queue = len(queues) == 1 and (sizes is None or max(sizes, default=0) <= max_batch)
+        queue = queues[0]
+        # items up to request k: ``k`` without sizes, else a prefix sum
+        items_before = None if sizes is None else [0, *itertools.accumulate(sizes)]
+        progress, every = self._progress, self._progress_every
+        next_report = every if progress is not None else n + 1
 
-        def catch_up(now: float) -> None:
+        def catch_up(now: float) -> float:
+            nonlocal next_report
             k = self.next
             if times[k] > now:
-                return
-            while times[k] <= now:
-                size = 1 if sizes is None else sizes[k]
-                if size > max_batch:
-                    self._reject(k)
+                return times[k]
+            if one_queue:
+                j = k + 1
+                if times[j] <= now:  # rare at high load: more than one arrival since the last look
+                    j = bisect.bisect_right(times, now, j + 1)
+                    queue.items.extend(range(k, j))
                 else:
-                    r = 0 if choose is None else choose(loads)
-                    loads[r] += 1
-                    queue = queues[r]
                     queue.items.append(k)
-                    queue.queued_items += size
-                    if queue.waiting:
-                        queue.waiting[0].wake_up()
-                k += 1
+                if items_before is not None:
+                    queue.queued_items += items_before[j] - items_before[k]
+                waiting = queue.waiting
+                if waiting:
+                    for _ in range(min(j - k, len(waiting))):  # one waiting worker per arrival
+                        waiting[0].wake_up()
+                k = j
+            else:
+                while times[k] <= now:
+                    size = 1 if sizes is None else sizes[k]
+                    if size > max_batch:
+                        self._reject(k)
+                    else:
+                        if choose is None:
+                            r = 0
+                        else:
+                            r = choose(loads)
+                            loads[r] += 1
+                        q = queues[r]
+                        q.items.append(k)
+                        if sizes is not None:
+                            q.queued_items += size
+                        if q.waiting:
+                            q.waiting[0].wake_up()
+                    k += 1
             self.next = k
-            if k >= self._next_report and self._progress is not None:
-                self._progress(k)
-                self._next_report = k + self._progress_every
+            if k >= next_report:
+                progress(k)
+                next_report = k + every
             if k == n:
                 self.exhausted = True
                 for worker in workers:  # a policy waiting for a full batch can now flush
                     worker.wake_up()
+            return times[k]
 
         return catch_up
 

@@ -9,7 +9,9 @@ the same inputs and seed give byte-identical tables.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import contextlib
+import gc
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import simpy
@@ -20,7 +22,7 @@ from traces.trace import Trace
 from .dispatcher import Dispatcher
 from .errors import SimulationError
 from .queue import RequestQueue
-from .records import RequestLog, RequestTable, Results
+from .records import RequestLog, RequestTable, Results, batch_array
 from .worker import Worker
 
 
@@ -56,18 +58,39 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
     # A sentinel that never fires keeps SimPy's queue non-empty, so ``env.peek()`` (asked
     # after every batch, see sim.worker) never takes the slow path of an empty queue.
     env.timeout(float("inf"))
-    env.run(until=finished)
+    with _collector_paused():
+        env.run(until=finished)
 
-    records = RequestTable.build(trace.times, sizes, log, [w.batches for w in workers])
+    batches = batch_array(log)  # start, finish, items, replica
+    records = RequestTable.build(trace.times, sizes, log, batches)
     left = np.flatnonzero(np.isnan(records.finish))
     if left.size:
         raise SimulationError(f"{left.size} requests neither completed nor dropped (first: {left[0]})")
     return Results(
         requests=records,
         replicas=int(replicas),
-        end_time=max([float(env.now)] + [w.batches[-1][1] for w in workers if w.batches]),
-        busy_time=np.array([sum(end - start for start, end, _ in w.batches) for w in workers]),
-        batches=sum(len(w.batches) for w in workers),
+        end_time=max(float(env.now), float(batches[:, 1].max(initial=0.0))),
+        busy_time=np.bincount(batches[:, 3].astype(np.int64), weights=batches[:, 1] - batches[:, 0],
+                              minlength=int(replicas)),
+        batches=len(batches),
         rejections={k: v for k, v in dispatcher.rejections.items() if v},
         out_of_range=dict(getattr(cost_model, "out_of_range_requests", {}) or {}),
     )
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the duration of a run.
+
+    The run keeps large, long-lived lists (the request log) that every collection the
+    allocations trigger would traverse again, while the engine makes no reference cycles
+    per request; pausing it saves several percent of a run. It is restored afterwards
+    (and collects whatever cycles SimPy's few events left) however the run ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -57,5 +57,7 @@ def summarize(results: Results, slo: Optional[float] = None) -> dict:
         "replicas": results.replicas,
         "duration_s": round(results.end_time, 6),
         "rejections": dict(results.rejections),
-        "profile_out_of_range": {str(k): v for k, v in results.out_of_range.items()},
+        # look-ups of a batch size the profile does not cover, per "stage@batch size"
+        "profile_out_of_range": {f"{stage}@{size}": count
+                                 for (stage, size), count in sorted(results.out_of_range.items())},
     }

@@ -16,5 +16,7 @@ class RequestQueue:
     def __init__(self, index: int):
         self.index = index               # position in the dispatcher's list (and loads)
         self.items: deque[int] = deque()  # request ids, oldest first
-        self.queued_items = 0            # sum of the sizes of the queued requests
+        # Sum of the sizes of the queued requests, kept only when requests carry sizes:
+        # without them it is len(items), which the worker reads instead.
+        self.queued_items = 0
         self.waiting: list = []          # workers of this queue waiting for work, longest first

@@ -7,7 +7,6 @@ request. Summaries and plots are computed from these columns only.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,23 +26,34 @@ COLUMNS = {
 
 
 class RequestLog:
-    """What the engine writes while it runs: preallocated Python lists.
+    """What the engine writes while it runs: plain Python lists and dicts.
 
     Storing into a list slot costs a fraction of storing into a numpy array element, and
-    the engine does it for every request; :meth:`RequestTable.build` turns the lists
-    and the workers' batch logs into numpy columns once, at the end of the run.
+    the engine does it for every request, so a served request costs one store: the index
+    of its batch in the run's batch log. The batch log is one flat list of floats, four
+    per batch (start, finish, items, replica): a list of tuples would hand Python's
+    garbage collector a container per batch to track, and its collections would cost
+    more than the simulation. The rarer outcomes (drops, rejections) go into dicts keyed
+    by request id. :meth:`RequestTable.build` turns all of it into numpy columns once,
+    at the end.
     """
 
-    __slots__ = ("arrival", "size", "replica", "batch", "status", "finish")
+    __slots__ = ("arrival", "size", "batch", "batches", "status", "finish", "replica")
 
     def __init__(self, arrival: list, size: list | None):
         n = len(arrival)
         self.arrival = arrival
         self.size = size
-        self.replica = [-1] * n   # set when served or dropped
-        self.batch = [-1] * n     # index into its worker's batch log, set when served
-        self.status = [COMPLETED] * n  # the engine marks drops and rejections
-        self.finish = {}          # finish times of dropped and rejected requests only
+        self.batch = [-1] * n     # batch number (row of the batch log), set when served
+        self.batches: list[float] = []  # start, finish, items, replica of batch 0, then 1, ...
+        self.status = {}          # id -> DROPPED or REJECTED; the others completed
+        self.finish = {}          # id -> time it was dropped or rejected
+        self.replica = {}         # id -> replica that dropped it
+
+
+def batch_array(log: RequestLog) -> np.ndarray:
+    """The run's batch log as an ``(m, 4)`` array: start, finish, items, replica."""
+    return np.fromiter(log.batches, dtype=np.float64, count=len(log.batches)).reshape(-1, 4)
 
 
 @dataclass
@@ -60,26 +70,26 @@ class RequestTable:
 
     @classmethod
     def build(cls, arrival: np.ndarray, size: np.ndarray | None, log: RequestLog,
-              batch_logs: list[list[tuple[float, float, int]]]) -> "RequestTable":
+              batches: np.ndarray) -> "RequestTable":
+        """``batches`` is :func:`batch_array` of ``log``."""
         n = arrival.size
-        replica = np.array(log.replica, dtype=np.int32)
-        batch = np.array(log.batch, dtype=np.int64)
+        batch = np.fromiter(log.batch, dtype=np.int64, count=n)
         start = np.full(n, np.nan)
         finish = np.full(n, np.nan)
+        replica = np.full(n, -1, dtype=np.int32)
         batch_size = np.zeros(n, dtype=np.int32)
-        for r, batches in enumerate(batch_logs):
-            served = np.flatnonzero((replica == r) & (batch >= 0))
-            if not batches or not served.size:
-                continue
-            flat = itertools.chain.from_iterable(batches)
-            table = np.fromiter(flat, dtype=np.float64, count=3 * len(batches)).reshape(-1, 3)
-            rows = batch[served]
-            start[served] = table[rows, 0]
-            finish[served] = table[rows, 1]
-            batch_size[served] = table[rows, 2].astype(np.int32)
-        if log.finish:
-            ids = np.fromiter(log.finish.keys(), dtype=np.int64, count=len(log.finish))
-            finish[ids] = np.fromiter(log.finish.values(), dtype=np.float64, count=len(ids))
+        if batches.size:
+            served = batch >= 0
+            rows = batches[batch[served]]
+            start[served] = rows[:, 0]
+            finish[served] = rows[:, 1]
+            batch_size[served] = rows[:, 2]
+            replica[served] = rows[:, 3]
+        status = np.full(n, COMPLETED, dtype=np.int8)
+        for column, values in ((status, log.status), (finish, log.finish), (replica, log.replica)):
+            if values:
+                ids = np.fromiter(values.keys(), dtype=np.int64, count=len(values))
+                column[ids] = np.fromiter(values.values(), dtype=column.dtype, count=len(ids))
         return cls(
             arrival=np.asarray(arrival, dtype=np.float64),
             size=np.ones(n, dtype=np.int32) if size is None else np.asarray(size, dtype=np.int32),
@@ -87,7 +97,7 @@ class RequestTable:
             finish=finish,
             replica=replica,
             batch_size=batch_size,
-            status=np.array(log.status, dtype=np.int8),
+            status=status,
         )
 
     def __len__(self) -> int:

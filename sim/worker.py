@@ -8,9 +8,9 @@ at its queue (as Triton's queue timeout does), counted, and never served; their 
 time is the moment they expired, so it does not depend on when the worker looked.
 
 The loop is the engine's innermost code, so it is written for speed: state it touches
-per request lives in local variables, and it logs one tuple per *batch*
-(``start, finish, items``) plus one integer per request (which of its batches served
-it); the per-request start and finish columns are expanded from those at the end.
+per request lives in local variables, and it logs four numbers per *batch*
+(``start, finish, items, replica``) plus one integer per request (which batch served
+it); the per-request columns are expanded from those at the end.
 
 Fast-forward: when a batch would finish before the next event in SimPy's queue
 (``env.peek()``), nothing else can happen in between — no other worker finishes, no
@@ -48,7 +48,6 @@ class Worker:
         self.drop_after = drop_after
         self.fast_forward = fast_forward
         self.wake = None  # the event this worker waits on, while it waits
-        self.batches: list[tuple[float, float, int]] = []  # (start, finish, items)
         self._timer_at: Optional[float] = None
 
     def wake_up(self) -> None:
@@ -90,8 +89,10 @@ class Worker:
         oldest_allowed = now - self.drop_after
         while items and log.arrival[items[0]] < oldest_allowed:
             k = items.popleft()
-            queue.queued_items -= 1 if log.size is None else log.size[k]
-            self.dispatcher.loads[queue.index] -= 1
+            if log.size is not None:
+                queue.queued_items -= log.size[k]
+            if self.dispatcher.routed:
+                self.dispatcher.loads[queue.index] -= 1
             log.status[k] = DROPPED
             log.finish[k] = log.arrival[k] + self.drop_after  # when it expired, not when noticed
             log.replica[k] = self.index
@@ -103,24 +104,32 @@ class Worker:
         popleft = queue.popleft
         dispatcher = self.dispatcher
         catch_up = dispatcher.catch_up
-        loads = dispatcher.loads
+        loads, routed = dispatcher.loads, dispatcher.routed
         decide = self.batcher.decide
         service_time = self.service_time
         log = self.log
-        arrival, size_of, batch_col, replica_col = log.arrival, log.size, log.batch, log.replica
-        log_batch = self.batches.append
+        arrival, size_of, batch_col, batch_log = log.arrival, log.size, log.batch, log.batches
+        log_batch = batch_log.extend
         me, qi = self.index, shared.index
         drop_after = self.drop_after
         fast_forward = self.fast_forward
         peek = env.peek
         times = dispatcher.times
-        b = len(self.batches) - 1
         now = env.now
+        # The next arrival as this worker last saw it. Only the dispatcher moves it, and
+        # only forward, so a stale copy is early: it costs a needless catch_up call, never
+        # a missed arrival.
+        next_arrival = times[dispatcher.next]
+        # SimPy's next event. Between two yields of this worker only its own catch_up
+        # calls (which may wake other workers) schedule events, so it is read again
+        # after those and after every yield, not before every batch.
+        horizon = peek()
         while True:
             if drop_after is not None and queue:
                 self._drop_expired(now)
             if queue:
-                limit, wake_at = decide(now, shared.queued_items, arrival[queue[0]], dispatcher.exhausted)
+                queued = len(queue) if size_of is None else shared.queued_items
+                limit, wake_at = decide(now, queued, arrival[queue[0]], dispatcher.exhausted)
             elif dispatcher.exhausted:
                 return
             else:
@@ -134,45 +143,48 @@ class Worker:
                 until = times[dispatcher.next]
                 if wake_at is not None and wake_at < until:
                     until = wake_at
-                if fast_forward and not dispatcher.n_waiting and until < peek():
+                if fast_forward and not dispatcher.n_waiting and until < horizon:
                     now = until
-                    if times[dispatcher.next] <= now:
-                        catch_up(now)
+                    next_arrival = catch_up(now)
+                    horizon = peek()
                     continue
                 if now > env.now:  # bring SimPy's clock up to this worker's first
                     yield env.timeout(now - env.now)
                 yield self._wait(wake_at)
                 now = env.now
+                horizon = peek()
                 continue
             # Take requests from the head while they fit; the head always goes.
-            b += 1
+            b = len(batch_log) >> 2  # four entries per batch
             if size_of is None:
-                m = min(limit, len(queue))
-                items = m
-                for _ in range(m):
-                    k = popleft()
-                    batch_col[k] = b
-                    replica_col[k] = me
+                if limit == 1:  # the commonest case, kept off the general path
+                    m = items = 1
+                    batch_col[popleft()] = b
+                else:
+                    m = items = min(limit, len(queue))
+                    for _ in range(m):
+                        batch_col[popleft()] = b
             else:
                 k = popleft()
                 batch_col[k] = b
-                replica_col[k] = me
                 items = size_of[k]
                 m = 1
                 while queue and items + size_of[queue[0]] <= limit:
                     k = popleft()
                     batch_col[k] = b
-                    replica_col[k] = me
                     items += size_of[k]
                     m += 1
-            shared.queued_items -= items
-            service = service_time(items)
-            done = now + service
-            if not fast_forward or done >= peek():
+                shared.queued_items -= items
+            # The batch ends at ``done`` exactly; SimPy's clock, which adds the timeout to
+            # its own time, may land an ulp away, so the log keeps ``done``.
+            done = now + service_time(items)
+            log_batch((now, done, items, me))
+            if not fast_forward or done >= horizon:
                 yield env.timeout(done - env.now)
-                done = env.now
-            if times[dispatcher.next] <= done:  # times ends with +inf
-                catch_up(done)
-            log_batch((now, done, items))
-            loads[qi] -= m
+                horizon = peek()
+            if next_arrival <= done:
+                next_arrival = catch_up(done)
+                horizon = peek()
+            if routed:
+                loads[qi] -= m
             now = done

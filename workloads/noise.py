@@ -84,6 +84,17 @@ class _MeanOne:
         block: list[float] = []
         pos = size
 
+        if n_stages == 1:  # the same draws without the loop over stages
+            def sample_one_stage(batch_size: int) -> float:
+                nonlocal block, pos
+                if pos == size:
+                    block = self.factors(rng, size).tolist()
+                    pos = 0
+                pos += 1
+                return params[batch_size][0] * block[pos - 1]
+
+            return sample_one_stage
+
         def sample(batch_size: int) -> float:
             nonlocal block, pos
             if pos == size:
