@@ -101,6 +101,22 @@ def batch_means(x: np.ndarray, batches: int = 40) -> tuple[float, float]:
     return float(x.mean()), float(means.std(ddof=1) / math.sqrt(batches))
 
 
+def batch_quantile(x: np.ndarray, q: float, batches: int = 40) -> tuple[float, float]:
+    """``q``-quantile of ``x`` (a correlated series, in arrival order) and its standard
+    error estimated from the spread of the ``q``-quantiles of ``batches`` non-overlapping
+    batches (the batch analogue of :func:`batch_means`; the same batch-length rule holds)."""
+    m = x.size // batches
+    per_batch = np.quantile(x[: m * batches].reshape(batches, m), q, axis=1)
+    return float(np.quantile(x, q)), float(per_batch.std(ddof=1) / math.sqrt(batches))
+
+
+def pool(estimates) -> tuple[float, float]:
+    """Combine ``(estimate, standard error)`` pairs of independent replications of equal
+    length: their average and its standard error sqrt(sum se^2) / r."""
+    values, errors = np.array(list(estimates), dtype=np.float64).reshape(-1, 2).T
+    return float(values.mean()), float(math.sqrt(float(np.sum(errors**2))) / values.size)
+
+
 # ---------------------------------------------------------------- result tables
 
 def waits(res, warmup: float = 0.0) -> np.ndarray:
