@@ -8,6 +8,8 @@ whose lines read ``FILE: key.path: what is wrong (got VALUE)``.
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,7 @@ class ExperimentConfig(Strict):
     name: str = "experiment"
     description: str = ""
     seed: NonNegativeInt = 0
-    seeds: Optional[list[NonNegativeInt]] = None
+    seeds: Optional[list[NonNegativeInt]] = Field(default=None, min_length=1)
     slo_ms: Optional[PositiveFloat] = None
     trace: TRACES.union()
     model: ModelConfig
@@ -106,12 +108,22 @@ def _format_errors(source: str, error: ValidationError, prefix: str = "", data: 
         path = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "(top level)"
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            msg = "unknown key; check its spelling or remove it"
+            close = difflib.get_close_matches(str(loc[-1]) if loc else "", _known_keys(), n=1)
+            msg = f"unknown key; did you mean {close[0]!r}?" if close else "unknown key; check its spelling or remove it"
         elif item["type"] == "missing":
             msg = "required key is missing"
         got = "" if item["type"] in ("missing",) else f" (got {item.get('input')!r})"
         lines.append(f"{source}: {path}: {msg}{got}")
     return "\n".join(dict.fromkeys(lines))
+
+
+@functools.cache
+def _known_keys() -> list[str]:
+    """Every key a config may hold, at any depth (for "did you mean" hints)."""
+    models = [ExperimentConfig, ModelConfig, ServingConfig]
+    for registry in (TRACES, NOISE, BATCHING, ROUTERS):
+        models += [registry.get(name) for name in registry.names()]
+    return sorted({key for model in models for key in model.model_fields})
 
 
 def read_yaml(path: Path) -> dict:
