@@ -63,6 +63,11 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
 
     batches = batch_array(log)  # start, finish, items, replica
     records = RequestTable.build(trace.times, sizes, log, batches)
+    # Workers, dispatcher and SimPy's events reference one another, so they wait for a
+    # full collection to be freed; emptying the big lists now returns their memory at once
+    # (a sweep calls simulate many times in one process).
+    log.clear()
+    dispatcher.times.clear()
     left = np.flatnonzero(np.isnan(records.finish))
     if left.size:
         raise SimulationError(f"{left.size} requests neither completed nor dropped (first: {left[0]})")

@@ -50,6 +50,13 @@ class RequestLog:
         self.finish = {}          # id -> time it was dropped or rejected
         self.replica = {}         # id -> replica that dropped it
 
+    def clear(self) -> None:
+        """Empty every list and dict in place, once the table is built."""
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if value is not None:
+                value.clear()
+
 
 def batch_array(log: RequestLog) -> np.ndarray:
     """The run's batch log as an ``(m, 4)`` array: start, finish, items, replica."""
