@@ -29,8 +29,8 @@ class Dispatcher:
     def __init__(self, env, log, router, max_batch: int,
                  progress: Optional[Callable[[int], None]] = None, progress_every: int = 1 << 16):
         self.env = env
-        self.n = len(log.arrival)
-        self.times = log.arrival + [float("inf")]  # a sentinel spares a bounds check
+        self.n = len(log.arrival) - 1
+        self.times = log.arrival  # ends with +inf: the sentinel spares a bounds check
         self.sizes = log.size
         self.next = 0
         self.log = log
@@ -86,26 +86,29 @@ class Dispatcher:
         choose = self.router.choose if len(queues) > 1 else None
         one_queue = len(queues) == 1 and (sizes is None or max(sizes, default=0) <= max_batch)
         queue = queues[0]
+        append, extend, waiting = queue.items.append, queue.items.extend, queue.waiting
         # items up to request k: ``k`` without sizes, else a prefix sum
         items_before = None if sizes is None else [0, *itertools.accumulate(sizes)]
         progress, every = self._progress, self._progress_every
-        next_report = every if progress is not None else n + 1
+        # the next k at which to report progress or, at n, to mark the trace exhausted
+        next_stop = min(every if progress is not None else n, n)
 
         def catch_up(now: float) -> float:
-            nonlocal next_report
+            nonlocal next_stop
             k = self.next
             if times[k] > now:
                 return times[k]
             if one_queue:
                 j = k + 1
-                if times[j] <= now:  # rare at high load: more than one arrival since the last look
-                    j = bisect.bisect_right(times, now, j + 1)
-                    queue.items.extend(range(k, j))
+                if times[j] <= now:  # more than one arrival since the last look
+                    j += 1
+                    if times[j] <= now:  # more than two: bisect
+                        j = bisect.bisect_right(times, now, j + 1)
+                    extend(range(k, j))
                 else:
-                    queue.items.append(k)
+                    append(k)
                 if items_before is not None:
                     queue.queued_items += items_before[j] - items_before[k]
-                waiting = queue.waiting
                 if waiting:
                     for _ in range(min(j - k, len(waiting))):  # one waiting worker per arrival
                         waiting[0].wake_up()
@@ -129,13 +132,14 @@ class Dispatcher:
                             q.waiting[0].wake_up()
                     k += 1
             self.next = k
-            if k >= next_report:
-                progress(k)
-                next_report = k + every
-            if k == n:
-                self.exhausted = True
-                for worker in workers:  # a policy waiting for a full batch can now flush
-                    worker.wake_up()
+            if k >= next_stop:
+                if progress is not None:
+                    progress(k)
+                next_stop = min(k + every, n)
+                if k == n:
+                    self.exhausted = True
+                    for worker in workers:  # a policy waiting for a full batch can now flush
+                        worker.wake_up()
             return times[k]
 
         return catch_up

@@ -22,7 +22,7 @@ from traces.trace import Trace
 from .dispatcher import Dispatcher
 from .errors import SimulationError
 from .queue import RequestQueue
-from .records import RequestLog, RequestTable, Results, batch_array
+from .records import RequestLog, RequestTable, Results, batch_tables
 from .worker import Worker
 
 
@@ -44,7 +44,9 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
         raise ValueError(f"drop_after must be > 0 seconds, got {drop_after!r}")
     rng = rng if rng is not None else np.random.default_rng(0)
     sizes = trace.columns.get("size")
-    log = RequestLog(trace.times.tolist(), None if sizes is None else sizes.tolist())
+    arrival = trace.times.tolist()
+    arrival.append(float("inf"))
+    log = RequestLog(arrival, None if sizes is None else sizes.tolist(), int(replicas))
     env = simpy.Environment()
     dispatcher = Dispatcher(env, log, router if router is not None else JoinShortestQueue(),
                             batcher.max_batch, progress)
@@ -61,23 +63,21 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
     with _collector_paused():
         env.run(until=finished)
 
-    batches = batch_array(log)  # start, finish, items, replica
-    records = RequestTable.build(trace.times, sizes, log, batches)
+    tables = batch_tables(log)  # per replica: start, finish of each batch
+    records = RequestTable.build(trace.times, sizes, log, tables)
     # Workers, dispatcher and SimPy's events reference one another, so they wait for a
     # full collection to be freed; emptying the big lists now returns their memory at once
     # (a sweep calls simulate many times in one process).
     log.clear()
-    dispatcher.times.clear()
     left = np.flatnonzero(np.isnan(records.finish))
     if left.size:
         raise SimulationError(f"{left.size} requests neither completed nor dropped (first: {left[0]})")
     return Results(
         requests=records,
         replicas=int(replicas),
-        end_time=max(float(env.now), float(batches[:, 1].max(initial=0.0))),
-        busy_time=np.bincount(batches[:, 3].astype(np.int64), weights=batches[:, 1] - batches[:, 0],
-                              minlength=int(replicas)),
-        batches=len(batches),
+        end_time=max([float(env.now)] + [float(t[-1, 1]) for t in tables if len(t)]),
+        busy_time=np.array([float((t[:, 1] - t[:, 0]).sum()) for t in tables]),
+        batches=sum(len(t) for t in tables),
         rejections={k: v for k, v in dispatcher.rejections.items() if v},
         out_of_range=dict(getattr(cost_model, "out_of_range_requests", {}) or {}),
     )

@@ -29,23 +29,24 @@ class RequestLog:
     """What the engine writes while it runs: plain Python lists and dicts.
 
     Storing into a list slot costs a fraction of storing into a numpy array element, and
-    the engine does it for every request, so a served request costs one store: the index
-    of its batch in the run's batch log. The batch log is one flat list of floats, four
-    per batch (start, finish, items, replica): a list of tuples would hand Python's
-    garbage collector a container per batch to track, and its collections would cost
-    more than the simulation. The rarer outcomes (drops, rejections) go into dicts keyed
-    by request id. :meth:`RequestTable.build` turns all of it into numpy columns once,
-    at the end.
+    the engine does it for every request, so a served request costs one store: the code
+    of its batch, ``j * replicas + r`` for the ``j``-th batch of replica ``r``. Each
+    replica logs its batches in a flat list of floats, two per batch (start, finish): a
+    list of tuples would hand Python's garbage collector a container per batch to track,
+    and the replica and the batch's item count follow from the codes. The rarer outcomes
+    (drops, rejections) go into dicts keyed by request id. :meth:`RequestTable.build`
+    turns all of it into numpy columns once, at the end.
     """
 
     __slots__ = ("arrival", "size", "batch", "batches", "status", "finish", "replica")
 
-    def __init__(self, arrival: list, size: list | None):
-        n = len(arrival)
-        self.arrival = arrival
+    def __init__(self, arrival: list, size: list | None, replicas: int):
+        n = len(arrival) - 1
+        self.arrival = arrival    # arrival times, then +inf (the dispatcher's sentinel)
         self.size = size
-        self.batch = [-1] * n     # batch number (row of the batch log), set when served
-        self.batches: list[float] = []  # start, finish, items, replica of batch 0, then 1, ...
+        self.batch = [-1] * n     # batch code, set when served
+        # per replica: start, finish of its batch 0, then 1, ...
+        self.batches: list[list[float]] = [[] for _ in range(replicas)]
         self.status = {}          # id -> DROPPED or REJECTED; the others completed
         self.finish = {}          # id -> time it was dropped or rejected
         self.replica = {}         # id -> replica that dropped it
@@ -58,9 +59,9 @@ class RequestLog:
                 value.clear()
 
 
-def batch_array(log: RequestLog) -> np.ndarray:
-    """The run's batch log as an ``(m, 4)`` array: start, finish, items, replica."""
-    return np.fromiter(log.batches, dtype=np.float64, count=len(log.batches)).reshape(-1, 4)
+def batch_tables(log: RequestLog) -> list[np.ndarray]:
+    """Each replica's batches as an ``(m_r, 2)`` array of start and finish times."""
+    return [np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(-1, 2) for flat in log.batches]
 
 
 @dataclass
@@ -77,21 +78,32 @@ class RequestTable:
 
     @classmethod
     def build(cls, arrival: np.ndarray, size: np.ndarray | None, log: RequestLog,
-              batches: np.ndarray) -> "RequestTable":
-        """``batches`` is :func:`batch_array` of ``log``."""
+              tables: list[np.ndarray]) -> "RequestTable":
+        """``tables`` is :func:`batch_tables` of ``log``."""
         n = arrival.size
-        batch = np.fromiter(log.batch, dtype=np.int64, count=n)
+        sizes = np.ones(n, dtype=np.int32) if size is None else np.asarray(size, dtype=np.int32)
+        code = np.fromiter(log.batch, dtype=np.int64, count=n)
         start = np.full(n, np.nan)
         finish = np.full(n, np.nan)
         replica = np.full(n, -1, dtype=np.int32)
         batch_size = np.zeros(n, dtype=np.int32)
-        if batches.size:
-            served = batch >= 0
-            rows = batches[batch[served]]
-            start[served] = rows[:, 0]
-            finish[served] = rows[:, 1]
-            batch_size[served] = rows[:, 2]
-            replica[served] = rows[:, 3]
+        served = np.flatnonzero(code >= 0)
+        if served.size:
+            # batch code j * R + r -> row of the concatenated tables
+            counts = np.array([len(t) for t in tables])
+            first_row = np.cumsum(counts) - counts
+            replicas = len(tables)
+            if replicas == 1:
+                of, rows = 0, code[served]
+            else:
+                of = code[served] % replicas
+                rows = first_row[of] + code[served] // replicas
+            both = np.concatenate(tables)
+            start[served] = both[:, 0][rows]
+            finish[served] = both[:, 1][rows]
+            replica[served] = of
+            items = np.bincount(rows, weights=sizes[served], minlength=len(both))
+            batch_size[served] = items[rows]
         status = np.full(n, COMPLETED, dtype=np.int8)
         for column, values in ((status, log.status), (finish, log.finish), (replica, log.replica)):
             if values:
@@ -99,7 +111,7 @@ class RequestTable:
                 column[ids] = np.fromiter(values.values(), dtype=column.dtype, count=len(ids))
         return cls(
             arrival=np.asarray(arrival, dtype=np.float64),
-            size=np.ones(n, dtype=np.int32) if size is None else np.asarray(size, dtype=np.int32),
+            size=sizes,
             start=start,
             finish=finish,
             replica=replica,

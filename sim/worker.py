@@ -8,9 +8,10 @@ at its queue (as Triton's queue timeout does), counted, and never served; their 
 time is the moment they expired, so it does not depend on when the worker looked.
 
 The loop is the engine's innermost code, so it is written for speed: state it touches
-per request lives in local variables, and it logs four numbers per *batch*
-(``start, finish, items, replica``) plus one integer per request (which batch served
-it); the per-request columns are expanded from those at the end.
+per request lives in local variables, and it logs two numbers per *batch*
+(``start, finish``) plus one integer per request (the code of the batch that served it,
+which also names the replica); the per-request columns are expanded from those at the
+end.
 
 Fast-forward: when a batch would finish before the next event in SimPy's queue
 (``env.peek()``), nothing else can happen in between — no other worker finishes, no
@@ -108,12 +109,16 @@ class Worker:
         decide = self.batcher.decide
         service_time = self.service_time
         log = self.log
-        arrival, size_of, batch_col, batch_log = log.arrival, log.size, log.batch, log.batches
-        log_batch = batch_log.extend
-        me, qi = self.index, shared.index
-        drop_after = self.drop_after
-        fast_forward = self.fast_forward
-        peek = env.peek
+        arrival, size_of, batch_col = log.arrival, log.size, log.batch
+        log_batch = log.batches[self.index].extend
+        qi = shared.index
+        # this worker's batch codes: r, r + R, r + 2R, ... (r its index, R the replicas)
+        b, step = self.index, len(log.batches)
+        dropping = self.drop_after is not None
+        sized = size_of is not None
+        # Without fast-forward the next event is taken to be "now": every batch and every
+        # idle spell then goes through SimPy.
+        peek = env.peek if self.fast_forward else lambda: float("-inf")
         times = dispatcher.times
         now = env.now
         # The next arrival as this worker last saw it. Only the dispatcher moves it, and
@@ -125,10 +130,10 @@ class Worker:
         # after those and after every yield, not before every batch.
         horizon = peek()
         while True:
-            if drop_after is not None and queue:
+            if dropping and queue:
                 self._drop_expired(now)
             if queue:
-                queued = len(queue) if size_of is None else shared.queued_items
+                queued = shared.queued_items if sized else len(queue)
                 limit, wake_at = decide(now, queued, arrival[queue[0]], dispatcher.exhausted)
             elif dispatcher.exhausted:
                 return
@@ -143,7 +148,7 @@ class Worker:
                 until = times[dispatcher.next]
                 if wake_at is not None and wake_at < until:
                     until = wake_at
-                if fast_forward and not dispatcher.n_waiting and until < horizon:
+                if until < horizon and not dispatcher.n_waiting:
                     now = until
                     next_arrival = catch_up(now)
                     horizon = peek()
@@ -155,8 +160,7 @@ class Worker:
                 horizon = peek()
                 continue
             # Take requests from the head while they fit; the head always goes.
-            b = len(batch_log) >> 2  # four entries per batch
-            if size_of is None:
+            if not sized:
                 if limit == 1:  # the commonest case, kept off the general path
                     m = items = 1
                     batch_col[popleft()] = b
@@ -178,8 +182,8 @@ class Worker:
             # The batch ends at ``done`` exactly; SimPy's clock, which adds the timeout to
             # its own time, may land an ulp away, so the log keeps ``done``.
             done = now + service_time(items)
-            log_batch((now, done, items, me))
-            if not fast_forward or done >= horizon:
+            log_batch((now, done))
+            if done >= horizon:
                 yield env.timeout(done - env.now)
                 horizon = peek()
             if next_arrival <= done:
@@ -188,3 +192,4 @@ class Worker:
             if routed:
                 loads[qi] -= m
             now = done
+            b += step

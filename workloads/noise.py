@@ -20,15 +20,16 @@ The interface is two methods, split so that the work happens once, not per batch
   batch: ``sample(batch_size) -> seconds``, reading ``params[batch_size]``.
 
 The closure sits in the engine's innermost loop, so random variates are drawn from the
-numpy Generator in blocks of :data:`BLOCK` per stage, turned into a Python list, and
-read back by index: a sample costs a dict lookup plus a multiply (or a short branch) per
-stage, never a numpy call. Noise objects hold no state; all state (the block, the
-position) lives in the closure, so two samplers never share random numbers unless they
-are handed the same Generator.
+numpy Generator in blocks of :data:`BLOCK` per stage, turned into Python lists and read
+back through one C iterator: a sample costs a dict lookup plus a multiply (or a short
+branch) per stage, never a numpy call. Noise objects hold no state; all state (the
+stream of variates) lives in the closure, so two samplers never share random numbers
+unless they are handed the same Generator.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -38,6 +39,17 @@ import numpy as np
 BLOCK = 4096
 
 Sampler = Callable[[int], float]
+
+
+def _stream(draw_block: Callable[[], np.ndarray]) -> Callable[[], float]:
+    """``next()`` of an endless stream of variates, drawn a block at a time by ``draw_block``.
+
+    The stream is built from C iterators (a callable iterator chained flat), so a variate
+    costs one C call; the blocks, and hence the numbers, are those a loop over
+    ``draw_block().tolist()`` would give.
+    """
+    blocks = iter(lambda: draw_block().tolist(), None)  # never None: endless
+    return itertools.chain.from_iterable(blocks).__next__
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,32 +92,18 @@ class _MeanOne:
 
     def make_sampler(self, params: Mapping[int, tuple[float, ...]], n_stages: int,
                      rng: np.random.Generator) -> Sampler:
-        size = BLOCK * n_stages  # a multiple of n_stages: each call takes exactly n_stages
-        block: list[float] = []
-        pos = size
+        factor = _stream(lambda: self.factors(rng, BLOCK * n_stages))
 
         if n_stages == 1:  # the same draws without the loop over stages
             def sample_one_stage(batch_size: int) -> float:
-                nonlocal block, pos
-                if pos == size:
-                    block = self.factors(rng, size).tolist()
-                    pos = 0
-                pos += 1
-                return params[batch_size][0] * block[pos - 1]
+                return params[batch_size][0] * factor()
 
             return sample_one_stage
 
         def sample(batch_size: int) -> float:
-            nonlocal block, pos
-            if pos == size:
-                block = self.factors(rng, size).tolist()
-                pos = 0
-            i = pos
             total = 0.0
             for median in params[batch_size]:
-                total += median * block[i]
-                i += 1
-            pos = i
+                total += median * factor()
             return total
 
         return sample
@@ -187,20 +185,12 @@ class Empirical:
 
     def make_sampler(self, params: Mapping[int, tuple[tuple[float, ...], ...]], n_stages: int,
                      rng: np.random.Generator) -> Sampler:
-        size = BLOCK * n_stages
-        block: list[float] = []
-        pos = size
+        uniform = _stream(lambda: rng.random(BLOCK * n_stages))
 
         def sample(batch_size: int) -> float:
-            nonlocal block, pos
-            if pos == size:
-                block = rng.random(size).tolist()
-                pos = 0
-            i = pos
             total = 0.0
             for low, s0, p50, s1, p90, s2, p99 in params[batch_size]:
-                u = block[i]
-                i += 1
+                u = uniform()
                 if u < 0.5:
                     total += low + s0 * u
                 elif u < 0.9:
@@ -209,7 +199,6 @@ class Empirical:
                     total += p90 + s2 * (u - 0.9)
                 else:
                     total += p99 + s2 * (u - 0.99)
-            pos = i
             return total
 
         return sample
