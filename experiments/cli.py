@@ -13,14 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from traces import FORMATS, TraceError, describe, load as load_trace
-from workloads import ProfileError, ProfileRangeError
+from traces import FORMATS, describe, load as load_trace
 
-from .config import ConfigError
 from .plots import plot_experiment
-from .runner import check, run_experiment
-
-USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, FileNotFoundError)
+from .runner import USER_ERRORS, check, run_experiment
 
 
 def _run(args) -> int:

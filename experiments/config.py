@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
+                      field_validator, model_validator)
 
 from . import specs  # noqa: F401  (registers the names)
-from .registry import BATCHING, NOISE, ROUTERS, TRACES
+from .registry import BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, ROUTERS, TRACES
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,36 @@ class ServingConfig(Strict):
         return {"name": value} if isinstance(value, str) else value
 
 
+class ExitsConfig(Strict):
+    """A model with exits: an early-exit network (``ramps``: backbone stage -> the
+    profile stage of the ramp head after it) or a cascade (``cascade``: models of the
+    profile, consulted in order), the per-sample ``behaviour`` requests draw from, the
+    exit ``policy`` and the ``semantics``. ``fit_fraction`` of the behaviour table is held
+    out to fit the policy; requests draw from the rest. Policies trade loss against each
+    exit's share of the full path's median latency at batch size ``cost_batch``."""
+
+    ramps: Optional[dict[str, str]] = None
+    cascade: Optional[list[str]] = Field(default=None, min_length=2)
+    behaviour: BEHAVIOUR.union()
+    policy: EXIT_POLICIES.union()
+    semantics: Literal["compute_saving", "latency_only"] = "compute_saving"
+    fit_fraction: float = Field(default=0.5, gt=0, lt=1)
+    cost_batch: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _one_shape(self):
+        if (self.ramps is None) == (self.cascade is None):
+            raise ValueError("give exactly one of 'ramps' (an early-exit model) or 'cascade' (a list of models)")
+        if self.ramps is not None and not self.ramps:
+            raise ValueError("'ramps' needs at least one ramp")
+        return self
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _policy_by_name(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+
 class ExperimentConfig(Strict):
     name: str = "experiment"
     description: str = ""
@@ -62,6 +93,7 @@ class ExperimentConfig(Strict):
     trace: TRACES.union()
     model: ModelConfig
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    exits: Optional[ExitsConfig] = None
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
 
 
@@ -120,8 +152,8 @@ def _format_errors(source: str, error: ValidationError, prefix: str = "", data: 
 @functools.cache
 def _known_keys() -> list[str]:
     """Every key a config may hold, at any depth (for "did you mean" hints)."""
-    models = [ExperimentConfig, ModelConfig, ServingConfig]
-    for registry in (TRACES, NOISE, BATCHING, ROUTERS):
+    models = [ExperimentConfig, ModelConfig, ServingConfig, ExitsConfig]
+    for registry in (TRACES, NOISE, BATCHING, ROUTERS, BEHAVIOUR, EXIT_POLICIES):
         models += [registry.get(name) for name in registry.names()]
     return sorted({key for model in models for key in model.model_fields})
 

@@ -2,7 +2,12 @@
 
 * ``latency_cdf.png``: the latency CDF of every run, on one set of axes;
 * ``timeseries-<run>.png``: per run, latency (p50, p99) and throughput over time;
-* ``comparison.png``: p50/p99 latency and throughput of every run side by side.
+* ``comparison.png``: p50/p99 latency and throughput of every run side by side;
+* ``pareto.png`` (runs with exits): accuracy against p50 and p99 latency, one front per
+  exit policy, one row of panels per combination of the other swept keys.
+
+Per-run time series are drawn for the first :data:`MAX_TIMESERIES` runs only: a large
+sweep is read through its comparison and Pareto plots.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import pandas as pd  # noqa: E402
 from . import store  # noqa: E402
 
 MAX_CDF_POINTS = 2000
+MAX_TIMESERIES = 24
 
 
 def _completed(table: pd.DataFrame) -> pd.DataFrame:
@@ -97,6 +103,59 @@ def comparison(results: pd.DataFrame, target: Path) -> None:
     _save(fig, target)
 
 
+def _swept(results: pd.DataFrame) -> list[str]:
+    """The swept keys of results.csv other than the exit policy (panels of the Pareto plot)."""
+    fixed = {"run", "status", "seed", "policy", *store.SUMMARY_COLUMNS}
+    return [c for c in results.columns
+            if c not in fixed and not c.startswith("policy_") and not c.startswith("exits.policy")]
+
+
+def _front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats on both (lower latency, higher accuracy), by latency."""
+    order = np.lexsort((-accuracy, latency))
+    best, keep = -np.inf, []
+    for i in order:
+        if accuracy[i] > best:
+            keep.append(i)
+            best = accuracy[i]
+    return np.array(keep, dtype=int)
+
+
+def pareto(results: pd.DataFrame, target: Path) -> None:
+    """Accuracy vs p50 and p99 latency, one front per policy (points averaged over seeds)."""
+    ok = results[(results["status"] == "ok") & results["accuracy"].notna()]
+    if ok.empty or "policy" not in ok:
+        return
+    panels = _swept(ok)
+    point = ["policy"] + [c for c in ok.columns if c.startswith("policy_")]
+    groups = list(ok.groupby(panels, dropna=False, sort=False)) if panels else [((), ok)]
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
+    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(ok["policy"]))}
+    for (key, frame), row in zip(groups, axes):
+        means = frame.groupby(point, dropna=False, sort=False)[
+            ["accuracy", "latency_p50_ms", "latency_p99_ms"]].mean().reset_index()
+        for ax, column, label in ((row[0], "latency_p50_ms", "p50"), (row[1], "latency_p99_ms", "p99")):
+            for name, pts in means.groupby("policy", sort=False):
+                lat, acc = pts[column].to_numpy(), pts["accuracy"].to_numpy()
+                front = _front(lat, acc)
+                ax.scatter(lat, acc, s=12, alpha=0.35, color=colours[name])
+                ax.plot(lat[front], acc[front], marker="o", ms=4, lw=1.4, color=colours[name], label=name)
+            ax.set_xlabel(f"{label} latency (ms)")
+            ax.set_ylabel("accuracy")
+            ax.grid(True, alpha=0.3)
+        values = key if isinstance(key, tuple) else (key,)
+        title = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in zip(panels, values))
+        row[0].set_title(title or "all runs", fontsize=8, loc="left")
+        row[0].legend(fontsize=7)
+    fig.suptitle("Accuracy against latency: Pareto front per exit policy")
+    _save(fig, target)
+
+
+def _short(value, width: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _save(fig, target: Path) -> None:
     fig.tight_layout()
     with store.atomic_path(target) as tmp:
@@ -117,10 +176,11 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
         path = out_dir / name / store.REQUESTS
         if path.exists():
             tables[name] = store.read_requests(path)
-    written = [plots / "latency_cdf.png", plots / "comparison.png"]
+    written = [plots / "latency_cdf.png", plots / "comparison.png", plots / "pareto.png"]
     latency_cdf(tables, written[0])
     comparison(results, written[1])
-    for name, table in tables.items():
+    pareto(results, written[2])
+    for name, table in list(tables.items())[:MAX_TIMESERIES]:
         target = plots / f"timeseries-{name}.png"
         timeseries(name, table, target)
         written.append(target)

@@ -20,14 +20,17 @@ import numpy as np
 from tqdm import tqdm
 
 from sim import simulate, summarize
+from sim.exits import ExitSetup
 from traces import FORMATS, TraceError
 from workloads import PROFILES_DIR, CostModel, ProfileError, ProfileRangeError, load_profile
+from workloads.behaviour import BehaviourError, BehaviourTable
+from workloads.exits import ExitModel, SegmentCosts
 
 from . import store
 from .config import ConfigError, ExperimentConfig, Run, dump, expand, load
 
 BUILTIN = "builtin:"
-USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, FileNotFoundError)
+USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, BehaviourError, FileNotFoundError)
 
 
 def profile_path(config: ExperimentConfig, base_dir: Path) -> Path:
@@ -47,24 +50,73 @@ def profile_path(config: ExperimentConfig, base_dir: Path) -> Path:
     return path
 
 
-def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel:
+def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | SegmentCosts:
+    """The run's costs: a :class:`CostModel`, or per-segment costs for a model with exits."""
     profile = load_profile(profile_path(config, base_dir))
-    if config.model.name not in profile.models():
-        raise ConfigError(f"model.name: {config.model.name!r} is not in {profile.source}; "
-                          f"it has: {', '.join(profile.models())}")
-    return CostModel(profile, config.model.name, hardware=config.model.hardware,
-                     noise=config.model.noise.build(), out_of_range=config.model.out_of_range)
+    exits = config.exits
+    for key, name in ([("exits.cascade", m) for m in exits.cascade] if exits and exits.cascade
+                      else [("model.name", config.model.name)]):
+        if name not in profile.models():
+            raise ConfigError(f"{key}: {name!r} is not in {profile.source}; it has: {', '.join(profile.models())}")
+    options = dict(hardware=config.model.hardware, noise=config.model.noise.build(),
+                   out_of_range=config.model.out_of_range)
+    if exits is None:
+        return CostModel(profile, config.model.name, **options)
+    try:
+        model = (ExitModel.cascade(profile, exits.cascade) if exits.cascade
+                 else ExitModel.early_exit(profile, config.model.name, exits.ramps))
+    except ValueError as exc:  # ProfileError included: it names the stage
+        raise ConfigError(f"exits.{'cascade' if exits.cascade else 'ramps'}: {exc}") from None
+    return SegmentCosts(profile, model, **options)
+
+
+def build_behaviour(config: ExperimentConfig, base_dir: Path, rng: np.random.Generator) -> BehaviourTable:
+    """The run's behaviour table, checked against the model's number of exits."""
+    exits = config.exits
+    path = getattr(exits.behaviour, "path", None)
+    if path is not None and not (base_dir / path).exists():
+        raise ConfigError(f"exits.behaviour.path: no such file {str(base_dir / path)!r}")
+    try:
+        table = exits.behaviour.build(rng, base_dir)
+    except ValueError as exc:
+        raise ConfigError(f"exits.behaviour: {exc}") from None
+    return table
+
+
+def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, n_requests: int,
+                behaviour_seed, sample_seed) -> ExitSetup:
+    """Split the behaviour table into a held-out part that fits the policy and a part
+    that requests draw from (by a seeded index: the same request meets the same sample
+    under every policy), and fit the policy."""
+    exits = config.exits
+    behaviour_rng = np.random.default_rng(behaviour_seed)
+    table = build_behaviour(config, base_dir, behaviour_rng)
+    if table.n_exits != costs.model.n_exits:
+        raise ConfigError(f"exits.behaviour: the table {table.source} has {table.n_exits} exits "
+                          f"({', '.join(table.exit_names)}) but the model has {costs.model.n_exits} "
+                          f"({', '.join(costs.model.exit_names)})")
+    fit, evaluate = table.split(exits.fit_fraction, behaviour_rng)
+    try:
+        policy = exits.policy.build().fit(fit, costs.stage_costs(exits.cost_batch))
+    except ValueError as exc:
+        raise ConfigError(f"exits.policy: {exc}") from None
+    samples = np.random.default_rng(sample_seed).integers(0, evaluate.n_samples, size=n_requests)
+    return ExitSetup(costs, evaluate, samples, policy, exits.semantics)
 
 
 def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
-    """Build the trace, cost model and policies of one config and simulate it.
+    """Build the trace, cost model and policies of one config and simulate it; returns
+    the results, the trace and the exit policy (``None`` without exits).
 
     One SeedSequence per run is split into independent streams for the trace, the
-    service-time noise and the router, so changing the router never changes arrivals.
+    service-time noise, the router, the samples requests draw and the behaviour table,
+    so changing the router or the exit policy never changes arrivals or samples.
     """
-    trace_seed, noise_seed, router_seed = np.random.SeedSequence(config.seed).spawn(3)
+    trace_seed, noise_seed, router_seed, sample_seed, behaviour_seed = np.random.SeedSequence(config.seed).spawn(5)
     trace = config.trace.build(np.random.default_rng(trace_seed), base_dir)
     cost_model = build_cost_model(config, base_dir)
+    exits = None if config.exits is None else build_exits(config, cost_model, base_dir, len(trace.times),
+                                                          behaviour_seed, sample_seed)
     serving = config.serving
     batcher = serving.batching.build(cost_model, config.slo_ms)
     router = serving.router.build(np.random.default_rng(router_seed))
@@ -72,19 +124,21 @@ def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
         trace, cost_model, batcher, replicas=serving.replicas, router=router,
         shared_queue=router is None,
         drop_after=None if serving.drop_after_ms is None else serving.drop_after_ms / 1e3,
-        rng=np.random.default_rng(noise_seed), progress=progress)
-    return results, trace
+        rng=np.random.default_rng(noise_seed), progress=progress, exits=exits)
+    return results, trace, None if exits is None else exits.policy
 
 
 def run_one(run: Run, base_dir: Path, run_dir: Path, progress=None) -> dict:
     """Simulate one run and write its folder; returns its summary."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # out-of-range look-ups are counted in the summary
-        results, trace = simulate_config(run.config, base_dir, progress)
+        results, trace, policy = simulate_config(run.config, base_dir, progress)
     slo = None if run.config.slo_ms is None else run.config.slo_ms / 1e3
     summary = summarize(results, slo)
     summary = {"run": run.name, "seed": run.seed, "params": run.params,
                "trace": trace.source, **summary}
+    if policy is not None:
+        summary["policy"] = {"name": run.config.exits.policy.name, **policy.params()}
     # An older summary.json (another config, or --force) must not survive a crash below
     # next to the new config.yaml: its presence is what marks the run as finished.
     (run_dir / store.SUMMARY).unlink(missing_ok=True)
@@ -113,20 +167,26 @@ def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -
     row = {"run": run.name, "status": "ok" if error is None else "failed", "seed": run.seed}
     row.update(run.params)
     s = summary or {}
+    if run.config.exits is not None:  # the exit policy and its parameters, one column each
+        policy = s.get("policy") or {"name": run.config.exits.policy.name}
+        row.update({"policy": policy["name"], **{f"policy_{k}": v for k, v in policy.items() if k != "name"}})
     lat = s.get("latency_ms") or {}
     cost = s.get("cost") or {}
-    row.update({
+    values = {
         "requests": s.get("requests"), "completed": s.get("completed"),
         "latency_p50_ms": lat.get("p50"), "latency_p90_ms": lat.get("p90"),
         "latency_p99_ms": lat.get("p99"), "latency_mean_ms": lat.get("mean"),
         "throughput_rps": s.get("throughput_rps"), "dropped": s.get("dropped"),
         "rejected": s.get("rejected"), "slo_violation_rate": s.get("slo_violation_rate"),
-        "accuracy": s.get("accuracy"), "cost": cost.get("provisioned_accelerator_s"),
+        "accuracy": s.get("accuracy"), "agreement": s.get("agreement"),
+        "mean_stages_paid": (s.get("exits") or {}).get("mean_stages_paid"),
+        "cost": cost.get("provisioned_accelerator_s"),
         "cost_busy_s": cost.get("busy_accelerator_s"), "utilisation": cost.get("utilisation"),
         "mean_batch_items": s.get("mean_batch_items"),
         "out_of_range_lookups": sum((s.get("profile_out_of_range") or {}).values()),
         "error": error or "",
-    })
+    }
+    row.update((key, values[key]) for key in store.SUMMARY_COLUMNS)
     return row
 
 
@@ -204,10 +264,20 @@ def _collect(run: Run, get, summaries: dict, errors: dict, out_dir: Path) -> Non
 def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
     """Build each run's cost model and batcher (cheap, no simulation), so that an unknown
     profile or model, or a policy that cannot be built, is a config error up front."""
+    tables: dict[str, int] = {}  # behaviour spec -> exits of its table, built once each
     for run in runs:
         try:
             cost_model = build_cost_model(run.config, base_dir)
             run.config.serving.batching.build(cost_model, run.config.slo_ms)
+            exits = run.config.exits
+            if exits is not None:
+                key = exits.behaviour.model_dump_json()
+                if key not in tables:
+                    tables[key] = build_behaviour(run.config, base_dir, np.random.default_rng(0)).n_exits
+                if tables[key] != cost_model.model.n_exits:
+                    raise ConfigError(f"exits.behaviour: the table has {tables[key]} exits but the model has "
+                                      f"{cost_model.model.n_exits} ({', '.join(cost_model.model.exit_names)})")
+                exits.policy.build()
         except (ConfigError, ValueError) as exc:
             raise ConfigError(f"{path}: run {run.name}: {exc}") from None
     # Fix: this check used to live in check() only, so `servesim run` with a missing

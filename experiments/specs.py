@@ -1,4 +1,5 @@
-"""What a YAML file may name: trace kinds, noise kinds, batching policies and routers.
+"""What a YAML file may name: trace kinds, noise kinds, batching policies, routers,
+behaviour sources and exit policies.
 
 Each class is the validated parameter set of one name and knows how to build the object
 it stands for. Units follow the YAML's conventions: trace times and rates in seconds,
@@ -9,16 +10,16 @@ suffix so a reader never has to guess.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 import traces
-from policies import batching, routing
-from workloads import noise
+from policies import batching, exit as exit_policies, routing, stopping
+from workloads import behaviour, noise
 
-from .registry import BATCHING, NOISE, ROUTERS, TRACES
+from .registry import BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, ROUTERS, TRACES
 
 
 class Spec(BaseModel):
@@ -278,3 +279,142 @@ class SharedQueue(Spec):
 
     def build(self, rng):
         return None
+
+
+# --- per-sample behaviour of a model with exits -----------------------------------------
+
+BEHAVIOUR_DIR = Path(behaviour.__file__).with_name("data")  # tables shipped with the package
+
+
+@BEHAVIOUR.register
+class SyntheticBehaviour(Spec):
+    """Markov-correlated correctness across exits with the given per-exit ``accuracy``
+    (one per exit, the last the final one); ``persistence`` in [0, 1] sets how much an
+    exit's outcome follows the previous one's."""
+    kind: Literal["synthetic"]
+    accuracy: list[float] = Field(min_length=2)
+    persistence: float = Field(default=0.5, ge=0, le=1)
+    n_classes: int = Field(default=10, ge=2)
+    samples: PositiveInt = 20_000
+
+    @model_validator(mode="after")
+    def _probabilities(self):
+        bad = [a for a in self.accuracy if not 0 <= a <= 1]
+        if bad:
+            raise ValueError(f"accuracy values must lie in [0, 1], got {bad[0]!r}")
+        return self
+
+    def build(self, rng: np.random.Generator, base_dir: Path):
+        return behaviour.synthetic(self.samples, self.accuracy, persistence=self.persistence,
+                                   n_classes=self.n_classes, rng=rng)
+
+
+@BEHAVIOUR.register
+class BuiltinBehaviour(Spec):
+    """A table shipped in ``workloads/data`` (``digits_ee``: the early-exit MLP trained
+    on scikit-learn's digits by ``python -m workloads.digits``, held-out samples)."""
+    kind: Literal["builtin"]
+    name: str
+
+    def build(self, rng, base_dir):
+        path = BEHAVIOUR_DIR / f"{self.name}.npz"
+        if not path.exists():
+            known = ", ".join(sorted(p.stem for p in BEHAVIOUR_DIR.glob("*.npz")))
+            raise ValueError(f"no built-in behaviour table {self.name!r}; known: {known}")
+        return behaviour.load_table(path)
+
+
+@BEHAVIOUR.register
+class FileBehaviour(Spec):
+    """A behaviour table file, relative to the YAML file: ``npz`` (servesim's format) or
+    ``apparate-pickle`` (Apparate's per-ramp pickles; a pickle can run code when loaded,
+    so name only files you trust)."""
+    kind: Literal["file"]
+    path: str
+    format: Literal["npz", "apparate-pickle"] = "npz"
+
+    def build(self, rng, base_dir):
+        path = base_dir / self.path
+        return behaviour.load_table(path) if self.format == "npz" else behaviour.from_apparate_pickle(path)
+
+
+# --- exit policies -----------------------------------------------------------------------
+
+Thresholds = Union[float, list[float]]
+
+
+@EXIT_POLICIES.register
+class NeverExitPolicy(Spec):
+    """Vanilla: every request runs to the final exit."""
+    name: Literal["never"]
+
+    def build(self):
+        return exit_policies.NeverExit()
+
+
+@EXIT_POLICIES.register
+class ConfidencePolicy(Spec):
+    """Stop at the first exit whose max softmax reaches ``threshold`` (one, or one per exit)."""
+    name: Literal["confidence"]
+    threshold: Thresholds
+
+    def build(self):
+        return exit_policies.ConfidenceThreshold(self.threshold)
+
+
+@EXIT_POLICIES.register
+class EntropyPolicy(Spec):
+    """BranchyNet / DeeBERT: stop where the softmax entropy (nats) falls below ``threshold``."""
+    name: Literal["entropy"]
+    threshold: Thresholds
+
+    def build(self):
+        return exit_policies.EntropyThreshold(self.threshold)
+
+
+@EXIT_POLICIES.register
+class PatiencePolicy(Spec):
+    """PABEE: stop once the prediction has stayed the same for ``k`` consecutive exits."""
+    name: Literal["patience"]
+    k: PositiveInt
+
+    def build(self):
+        return exit_policies.Patience(self.k)
+
+
+@EXIT_POLICIES.register
+class OraclePolicy(Spec):
+    """Stop at the first correct exit: a bound that reads the answer key, not deployable."""
+    name: Literal["oracle"]
+
+    def build(self):
+        return exit_policies.Oracle()
+
+
+class FittedPolicy(Spec):
+    """Policies fitted on the held-out split: objective ``lam`` * loss + (1 - lam) * cost."""
+    lam: float = Field(gt=0, le=1)
+    bins: PositiveInt = 1000
+    loss: Optional[Literal[stopping.LOSSES]] = None
+
+    def options(self) -> dict:
+        return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
+
+
+@EXIT_POLICIES.register
+class OptimalNoRecallPolicy(FittedPolicy):
+    """Markov optimal stopping (backward DP): the best policy that answers from where it stops."""
+    name: Literal["optimal_no_recall"]
+
+    def build(self):
+        return stopping.OptimalNoRecall(**self.options())
+
+
+@EXIT_POLICIES.register
+class TTamerPolicy(FittedPolicy):
+    """T-Tamer's recall index; ``aggregate`` = q meta-states of soft state aggregation."""
+    name: Literal["ttamer"]
+    aggregate: Optional[PositiveInt] = None
+
+    def build(self):
+        return stopping.TTamer(**self.options())

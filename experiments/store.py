@@ -23,6 +23,13 @@ CONFIG = "config.yaml"
 REQUESTS = "requests.parquet"
 ERROR = "error.txt"
 RESULTS = "results.csv"
+# results.csv: "run", "status", "seed", the swept keys, with exits "policy" and its
+# "policy_<param>" columns, then these (the flattened summary):
+SUMMARY_COLUMNS = (
+    "requests", "completed", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms",
+    "throughput_rps", "dropped", "rejected", "slo_violation_rate", "accuracy", "agreement",
+    "mean_stages_paid", "cost", "cost_busy_s", "utilisation", "mean_batch_items", "out_of_range_lookups", "error",
+)
 
 # mkstemp creates files readable by their owner only; results get the usual permissions.
 _UMASK = os.umask(0o022)

@@ -21,14 +21,16 @@ from traces.trace import Trace
 
 from .dispatcher import Dispatcher
 from .errors import SimulationError
+from .exits import ExitRun, ExitSetup
 from .queue import RequestQueue
-from .records import RequestLog, RequestTable, Results, batch_tables
+from .records import COMPLETED, RequestLog, RequestTable, Results, batch_tables
 from .worker import Worker
 
 
 def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=None,
              shared_queue: bool = False, drop_after: Optional[float] = None, rng: Optional[np.random.Generator] = None,
-             progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True) -> Results:
+             progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True,
+             exits: Optional[ExitSetup] = None) -> Results:
     """Serve ``trace`` with ``replicas`` workers, each batching with ``batcher``.
 
     ``cost_model`` supplies service times (``cost_model.sampler(rng)``); ``router``
@@ -37,6 +39,11 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
     (seconds) drops requests that waited longer than that; ``progress(k)`` is called now
     and then with the number of arrivals routed so far. ``fast_forward=False`` schedules
     one SimPy event per batch (see :mod:`sim.worker`); results agree up to clock rounding.
+
+    ``exits`` makes the model one with exits (an early-exit network or a cascade, see
+    :mod:`sim.exits`): ``cost_model`` is then only asked for ``batch_latency`` (by
+    deadline-aware batchers); segments are costed by ``exits.costs``, each request
+    leaves at its own exit, and the table gains the exit columns.
     """
     if replicas < 1 or int(replicas) != replicas:
         raise ValueError(f"replicas must be a whole number >= 1, got {replicas!r}")
@@ -44,16 +51,22 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
         raise ValueError(f"drop_after must be > 0 seconds, got {drop_after!r}")
     rng = rng if rng is not None else np.random.default_rng(0)
     sizes = trace.columns.get("size")
+    if exits is not None:
+        if sizes is not None:
+            raise ValueError("a model with exits serves one item per request; this trace has a 'size' column")
+        if len(exits.samples) != len(trace.times):
+            raise ValueError(f"exits.samples has {len(exits.samples)} entries for {len(trace.times)} requests")
     arrival = trace.times.tolist()
     arrival.append(float("inf"))
     log = RequestLog(arrival, None if sizes is None else sizes.tolist(), int(replicas))
     env = simpy.Environment()
     dispatcher = Dispatcher(env, log, router if router is not None else JoinShortestQueue(),
                             batcher.max_batch, progress)
-    service_time = cost_model.sampler(rng)
+    execute = None if exits is None else ExitRun(exits, rng)
+    service_time = cost_model.sampler(rng) if exits is None else None
     queues = [RequestQueue(i) for i in range(1 if shared_queue else int(replicas))]
     workers = [Worker(i, queues[0 if shared_queue else i], env, dispatcher, batcher,
-                      service_time, log, drop_after, fast_forward)
+                      service_time, log, drop_after, fast_forward, execute)
                for i in range(int(replicas))]
     dispatcher.attach(queues, workers)
     finished = env.all_of([env.process(worker.run()) for worker in workers])
@@ -65,6 +78,10 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
 
     tables = batch_tables(log)  # per replica: start, finish of each batch
     records = RequestTable.build(trace.times, sizes, log, tables)
+    if execute is not None:
+        served = records.status == COMPLETED
+        records.finish[served] = execute.finish[served]
+        records.exits = execute.columns(served)
     # Workers, dispatcher and SimPy's events reference one another, so they wait for a
     # full collection to be freed; emptying the big lists now returns their memory at once
     # (a sweep calls simulate many times in one process).
@@ -79,7 +96,8 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
         busy_time=np.array([float((t[:, 1] - t[:, 0]).sum()) for t in tables]),
         batches=sum(len(t) for t in tables),
         rejections={k: v for k, v in dispatcher.rejections.items() if v},
-        out_of_range=dict(getattr(cost_model, "out_of_range_requests", {}) or {}),
+        out_of_range=dict(getattr(cost_model if exits is None else exits.costs, "out_of_range_requests", {}) or {}),
+        exit_names=() if exits is None else tuple(exits.costs.model.exit_names),
     )
 
 

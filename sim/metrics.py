@@ -1,6 +1,7 @@
 """Summaries of a run, computed from the per-request table only.
 
-Latency is ``finish - arrival`` of completed requests. A request that was dropped or
+Latency is ``finish - arrival`` of completed requests (with exits, ``finish`` is when
+the request's exit answered). A request that was dropped or
 rejected counts as an SLO violation: a client that got no answer did not get it in time.
 """
 
@@ -36,7 +37,7 @@ def summarize(results: Results, slo: Optional[float] = None) -> dict:
     violations = None
     if slo is not None and n:
         violations = round(float(((latency > slo).sum() + (n - completed)) / n), 9)
-    return {
+    summary = {
         "requests": n,
         "completed": completed,
         "dropped": int((req.status == DROPPED).sum()),
@@ -47,6 +48,7 @@ def summarize(results: Results, slo: Optional[float] = None) -> dict:
         "slo_ms": None if slo is None else slo * 1e3,
         "slo_violation_rate": violations,
         "accuracy": None,
+        "agreement": None,
         "cost": {
             "provisioned_accelerator_s": round(provisioned, 6),
             "busy_accelerator_s": round(busy, 6),
@@ -60,4 +62,28 @@ def summarize(results: Results, slo: Optional[float] = None) -> dict:
         # look-ups of a batch size the profile does not cover, per "stage@batch size"
         "profile_out_of_range": {f"{stage}@{size}": count
                                  for (stage, size), count in sorted(results.out_of_range.items())},
+    }
+    if req.exits:
+        summary.update(_exit_summary(req.exits, done, results.exit_names))
+    return summary
+
+
+def _exit_summary(exits: dict, done: np.ndarray, names: tuple[str, ...]) -> dict:
+    """Accuracy and where requests left, over completed requests.
+
+    ``accuracy`` is the fraction whose answer is the true label; ``agreement`` the
+    fraction whose answer equals the model's final exit's (what Apparate calls accuracy).
+    """
+    if not done.any():
+        return {}
+    stage = exits["exit_stage"][done]
+    share = np.bincount(stage, minlength=len(names)) / stage.size
+    return {
+        "accuracy": round(float(exits["correct"][done].mean()), 9),
+        "agreement": round(float(exits["agrees"][done].mean()), 9),
+        "exits": {
+            "share": {name: round(float(x), 9) for name, x in zip(names, share)},
+            "recalled": round(float((exits["answered_from"][done] < stage).mean()), 9),
+            "mean_stages_paid": round(float(exits["stages_paid"][done].mean()), 9),
+        },
     }

@@ -18,7 +18,7 @@ COLUMNS = {
     "arrival": "arrival time, s",
     "size": "items in the request (a batch holds up to max_batch items)",
     "start": "time its batch started, s (NaN if never served)",
-    "finish": "time it completed, or was dropped / rejected, s",
+    "finish": "time it completed (with exits: its exit's time), or was dropped / rejected, s",
     "replica": "replica that served or dropped it (-1 if rejected)",
     "batch_size": "items in the batch it ran in (0 if never served)",
     "status": "0 completed, 1 dropped (waited past the drop limit), 2 rejected (can never be served)",
@@ -75,6 +75,8 @@ class RequestTable:
     replica: np.ndarray
     batch_size: np.ndarray
     status: np.ndarray
+    # a model with exits adds sim.exits.EXIT_COLUMNS (name -> column)
+    exits: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def build(cls, arrival: np.ndarray, size: np.ndarray | None, log: RequestLog,
@@ -127,6 +129,7 @@ class RequestTable:
         cols = {"id": np.arange(len(self), dtype=np.int64)}
         cols.update((name, getattr(self, name)) for name in COLUMNS)
         cols["dropped"] = self.status != COMPLETED
+        cols.update(self.exits)
         return cols
 
 
@@ -141,3 +144,4 @@ class Results:
     batches: int
     rejections: dict[str, int] = field(default_factory=dict)
     out_of_range: dict = field(default_factory=dict)
+    exit_names: tuple[str, ...] = ()  # a model with exits: their names, in order

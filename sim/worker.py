@@ -38,7 +38,7 @@ from .records import DROPPED
 class Worker:
     def __init__(self, index: int, queue: RequestQueue, env, dispatcher, batcher,
                  service_time: Callable[[int], float], log, drop_after: Optional[float],
-                 fast_forward: bool = True):
+                 fast_forward: bool = True, execute: Optional[Callable[[float, list], float]] = None):
         self.index = index
         self.queue = queue
         self.env = env
@@ -48,6 +48,8 @@ class Worker:
         self.log = log
         self.drop_after = drop_after
         self.fast_forward = fast_forward
+        # A model with exits: ``execute(now, members) -> done`` plays the batch (sim.exits)
+        self.execute = execute
         self.wake = None  # the event this worker waits on, while it waits
         self._timer_at: Optional[float] = None
 
@@ -108,6 +110,7 @@ class Worker:
         loads, routed = dispatcher.loads, dispatcher.routed
         decide = self.batcher.decide
         service_time = self.service_time
+        execute = self.execute
         log = self.log
         arrival, size_of, batch_col = log.arrival, log.size, log.batch
         log_batch = log.batches[self.index].extend
@@ -160,28 +163,35 @@ class Worker:
                 horizon = peek()
                 continue
             # Take requests from the head while they fit; the head always goes.
-            if not sized:
-                if limit == 1:  # the commonest case, kept off the general path
-                    m = items = 1
-                    batch_col[popleft()] = b
-                else:
-                    m = items = min(limit, len(queue))
-                    for _ in range(m):
-                        batch_col[popleft()] = b
-            else:
-                k = popleft()
-                batch_col[k] = b
-                items = size_of[k]
-                m = 1
-                while queue and items + size_of[queue[0]] <= limit:
-                    k = popleft()
-                    batch_col[k] = b
-                    items += size_of[k]
-                    m += 1
-                shared.queued_items -= items
             # The batch ends at ``done`` exactly; SimPy's clock, which adds the timeout to
             # its own time, may land an ulp away, so the log keeps ``done``.
-            done = now + service_time(items)
+            if execute is not None:  # exits: requests leave at their own times
+                members = [popleft() for _ in range(min(limit, len(queue)))]
+                for k in members:
+                    batch_col[k] = b
+                m = len(members)
+                done = execute(now, members)
+            else:
+                if not sized:
+                    if limit == 1:  # the commonest case, kept off the general path
+                        m = items = 1
+                        batch_col[popleft()] = b
+                    else:
+                        m = items = min(limit, len(queue))
+                        for _ in range(m):
+                            batch_col[popleft()] = b
+                else:
+                    k = popleft()
+                    batch_col[k] = b
+                    items = size_of[k]
+                    m = 1
+                    while queue and items + size_of[queue[0]] <= limit:
+                        k = popleft()
+                        batch_col[k] = b
+                        items += size_of[k]
+                        m += 1
+                    shared.queued_items -= items
+                done = now + service_time(items)
             log_batch((now, done))
             if done >= horizon:
                 yield env.timeout(done - env.now)

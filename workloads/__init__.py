@@ -1,12 +1,21 @@
-"""What is served: model specs, measured cost profiles, and the cost model the engine
-asks how long a batch takes.
+"""What is served: model specs (plain, or with exits), measured cost profiles, the cost
+model the engine asks how long a batch takes, and per-sample behaviour tables.
 
 This package only describes and answers; it never decides anything (no batching,
 routing or scaling) and does not import the engine, the policies or the experiments.
 Profile tables are in milliseconds; everything the cost model returns is in seconds.
 """
 
+from workloads.behaviour import (
+    BehaviourError,
+    BehaviourTable,
+    from_apparate_pickle,
+    load_table,
+    save_table,
+    synthetic,
+)
 from workloads.cost_model import CostModel, ProfileRangeError, ProfileRangeWarning
+from workloads.exits import ExitModel, Segment, SegmentCosts
 from workloads.model import ModelSpec
 from workloads.noise import (
     BLOCK,
@@ -31,6 +40,15 @@ from workloads.profile import (
 
 __all__ = [
     "BLOCK",
+    "BehaviourError",
+    "BehaviourTable",
+    "ExitModel",
+    "Segment",
+    "SegmentCosts",
+    "from_apparate_pickle",
+    "load_table",
+    "save_table",
+    "synthetic",
     "COLUMNS",
     "CostModel",
     "Deterministic",

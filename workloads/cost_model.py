@@ -47,7 +47,9 @@ class CostModel:
     """Service times of one model on one hardware, from a profile, in seconds.
 
     ``hardware=None`` picks the only hardware that profiled ``model`` (an error if
-    several did). ``noise`` shapes :meth:`sampler`'s random service times; the
+    several did). ``stages`` costs only those of the model's stages, in the order
+    given (an early-exit model's segment: some backbone stages and a ramp head); by
+    default every stage of the model, in profile order. ``noise`` shapes :meth:`sampler`'s random service times; the
     deterministic lookups (:meth:`latency`, :meth:`batch_latency`) always give medians.
     """
 
@@ -59,11 +61,12 @@ class CostModel:
         hardware: str | None = None,
         noise: Noise = Deterministic(),
         out_of_range: str = "extrapolate",
+        stages: tuple[str, ...] | None = None,
     ):
         if out_of_range not in OUT_OF_RANGE:
             raise ValueError(f"out_of_range must be one of {OUT_OF_RANGE}, got {out_of_range!r}")
         self.profile = profile
-        self.model_spec = ModelSpec.from_profile(profile, model)
+        self.model_spec = ModelSpec.from_profile(profile, model) if stages is None else _subset(profile, model, stages)
         self.stages = self.model_spec.stages
         self.hardware = _pick_hardware(profile, model, hardware)
         self.noise = noise
@@ -193,6 +196,14 @@ def _caller_level() -> int:
     while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("workloads."):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def _subset(profile: Profile, model: str, stages: tuple[str, ...]) -> ModelSpec:
+    known = profile.stages(model)
+    missing = [s for s in stages if s not in known]
+    if missing:
+        raise ProfileError(f"{profile.source}: model {model!r} has no stage(s) {missing!r}; its stages are {known!r}")
+    return ModelSpec(model, tuple(stages))
 
 
 def _pick_hardware(profile: Profile, model: str, hardware: str | None) -> str:

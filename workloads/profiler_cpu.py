@@ -13,6 +13,13 @@ imported numpy (through ``workloads``), so :func:`main` re-runs itself in a chil
 process with the thread variables set when they are not.
 
     python -m workloads.profiler_cpu --out workloads/profiles/cpu_mlp.csv
+
+``--model digits_ee`` times the trained early-exit network of :mod:`workloads.digits`
+instead (stages block1, ramp1, ..., ramp3, block4; each ramp on its block's real
+output, fed real held-out digits): the same weights that produced the shipped
+behaviour table ``workloads/data/digits_ee.npz``.
+
+    python -m workloads.profiler_cpu --model digits_ee --out workloads/profiles/cpu_digits_ee.csv
 """
 
 from __future__ import annotations
@@ -89,24 +96,56 @@ def blas_name() -> str:
         return "unknown"
 
 
-def measure(repeats: int, warmup: int, threads: int) -> Profile:
-    """Time every (stage, batch size) of mlp3 and return the checked profile.
+# A profiled stage: (name, run, trunk); a trunk stage's output is the next stage's input,
+# a branch's (an early-exit ramp's) is not.
+StageFn = tuple[str, Callable[[np.ndarray], np.ndarray], bool]
+DEFAULT_OUT = {"mlp3": "workloads/profiles/cpu_mlp.csv", "digits_ee": "workloads/profiles/cpu_digits_ee.csv"}
+
+
+def mlp3(rng: np.random.Generator) -> tuple[list[StageFn], Callable[[int], np.ndarray], str]:
+    """mlp3's stages, its inputs (random rows) and its description."""
+    stages = [(name, make_block(widths, rng), True) for name, widths in MLP3.items()]
+    describe = "mlp3: 3 blocks of dense+ReLU+dense+ReLU, widths " + " | ".join(
+        f"{name} {a}>{b}>{c}" for name, (a, b, c) in MLP3.items())
+    return stages, lambda batch: rng.standard_normal((batch, MLP3["block1"][0])).astype(np.float32), describe
+
+
+def digits_ee(rng: np.random.Generator) -> tuple[list[StageFn], Callable[[int], np.ndarray], str]:
+    """The trained digits early-exit network (imported here: mlp3 needs only numpy)."""
+    from workloads import digits
+
+    net, split, _ = digits.build()
+    widths = ">".join(map(str, [net.backbone[0][0].shape[0], *(w.shape[1] for w, _ in net.backbone)]))
+    describe = (f"digits_ee: MLP {widths} trained on sklearn digits (workloads/digits.py), float32; "
+                f"block1-3 dense+ReLU, block4 dense+ReLU+dense+softmax; ramp1-3 dense "
+                f"{net.ramps[0][0].shape[0]}>{net.ramps[0][0].shape[1]} (avg-pool/{digits.POOL} folded in)"
+                f"+softmax on block1-3's output; table workloads/data/digits_ee.npz")
+    return list(net.stages()), lambda batch: split.test_x[:batch].astype(np.float32), describe
+
+
+MODELS = {"mlp3": mlp3, "digits_ee": digits_ee}
+
+
+def measure(repeats: int, warmup: int, threads: int, model: str = "mlp3") -> Profile:
+    """Time every (stage, batch size) of ``model`` (a key of :data:`MODELS`) and return
+    the checked profile.
 
     ``threads`` is only recorded: the BLAS thread count is fixed by the environment
     before numpy loads (see :func:`main`).
     """
     rng = np.random.default_rng(0)
-    blocks = {name: make_block(widths, rng) for name, widths in MLP3.items()}
+    stages, inputs, describe = MODELS[model](rng)
     rows = []
     gc.disable()  # a collection inside a timed call would be noise, not model cost
     try:
         for batch in BATCH_SIZES:
-            x = rng.standard_normal((batch, MLP3["block1"][0])).astype(np.float32)
-            for name, block in blocks.items():
-                ms = time_ms(block, x, warmup, repeats)
+            x = inputs(batch)
+            for name, run, trunk in stages:
+                ms = time_ms(run, x, warmup, repeats)
                 p50, p90, p99 = (round(float(v), 4) for v in np.percentile(ms, [50, 90, 99]))
-                rows.append(("cpu", "mlp3", name, batch, p50, p90, p99, repeats))
-                x = block(x)  # the next stage sees this stage's real output
+                rows.append(("cpu", model, name, batch, p50, p90, p99, repeats))
+                if trunk:
+                    x = run(x)  # the next stage sees this stage's real output
     finally:
         gc.enable()
     metadata = {
@@ -118,8 +157,7 @@ def measure(repeats: int, warmup: int, threads: int) -> Profile:
         "hardware": "cpu",
         "threads": str(threads),
         "blas": blas_name(),
-        "model": "mlp3: 3 blocks of dense+ReLU+dense+ReLU, widths "
-                 + " | ".join(f"{name} {a}>{b}>{c}" for name, (a, b, c) in MLP3.items()),
+        "model": describe,
         "timing": f"time.perf_counter_ns per call, {warmup} warm-up calls, percentiles over repeats",
         "python": platform.python_version(),
     }
@@ -128,7 +166,9 @@ def measure(repeats: int, warmup: int, threads: int) -> Profile:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="workloads/profiles/cpu_mlp.csv", help="CSV to write")
+    parser.add_argument("--model", choices=sorted(MODELS), default="mlp3", help="network to time")
+    parser.add_argument("--out", help="CSV to write (default: workloads/profiles/cpu_mlp.csv for mlp3, "
+                                      "workloads/profiles/cpu_digits_ee.csv for digits_ee)")
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per (stage, batch size)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed calls before timing")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads")
@@ -141,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.run(cmd, env=env, check=False).returncode
 
     started = time.perf_counter()
-    profile = measure(args.repeats, args.warmup, args.threads)
-    profile.save(args.out)
-    print(f"wrote {args.out} ({len(profile.rows)} rows) in {time.perf_counter() - started:.1f} s")
+    out = args.out or DEFAULT_OUT[args.model]
+    profile = measure(args.repeats, args.warmup, args.threads, args.model)
+    profile.save(out)
+    print(f"wrote {out} ({len(profile.rows)} rows) in {time.perf_counter() - started:.1f} s")
     return 0
 
 

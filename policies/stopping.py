@@ -1,0 +1,469 @@
+"""Markov optimal stopping for early exits: the optimal no-recall rule and T-Tamer's
+recall index (Yang, Zhang, Morgenstern, Xu, arXiv 2509.22992; shared/research/ee_cascades.md §1).
+
+**Model.** A request runs exits ``0..n-1`` in order. Opening exit ``i`` costs ``c_i``
+(``c_0`` is always paid) and reveals a loss ``R_i`` on a finite, sorted support ``V``.
+The losses form a Markov chain: ``R_0 ~ p_0``, ``R_{i+1} | R_i = r ~ P_i(. | r)``. A
+policy stops after some exit ``t`` and pays the loss of its answer: ``R_t`` without
+recall, ``X_t = min_{j<=t} R_j`` with recall (the best exit consulted; recall refunds no
+cost). :class:`MarkovChain` holds such an instance; the losses and costs in it are
+already weighted (``λ·loss``, ``(1-λ)·cost``), so the objective is their plain sum.
+
+**DP.** With ``X`` the best loss so far, ``r`` the current one, after exit ``i``::
+
+    Φ_{n-1}(X, r) = X
+    Φ_i(X, r)     = min{ X,  C_i(X, r) },   C_i(X, r) = c_{i+1} + Σ_r' P_i(r'|r) Φ_{i+1}(min(X, r'), r')
+
+and the value is ``c_0 + Σ_r p_0(r) Φ_0(r, r)``. ``X`` is itself a support value, so each
+``Φ_i`` is a ``|V|×|V|`` table and ``C_i = c_{i+1} + G @ P_i^T`` with
+``G[X, r'] = Φ_{i+1}(min(X, r'), r')``: one matrix product per exit. Without recall the
+``X`` axis collapses (the answer is ``r``) and each step is a vector-matrix product.
+
+**Index.** ``X - C_i(X, r)`` is non-decreasing in ``X`` (``Φ`` has slope in [0, 1] in
+``X``), so the states where stopping is weakly optimal are a down-set ``X <= σ``, and
+``σ(r, i+1)`` — the largest such ``X``, T-Tamer's index (Thm 4.5: it does not depend on
+``X``) — is where ``X - C_i`` crosses zero. It is found between the two grid points that
+bracket the sign change and interpolated linearly, which is exact for the last stage
+(``C`` is piecewise linear with kinks on ``V`` there; ``E[(σ - R_{n-1})_+] = c_{n-1}``,
+Weitzman's reservation value) and reproduces the DP's decision at every grid point
+everywhere. Online, a request continues iff ``X > σ(R_i, i+1)``: one table look-up.
+
+**Fitting** (:class:`TTamer`, :class:`OptimalNoRecall`): confidences are mapped to a loss
+proxy, discretised onto a grid of ``bins`` loss values (:class:`LossGrid`), and the
+kernels are counted from the held-out table with additive smoothing
+(:func:`estimate_chain`).
+
+**Soft state aggregation** (``TTamer(aggregate=q)``, :func:`aggregate`): every kernel is
+replaced by a rank-``q`` factorisation ``P_i ≈ A B_i`` through ``q`` meta-states. ``A``
+(``|V|×q``) gives each grid state soft memberships of the two nearest of ``q`` centres
+spread evenly over the grid (hat functions: a partition of unity, and the identity at
+``q = |V|``); ``B_i[k]`` is the next-loss distribution of meta-state ``k``, the average of
+its members' kernel rows weighted by membership × occupancy of exit ``i``. ``G @ P_i^T``
+becomes ``(G @ B_i^T) @ A^T``: ``O(|V|²q)`` instead of ``O(|V|³)`` per exit, and meta-states
+pool the sparse transition counts of neighbouring loss bins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from policies.exit import Decision, ExitObservation, ExitPolicy, check_stage_costs
+
+_ATOL = 1e-9
+# Relative tolerance under which stopping and continuing count as tied (see _crossing).
+_TIE = 1e-12
+# Occupancy floor in soft aggregation: a meta-state whose members are all unreachable
+# still gets a defined (uniformly weighted) kernel; too small to move a reachable one.
+_OCCUPANCY_FLOOR = 1e-12
+# Samples per calibration bin: a 0/1 rate from 50 samples has a standard error <= 0.07.
+_CALIBRATION_BIN = 50
+LOSSES = ("calibrated", "agreement", "confidence")
+
+
+@dataclass(frozen=True)
+class DenseKernel:
+    """``matrix[r, r'] = P(next loss = r' | current loss = r)``; rows sum to 1."""
+
+    matrix: np.ndarray
+
+    def expect(self, g: np.ndarray) -> np.ndarray:
+        """``(g @ P^T)[x, r] = Σ_r' P(r'|r) g[x, r']``."""
+        return g @ self.matrix.T
+
+
+@dataclass(frozen=True)
+class LowRankKernel:
+    """``P = membership @ emission`` through q meta-states (soft state aggregation)."""
+
+    membership: np.ndarray  # (K, q): soft membership of each loss state in each meta-state
+    emission: np.ndarray    # (q, K): next-loss distribution of each meta-state
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.membership @ self.emission
+
+    def expect(self, g: np.ndarray) -> np.ndarray:
+        return (g @ self.emission.T) @ self.membership.T
+
+
+Kernel = Union[DenseKernel, LowRankKernel]
+
+
+def _check_rows(name: str, array: np.ndarray) -> None:
+    if not ((array >= 0).all() and np.allclose(array.sum(axis=-1), 1.0, rtol=0, atol=_ATOL)):
+        raise ValueError(f"{name}: entries must be >= 0 and each row must sum to 1")
+
+
+@dataclass(frozen=True)
+class MarkovChain:
+    """An abstract instance: support ``values`` (K, strictly increasing, >= 0), ``initial``
+    distribution of ``R_0`` (K,), ``kernels[i]`` from exit i to exit i+1 (n-1 of them:
+    (K, K) arrays or kernel objects) and ``costs`` (n,: ``costs[i]`` opens exit i)."""
+
+    values: np.ndarray
+    initial: np.ndarray
+    kernels: Sequence[Kernel]
+    costs: np.ndarray
+
+    def __post_init__(self) -> None:
+        values = np.asarray(self.values, dtype=np.float64)
+        costs = np.asarray(self.costs, dtype=np.float64)
+        if values.ndim != 1 or values.size == 0 or not np.isfinite(values).all() \
+                or (values < 0).any() or (np.diff(values) <= 0).any():
+            raise ValueError("values: a non-empty, finite, strictly increasing support of losses >= 0")
+        if costs.ndim != 1 or costs.size == 0:
+            raise ValueError("costs: one entry per exit (at least one)")
+        check_stage_costs(costs, costs.size)
+        k = values.size
+        initial = np.asarray(self.initial, dtype=np.float64)
+        if initial.shape != (k,):
+            raise ValueError(f"initial: shape {initial.shape}, expected ({k},)")
+        _check_rows("initial", initial)
+        if len(self.kernels) != costs.size - 1:
+            raise ValueError(f"kernels: {len(self.kernels)} for {costs.size} exits; expected {costs.size - 1}")
+        kernels = tuple(_as_kernel(kernel, k, i) for i, kernel in enumerate(self.kernels))
+        for name, value in (("values", values), ("initial", initial), ("kernels", kernels), ("costs", costs)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def n_exits(self) -> int:
+        return self.costs.size
+
+
+def _as_kernel(kernel, k: int, i: int) -> Kernel:
+    if isinstance(kernel, LowRankKernel):
+        _check_rows(f"kernels[{i}].membership", kernel.membership)
+        _check_rows(f"kernels[{i}].emission", kernel.emission)
+        shapes = (kernel.membership.shape[0], kernel.emission.shape[1])
+    else:
+        kernel = kernel if isinstance(kernel, DenseKernel) else DenseKernel(np.asarray(kernel, dtype=np.float64))
+        _check_rows(f"kernels[{i}]", kernel.matrix)
+        shapes = kernel.matrix.shape
+    if shapes != (k, k):
+        raise ValueError(f"kernels[{i}]: maps {shapes[0]} states to {shapes[1]}; the support has {k}")
+    return kernel
+
+
+def _backward(chain: MarkovChain, recall: bool, stage) -> float:
+    """Backward induction from the last exit to the root. ``stage(i, answer, cont)`` turns
+    the continuation table of exit i (expected cost-to-go of opening exit i+1, indexed
+    ``[X, r]``; ``X`` is a length-1 axis without recall) and the stop table ``answer``
+    (the loss a stop pays) into the cost-to-go after exit i."""
+    values = chain.values
+    k = values.size
+    answer = values[:, None] if recall else values[None, :]
+    w = np.broadcast_to(answer, (k, k) if recall else (1, k))
+    upper = np.arange(k)[:, None] <= np.arange(k)[None, :] if recall else None
+    for i in range(chain.n_exits - 2, -1, -1):
+        # G[X, r'] = W[min(X, r'), r']: W itself above the diagonal, W[r', r'] below it.
+        g = np.where(upper, w, np.diagonal(w)[None, :]) if recall else w
+        w = stage(i, answer, chain.costs[i + 1] + chain.kernels[i].expect(g))
+    root = np.diagonal(w) if recall else w[0]
+    return float(chain.costs[0] + chain.initial @ root)
+
+
+@dataclass(frozen=True)
+class RecallIndex:
+    """A solved recall instance: the DP ``value`` (expected objective of the optimal policy
+    from the root), ``sigma[i, r]`` = σ(r, i), the index for opening exit i when the
+    previous exit's loss is ``values[r]`` (row 0 is -inf: exit 0 always runs), and
+    ``threshold[i, r]`` = how many support values are <= σ, for integer look-ups."""
+
+    value: float
+    sigma: np.ndarray
+    threshold: np.ndarray
+
+    def decide(self, states: np.ndarray) -> Decision:
+        """Vectorised online rule. ``states`` (m, i+1): loss-state indices of exits 0..i
+        (indices into the sorted support, so the smallest index is the smallest loss).
+        Continue iff the best loss so far X > σ(R_i, i+1); the answer is the exit with the
+        smallest loss, the latest one among ties (recall only when strictly better)."""
+        i = states.shape[1] - 1
+        best = states.min(axis=1)
+        answer = (i - np.argmin(states[:, ::-1], axis=1)).astype(np.int64)
+        if i == self.sigma.shape[0] - 1:
+            return np.ones(states.shape[0], dtype=bool), answer
+        return best < self.threshold[i + 1, states[:, i]], answer
+
+    def stop_table(self) -> np.ndarray:
+        """The policy as a table ``stop[i, X, r]`` (exits 0..n-2), for :func:`evaluate`."""
+        k = self.sigma.shape[1]
+        return np.arange(k)[None, :, None] < self.threshold[1:, None, :]
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """A solved no-recall instance: the DP ``value`` and ``stop[i, r]`` (exits 0..n-2),
+    whether to stop after exit i at loss state r."""
+
+    value: float
+    stop: np.ndarray
+
+    def decide(self, states: np.ndarray) -> Decision:
+        i = states.shape[1] - 1
+        answer = np.full(states.shape[0], i, dtype=np.int64)
+        if i == self.stop.shape[0]:
+            return np.ones(states.shape[0], dtype=bool), answer
+        return self.stop[i, states[:, i]], answer
+
+    def stop_table(self) -> np.ndarray:
+        """``stop[i, X, r]`` with a length-1 ``X`` axis, for ``evaluate(..., recall=False)``."""
+        return self.stop[:, None, :]
+
+
+def _crossing(values: np.ndarray, cont: np.ndarray) -> np.ndarray:
+    """Per column r, the largest X at which stopping is weakly optimal (X <= C(X, r)).
+
+    ``f = X - C`` is non-decreasing in X and ``f(values[0]) <= 0`` (every continuation
+    pays at least the smallest loss). ``f`` within ``_TIE`` of 0 counts as a tie (stop):
+    where ``f`` is flat at 0 over a stretch of the grid, rounding would otherwise move σ
+    across the whole stretch. The root is interpolated between the bracketing grid
+    points; if stopping is optimal on the whole grid, ``C`` is constant above the grid
+    and the root is ``C(values[-1], r)``."""
+    f = values[:, None] - cont
+    tie = _TIE * max(values[-1], 1.0)
+    positive = f > tie
+    positive[0] = False
+    first = positive.argmax(axis=0)            # 0 where f <= 0 on the whole grid
+    cols = np.arange(values.size)
+    lo = np.maximum(first - 1, 0)
+    f_lo = np.where(f[lo, cols] < -tie, f[lo, cols], 0.0)
+    f_hi = f[first, cols]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inner = values[lo] + (values[first] - values[lo]) * (-f_lo) / (f_hi - f_lo)
+    return np.where(first == 0, cont[-1], inner)
+
+
+def solve_recall(chain: MarkovChain) -> RecallIndex:
+    """T-Tamer's DP with recall: the value and the σ table."""
+    sigma = np.full((chain.n_exits, chain.values.size), -np.inf)
+
+    def stage(i, answer, cont):
+        sigma[i + 1] = _crossing(chain.values, cont)
+        return np.minimum(answer, cont)
+
+    value = _backward(chain, True, stage)
+    threshold = np.searchsorted(chain.values, sigma, side="right")
+    return RecallIndex(value, sigma, threshold)
+
+
+def solve_no_recall(chain: MarkovChain) -> StoppingRule:
+    """Markov optimal stopping without recall (the answer is the last exit opened)."""
+    stop = np.zeros((chain.n_exits - 1, chain.values.size), dtype=bool)
+
+    def stage(i, answer, cont):
+        stop[i] = answer[0] <= cont[0]
+        return np.minimum(answer, cont)
+
+    return StoppingRule(_backward(chain, False, stage), stop)
+
+
+def evaluate(chain: MarkovChain, stop: np.ndarray, recall: bool = True) -> float:
+    """Exact expected objective of any Markov policy on ``chain``: ``stop[i, X, r]``
+    (broadcastable to (n-1, K, K), or (n-1, 1, K) without recall) says whether to stop
+    after exit i with best loss state X and current loss state r."""
+    k = chain.values.size
+    stop = np.broadcast_to(np.asarray(stop, dtype=bool), (chain.n_exits - 1, k if recall else 1, k))
+    return _backward(chain, recall, lambda i, answer, cont: np.where(stop[i], answer, cont))
+
+
+def _hat_membership(k: int, q: int) -> np.ndarray:
+    """(k, q) soft memberships: each grid state splits between its two nearest of q evenly
+    spaced centres, in proportion to closeness (rows sum to 1; the identity at q = k)."""
+    if q == 1:
+        return np.ones((k, 1))
+    position = np.arange(k) * (q - 1) / (k - 1)
+    lo = np.minimum(position.astype(np.intp), q - 2)
+    weight = position - lo
+    membership = np.zeros((k, q))
+    rows = np.arange(k)
+    membership[rows, lo] = 1.0 - weight
+    membership[rows, lo + 1] = weight
+    return membership
+
+
+def aggregate(chain: MarkovChain, q: int) -> MarkovChain:
+    """``chain`` with every kernel replaced by its rank-q soft state aggregation (module
+    docstring). The occupancy of each exit comes from propagating ``initial``."""
+    k = chain.values.size
+    if isinstance(q, bool) or int(q) != q or not 1 <= q <= k:
+        raise ValueError(f"aggregate: q must be a whole number in [1, {k}] (the support size), got {q!r}")
+    membership = _hat_membership(k, int(q))
+    occupancy = chain.initial
+    kernels = []
+    for kernel in chain.kernels:
+        matrix = kernel.matrix
+        emission = (membership * (occupancy + _OCCUPANCY_FLOOR)[:, None]).T @ matrix
+        kernels.append(LowRankKernel(membership, emission / emission.sum(axis=1, keepdims=True)))
+        occupancy = occupancy @ matrix
+    return MarkovChain(chain.values, chain.initial, kernels, chain.costs)
+
+
+@dataclass(frozen=True)
+class LossGrid:
+    """Maps each exit's confidence to a loss state. Confidences fall into ``bins`` equal
+    bins; ``lut[j, u]`` is the state of confidence bin u at exit j; state s stands for the
+    loss ``values[s] = (s + 0.5) / bins``, the midpoint of the s-th of ``bins`` equal loss
+    bins of [0, 1].
+
+    Midpoints make every loss >= 1/(2·bins) > 0 (T-Tamer's Assumption 2.1): a proxy of
+    exactly 0 (confidence 1.0, or a calibration bin with no error seen) would claim a
+    certainty that finite held-out data cannot support, and would make the no-recall /
+    recall ratio, a ratio of expected losses, undefined."""
+
+    values: np.ndarray  # (bins,) ascending
+    lut: np.ndarray     # (n_exits, bins) intp
+
+    def states(self, confidence: np.ndarray) -> np.ndarray:
+        """(m, c) confidences of exits 0..c-1 -> (m, c) loss states."""
+        bins = self.values.size
+        u = np.clip((confidence * bins).astype(np.intp), 0, bins - 1)
+        return self.lut[np.arange(confidence.shape[1]), u]
+
+
+def loss_grid(table, bins: int, loss: str, smoothing: float) -> LossGrid:
+    """The loss proxy of each exit as a :class:`LossGrid`.
+
+    * ``"confidence"``: loss = 1 - confidence.
+    * ``"calibrated"``: loss = held-out error rate (``~table.correct``) of the exit at that
+      confidence: confidences are cut into equal-mass bins of about 50 held-out samples
+      each, and each bin's rate is smoothed with ``smoothing`` pseudo-samples at the
+      exit's overall error rate. λ·loss is then an expected 0/1 loss.
+    * ``"agreement"``: the same with ``~table.agrees``: disagreement with the final exit
+      (the accuracy notion of Apparate and T-Tamer's experiments).
+    """
+    n_exits = table.n_exits
+    grid = np.arange(bins)
+    if loss == "confidence":
+        return LossGrid((grid + 0.5) / bins, np.tile(bins - 1 - grid, (n_exits, 1)))
+    errors = ~np.asarray(table.correct if loss == "calibrated" else table.agrees, dtype=bool)
+    u = np.clip((np.asarray(table.confidence) * bins).astype(np.intp), 0, bins - 1)
+    n_cal = int(np.clip(table.n_samples // _CALIBRATION_BIN, 1, bins))
+    lut = np.empty((n_exits, bins), dtype=np.intp)
+    for j in range(n_exits):
+        edges = np.quantile(u[:, j], np.arange(1, n_cal) / n_cal)
+        cal_of_bin = np.searchsorted(edges, grid, side="right")
+        cal = cal_of_bin[u[:, j]]
+        counts = np.bincount(cal, minlength=n_cal)
+        wrong = np.bincount(cal, weights=errors[:, j], minlength=n_cal)
+        rate = (wrong + smoothing * errors[:, j].mean()) / (counts + smoothing)
+        lut[j] = np.minimum((rate[cal_of_bin] * bins).astype(np.intp), bins - 1)
+    return LossGrid((grid + 0.5) / bins, lut)
+
+
+def estimate_chain(states: np.ndarray, values: np.ndarray, costs: np.ndarray, smoothing: float) -> MarkovChain:
+    """The chain of held-out loss states (n, E): ``P_0`` is exit 0's empirical marginal;
+    row r of ``P_i`` is the transition counts out of r plus ``smoothing`` pseudo-counts
+    spread as exit i+1's marginal, so rows never seen are defined (= that marginal) and
+    rarely seen ones are shrunk towards it."""
+    n, n_exits = states.shape
+    k = values.size
+    initial = np.bincount(states[:, 0], minlength=k) / n
+    kernels = []
+    for i in range(n_exits - 1):
+        counts = np.bincount(states[:, i] * k + states[:, i + 1], minlength=k * k).reshape(k, k)
+        marginal = counts.sum(axis=0) / n
+        kernels.append((counts + smoothing * marginal) / (counts.sum(axis=1, keepdims=True) + smoothing))
+    return MarkovChain(values, initial, kernels, costs)
+
+
+class _ChainPolicy(ExitPolicy):
+    """Fits a loss grid and a Markov chain on the held-out table, solves it, and decides
+    by table look-ups. ``chain`` is the estimated chain (λ-weighted losses, (1-λ)-weighted
+    costs), ``solution`` the solved rule, ``value`` its DP value."""
+
+    def __init__(self, lam: float, bins: int, loss: str, smoothing: float):
+        name = type(self).__name__
+        if not 0 < lam <= 1:
+            raise ValueError(f"{name}: lam must be in (0, 1] (at 0 losses vanish and the policy "
+                             f"always stops at exit 0), got {lam!r}")
+        if isinstance(bins, bool) or int(bins) != bins or bins < 2:
+            raise ValueError(f"{name}: bins must be a whole number >= 2, got {bins!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"{name}: loss must be one of {LOSSES}, got {loss!r}")
+        if not 0 < smoothing < np.inf:
+            raise ValueError(f"{name}: smoothing must be a positive number of pseudo-counts, got {smoothing!r}")
+        self.lam, self.bins, self.loss, self.smoothing = float(lam), int(bins), loss, float(smoothing)
+        self.grid: Optional[LossGrid] = None
+        self.chain: Optional[MarkovChain] = None
+        self.solution: Optional[Union[RecallIndex, StoppingRule]] = None
+
+    def _solve(self, chain: MarkovChain) -> Union[RecallIndex, StoppingRule]:
+        raise NotImplementedError
+
+    def fit(self, table, stage_costs: Sequence[float]) -> ExitPolicy:
+        costs = check_stage_costs(stage_costs, table.n_exits)
+        grid = loss_grid(table, self.bins, self.loss, self.smoothing)
+        states = grid.states(np.asarray(table.confidence, dtype=np.float64))
+        chain = estimate_chain(states, self.lam * grid.values, (1.0 - self.lam) * costs, self.smoothing)
+        self.grid, self.chain, self.solution = grid, chain, self._solve(chain)
+        return self
+
+    def decide(self, obs: ExitObservation) -> Decision:
+        if self.solution is None:
+            raise RuntimeError(f"{self.name}: call fit() before decide()")
+        if obs.n_exits != self.chain.n_exits:
+            raise ValueError(f"{self.name}: fitted for {self.chain.n_exits} exits, observed {obs.n_exits}")
+        return self.solution.decide(self.grid.states(obs.confidence))
+
+    @property
+    def value(self) -> float:
+        """The DP value: expected λ·loss + (1-λ)·cost of the fitted policy on its chain."""
+        if self.solution is None:
+            raise RuntimeError(f"{self.name}: call fit() first")
+        return self.solution.value
+
+    def params(self) -> dict:
+        return {"lam": self.lam, "bins": self.bins, "loss": self.loss, "smoothing": self.smoothing}
+
+
+class OptimalNoRecall(_ChainPolicy):
+    """The best policy that answers with the last exit it ran: Markov optimal stopping by
+    backward DP on the fitted chain (the benchmark for what recall adds)."""
+
+    name = "optimal_no_recall"
+
+    def __init__(self, lam: float, bins: int = 1000, loss: str = "calibrated", smoothing: float = 1.0):
+        super().__init__(lam, bins, loss, smoothing)
+
+    def _solve(self, chain: MarkovChain) -> StoppingRule:
+        return solve_no_recall(chain)
+
+
+class TTamer(_ChainPolicy):
+    """T-Tamer's recall index: continue iff the best loss so far exceeds σ(R_i, i+1);
+    answer with the exit of smallest loss seen. ``aggregate=q`` solves the DP on the
+    rank-q soft state aggregation of the fitted chain (``value`` is then that chain's).
+
+    Default loss proxy ``"calibrated"``: it makes λ·loss an expected 0/1 error, so λ
+    trades errors against cost in the units results report, and it puts all exits on one
+    scale — raw confidences of different exits are not comparable (heads are over- or
+    under-confident by different amounts), and recall's argmin across exits needs them
+    to be."""
+
+    name = "ttamer"
+
+    def __init__(self, lam: float, bins: int = 1000, loss: str = "calibrated",
+                 aggregate: Optional[int] = None, smoothing: float = 1.0):
+        super().__init__(lam, bins, loss, smoothing)
+        if aggregate is not None and (isinstance(aggregate, bool) or int(aggregate) != aggregate
+                                      or not 1 <= aggregate <= self.bins):
+            raise ValueError(f"TTamer: aggregate must be None or a whole number in [1, bins={self.bins}], "
+                             f"got {aggregate!r}")
+        self.aggregate = None if aggregate is None else int(aggregate)
+
+    def _solve(self, chain: MarkovChain) -> RecallIndex:
+        return solve_recall(chain if self.aggregate is None else aggregate(chain, self.aggregate))
+
+    @property
+    def sigma(self) -> np.ndarray:
+        """σ table (n_exits, bins) in λ-weighted loss units; row 0 is -inf."""
+        if self.solution is None:
+            raise RuntimeError("ttamer: call fit() first")
+        return self.solution.sigma
+
+    def params(self) -> dict:
+        return {**super().params(), "aggregate": self.aggregate}

@@ -1,0 +1,117 @@
+"""Experiments with exits: YAML keys, the policy columns of results.csv, common samples
+across policies, the Pareto plot, and the errors a wrong exits section gets."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import cli, store
+
+EXITS = """\
+name: exits
+trace: {kind: poisson, rate: 20000, count: 3000}
+model: {profile: "builtin:cpu_digits_ee", name: digits_ee}
+serving:
+  batching: {policy: dynamic, max_batch: 16}
+exits:
+  ramps: {block1: ramp1, block2: ramp2, block3: ramp3}
+  behaviour: {kind: synthetic, accuracy: [0.6, 0.7, 0.8, 0.9], samples: 4000}
+  policy: never
+"""
+
+POLICIES = """\
+sweep:
+  exits.semantics: [compute_saving, latency_only]
+  exits.policy:
+    - never
+    - oracle
+    - {name: confidence, threshold: 0.8}
+    - {name: ttamer, lam: 0.9, bins: 50}
+    - {name: optimal_no_recall, lam: 0.9, bins: 50}
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    base = tmp_path_factory.mktemp("exits")
+    path = base / "exits.yaml"
+    path.write_text(EXITS + POLICIES)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(["run", str(path), "--out", str(base / "out"), "--quiet"]) == 0
+    return base / "out"
+
+
+def test_results_csv_has_the_policy_and_its_parameters(swept):
+    results = pd.read_csv(swept / store.RESULTS)
+    assert len(results) == 10 and (results["status"] == "ok").all()
+    assert set(results["policy"]) == {"never", "oracle", "confidence", "ttamer", "optimal_no_recall"}
+    ttamer = results[results["policy"] == "ttamer"].iloc[0]
+    assert ttamer["policy_lam"] == 0.9 and ttamer["policy_bins"] == 50
+    assert results["accuracy"].between(0, 1).all() and results["agreement"].between(0, 1).all()
+    never = results[results["policy"] == "never"]
+    assert (never["agreement"] == 1.0).all() and (never["mean_stages_paid"] == 4).all()
+    oracle = results[results["policy"] == "oracle"]
+    assert (oracle["accuracy"].to_numpy() >= results["accuracy"].max() - 1e-12).all()
+
+
+def test_every_policy_meets_the_same_requests_and_samples(swept):
+    tables = [store.read_requests(p) for p in sorted(swept.glob("*/requests.parquet"))]
+    assert len(tables) == 10
+    for table in tables[1:]:
+        np.testing.assert_array_equal(table["arrival"], tables[0]["arrival"])
+        np.testing.assert_array_equal(table["sample"], tables[0]["sample"])
+
+
+def test_latency_only_keeps_throughput_and_compute_saving_saves_compute(swept):
+    results = pd.read_csv(swept / store.RESULTS).set_index(["exits.semantics", "policy"])
+    lo = results.loc["latency_only"]
+    assert lo["cost_busy_s"].nunique() == 1  # the accelerator's work never depends on the policy
+    cs = results.loc["compute_saving"]
+    assert cs.loc["confidence", "cost_busy_s"] < cs.loc["never", "cost_busy_s"]
+    assert cs.loc["confidence", "latency_p50_ms"] < lo.loc["confidence", "latency_p50_ms"]
+
+
+def test_summary_and_plots(swept):
+    run = next(p for p in swept.iterdir() if p.name.startswith("semantics=compute_saving,policy=ttamer"))
+    summary = json.loads((run / store.SUMMARY).read_text())
+    assert summary["policy"]["name"] == "ttamer" and summary["policy"]["lam"] == 0.9
+    assert sum(summary["exits"]["share"].values()) == pytest.approx(1.0)
+    assert list(summary["exits"]["share"]) == ["ramp1", "ramp2", "ramp3", "final"]
+    assert (swept / "plots" / "pareto.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("change, message", [
+    ("  cascade: [digits_ee, digits_ee]\n", "exits: give exactly one of 'ramps'"),
+    ("  semantics: sometimes\n", "exits.semantics: Input should be 'compute_saving' or 'latency_only'"),
+    ("  fit_fraction: 1.5\n", "exits.fit_fraction: Input should be less than 1"),
+])
+def test_bad_exits_keys_are_named(write, servesim, change, message):
+    path = write("bad.yaml", EXITS + change)
+    result = servesim("check", path)
+    assert result.rc == 2 and "Traceback" not in result.err
+    assert message in result.err, result.err
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("policy: never", "policy: {name: ttamer, lam: 0}", "exits.policy.lam: Input should be greater than 0"),
+    ("policy: never", "policy: sometimes", "exits.policy: Input tag 'sometimes' found using 'name' does not match"),
+    ("accuracy: [0.6, 0.7, 0.8, 0.9]", "accuracy: [0.6, 0.9]", "exits.behaviour: the table has 2 exits but the model has 4"),
+    ("accuracy: [0.6, 0.7, 0.8, 0.9]", "accuracy: [0.6, 0.7, 0.8, 1.9]", "accuracy values must lie in [0, 1], got 1.9"),
+    ("block3: ramp3", "block3: ramp9", "no stage 'ramp9'"),
+    ("{kind: synthetic, accuracy: [0.6, 0.7, 0.8, 0.9], samples: 4000}", "{kind: builtin, name: nope}",
+     "no built-in behaviour table 'nope'; known: digits_ee"),
+    ("{kind: synthetic, accuracy: [0.6, 0.7, 0.8, 0.9], samples: 4000}", "{kind: file, path: missing.npz}",
+     "exits.behaviour.path: no such file"),
+])
+def test_bad_exit_values_are_named(write, servesim, old, new, message):
+    path = write("bad.yaml", EXITS.replace(old, new))
+    result = servesim("check", path)
+    assert result.rc == 2 and "Traceback" not in result.err
+    assert message in result.err, result.err
+    assert len(result.err_lines) == 1, result.err

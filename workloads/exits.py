@@ -1,0 +1,153 @@
+"""Models that can answer early: early-exit networks (ramps on a backbone) and cascades.
+
+Both are, to the simulator, the same thing: an ordered list of **exits**, and before
+each exit a **segment** of work that must run to read it. A segment is some profiled
+stages of one model followed, for an early-exit ramp, by the ramp's head:
+
+* early-exit model ``block1, ramp1, block2, ramp2, block3`` with ramps after ``block1``
+  and ``block2``: segments ``[block1 + ramp1]``, ``[block2 + ramp2]``, ``[block3]``;
+  the last exit is the backbone's own output;
+* cascade ``small, large``: segments ``[all stages of small]``, ``[all stages of
+  large]``; each exit is a member model's own output.
+
+Under *compute-saving* semantics a batch only pays the segments up to the exit its last
+request leaves at, and each segment at the batch size that is still running; under
+*latency-only* semantics (Apparate) every segment runs for the whole batch. Either way a
+segment's latency comes from the measured profile of its stages (ramp heads are profiled
+like any stage), never from a constant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from workloads.cost_model import CostModel
+from workloads.noise import Deterministic, Noise, Sampler
+from workloads.profile import Profile, ProfileError
+
+KINDS = ("early_exit", "cascade")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The work between the previous exit and this one: ``stages`` of ``model`` in
+    order, then the ramp ``head`` (``None``: the exit is the last stage's own output)."""
+
+    model: str
+    stages: tuple[str, ...]
+    head: Optional[str] = None
+
+    @property
+    def costed_stages(self) -> tuple[str, ...]:
+        return self.stages if self.head is None else (*self.stages, self.head)
+
+
+@dataclass(frozen=True)
+class ExitModel:
+    """A model with several exits, as segments in execution order (one per exit)."""
+
+    name: str
+    kind: str
+    segments: tuple[Segment, ...]
+    exit_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if len(self.segments) < 2:
+            raise ValueError(f"{self.name!r}: a model with exits needs at least 2 exits, got {len(self.segments)}")
+        if len(self.exit_names) != len(self.segments):
+            raise ValueError(f"{self.name!r}: {len(self.exit_names)} exit names for {len(self.segments)} exits")
+
+    @property
+    def n_exits(self) -> int:
+        return len(self.segments)
+
+    @classmethod
+    def early_exit(cls, profile: Profile, model: str, ramps: Mapping[str, str]) -> "ExitModel":
+        """``ramps`` maps a backbone stage to the head stage of the ramp placed after it.
+
+        The backbone is every stage of ``model`` in the profile that is not a head, in
+        profile order; a ramp after the last backbone stage is not allowed (the backbone's
+        own output is the last exit).
+        """
+        stages = profile.stages(model)
+        heads = set(ramps.values())
+        for after, head in ramps.items():
+            for what, name in (("ramp position", after), ("ramp head", head)):
+                if name not in stages:
+                    raise ProfileError(f"{profile.source}: model {model!r} has no stage {name!r} "
+                                       f"(the {what} of ramp {after!r}: {head!r}); its stages are {stages!r}")
+            if after in heads:
+                raise ValueError(f"ramp position {after!r} is itself a ramp head")
+        if len(heads) != len(ramps):
+            raise ValueError(f"two ramps share a head stage: {dict(ramps)!r}")
+        backbone = [s for s in stages if s not in heads]
+        if backbone[-1] in ramps:
+            raise ValueError(f"a ramp after the last backbone stage {backbone[-1]!r} adds nothing: "
+                             f"the backbone's output is already the last exit")
+        segments, names, run = [], [], []
+        for stage in backbone:
+            run.append(stage)
+            if stage in ramps:
+                segments.append(Segment(model, tuple(run), ramps[stage]))
+                names.append(ramps[stage])
+                run = []
+        segments.append(Segment(model, tuple(run)))
+        names.append("final")
+        return cls(model, "early_exit", tuple(segments), tuple(names))
+
+    @classmethod
+    def cascade(cls, profile: Profile, models: Sequence[str]) -> "ExitModel":
+        """Member models in the order they are consulted; each is one exit."""
+        if len(set(models)) != len(models):
+            raise ValueError(f"a cascade lists each model once, got {list(models)!r}")
+        segments = tuple(Segment(m, profile.stages(m)) for m in models)
+        return cls("+".join(models), "cascade", segments, tuple(models))
+
+
+class SegmentCosts:
+    """Latency of each segment at each batch size, from the profile (one
+    :class:`CostModel` per segment, so interpolation, noise and out-of-range handling are
+    the cost model's own)."""
+
+    def __init__(self, profile: Profile, model: ExitModel, *, hardware: Optional[str] = None,
+                 noise: Noise = Deterministic(), out_of_range: str = "extrapolate"):
+        self.model = model
+        self.segments = [CostModel(profile, seg.model, hardware=hardware, noise=noise,
+                                   out_of_range=out_of_range, stages=seg.costed_stages)
+                         for seg in model.segments]
+        self.max_profiled_batch = min(c.max_profiled_batch for c in self.segments)
+
+    def samplers(self, rng: np.random.Generator) -> list[Sampler]:
+        """One service-time sampler per segment, on independent streams of ``rng``."""
+        streams = rng.spawn(len(self.segments))
+        return [cost.sampler(stream) for cost, stream in zip(self.segments, streams)]
+
+    def latency(self, segment: int, batch_size: int) -> float:
+        """Median latency of one segment at ``batch_size``, in seconds."""
+        return self.segments[segment].batch_latency(batch_size)
+
+    def batch_latency(self, batch_size: int) -> float:
+        """Median latency of a batch that runs every segment (no request exits early):
+        the bound a deadline-aware batcher must plan for."""
+        return math.fsum(c.batch_latency(batch_size) for c in self.segments)
+
+    def stage_costs(self, batch_size: int = 1) -> list[float]:
+        """Each segment's share of the full path's median latency at ``batch_size``
+        (summing to 1): the per-exit costs the exit policies trade against loss."""
+        lat = [self.latency(i, batch_size) for i in range(len(self.segments))]
+        total = math.fsum(lat)
+        return [x / total for x in lat]
+
+    @property
+    def out_of_range_requests(self) -> dict:
+        counts: dict = {}
+        for cost in self.segments:
+            for key, value in cost.out_of_range_requests.items():
+                counts[key] = counts.get(key, 0) + value
+        return counts
