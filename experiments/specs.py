@@ -374,7 +374,7 @@ class EntropyPolicy(Spec):
 
 @EXIT_POLICIES.register
 class PatiencePolicy(Spec):
-    """PABEE: stop once the prediction has stayed the same for ``k`` consecutive exits."""
+    """PABEE: stop once the prediction stayed unchanged ``k`` times in a row (exits i-k..i agree)."""
     name: Literal["patience"]
     k: PositiveInt
 

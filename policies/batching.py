@@ -65,13 +65,14 @@ class DynamicBatcher:
         if not max_wait >= 0:
             raise ValueError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
         self.max_wait = float(max_wait)
+        self._run = (self.max_batch, None)  # built once: decide runs once per batch
 
     def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool) -> Decision:
         if queued >= self.max_batch:
-            return self.max_batch, None
+            return self._run
         deadline = oldest_arrival + self.max_wait
         if now >= deadline:
-            return self.max_batch, None
+            return self._run
         return 0, deadline
 
 

@@ -133,7 +133,7 @@ class _PerExitThreshold(ExitPolicy):
 class NeverExit(ExitPolicy):
     """The vanilla model: run every exit, answer with the last."""
 
-    name = "never_exit"
+    name = "never"
 
     def decide(self, obs: ExitObservation) -> Decision:
         return _stop_or_last(obs, np.zeros(obs.confidence.shape[0], dtype=bool))
@@ -143,7 +143,7 @@ class ConfidenceThreshold(_PerExitThreshold):
     """SDN / MSDNet / T-Tamer's "1-Thr": stop at exit i once the max softmax is >= t_i;
     no recall."""
 
-    name = "confidence_threshold"
+    name = "confidence"
     _bounds = (0.0, 1.0)
 
     def decide(self, obs: ExitObservation) -> Decision:
@@ -154,7 +154,7 @@ class EntropyThreshold(_PerExitThreshold):
     """BranchyNet / DeeBERT: stop at exit i once the softmax entropy (nats) is < t_i;
     no recall. Needs the workload's entropies."""
 
-    name = "entropy_threshold"
+    name = "entropy"
     _bounds = (0.0, np.inf)
 
     def fit(self, table, stage_costs: Sequence[float]) -> ExitPolicy:

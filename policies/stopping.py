@@ -23,10 +23,11 @@ and the value is ``c_0 + Σ_r p_0(r) Φ_0(r, r)``. ``X`` is itself a support val
 ``X``), so the states where stopping is weakly optimal are a down-set ``X <= σ``, and
 ``σ(r, i+1)`` — the largest such ``X``, T-Tamer's index (Thm 4.5: it does not depend on
 ``X``) — is where ``X - C_i`` crosses zero. It is found between the two grid points that
-bracket the sign change and interpolated linearly, which is exact for the last stage
-(``C`` is piecewise linear with kinks on ``V`` there; ``E[(σ - R_{n-1})_+] = c_{n-1}``,
-Weitzman's reservation value) and reproduces the DP's decision at every grid point
-everywhere. Online, a request continues iff ``X > σ(R_i, i+1)``: one table look-up.
+bracket the sign change and interpolated linearly. Bracketing reproduces the DP's
+decision at every grid point (up to ties within a relative 1e-12); the interpolation is
+exact at the last stage, where ``C`` is piecewise linear with kinks on ``V``, so there
+``E[(σ - R_{n-1})_+] = c_{n-1}``: Weitzman's reservation value. Online, a request
+continues iff ``X > σ(R_i, i+1)``: one table look-up.
 
 **Fitting** (:class:`TTamer`, :class:`OptimalNoRecall`): confidences are mapped to a loss
 proxy, discretised onto a grid of ``bins`` loss values (:class:`LossGrid`), and the
@@ -318,9 +319,10 @@ class LossGrid:
     lut: np.ndarray     # (n_exits, bins) intp
 
     def states(self, confidence: np.ndarray) -> np.ndarray:
-        """(m, c) confidences of exits 0..c-1 -> (m, c) loss states."""
+        """(m, c) confidences (in [0, 1]) of exits 0..c-1 -> (m, c) loss states."""
         bins = self.values.size
-        u = np.clip((confidence * bins).astype(np.intp), 0, bins - 1)
+        u = (confidence * bins).astype(np.intp)
+        np.minimum(u, bins - 1, out=u)
         return self.lut[np.arange(confidence.shape[1]), u]
 
 
@@ -402,19 +404,21 @@ class _ChainPolicy(ExitPolicy):
         self.grid, self.chain, self.solution = grid, chain, self._solve(chain)
         return self
 
-    def decide(self, obs: ExitObservation) -> Decision:
+    def _solved(self) -> Union[RecallIndex, StoppingRule]:
         if self.solution is None:
-            raise RuntimeError(f"{self.name}: call fit() before decide()")
+            raise RuntimeError(f"{self.name}: call fit() first")
+        return self.solution
+
+    def decide(self, obs: ExitObservation) -> Decision:
+        solution = self._solved()
         if obs.n_exits != self.chain.n_exits:
             raise ValueError(f"{self.name}: fitted for {self.chain.n_exits} exits, observed {obs.n_exits}")
-        return self.solution.decide(self.grid.states(obs.confidence))
+        return solution.decide(self.grid.states(obs.confidence))
 
     @property
     def value(self) -> float:
         """The DP value: expected λ·loss + (1-λ)·cost of the fitted policy on its chain."""
-        if self.solution is None:
-            raise RuntimeError(f"{self.name}: call fit() first")
-        return self.solution.value
+        return self._solved().value
 
     def params(self) -> dict:
         return {"lam": self.lam, "bins": self.bins, "loss": self.loss, "smoothing": self.smoothing}
@@ -461,9 +465,7 @@ class TTamer(_ChainPolicy):
     @property
     def sigma(self) -> np.ndarray:
         """σ table (n_exits, bins) in λ-weighted loss units; row 0 is -inf."""
-        if self.solution is None:
-            raise RuntimeError("ttamer: call fit() first")
-        return self.solution.sigma
+        return self._solved().sigma
 
     def params(self) -> dict:
         return {**super().params(), "aggregate": self.aggregate}

@@ -119,6 +119,7 @@ class Worker:
         b, step = self.index, len(log.batches)
         dropping = self.drop_after is not None
         sized = size_of is not None
+        plain = not sized and execute is None
         # Without fast-forward the next event is taken to be "now": every batch and every
         # idle spell then goes through SimPy.
         peek = env.peek if self.fast_forward else lambda: float("-inf")
@@ -165,32 +166,32 @@ class Worker:
             # Take requests from the head while they fit; the head always goes.
             # The batch ends at ``done`` exactly; SimPy's clock, which adds the timeout to
             # its own time, may land an ulp away, so the log keeps ``done``.
-            if execute is not None:  # exits: requests leave at their own times
+            if plain:  # unit requests, one service time per batch: the commonest case
+                if limit == 1:
+                    m = items = 1
+                    batch_col[popleft()] = b
+                else:
+                    m = items = min(limit, len(queue))
+                    for _ in range(m):
+                        batch_col[popleft()] = b
+                done = now + service_time(items)
+            elif execute is not None:  # exits: requests leave at their own times
                 members = [popleft() for _ in range(min(limit, len(queue)))]
                 for k in members:
                     batch_col[k] = b
                 m = len(members)
                 done = execute(now, members)
             else:
-                if not sized:
-                    if limit == 1:  # the commonest case, kept off the general path
-                        m = items = 1
-                        batch_col[popleft()] = b
-                    else:
-                        m = items = min(limit, len(queue))
-                        for _ in range(m):
-                            batch_col[popleft()] = b
-                else:
+                k = popleft()
+                batch_col[k] = b
+                items = size_of[k]
+                m = 1
+                while queue and items + size_of[queue[0]] <= limit:
                     k = popleft()
                     batch_col[k] = b
-                    items = size_of[k]
-                    m = 1
-                    while queue and items + size_of[queue[0]] <= limit:
-                        k = popleft()
-                        batch_col[k] = b
-                        items += size_of[k]
-                        m += 1
-                    shared.queued_items -= items
+                    items += size_of[k]
+                    m += 1
+                shared.queued_items -= items
                 done = now + service_time(items)
             log_batch((now, done))
             if done >= horizon:

@@ -115,3 +115,17 @@ def test_bad_exit_values_are_named(write, servesim, old, new, message):
     assert result.rc == 2 and "Traceback" not in result.err
     assert message in result.err, result.err
     assert len(result.err_lines) == 1, result.err
+
+
+def test_same_exit_run_twice_and_on_a_pool_is_identical(swept, tmp_path):
+    """A fitted policy, the behaviour split and the samples all come from the run's seed:
+    rerunning the sweep (on a pool of two) gives the same tables and summaries."""
+    path = tmp_path / "exits.yaml"
+    path.write_text(EXITS + POLICIES)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(["run", str(path), "--out", str(tmp_path / "again"), "--quiet", "--jobs", "2"]) == 0
+    for first in sorted(p for p in swept.iterdir() if (p / store.SUMMARY).exists()):
+        second = tmp_path / "again" / first.name
+        assert store.read_requests(first / store.REQUESTS).equals(store.read_requests(second / store.REQUESTS))
+        a, b = (json.loads((d / store.SUMMARY).read_text()) for d in (first, second))
+        assert a == b

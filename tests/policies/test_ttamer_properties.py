@@ -217,9 +217,11 @@ def test_simulated_mean_objective_converges_to_the_dp_value(chain):
 
 @given(chains(max_exits=5, max_states=6, min_exits=2))
 def test_aggregation_with_q_equal_to_the_support_is_exact(chain):
+    """Same value, and the aggregated σ policy is optimal on the true chain. (σ itself is
+    not compared: where X - C is nearly flat, a 1e-16 rounding moves the crossing far.)"""
     exact, full = solve_recall(chain), solve_recall(aggregate(chain, chain.values.size))
     assert full.value == pytest.approx(exact.value, abs=1e-12)
-    np.testing.assert_allclose(full.sigma, exact.sigma, atol=1e-12)
+    assert evaluate(chain, full.stop_table()) == pytest.approx(exact.value, abs=TOL)
 
 
 def _smooth_chain(k=65, n=5):
