@@ -4,7 +4,9 @@
 * ``timeseries-<run>.png``: per run, latency (p50, p99) and throughput over time;
 * ``comparison.png``: p50/p99 latency and throughput of every run side by side;
 * ``pareto.png`` (runs with exits): accuracy against p50 and p99 latency, one front per
-  exit policy, one row of panels per combination of the other swept keys.
+  exit policy, one row of panels per combination of the other swept keys;
+* ``controller-<run>.png`` (runs whose exit policy adapts online, e.g. Apparate): its
+  thresholds and its active ramps over time, from the run's ``controller.csv``.
 
 Per-run time series are drawn for the first :data:`MAX_TIMESERIES` runs only: a large
 sweep is read through its comparison and Pareto plots.
@@ -151,6 +153,30 @@ def pareto(results: pd.DataFrame, target: Path) -> None:
     _save(fig, target)
 
 
+def controller(name: str, history: pd.DataFrame, end: float, target: Path) -> None:
+    """An online exit policy's thresholds (top) and active ramps (bottom) over time; each
+    row of ``history`` holds from its time until the next row's (or ``end``)."""
+    times = history["time"].to_numpy(dtype=float)
+    until = np.append(times[1:], max(end, times[-1]))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for column in [c for c in history.columns if c.startswith("threshold_")]:
+        values = history[column].to_numpy(dtype=float)
+        if np.isfinite(values).any():
+            top.step(np.append(times, until[-1]), np.append(values, values[-1]), where="post",
+                     label=column.removeprefix("threshold_"))
+    top.set_ylabel("threshold")
+    top.legend(fontsize=7, title="exit", ncol=2)
+    top.grid(True, alpha=0.3)
+    for start, stop, ramps in zip(times, until, history["active_ramps"].fillna("").astype(str)):
+        for ramp in filter(None, ramps.split(";")):
+            bottom.plot([start, stop], [int(ramp)] * 2, color="tab:blue", lw=4, solid_capstyle="butt")
+    bottom.set_ylabel("active ramp")
+    bottom.set_xlabel("time (s)")
+    bottom.grid(True, alpha=0.3)
+    fig.suptitle(f"{name}: controller state", fontsize=9)
+    _save(fig, target)
+
+
 def _short(value, width: int = 60) -> str:
     text = str(value)
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -180,6 +206,12 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
     latency_cdf(tables, written[0])
     comparison(results, written[1])
     pareto(results, written[2])
+    for name, table in tables.items():
+        path = out_dir / name / store.CONTROLLER
+        if path.exists():
+            target = plots / f"controller-{name}.png"
+            controller(name, pd.read_csv(path), float(np.nanmax(table["finish"])), target)
+            written.append(target)
     for name, table in list(tables.items())[:MAX_TIMESERIES]:
         target = plots / f"timeseries-{name}.png"
         timeseries(name, table, target)

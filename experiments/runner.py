@@ -97,7 +97,7 @@ def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, n
                           f"({', '.join(costs.model.exit_names)})")
     fit, evaluate = table.split(exits.fit_fraction, behaviour_rng)
     try:
-        policy = exits.policy.build().fit(fit, costs.stage_costs(exits.cost_batch))
+        policy = exits.policy.build(costs).fit(fit, costs.stage_costs(exits.cost_batch))
     except ValueError as exc:
         raise ConfigError(f"exits.policy: {exc}") from None
     samples = np.random.default_rng(sample_seed).integers(0, evaluate.n_samples, size=n_requests)
@@ -144,6 +144,11 @@ def run_one(run: Run, base_dir: Path, run_dir: Path, progress=None) -> dict:
     (run_dir / store.SUMMARY).unlink(missing_ok=True)
     store.write_text(run_dir / store.CONFIG, dump(run.config))
     store.write_requests(run_dir / store.REQUESTS, results.requests.columns())
+    history = None if policy is None else policy.history()
+    if history:
+        store.write_columns(run_dir / store.CONTROLLER, history)
+    else:
+        (run_dir / store.CONTROLLER).unlink(missing_ok=True)
     (run_dir / store.ERROR).unlink(missing_ok=True)
     store.write_json(run_dir / store.SUMMARY, summary)
     return summary
@@ -277,7 +282,7 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
                 if tables[key] != cost_model.model.n_exits:
                     raise ConfigError(f"exits.behaviour: the table has {tables[key]} exits but the model has "
                                       f"{cost_model.model.n_exits} ({', '.join(cost_model.model.exit_names)})")
-                exits.policy.build()
+                exits.policy.build(cost_model)
         except (ConfigError, ValueError) as exc:
             raise ConfigError(f"{path}: run {run.name}: {exc}") from None
     # Fix: this check used to live in check() only, so `servesim run` with a missing

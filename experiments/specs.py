@@ -339,6 +339,8 @@ class FileBehaviour(Spec):
 
 
 # --- exit policies -----------------------------------------------------------------------
+# ``build(costs)`` gets the run's workloads.exits.SegmentCosts: policies that reason about
+# latency (Apparate's ramp budget and utilities) read the measured profile from it.
 
 Thresholds = Union[float, list[float]]
 
@@ -348,7 +350,7 @@ class NeverExitPolicy(Spec):
     """Vanilla: every request runs to the final exit."""
     name: Literal["never"]
 
-    def build(self):
+    def build(self, costs):
         return exit_policies.NeverExit()
 
 
@@ -358,7 +360,7 @@ class ConfidencePolicy(Spec):
     name: Literal["confidence"]
     threshold: Thresholds
 
-    def build(self):
+    def build(self, costs):
         return exit_policies.ConfidenceThreshold(self.threshold)
 
 
@@ -368,7 +370,7 @@ class EntropyPolicy(Spec):
     name: Literal["entropy"]
     threshold: Thresholds
 
-    def build(self):
+    def build(self, costs):
         return exit_policies.EntropyThreshold(self.threshold)
 
 
@@ -378,7 +380,7 @@ class PatiencePolicy(Spec):
     name: Literal["patience"]
     k: PositiveInt
 
-    def build(self):
+    def build(self, costs):
         return exit_policies.Patience(self.k)
 
 
@@ -387,7 +389,7 @@ class OraclePolicy(Spec):
     """Stop at the first correct exit: a bound that reads the answer key, not deployable."""
     name: Literal["oracle"]
 
-    def build(self):
+    def build(self, costs):
         return exit_policies.Oracle()
 
 
@@ -406,7 +408,7 @@ class OptimalNoRecallPolicy(FittedPolicy):
     """Markov optimal stopping (backward DP): the best policy that answers from where it stops."""
     name: Literal["optimal_no_recall"]
 
-    def build(self):
+    def build(self, costs):
         return stopping.OptimalNoRecall(**self.options())
 
 
@@ -416,5 +418,5 @@ class TTamerPolicy(FittedPolicy):
     name: Literal["ttamer"]
     aggregate: Optional[PositiveInt] = None
 
-    def build(self):
+    def build(self, costs):
         return stopping.TTamer(**self.options())

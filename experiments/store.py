@@ -23,6 +23,7 @@ CONFIG = "config.yaml"
 REQUESTS = "requests.parquet"
 ERROR = "error.txt"
 RESULTS = "results.csv"
+CONTROLLER = "controller.csv"   # an online exit policy's state over time (Apparate)
 # results.csv: "run", "status", "seed", the swept keys, with exits "policy" and its
 # "policy_<param>" columns, then these (the flattened summary):
 SUMMARY_COLUMNS = (
@@ -64,6 +65,12 @@ def write_json(target: Path, data) -> None:
 def write_requests(target: Path, columns: dict[str, np.ndarray]) -> None:
     with atomic_path(target) as tmp:
         pd.DataFrame(columns).to_parquet(tmp, index=False)
+
+
+def write_columns(target: Path, columns: dict[str, list]) -> None:
+    """Equal-length named columns as a CSV."""
+    with atomic_path(target) as tmp:
+        pd.DataFrame(columns).to_csv(tmp, index=False)
 
 
 def read_requests(path: Path) -> pd.DataFrame:

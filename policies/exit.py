@@ -38,9 +38,9 @@ class ExitObservation:
 
     exit_index: int                   # 0-based index of the exit just computed
     n_exits: int                      # exits of the model; the last one (n_exits-1) is the final output
-    confidence: np.ndarray            # float64 (m, exit_index+1): max softmax at exits 0..exit_index
-    prediction: Optional[np.ndarray]  # int (m, exit_index+1) argmax labels, or None when the workload has no labels
-    entropy: Optional[np.ndarray]     # float64 (m, exit_index+1) softmax entropy (nats), or None
+    confidence: np.ndarray            # float64 (m, exit_index+1): max softmax at exits 0..exit_index (NaN: ramp inactive)
+    prediction: Optional[np.ndarray]  # int (m, exit_index+1) argmax labels (-1: inactive), or None when the workload has no labels
+    entropy: Optional[np.ndarray]     # float64 (m, exit_index+1) softmax entropy (nats; NaN: inactive), or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +50,49 @@ class OracleObservation(ExitObservation):
     correct: np.ndarray               # bool (m, exit_index+1)
 
 
+@dataclass(frozen=True, slots=True)
+class BatchFeedback:
+    """What a deployed system learns when a batch has finished (at ``time``): for each of
+    its m requests, the confidences of the exits that ran for it and whether each of
+    those exits' predictions agrees with the final exit's — known only where the final
+    exit ran (``final_ran``), which under ``latency_only`` semantics is every request.
+    Never the true label. Delivered to policies with ``learns_online = True`` before any
+    decision the engine makes at or after ``time``, in order of ``time``."""
+
+    time: float                   # when the batch finished, s
+    active: np.ndarray            # bool (n_exits,): the exits active in this batch (last always)
+    confidence: np.ndarray        # float64 (m, n_exits), NaN where the exit did not run
+    agrees: np.ndarray            # bool (m, n_exits), meaningful where confidence is known and final_ran
+    final_ran: np.ndarray         # bool (m,)
+    exit_stage: np.ndarray        # int (m,): where each request stopped
+
+
 class ExitPolicy:
-    """Base class of exit policies (see the module docstring for the protocol)."""
+    """Base class of exit policies (see the module docstring for the protocol).
+
+    Online policies (Apparate) also set ``learns_online = True`` and implement
+    :meth:`observe`; policies that switch ramps on and off implement
+    :meth:`active_exits`, which the engine reads at the start of every batch: an
+    inactive ramp costs nothing and is not shown to :meth:`decide` (its column of the
+    observation's arrays is NaN)."""
 
     name: str = ""
     needs_ground_truth: bool = False
+    learns_online: bool = False
+
+    def observe(self, feedback: BatchFeedback) -> None:
+        """Learn from a finished batch (only called when ``learns_online``)."""
+
+    def active_exits(self) -> Optional[np.ndarray]:
+        """bool (n_exits,) of the ramps to run for the next batch (the last exit is always
+        run), or ``None``: all of them."""
+        return None
+
+    def history(self) -> Optional[dict]:
+        """Columns (equal-length lists: ``time`` first) of the policy's own state over the
+        run, e.g. thresholds and active ramps, written next to the run's results; ``None``
+        if it has none."""
+        return None
 
     def fit(self, table, stage_costs: Sequence[float]) -> "ExitPolicy":
         """Fit on a held-out behaviour table; returns self. Default: no-op."""

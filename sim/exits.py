@@ -16,17 +16,26 @@ Two semantics, chosen per experiment:
   at the smaller batch size, costed from the profile at that size, and the batch ends
   when its last request exits.
 
-The policy is called once per exit per batch on arrays (vectorised), at every exit
-including the last, where every request stops and only its ``answer`` is used.
+The policy is called once per active exit per batch on arrays (vectorised), at every
+active exit including the last, where every request stops and only its ``answer`` is
+used. A policy may switch ramps off (``active_exits``, read at each batch start): an
+inactive ramp's head is neither run nor paid and its observation columns are blank.
+
+An online policy (``learns_online``, Apparate) is taught by :class:`BatchFeedback`: a
+batch's outcome is queued when the batch is played and handed to the policy at the
+first batch start at or after the batch's finish time — never earlier, so the policy
+never learns from the future. Decisions inside a batch use the policy's state at the
+batch's start, as a server that reconfigures between batches would.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
 
-from policies.exit import ExitObservation, ExitPolicy, OracleObservation
+from policies.exit import BatchFeedback, ExitObservation, ExitPolicy, OracleObservation
 
 from .errors import SimulationError
 
@@ -69,14 +78,16 @@ class ExitSetup:
 
 
 class ExitRun:
-    """The exit state of one simulation: samplers, and per-request outcome arrays that
-    become the table's exit columns. Called by a worker as ``done = run(now, members)``."""
+    """The exit state of one simulation: samplers, the feedback an online policy has not
+    been given yet, and per-request outcome arrays that become the table's exit columns.
+    Called by a worker as ``done = run(now, members)``."""
 
     def __init__(self, setup: ExitSetup, rng: np.random.Generator):
         table = setup.table
         self.samplers = setup.costs.samplers(rng)
         self.policy = setup.policy
         self.oracle = bool(getattr(setup.policy, "needs_ground_truth", False))
+        self.learns = bool(getattr(setup.policy, "learns_online", False))
         self.saving = setup.semantics == "compute_saving"
         self.n_exits = table.n_exits
         self.samples = np.asarray(setup.samples, dtype=np.int64)
@@ -85,52 +96,110 @@ class ExitRun:
         self.finish = np.full(n, np.nan)
         self.exit_stage = np.full(n, -1, dtype=np.int16)
         self.answered_from = np.full(n, -1, dtype=np.int16)
+        # Feedback of finished batches, by finish time: a batch is played when it starts,
+        # but what it teaches an online policy is known only when it ends.
+        self._pending: list[tuple[float, int, BatchFeedback]] = []
+        self._sequence = 0
 
     def __call__(self, now: float, members: list[int]) -> float:
         """Play one batch that starts at ``now``; returns when the accelerator is free."""
+        if self.learns:
+            self._deliver(now)
         ids = np.asarray(members, dtype=np.int64)
-        rows = self.samples[ids]
-        table, last = self.table, self.n_exits - 1
-        confidence = table.confidence[rows]
-        prediction = None if table.prediction is None else table.prediction[rows]
-        entropy = None if table.entropy is None else table.entropy[rows]
-        correct = table.correct[rows] if self.oracle else None
+        active = self._active()
+        seen = self._seen(self.samples[ids], active)
+        exit_stage = np.full(ids.size, -1, dtype=np.int64)
         running = np.arange(ids.size)  # positions in the batch still running
-        t = now
-        for i, sample in enumerate(self.samplers):
-            t += sample(running.size if self.saving else ids.size)
+        t, last = now, self.n_exits - 1
+        for i, (body, head) in enumerate(self.samplers):
+            size = running.size if self.saving else ids.size
+            t += body(size)
+            if not active[i]:
+                continue  # a switched-off ramp: no head to run, nothing to decide
+            if head is not None:
+                t += head(size)
             if not running.size:  # latency_only: the batch runs on though everyone has exited
                 continue
-            stop, answer = self.policy.decide(self._observe(i, running, confidence, prediction, entropy, correct))
-            stop = np.ones(running.size, dtype=bool) if i == last else np.asarray(stop, dtype=bool)
-            answer = np.asarray(answer)
-            if stop.shape != running.shape or answer.shape != running.shape:
-                raise SimulationError(f"{type(self.policy).__name__}.decide returned shapes {stop.shape} and "
-                                      f"{answer.shape} for {running.size} requests at exit {i}")
+            stop, answer = self._decide(i, running, seen)
             leaving = running[stop]
             if leaving.size:
-                chosen = answer[stop]
-                if chosen.min() < 0 or chosen.max() > i:
-                    raise SimulationError(f"{type(self.policy).__name__} answered from exit "
-                                          f"{int(chosen.min())}..{int(chosen.max())} at exit {i}; "
-                                          f"only exits 0..{i} have run")
                 out = ids[leaving]
                 self.finish[out] = t
                 self.exit_stage[out] = i
-                self.answered_from[out] = chosen
+                self.answered_from[out] = answer[stop]
+                exit_stage[leaving] = i
                 running = running[~stop]
             if not running.size and self.saving:
                 break
+        if self.learns:
+            self._pending_feedback(t, active, seen, exit_stage)
         return t
 
-    def _observe(self, i, running, confidence, prediction, entropy, correct) -> ExitObservation:
-        seen = np.s_[running, : i + 1]
-        fields = dict(exit_index=i, n_exits=self.n_exits, confidence=confidence[seen],
-                      prediction=None if prediction is None else prediction[seen],
-                      entropy=None if entropy is None else entropy[seen])
-        if correct is not None:
-            return OracleObservation(**fields, correct=correct[seen])
-        return ExitObservation(**fields)
+    def _active(self) -> np.ndarray:
+        active = self.policy.active_exits()
+        if active is None:
+            return np.ones(self.n_exits, dtype=bool)
+        active = np.array(active, dtype=bool)
+        if active.shape != (self.n_exits,):
+            raise SimulationError(f"{type(self.policy).__name__}.active_exits returned shape {active.shape} "
+                                  f"for a model with {self.n_exits} exits")
+        active[-1] = True
+        return active
+
+    def _seen(self, rows: np.ndarray, active: np.ndarray) -> dict:
+        """The batch's behaviour rows as a deployment sees them: inactive ramps blanked."""
+        table, off = self.table, ~active
+        seen = {"confidence": table.confidence[rows], "agrees": table.agrees[rows],
+                "prediction": None if table.prediction is None else table.prediction[rows],
+                "entropy": None if table.entropy is None else table.entropy[rows],
+                "correct": table.correct[rows] if self.oracle else None}
+        if off.any():
+            seen["confidence"][:, off] = np.nan
+            if seen["prediction"] is not None:
+                seen["prediction"][:, off] = -1
+            if seen["entropy"] is not None:
+                seen["entropy"][:, off] = np.nan
+        return seen
+
+    def _decide(self, i: int, running: np.ndarray, seen: dict) -> tuple[np.ndarray, np.ndarray]:
+        cols = np.s_[running, : i + 1]
+        fields = dict(exit_index=i, n_exits=self.n_exits, confidence=seen["confidence"][cols],
+                      prediction=None if seen["prediction"] is None else seen["prediction"][cols],
+                      entropy=None if seen["entropy"] is None else seen["entropy"][cols])
+        obs = (OracleObservation(**fields, correct=seen["correct"][cols]) if self.oracle
+               else ExitObservation(**fields))
+        stop, answer = self.policy.decide(obs)
+        name = type(self.policy).__name__
+        stop = np.ones(running.size, dtype=bool) if i == self.n_exits - 1 else np.asarray(stop, dtype=bool)
+        answer = np.asarray(answer)
+        if stop.shape != running.shape or answer.shape != running.shape:
+            raise SimulationError(f"{name}.decide returned shapes {stop.shape} and {answer.shape} "
+                                  f"for {running.size} requests at exit {i}")
+        chosen = answer[stop]
+        if chosen.size and (chosen.min() < 0 or chosen.max() > i):
+            raise SimulationError(f"{name} answered from exit {int(chosen.min())}..{int(chosen.max())} at exit {i}; "
+                                  f"only exits 0..{i} have run")
+        return stop, answer
+
+    def _pending_feedback(self, t: float, active: np.ndarray, seen: dict, exit_stage: np.ndarray) -> None:
+        """Queue what the finished batch teaches: under compute_saving a request's later
+        exits never ran, so their confidences are unknown and so is its final answer."""
+        confidence = seen["confidence"]
+        if self.saving:
+            confidence = confidence.copy()
+            confidence[np.arange(self.n_exits) > exit_stage[:, None]] = np.nan
+        feedback = BatchFeedback(time=t, active=active, confidence=confidence, agrees=seen["agrees"],
+                                 final_ran=exit_stage == self.n_exits - 1 if self.saving
+                                 else np.ones(exit_stage.size, dtype=bool),
+                                 exit_stage=exit_stage)
+        heapq.heappush(self._pending, (t, self._sequence, feedback))
+        self._sequence += 1
+
+    def _deliver(self, now: float) -> None:
+        """Give the policy, in time order, the feedback of every batch finished by ``now``."""
+        pending = self._pending
+        while pending and pending[0][0] <= now:
+            self.policy.observe(heapq.heappop(pending)[2])
 
     def columns(self, served: np.ndarray) -> dict[str, np.ndarray]:
         """The exit columns of the request table; ``served`` marks requests that ran."""

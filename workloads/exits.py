@@ -41,10 +41,6 @@ class Segment:
     stages: tuple[str, ...]
     head: Optional[str] = None
 
-    @property
-    def costed_stages(self) -> tuple[str, ...]:
-        return self.stages if self.head is None else (*self.stages, self.head)
-
 
 @dataclass(frozen=True)
 class ExitModel:
@@ -111,43 +107,61 @@ class ExitModel:
 
 
 class SegmentCosts:
-    """Latency of each segment at each batch size, from the profile (one
-    :class:`CostModel` per segment, so interpolation, noise and out-of-range handling are
-    the cost model's own)."""
+    """Latency of each segment at each batch size, from the profile.
+
+    A segment is costed in two parts, each a :class:`CostModel` (so interpolation, noise
+    and out-of-range handling are the cost model's own): its backbone stages (the
+    *body*) and its ramp *head*, kept apart because a policy may switch a ramp off
+    (Apparate), and then its head is neither run nor paid."""
 
     def __init__(self, profile: Profile, model: ExitModel, *, hardware: Optional[str] = None,
                  noise: Noise = Deterministic(), out_of_range: str = "extrapolate"):
         self.model = model
-        self.segments = [CostModel(profile, seg.model, hardware=hardware, noise=noise,
-                                   out_of_range=out_of_range, stages=seg.costed_stages)
-                         for seg in model.segments]
-        self.max_profiled_batch = min(c.max_profiled_batch for c in self.segments)
 
-    def samplers(self, rng: np.random.Generator) -> list[Sampler]:
-        """One service-time sampler per segment, on independent streams of ``rng``."""
-        streams = rng.spawn(len(self.segments))
-        return [cost.sampler(stream) for cost, stream in zip(self.segments, streams)]
+        def cost(seg: Segment, stages: tuple[str, ...]) -> CostModel:
+            return CostModel(profile, seg.model, hardware=hardware, noise=noise, out_of_range=out_of_range,
+                             stages=stages)
+
+        self.bodies = [cost(seg, seg.stages) for seg in model.segments]
+        self.heads = [None if seg.head is None else cost(seg, (seg.head,)) for seg in model.segments]
+        self._all = [c for c in (*self.bodies, *self.heads) if c is not None]
+        self.max_profiled_batch = min(c.max_profiled_batch for c in self._all)
+
+    def samplers(self, rng: np.random.Generator) -> list[tuple[Sampler, Optional[Sampler]]]:
+        """Per segment, ``(body, head)`` service-time samplers (``head`` is ``None`` where the
+        segment has none), each on its own stream of ``rng``."""
+        streams = iter(rng.spawn(len(self._all)))
+        return [(body.sampler(next(streams)), None if head is None else head.sampler(next(streams)))
+                for body, head in zip(self.bodies, self.heads)]
+
+    def body_latency(self, batch_size: int) -> list[float]:
+        """Median latency of each segment's backbone stages at ``batch_size``, in seconds."""
+        return [c.batch_latency(batch_size) for c in self.bodies]
+
+    def head_latency(self, batch_size: int) -> list[float]:
+        """Median latency of each segment's ramp head at ``batch_size`` (0 without one), in seconds."""
+        return [0.0 if c is None else c.batch_latency(batch_size) for c in self.heads]
 
     def latency(self, segment: int, batch_size: int) -> float:
-        """Median latency of one segment at ``batch_size``, in seconds."""
-        return self.segments[segment].batch_latency(batch_size)
+        """Median latency of one segment (body and head) at ``batch_size``, in seconds."""
+        return self.body_latency(batch_size)[segment] + self.head_latency(batch_size)[segment]
 
     def batch_latency(self, batch_size: int) -> float:
         """Median latency of a batch that runs every segment (no request exits early):
         the bound a deadline-aware batcher must plan for."""
-        return math.fsum(c.batch_latency(batch_size) for c in self.segments)
+        return math.fsum(c.batch_latency(batch_size) for c in self._all)
 
     def stage_costs(self, batch_size: int = 1) -> list[float]:
         """Each segment's share of the full path's median latency at ``batch_size``
         (summing to 1): the per-exit costs the exit policies trade against loss."""
-        lat = [self.latency(i, batch_size) for i in range(len(self.segments))]
+        lat = [b + h for b, h in zip(self.body_latency(batch_size), self.head_latency(batch_size))]
         total = math.fsum(lat)
         return [x / total for x in lat]
 
     @property
     def out_of_range_requests(self) -> dict:
         counts: dict = {}
-        for cost in self.segments:
+        for cost in self._all:
             for key, value in cost.out_of_range_requests.items():
                 counts[key] = counts.get(key, 0) + value
         return counts

@@ -228,3 +228,53 @@ def test_invariants_with_exits(n, rate, cut, semantics, seed, drop):
     paid = ex["stages_paid"][done]
     assert (paid == 3).all() if semantics == "latency_only" else (paid == ex["exit_stage"][done] + 1).all()
     np.testing.assert_array_equal(ex["sample"], samples)
+
+
+class Learner(ExitPolicy):
+    """Switches ramp 0 off after its first feedback; records what it was told and when."""
+
+    learns_online = True
+
+    def __init__(self, active=(True, True, True)):
+        self.active, self.told, self.decisions = np.array(active), [], []
+
+    def active_exits(self):
+        return self.active
+
+    def observe(self, feedback):
+        self.told.append(feedback)
+
+    def decide(self, obs):
+        self.decisions.append((obs.exit_index, len(self.told), obs.confidence.copy()))
+        m = obs.confidence.shape[0]
+        return np.zeros(m, bool), np.full(m, obs.exit_index, np.int64)
+
+
+def test_an_inactive_ramp_is_neither_paid_nor_shown():
+    policy = Learner(active=(False, True, True))
+    res = run(burst(4), policy, "latency_only")
+    without_r1 = (SEG_MS["b1"][4] + seg_ms(1, 4) + seg_ms(2, 4)) / 1e3
+    np.testing.assert_allclose(res.requests.finish, without_r1, rtol=1e-12)
+    assert [d[0] for d in policy.decisions] == [1, 2]  # never asked at the inactive ramp 0
+    assert np.isnan(policy.decisions[0][2][:, 0]).all() and not np.isnan(policy.decisions[0][2][:, 1]).any()
+
+
+def test_feedback_reaches_an_online_policy_only_after_its_batch_finished():
+    policy = Learner()
+    run(burst(12), policy, "latency_only")  # three batches of 4, back to back
+    batch = sum(seg_ms(i, 4) for i in range(3)) / 1e3
+    # batch k is decided having been told of batches 0..k-1, which had finished when it started
+    assert [told for _, told, _ in policy.decisions] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    np.testing.assert_allclose([f.time for f in policy.told], [batch, 2 * batch])
+    first = policy.told[0]
+    assert first.final_ran.all() and (first.exit_stage == 2).all()
+    np.testing.assert_array_equal(first.agrees, table().agrees[np.arange(4)])
+
+
+def test_compute_saving_feedback_hides_exits_that_never_ran():
+    policy = Learner()
+    policy.decide = lambda obs: (np.full(obs.confidence.shape[0], obs.exit_index == 0), np.zeros(obs.confidence.shape[0], np.int64))
+    run(burst(8), policy, "compute_saving")
+    feedback = policy.told[0]
+    assert not feedback.final_ran.any() and (feedback.exit_stage == 0).all()
+    assert np.isnan(feedback.confidence[:, 1:]).all() and not np.isnan(feedback.confidence[:, 0]).any()
