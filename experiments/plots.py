@@ -108,8 +108,8 @@ def comparison(results: pd.DataFrame, target: Path) -> None:
 def _swept(results: pd.DataFrame) -> list[str]:
     """The swept keys of results.csv other than the exit policy (panels of the Pareto plot)."""
     fixed = {"run", "status", "seed", "policy", *store.SUMMARY_COLUMNS}
-    return [c for c in results.columns
-            if c not in fixed and not c.startswith("policy_") and not c.startswith("exits.policy")]
+    return [c for c in results.columns if c not in fixed and not c.endswith("_change")
+            and not c.startswith("policy_") and not c.startswith("exits.policy")]
 
 
 def _front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:

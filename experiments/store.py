@@ -25,12 +25,15 @@ ERROR = "error.txt"
 RESULTS = "results.csv"
 CONTROLLER = "controller.csv"   # an online exit policy's state over time (Apparate)
 # results.csv: "run", "status", "seed", the swept keys, with exits "policy" and its
-# "policy_<param>" columns, then these (the flattened summary):
+# "policy_<param>" columns, then these (the flattened summary), then with exits the
+# changes against the vanilla run of the same point (VERSUS_VANILLA):
 SUMMARY_COLUMNS = (
-    "requests", "completed", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms",
+    "requests", "completed", "latency_p25_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
+    "latency_p99_ms", "latency_mean_ms",
     "throughput_rps", "dropped", "rejected", "slo_violation_rate", "accuracy", "agreement",
     "mean_stages_paid", "cost", "cost_busy_s", "utilisation", "mean_batch_items", "out_of_range_lookups", "error",
 )
+VERSUS_VANILLA = ("latency_p25_ms", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "throughput_rps")
 
 # mkstemp creates files readable by their owner only; results get the usual permissions.
 _UMASK = os.umask(0o022)

@@ -129,3 +129,14 @@ def test_same_exit_run_twice_and_on_a_pool_is_identical(swept, tmp_path):
         assert store.read_requests(first / store.REQUESTS).equals(store.read_requests(second / store.REQUESTS))
         a, b = (json.loads((d / store.SUMMARY).read_text()) for d in (first, second))
         assert a == b
+
+
+def test_changes_against_the_vanilla_run_of_the_same_point(swept):
+    results = pd.read_csv(swept / store.RESULTS)
+    for _, row in results.iterrows():
+        never = results[(results["policy"] == "never") & (results["exits.semantics"] == row["exits.semantics"])].iloc[0]
+        for key in ("latency_p25", "latency_p50", "latency_p95", "latency_p99", "throughput_rps"):
+            column = key if key == "throughput_rps" else f"{key}_ms"
+            assert row[f"{key}_change"] == pytest.approx(row[column] / never[column] - 1, abs=1e-8)
+    saving = results[(results["policy"] == "confidence") & (results["exits.semantics"] == "compute_saving")]
+    assert (saving["latency_p50_change"] < 0).all()
