@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
+import re
 import functools
 import itertools
 from dataclasses import dataclass
@@ -257,6 +259,11 @@ def expand(config: ExperimentConfig, source: str, seeds: Optional[list[int]] = N
 
 def _check_point(config: ExperimentConfig, source: str) -> Optional[str]:
     """Problems that involve more than one key (so pydantic cannot place them)."""
+    exits = config.exits
+    if exits is not None and exits.policy.name == "apparate" and exits.semantics != "latency_only":
+        return (f"{source}: exits.semantics: the apparate policy learns from every request's final "
+                f"output, which only latency_only semantics computes; set exits.semantics: latency_only "
+                f"(got {exits.semantics!r})")
     batching = config.serving.batching
     if batching.policy == "deadline" and batching.slo_ms is None and config.slo_ms is None:
         return (f"{source}: serving.batching.slo_ms: the deadline policy needs an SLO; "
@@ -264,9 +271,20 @@ def _check_point(config: ExperimentConfig, source: str) -> Optional[str]:
     return None
 
 
+MAX_LABEL = 40  # characters of one swept value in a run's folder name
+
+
 def _label(value: Any) -> str:
+    """A swept value as part of a folder name: its values joined by '-', other
+    punctuation as '_'; a long one (a list of regimes, say) is cut and ends in a hash of
+    the whole, so names stay unique and within the file system's limit."""
     text = "-".join(map(str, value.values())) if isinstance(value, dict) else str(value)
-    return text.replace("/", "_").replace(" ", "")
+    # only characters a shell and every file system take as they are
+    text = re.sub(r"[^\w.+-]+", "_", text).strip("_")
+    if len(text) <= MAX_LABEL:
+        return text
+    digest = hashlib.sha1(repr(value).encode()).hexdigest()[:8]
+    return f"{text[:MAX_LABEL - 9]}~{digest}"
 
 
 def dump(config: ExperimentConfig) -> str:

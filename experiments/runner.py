@@ -24,6 +24,7 @@ from sim.exits import ExitSetup
 from traces import FORMATS, TraceError
 from workloads import PROFILES_DIR, CostModel, ProfileError, ProfileRangeError, load_profile
 from workloads.behaviour import BehaviourError, BehaviourTable
+from workloads.drift import DriftingBehaviour
 from workloads.exits import ExitModel, SegmentCosts
 
 from . import store
@@ -70,37 +71,55 @@ def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | Se
     return SegmentCosts(profile, model, **options)
 
 
-def build_behaviour(config: ExperimentConfig, base_dir: Path, rng: np.random.Generator) -> BehaviourTable:
-    """The run's behaviour table, checked against the model's number of exits."""
+def build_behaviour(config: ExperimentConfig, base_dir: Path, rng: np.random.Generator):
+    """The run's behaviour source: a :class:`BehaviourTable`, or a
+    :class:`DriftingBehaviour` whose rows depend on when a request arrives."""
     exits = config.exits
     path = getattr(exits.behaviour, "path", None)
     if path is not None and not (base_dir / path).exists():
         raise ConfigError(f"exits.behaviour.path: no such file {str(base_dir / path)!r}")
     try:
-        table = exits.behaviour.build(rng, base_dir)
+        return exits.behaviour.build(rng, base_dir)
     except ValueError as exc:
         raise ConfigError(f"exits.behaviour: {exc}") from None
-    return table
 
 
-def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, n_requests: int,
+def _table_of(source) -> BehaviourTable:
+    return source.table if isinstance(source, DriftingBehaviour) else source
+
+
+def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, times: np.ndarray,
                 behaviour_seed, sample_seed) -> ExitSetup:
-    """Split the behaviour table into a held-out part that fits the policy and a part
-    that requests draw from (by a seeded index: the same request meets the same sample
-    under every policy), and fit the policy."""
+    """Split the behaviour into a held-out part that fits the policy and a part that
+    requests draw from (by a seeded index: the same request meets the same sample under
+    every policy), and fit the policy.
+
+    A drifting source is fitted on part of its first regime (what a deployment has
+    before going live) and requests draw from the regime live at their arrival. A
+    policy whose spec says ``fit_on = "requests"`` (best static thresholds with
+    hindsight) is fitted on exactly the rows the requests will draw.
+    """
     exits = config.exits
     behaviour_rng = np.random.default_rng(behaviour_seed)
-    table = build_behaviour(config, base_dir, behaviour_rng)
+    source = build_behaviour(config, base_dir, behaviour_rng)
+    table = _table_of(source)
     if table.n_exits != costs.model.n_exits:
         raise ConfigError(f"exits.behaviour: the table {table.source} has {table.n_exits} exits "
                           f"({', '.join(table.exit_names)}) but the model has {costs.model.n_exits} "
                           f"({', '.join(costs.model.exit_names)})")
-    fit, evaluate = table.split(exits.fit_fraction, behaviour_rng)
+    sample_rng = np.random.default_rng(sample_seed)
     try:
-        policy = exits.policy.build(costs).fit(fit, costs.stage_costs(exits.cost_batch))
+        if isinstance(source, DriftingBehaviour):
+            fit, rest = source.split_bootstrap(exits.fit_fraction, behaviour_rng)
+            evaluate, samples = rest.table, rest.draw_samples(times, sample_rng)
+        else:
+            fit, evaluate = table.split(exits.fit_fraction, behaviour_rng)
+            samples = sample_rng.integers(0, evaluate.n_samples, size=times.size)
+        if getattr(exits.policy, "fit_on", "held_out") == "requests":
+            fit = evaluate.take(samples)
+        policy = exits.policy.build(costs, exits.cost_batch).fit(fit, costs.stage_costs(exits.cost_batch))
     except ValueError as exc:
         raise ConfigError(f"exits.policy: {exc}") from None
-    samples = np.random.default_rng(sample_seed).integers(0, evaluate.n_samples, size=n_requests)
     return ExitSetup(costs, evaluate, samples, policy, exits.semantics)
 
 
@@ -115,7 +134,7 @@ def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
     trace_seed, noise_seed, router_seed, sample_seed, behaviour_seed = np.random.SeedSequence(config.seed).spawn(5)
     trace = config.trace.build(np.random.default_rng(trace_seed), base_dir)
     cost_model = build_cost_model(config, base_dir)
-    exits = None if config.exits is None else build_exits(config, cost_model, base_dir, len(trace.times),
+    exits = None if config.exits is None else build_exits(config, cost_model, base_dir, trace.times,
                                                           behaviour_seed, sample_seed)
     serving = config.serving
     batcher = serving.batching.build(cost_model, config.slo_ms)
@@ -300,11 +319,11 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
             if exits is not None:
                 key = exits.behaviour.model_dump_json()
                 if key not in tables:
-                    tables[key] = build_behaviour(run.config, base_dir, np.random.default_rng(0)).n_exits
+                    tables[key] = _table_of(build_behaviour(run.config, base_dir, np.random.default_rng(0))).n_exits
                 if tables[key] != cost_model.model.n_exits:
                     raise ConfigError(f"exits.behaviour: the table has {tables[key]} exits but the model has "
                                       f"{cost_model.model.n_exits} ({', '.join(cost_model.model.exit_names)})")
-                exits.policy.build(cost_model)
+                exits.policy.build(cost_model, exits.cost_batch)
         except (ConfigError, ValueError) as exc:
             raise ConfigError(f"{path}: run {run.name}: {exc}") from None
     # Fix: this check used to live in check() only, so `servesim run` with a missing

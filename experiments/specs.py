@@ -10,14 +10,15 @@ suffix so a reader never has to guess.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 import traces
 from policies import batching, exit as exit_policies, routing, stopping
-from workloads import behaviour, noise
+from policies import apparate, offline
+from workloads import behaviour, drift, noise
 
 from .registry import BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, ROUTERS, TRACES
 
@@ -338,9 +339,62 @@ class FileBehaviour(Spec):
         return behaviour.load_table(path) if self.format == "npz" else behaviour.from_apparate_pickle(path)
 
 
+class RegimeSpec(Spec):
+    """One regime of a drifting stream: per-exit accuracies (the last the final exit's),
+    persistence across exits, and the share of early-exit disagreements that look as
+    confident as right answers (``confidently_wrong``: what breaks static thresholds)."""
+    name: str
+    accuracy: list[float] = Field(min_length=2)
+    persistence: float = Field(default=0.6, ge=0, le=1)
+    confidently_wrong: float = Field(default=0.0, ge=0, le=1)
+
+    def build(self) -> drift.Regime:
+        return drift.Regime(self.name, tuple(self.accuracy), self.persistence, self.confidently_wrong)
+
+
+class DriftSpec(Spec):
+    """Behaviour that changes over time (``workloads/drift.py``): requests draw from the
+    regime live at their arrival; the exit policy is fitted on a ``fit_fraction`` of the
+    first regime only (the bootstrap a deployment has before going live). ``regimes``
+    defaults to the generator's own 4-exit regimes."""
+    samples_per_regime: PositiveInt = 5000
+    n_classes: int = Field(default=2, ge=2)
+    regimes: Optional[list[RegimeSpec]] = Field(default=None, min_length=2)
+
+    def options(self) -> dict:
+        options = {"samples_per_regime": self.samples_per_regime, "n_classes": self.n_classes}
+        if self.regimes is not None:
+            options["regimes"] = tuple(r.build() for r in self.regimes)
+        return options
+
+
+@BEHAVIOUR.register
+class VideoDriftBehaviour(DriftSpec):
+    """A camera stream: scenes of exponential length (mean ``scene_s``) alternating
+    between the first (easy) regime and a hard one, until ``duration_s``."""
+    kind: Literal["video_drift"]
+    duration_s: PositiveFloat = 600.0
+    scene_s: PositiveFloat = 30.0
+
+    def build(self, rng, base_dir):
+        return drift.video_drift(rng, duration_s=self.duration_s, scene_s=self.scene_s, **self.options())
+
+
+@BEHAVIOUR.register
+class TopicDriftBehaviour(DriftSpec):
+    """A text stream: ``n_segments`` topic segments of ``segment_s`` seconds, in turn."""
+    kind: Literal["topic_drift"]
+    segment_s: PositiveFloat = 300.0
+    n_segments: PositiveInt = 4
+
+    def build(self, rng, base_dir):
+        return drift.topic_drift(rng, segment_s=self.segment_s, n_segments=self.n_segments, **self.options())
+
+
 # --- exit policies -----------------------------------------------------------------------
-# ``build(costs)`` gets the run's workloads.exits.SegmentCosts: policies that reason about
-# latency (Apparate's ramp budget and utilities) read the measured profile from it.
+# ``build(costs, batch)`` gets the run's workloads.exits.SegmentCosts and the reference
+# batch size (exits.cost_batch): policies that reason about latency (Apparate's ramp
+# budget and utilities) read the measured profile from them.
 
 Thresholds = Union[float, list[float]]
 
@@ -350,7 +404,7 @@ class NeverExitPolicy(Spec):
     """Vanilla: every request runs to the final exit."""
     name: Literal["never"]
 
-    def build(self, costs):
+    def build(self, costs, batch):
         return exit_policies.NeverExit()
 
 
@@ -360,7 +414,7 @@ class ConfidencePolicy(Spec):
     name: Literal["confidence"]
     threshold: Thresholds
 
-    def build(self, costs):
+    def build(self, costs, batch):
         return exit_policies.ConfidenceThreshold(self.threshold)
 
 
@@ -370,7 +424,7 @@ class EntropyPolicy(Spec):
     name: Literal["entropy"]
     threshold: Thresholds
 
-    def build(self, costs):
+    def build(self, costs, batch):
         return exit_policies.EntropyThreshold(self.threshold)
 
 
@@ -380,7 +434,7 @@ class PatiencePolicy(Spec):
     name: Literal["patience"]
     k: PositiveInt
 
-    def build(self, costs):
+    def build(self, costs, batch):
         return exit_policies.Patience(self.k)
 
 
@@ -389,7 +443,7 @@ class OraclePolicy(Spec):
     """Stop at the first correct exit: a bound that reads the answer key, not deployable."""
     name: Literal["oracle"]
 
-    def build(self, costs):
+    def build(self, costs, batch):
         return exit_policies.Oracle()
 
 
@@ -408,7 +462,7 @@ class OptimalNoRecallPolicy(FittedPolicy):
     """Markov optimal stopping (backward DP): the best policy that answers from where it stops."""
     name: Literal["optimal_no_recall"]
 
-    def build(self, costs):
+    def build(self, costs, batch):
         return stopping.OptimalNoRecall(**self.options())
 
 
@@ -418,5 +472,70 @@ class TTamerPolicy(FittedPolicy):
     name: Literal["ttamer"]
     aggregate: Optional[PositiveInt] = None
 
-    def build(self, costs):
+    def build(self, costs, batch):
         return stopping.TTamer(**self.options())
+
+
+class OfflineThresholdPolicy(Spec):
+    """Thresholds grid-searched once, offline, for the largest saving whose agreement with
+    the final exit stays within ``accuracy_budget`` on the table they are fitted on."""
+    accuracy_budget: float = Field(default=0.01, ge=0, lt=1)
+    grid: Union[PositiveInt, list[float]] = 200
+
+    def options(self) -> dict:
+        return {k: v for k, v in self.model_dump().items() if k != "name"}
+
+
+@EXIT_POLICIES.register
+class BranchyNetPolicy(OfflineThresholdPolicy):
+    """BranchyNet: ramps everywhere, one shared entropy threshold (``per_ramp``: one each)."""
+    name: Literal["branchynet"]
+    per_ramp: bool = False
+
+    def build(self, costs, batch):
+        return offline.BranchyNet(**self.options())
+
+
+@EXIT_POLICIES.register
+class DeeBERTPolicy(BranchyNetPolicy):
+    """DeeBERT: one global entropy threshold, searched like BranchyNet's."""
+    name: Literal["deebert"]
+
+    def build(self, costs, batch):
+        return offline.DeeBERT(**self.options())
+
+
+@EXIT_POLICIES.register
+class BestStaticPolicy(OfflineThresholdPolicy):
+    """Per-ramp confidence thresholds (Apparate's exit rule) chosen with hindsight: fitted
+    on the very samples the run's requests draw, so no static choice does better."""
+    name: Literal["best_static"]
+    fit_on: ClassVar[str] = "requests"
+
+    def build(self, costs, batch):
+        return offline.BestStatic(**self.options())
+
+
+@EXIT_POLICIES.register
+class ApparatePolicy(Spec):
+    """Apparate's controller: exit thresholds re-tuned online from the final exit's
+    agreement, and ramps moved by their utility, inside a budget on the latency ramps
+    add. Defaults are the paper's (see policies/apparate.py for where it and the
+    authors' code differ). Needs ``latency_only`` semantics: it learns from every
+    request's final output."""
+    name: Literal["apparate"]
+    accuracy_budget: float = Field(default=0.01, ge=0, lt=1)
+    ramp_budget: float = Field(default=0.02, ge=0)
+    max_ramps: Optional[PositiveInt] = None
+    tuning_window: PositiveInt = 4
+    adjustment_window: PositiveInt = 20
+    adjustment_period: PositiveInt = 128
+    initial_step: PositiveFloat = 0.01
+    min_step: PositiveFloat = 0.001
+    emergency: Literal["zero", "scale"] = "zero"
+    new_ramp_threshold: float = Field(default=0.0, ge=0, le=1)
+    initial_ramps: Optional[list[int]] = None
+
+    def build(self, costs, batch):
+        options = {k: v for k, v in self.model_dump().items() if k != "name"}
+        return apparate.Apparate(costs.head_latency(batch), costs.body_latency(batch), **options)

@@ -278,3 +278,27 @@ def test_compute_saving_feedback_hides_exits_that_never_ran():
     feedback = policy.told[0]
     assert not feedback.final_ran.any() and (feedback.exit_stage == 0).all()
     assert np.isnan(feedback.confidence[:, 1:]).all() and not np.isnan(feedback.confidence[:, 0]).any()
+
+
+def test_apparate_with_thresholds_held_at_zero_is_vanilla_plus_its_active_heads():
+    """Ramps that never agree with the final exit leave Apparate no feasible threshold
+    step at a zero budget: nobody exits, agreement is 1, and each request takes the
+    vanilla latency plus the heads of the ramps it keeps active (here 0 and 1)."""
+    from policies.apparate import Apparate
+
+    beh = table(64, seed=7)
+    agrees = np.zeros_like(beh.agrees)
+    agrees[:, -1] = True
+    correct = beh.correct.copy()
+    correct[:, :-1] = ~correct[:, -1:]  # consistent: a ramp that disagrees is right iff the final is wrong
+    beh = BehaviourTable(beh.confidence, correct, agrees, None, None, beh.exit_names)
+    prof = profile()
+    costs = SegmentCosts(prof, ExitModel.early_exit(prof, "ee", RAMPS))
+    policy = Apparate(costs.head_latency(4), costs.body_latency(4), accuracy_budget=0.0, ramp_budget=1.0,
+                      initial_ramps=[0, 1], adjustment_period=10**9)
+    res = run(burst(64), policy, "latency_only", beh=beh)
+    assert summarize(res)["agreement"] == 1.0
+    assert (res.requests.exits["exit_stage"] == 2).all()
+    np.testing.assert_allclose(res.requests.finish - res.requests.start,
+                               sum(seg_ms(i, 4) for i in range(3)) / 1e3, rtol=1e-12)
+    assert set(policy.history()["event"]) <= {"start", "tune"}

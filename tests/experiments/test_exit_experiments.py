@@ -140,3 +140,18 @@ def test_changes_against_the_vanilla_run_of_the_same_point(swept):
             assert row[f"{key}_change"] == pytest.approx(row[column] / never[column] - 1, abs=1e-8)
     saving = results[(results["policy"] == "confidence") & (results["exits.semantics"] == "compute_saving")]
     assert (saving["latency_p50_change"] < 0).all()
+
+
+def test_long_swept_values_get_short_unique_folder_names(write):
+    from experiments.config import MAX_LABEL, expand, load
+
+    regimes = [
+        "[{name: a, accuracy: [0.9, 0.91, 0.92, 0.99]}, {name: b, accuracy: [0.5, 0.6, 0.7, 0.9]}]",
+        "[{name: a, accuracy: [0.9, 0.91, 0.92, 0.99]}, {name: b, accuracy: [0.5, 0.6, 0.7, 0.8]}]",
+    ]
+    sweep = "sweep:\n  exits.behaviour:\n" + "".join(
+        f"    - {{kind: video_drift, duration_s: 10, regimes: {r}}}\n" for r in regimes)
+    path = write("long.yaml", EXITS + sweep)
+    runs = expand(load(path), str(path))
+    labels = [run.name.removeprefix("behaviour=").removesuffix(",seed=0") for run in runs]
+    assert len(set(labels)) == 2 and all(len(label) <= MAX_LABEL for label in labels)

@@ -1,0 +1,195 @@
+"""The torch early-exit models, their profiler, and the profiles it measured.
+
+The shipped-profile tests need no torch (anyone running servesim reads these files);
+the others ask for it through the ``torch`` fixture and skip cleanly without it. Models
+are shrunk (small images, a narrow BERT, or the ``meta`` device, which allocates
+nothing) so the file runs in seconds.
+"""
+
+import datetime
+
+import pytest
+
+from workloads import PROFILES_DIR, ExitModel, SegmentCosts, load_profile
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+TINY_BERT = dict(layers=3, hidden=32, heads=2, ffn=64, vocab=50)
+
+
+def ee_order(prefix, n):
+    """``prefix1, ramp1, ..., ramp{n-1}, prefix{n}``: blocks with a ramp after each but the last."""
+    return tuple(s for i in range(1, n + 1) for s in (f"{prefix}{i}", f"ramp{i}"))[:-1]
+
+
+def ramps_of(stages):
+    return {block: ramp for block, ramp in zip(stages[::2], stages[1::2])}
+
+
+SHIPPED = {"cpu_resnet18_ee.csv": ("resnet18_ee", ee_order("block", 8)),
+           "cpu_bert_ee.csv": ("bert_ee", ee_order("layer", 12))}
+
+
+@pytest.mark.parametrize("filename", sorted(SHIPPED))
+def test_shipped_profile_has_every_stage_at_every_batch_size(filename):
+    model, stages = SHIPPED[filename]
+    profile = load_profile(PROFILES_DIR / filename)
+    meta = profile.metadata
+    assert meta["device"].startswith("cpu:") and meta["hardware"] == "cpu"
+    assert meta["dtype"] == "float32" and meta["execution_mode"] == "eager" and meta["threads"] == "1"
+    assert meta["framework"].startswith("torch ")
+    datetime.date.fromisoformat(meta["date"])
+    assert profile.models() == (model,) and profile.stages(model) == stages
+    for stage in stages:
+        rows = profile.rows_for(model, stage)
+        assert tuple(r.batch_size for r in rows) == BATCH_SIZES
+        assert all(r.repeats >= 10 for r in rows)
+
+
+@pytest.mark.parametrize("filename", sorted(SHIPPED))
+def test_shipped_profile_drives_an_exit_model(filename):
+    model, stages = SHIPPED[filename]
+    profile = load_profile(PROFILES_DIR / filename)
+    exits = ExitModel.early_exit(profile, model, ramps_of(stages))
+    assert exits.n_exits == len(stages) // 2 + 1
+    costs = SegmentCosts(profile, exits)
+    assert costs.max_profiled_batch == 64
+    # A ramp is a pool + one small linear layer: far cheaper than the block it follows.
+    for body, head in zip(costs.body_latency(64), costs.head_latency(64)):
+        assert head < 0.2 * body
+    assert costs.batch_latency(64) > 10 * costs.batch_latency(1)
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def tm(torch):
+    from workloads import torch_models
+
+    return torch_models
+
+
+@pytest.fixture(scope="module")
+def profiler(torch):
+    from workloads import profiler_torch
+
+    return profiler_torch
+
+
+@pytest.mark.parametrize("name, stages, params", [
+    # Parameter counts of torchvision's models and of BERT-base (plus its 2-class head).
+    ("resnet18_ee", ee_order("block", 8), 11_689_512),
+    ("resnet50_ee", ee_order("layer", 4), 25_557_032),
+    ("vgg11_ee", ee_order("block", 5), 132_863_336),
+    ("vgg16_ee", ee_order("block", 5), 138_357_544),
+    ("bert_ee", ee_order("layer", 12), 109_482_240 + 768 * 2 + 2),
+])
+def test_models_have_named_stages_and_the_reference_backbone(torch, tm, name, stages, params):
+    with torch.device("meta"):
+        model = tm.build(name)
+    assert tuple(s for s, _, _ in model.stages()) == stages
+    assert [trunk for _, _, trunk in model.stages()] == [not s.startswith("ramp") for s in stages]
+    assert sum(p.numel() for _, block in model.blocks for p in block.parameters()) == params
+
+
+def run_chain(torch, model, batch):
+    """Each stage's output shape, each stage fed its real input."""
+    x, shapes = model.make_input(batch), {}
+    with torch.inference_mode():
+        for name, module, trunk in model.stages():
+            y = module(x)
+            shapes[name] = tuple(y.shape)
+            if trunk:
+                x = y
+    return shapes
+
+
+def test_resnet18_stages_chain_at_full_size(torch, tm):
+    shapes = run_chain(torch, tm.build("resnet18_ee"), 1)
+    sides = [(64, 56), (64, 56), (128, 28), (128, 28), (256, 14), (256, 14), (512, 7)]
+    for i, (c, side) in enumerate(sides, 1):
+        assert shapes[f"block{i}"] == (1, c, side, side)
+        assert shapes[f"ramp{i}"] == (1, 1000)
+    assert shapes["block8"] == (1, 1000)
+
+
+@pytest.mark.parametrize("name, size, options, classes", [
+    ("resnet50_ee", 32, {}, 1000),
+    ("vgg11_ee", 32, {"classes": 10}, 10),
+    ("bert_ee", 8, TINY_BERT, 2),
+])
+def test_ramps_and_last_stage_give_class_scores(torch, tm, name, size, options, classes):
+    model = tm.build(name, size, **options)
+    shapes = run_chain(torch, model, 2)
+    last = model.blocks[-1][0]
+    for stage, shape in shapes.items():
+        if stage.startswith("ramp") or stage == last:
+            assert shape == (2, classes), stage
+        else:
+            assert shape[0] == 2 and len(shape) > 2, stage
+    assert shapes.keys() == {s for s, _, _ in model.stages()}
+
+
+def test_profiler_measures_a_valid_profile(tm, profiler):
+    model = tm.build("resnet18_ee", 32)
+    profile = profiler.measure(model, batch_sizes=(1, 2), repeats=3, warmup=1)
+    stages = ee_order("block", 8)
+    assert profile.stages("resnet18_ee") == stages
+    assert len(profile.rows) == 2 * len(stages) and {r.repeats for r in profile.rows} == {3}
+    meta = profile.metadata
+    assert meta["framework"].startswith("torch ") and meta["execution_mode"] == "eager"
+    assert meta["hardware"] == "cpu" and meta["device"].startswith("cpu:") and meta["threads"] == "1"
+    assert meta["input"] == "(batch, 3, 32, 32)" and "perf_counter_ns" in meta["timing"]
+    assert "launch_bound" not in meta
+    ExitModel.early_exit(profile, "resnet18_ee", ramps_of(stages))
+
+
+def test_time_cap_keeps_the_minimum_repeats_and_records_them(tm, profiler):
+    profile = profiler.measure(tm.build("bert_ee", 8, **TINY_BERT), batch_sizes=(2,), repeats=50,
+                               min_repeats=2, max_seconds=1e-9, warmup=3)
+    assert {r.repeats for r in profile.rows} == {2}
+    assert "once 1e-09 s have passed but at least 2" in profile.metadata["repeats"]
+    assert profile.metadata["input"] == "(batch, 8) token ids"
+
+
+def test_budget_stops_at_the_count_or_the_cap_but_not_below_the_minimum(profiler):
+    capped = profiler.Budget(calls=50, at_least=3, seconds=1.0)
+    assert capped.more(2, 10.0) and not capped.more(3, 10.0) and capped.more(49, 0.5)
+    assert not capped.more(50, 0.0)
+    assert profiler.Budget(calls=5, at_least=5, seconds=None).more(4, 1e9)
+
+
+def test_fp16_on_the_cpu_warns(tm, profiler):
+    with pytest.warns(UserWarning, match="fp16 on the CPU"):
+        profile = profiler.measure(tm.build("vgg11_ee", 32), dtype="fp16", batch_sizes=(1,), repeats=1,
+                                   warmup=0)
+    assert profile.metadata["dtype"] == "float16"
+
+
+def test_unknown_device_and_model_are_refused(tm, profiler):
+    with pytest.raises(ValueError, match="device must be"):
+        profiler.measure(tm.build("vgg11_ee", 32), device="mps")
+    with pytest.raises(ValueError, match="unknown model"):
+        tm.build("resnet19_ee")
+
+
+def test_command_line_writes_the_profile(profiler, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    assert profiler.main(["--model", "resnet18_ee", "--input-size", "32", "--batch-sizes", "1,2",
+                          "--repeats", "2", "--warmup", "1", "--threads", "1", "--out", str(out)]) == 0
+    profile = load_profile(out)
+    assert {r.batch_size for r in profile.rows} == {1, 2} and {r.repeats for r in profile.rows} == {2}
+    assert f"wrote {out}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        profiler.main(["--model", "resnet18_ee", "--batch-sizes", "0,2", "--out", str(out)])
+
+
+def test_cuda_profile_keeps_host_time_apart(torch, tm, profiler):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    profile = profiler.measure(tm.build("resnet18_ee", 32), device="cuda", dtype="fp16", batch_sizes=(1, 2),
+                               repeats=5, warmup=2)
+    assert profile.metadata["device"].startswith("cuda:") and profile.metadata["hardware"] != "cpu"
+    assert "CUDA events" in profile.metadata["timing"] and "points had" in profile.metadata["launch_bound"]
