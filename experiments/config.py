@@ -247,7 +247,7 @@ def expand(config: ExperimentConfig, source: str, seeds: Optional[list[int]] = N
             if problem:
                 raise ConfigError(f"{problem}{where}")
             params = dict(zip(keys, combo))
-            parts = [f"{short[k]}={_label(v)}" for k, v in params.items()] + [f"seed={seed}"]
+            parts = [f"{short[k]}={label(v)}" for k, v in params.items()] + [f"seed={seed}"]
             name = ",".join(parts)
             if name in names:
                 raise ConfigError(f"{source}: sweep: two runs would share the folder {name!r} "
@@ -274,7 +274,7 @@ def _check_point(config: ExperimentConfig, source: str) -> Optional[str]:
 MAX_LABEL = 40  # characters of one swept value in a run's folder name
 
 
-def _label(value: Any) -> str:
+def label(value: Any) -> str:
     """A swept value as part of a folder name: its values joined by '-', other
     punctuation as '_'; a long one (a list of regimes, say) is cut and ends in a hash of
     the whole, so names stay unique and within the file system's limit."""

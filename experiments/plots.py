@@ -5,6 +5,8 @@
 * ``comparison.png``: p50/p99 latency and throughput of every run side by side;
 * ``pareto.png`` (runs with exits): accuracy against p50 and p99 latency, one front per
   exit policy, one row of panels per combination of the other swept keys;
+* ``latency_cdf_by_policy.png`` (runs with exits): one latency CDF per exit policy
+  (seeds pooled), panels as in the Pareto plot;
 * ``controller-<run>.png`` (runs whose exit policy adapts online, e.g. Apparate): its
   thresholds and its active ramps over time, from the run's ``controller.csv``.
 
@@ -14,6 +16,8 @@ sweep is read through its comparison and Pareto plots.
 
 from __future__ import annotations
 
+import ast
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import store  # noqa: E402
+from .config import label as folder_label  # noqa: E402
 
 MAX_CDF_POINTS = 2000
 MAX_TIMESERIES = 24
@@ -33,14 +38,22 @@ def _completed(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["status"] == 0]
 
 
+def _latencies_ms(tables: list[pd.DataFrame]) -> np.ndarray:
+    """Sorted latencies (ms) of the completed requests of ``tables``, pooled."""
+    done = [_completed(t) for t in tables]
+    return np.sort(np.concatenate([(t["finish"] - t["arrival"]).to_numpy() for t in done] or [np.empty(0)]) * 1e3)
+
+
+def _cdf_line(ax, lat: np.ndarray, **style) -> None:
+    if lat.size:
+        pick = np.unique(np.linspace(0, lat.size - 1, min(lat.size, MAX_CDF_POINTS)).astype(int))
+        ax.plot(lat[pick], (pick + 1) / lat.size, lw=1.4, **style)
+
+
 def latency_cdf(tables: dict[str, pd.DataFrame], target: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, table in tables.items():
-        lat = np.sort((_completed(table)["finish"] - _completed(table)["arrival"]).to_numpy() * 1e3)
-        if not lat.size:
-            continue
-        pick = np.unique(np.linspace(0, lat.size - 1, min(lat.size, MAX_CDF_POINTS)).astype(int))
-        ax.plot(lat[pick], (pick + 1) / lat.size, label=name, lw=1.4)
+        _cdf_line(ax, _latencies_ms([table]), label=name)
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of completed requests")
@@ -112,6 +125,28 @@ def _swept(results: pd.DataFrame) -> list[str]:
             and not c.startswith("policy_") and not c.startswith("exits.policy")]
 
 
+def _points(results: pd.DataFrame) -> list[str]:
+    """Columns that tell one exit-policy setting from another: its name and the swept
+    ``exits.policy...`` keys (not the fitted ``policy_*`` values, which differ by seed)."""
+    return ["policy"] + [c for c in results.columns if c.startswith("exits.policy")]
+
+
+def _label(values) -> str:
+    """A legend entry: the policy name, then its swept parameters."""
+    name, *rest = values if isinstance(values, tuple) else (values,)
+    params = []
+    for value in rest:
+        try:
+            spec = ast.literal_eval(value) if isinstance(value, str) else value
+        except (ValueError, SyntaxError):
+            spec = value
+        if isinstance(spec, dict):
+            params += [f"{k}={v}" for k, v in spec.items() if k != "name"]
+        elif pd.notna(spec) and spec != name:
+            params.append(str(spec))
+    return name + (f" ({', '.join(params)})" if params else "")
+
+
 def _front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
     """Indices of the points no other point beats on both (lower latency, higher accuracy), by latency."""
     order = np.lexsort((-accuracy, latency))
@@ -129,12 +164,11 @@ def pareto(results: pd.DataFrame, target: Path) -> None:
     if ok.empty or "policy" not in ok:
         return
     panels = _swept(ok)
-    point = ["policy"] + [c for c in ok.columns if c.startswith("policy_")]
     groups = list(ok.groupby(panels, dropna=False, sort=False)) if panels else [((), ok)]
     fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
     colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(ok["policy"]))}
     for (key, frame), row in zip(groups, axes):
-        means = frame.groupby(point, dropna=False, sort=False)[
+        means = frame.groupby(_points(frame), dropna=False, sort=False)[
             ["accuracy", "latency_p50_ms", "latency_p99_ms"]].mean().reset_index()
         for ax, column, label in ((row[0], "latency_p50_ms", "p50"), (row[1], "latency_p99_ms", "p99")):
             for name, pts in means.groupby("policy", sort=False):
@@ -150,6 +184,32 @@ def pareto(results: pd.DataFrame, target: Path) -> None:
         row[0].set_title(title or "all runs", fontsize=8, loc="left")
         row[0].legend(fontsize=7)
     fig.suptitle("Accuracy against latency: Pareto front per exit policy")
+    _save(fig, target)
+
+
+def policy_cdf(results: pd.DataFrame, tables: dict[str, pd.DataFrame], target: Path) -> None:
+    """Latency CDF per exit policy (seeds pooled), one panel per combination of the other
+    swept keys, as the Pareto plot's rows."""
+    ok = results[(results["status"] == "ok") & results["run"].isin(list(tables))]
+    if ok.empty or "policy" not in ok:
+        return
+    panels = _swept(ok)
+    groups = list(ok.groupby(panels, dropna=False, sort=False)) if panels else [((), ok)]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.4 * len(groups)), squeeze=False)
+    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(ok["policy"]))}
+    for (key, frame), (ax,) in zip(groups, axes):
+        for values, runs in frame.groupby(_points(frame), dropna=False, sort=False):
+            name = values[0] if isinstance(values, tuple) else values
+            _cdf_line(ax, _latencies_ms([tables[r] for r in runs["run"]]), color=colours[name], label=_label(values))
+        values = key if isinstance(key, tuple) else (key,)
+        ax.set_title(", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in zip(panels, values)) or "all runs",
+                     fontsize=8, loc="left")
+        ax.set_xscale("log")
+        ax.set_xlabel("latency (ms, log scale)")
+        ax.set_ylabel("fraction of requests")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    fig.suptitle("Latency CDF per exit policy")
     _save(fig, target)
 
 
@@ -177,13 +237,19 @@ def controller(name: str, history: pd.DataFrame, end: float, target: Path) -> No
     _save(fig, target)
 
 
-def _short(value, width: int = 60) -> str:
-    text = str(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
+def _short(value) -> str:
+    """A swept value as a panel title shows it: as in the run folders' names."""
+    try:
+        value = ast.literal_eval(value) if isinstance(value, str) else value
+    except (ValueError, SyntaxError):
+        pass
+    return folder_label(value)
 
 
 def _save(fig, target: Path) -> None:
-    fig.tight_layout()
+    with warnings.catch_warnings():  # a crowded figure keeps its default margins: say nothing
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     with store.atomic_path(target) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
@@ -202,10 +268,12 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
         path = out_dir / name / store.REQUESTS
         if path.exists():
             tables[name] = store.read_requests(path)
-    written = [plots / "latency_cdf.png", plots / "comparison.png", plots / "pareto.png"]
+    written = [plots / "latency_cdf.png", plots / "comparison.png", plots / "pareto.png",
+               plots / "latency_cdf_by_policy.png"]
     latency_cdf(tables, written[0])
     comparison(results, written[1])
     pareto(results, written[2])
+    policy_cdf(results, tables, written[3])
     for name, table in tables.items():
         path = out_dir / name / store.CONTROLLER
         if path.exists():
