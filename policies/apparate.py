@@ -24,7 +24,9 @@ of finished batches) and the measured per-exit latencies; see
   ramps whose utility was never positive are removed and one ramp is added deeper, or, if
   none was removed and the budget allows, one is added toward the input
   (:func:`adjust_ramps`). Ramps' summed head latency stays within ``ramp_budget`` × the
-  vanilla latency and their number within ``max_ramps``.
+  vanilla latency and their number within ``max_ramps``. Every check ends in a re-tune,
+  whether or not a ramp moved: it is the only trigger that can *raise* thresholds once
+  traffic has become easier.
 
 After a ramp change both windows restart (the authors' code clears them too): the old
 batches lack the new ramp's confidences, and thresholds are re-tuned on the first batch
@@ -55,8 +57,11 @@ negative ramp                 all recent utilities     CV: all of the last 20   
                               <= 0                     <= 0; NLP: > 60% < 0      of the window <= 0
 before removing a negative    re-tune; keep it if      by > 2 (CV) / 5 (NLP)     not done: removed
 ramp                          latency improves enough  points                    directly
-no negative ramp, no budget   —                        drops the best-scoring    nothing changes
-left                                                   ramp, adds one in front
+no negative ramp, no budget   —                        drops the best-scoring    no ramp moves; thresholds
+left                                                   ramp, adds one in front   are re-tuned (below)
+re-tune at every adjustment   ramp adjustment starts   only via a ramp change,   yes, changed or not: else
+check                         by re-tuning             which the code makes at   thresholds only ever fall
+                                                       nearly every check
 emergency counts              —                        violations since the      violating batches in the
                                                        last ramp check; this     tuning window; each
                                                        batch's ramp accuracy     ramp's windowed agreement
@@ -528,6 +533,10 @@ class Apparate(ExitPolicy):
         after = adjust_ramps(self.active, utilities, counts / max(counts.sum(), 1), self.body, self.head,
                              self.ramp_budget, self.max_ramps)
         if np.array_equal(after, self.active):
+            # No ramp moves, but the check still starts by re-tuning (the paper's first
+            # step of ramp adjustment): without it thresholds could only ever fall, since
+            # the other triggers are a violation and a ramp change.
+            self._retune = True
             return
         added = after & ~self.active
         self.thresholds = np.where(after, self.thresholds, 0.0)
