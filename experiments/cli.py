@@ -1,4 +1,4 @@
-"""The ``servesim`` command line: run, check, plot, trace-stats.
+"""The ``servesim`` command line: run, check, plot, trace-stats, profile.
 
 Every user error (bad YAML, bad trace, unknown name, missing file) prints one line per
 problem — what, where, how to fix — and exits with status 2; never a traceback.
@@ -70,6 +70,37 @@ def _trace_stats(args) -> int:
     return 0
 
 
+def _profile(args) -> int:
+    """Hand the options to the torch profiler, imported only now: servesim runs without
+    torch, and the profiler's own parser stays the one definition of its options."""
+    try:
+        from workloads.profiler_torch import main as profile
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        print("servesim: error: profiling needs torch: pip install 'servesim[real]'", file=sys.stderr)
+        return 2
+    return profile(args.profiler_args, prog="servesim profile")
+
+
+def _fidelity(args) -> int:
+    try:
+        import torch  # noqa: F401, PLC0415  (the `real` extra)
+    except ImportError:
+        print("servesim: error: the real executor needs torch: pip install 'servesim[real]'", file=sys.stderr)
+        return 2
+    from .fidelity import FIDELITY, run_fidelity  # noqa: PLC0415
+
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.file).stem}-fidelity"
+    for row in run_fidelity(args.file, out):
+        print(f"{row['run']}: p50 sim {_num(row['sim_p50'], '.3f')} / real {_num(row['real_p50'], '.3f')} ms "
+              f"(error {_num(row['p50_rel_error'], '+.1%')}), p99 sim {_num(row['sim_p99'], '.3f')} / real "
+              f"{_num(row['real_p99'], '.3f')} ms (error {_num(row['p99_rel_error'], '+.1%')}), throughput error "
+              f"{_num(row['throughput_rel_error'], '+.1%')}")
+    print(f"table in {out / FIDELITY}; CDF overlays in each point's folder")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="servesim", description="Simulate ML serving: latency, accuracy and cost.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -97,11 +128,28 @@ def parser() -> argparse.ArgumentParser:
     stats.add_argument("--bin-seconds", type=float, help="bin width of a count format (default: its own)")
     stats.add_argument("--seed", type=int, default=0, help="seed for spreading counts into arrivals")
     stats.set_defaults(handler=_trace_stats)
+
+    fid = sub.add_parser("fidelity", help="run an experiment in the simulator and on the real executor, "
+                                          "and report the simulator's errors (needs torch)")
+    fid.add_argument("file", help="experiment YAML with a 'real:' section")
+    fid.add_argument("--out", help="output folder (default: runs/<file stem>-fidelity)")
+    fid.set_defaults(handler=_fidelity)
+
+    # Its options (--model, --device, --dtype, --out, ...) are the profiler's: see main().
+    prof = sub.add_parser("profile", add_help=False,
+                          help="time a real PyTorch model's stages and ramps into a profile CSV (needs torch; "
+                               "servesim profile --help)")
+    prof.set_defaults(handler=_profile)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args, rest = cli.parse_known_args(argv)
+    if args.command == "profile":
+        args.profiler_args = rest
+    elif rest:
+        cli.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.handler(args)
     except USER_ERRORS as exc:

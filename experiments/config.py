@@ -86,6 +86,15 @@ class ExitsConfig(Strict):
         return {"name": value} if isinstance(value, str) else value
 
 
+class RealConfig(Strict):
+    """The real model ``servesim fidelity`` runs beside the simulation (``model``: a name
+    of experiments.fidelity.REAL_MODELS) with ``threads`` CPU threads, as its profile was
+    measured."""
+
+    model: Literal["digits_torch_ee"]
+    threads: PositiveInt = 1
+
+
 class ExperimentConfig(Strict):
     name: str = "experiment"
     description: str = ""
@@ -96,6 +105,7 @@ class ExperimentConfig(Strict):
     model: ModelConfig
     serving: ServingConfig = Field(default_factory=ServingConfig)
     exits: Optional[ExitsConfig] = None
+    real: Optional[RealConfig] = None
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
 
 
@@ -154,7 +164,7 @@ def _format_errors(source: str, error: ValidationError, prefix: str = "", data: 
 @functools.cache
 def _known_keys() -> list[str]:
     """Every key a config may hold, at any depth (for "did you mean" hints)."""
-    models = [ExperimentConfig, ModelConfig, ServingConfig, ExitsConfig]
+    models = [ExperimentConfig, ModelConfig, ServingConfig, ExitsConfig, RealConfig]
     for registry in (TRACES, NOISE, BATCHING, ROUTERS, BEHAVIOUR, EXIT_POLICIES):
         models += [registry.get(name) for name in registry.names()]
     return sorted({key for model in models for key in model.model_fields})

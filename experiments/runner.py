@@ -89,10 +89,11 @@ def _table_of(source) -> BehaviourTable:
 
 
 def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, times: np.ndarray,
-                behaviour_seed, sample_seed) -> ExitSetup:
+                behaviour_seed, sample_seed) -> tuple[ExitSetup, Optional[np.ndarray]]:
     """Split the behaviour into a held-out part that fits the policy and a part that
     requests draw from (by a seeded index: the same request meets the same sample under
-    every policy), and fit the policy.
+    every policy), and fit the policy. Also returns, for a plain table, the row of the
+    source table behind each row requests draw from (a real executor feeds that input).
 
     A drifting source is fitted on part of its first regime (what a deployment has
     before going live) and requests draw from the regime live at their arrival. A
@@ -108,24 +109,38 @@ def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, t
                           f"({', '.join(table.exit_names)}) but the model has {costs.model.n_exits} "
                           f"({', '.join(costs.model.exit_names)})")
     sample_rng = np.random.default_rng(sample_seed)
+    source_rows = None
     try:
         if isinstance(source, DriftingBehaviour):
             fit, rest = source.split_bootstrap(exits.fit_fraction, behaviour_rng)
             evaluate, samples = rest.table, rest.draw_samples(times, sample_rng)
         else:
-            fit, evaluate = table.split(exits.fit_fraction, behaviour_rng)
+            fit_rows, source_rows = table.split_rows(exits.fit_fraction, behaviour_rng)
+            fit, evaluate = table.take(fit_rows), table.take(source_rows)
             samples = sample_rng.integers(0, evaluate.n_samples, size=times.size)
         if getattr(exits.policy, "fit_on", "held_out") == "requests":
             fit = evaluate.take(samples)
         policy = exits.policy.build(costs, exits.cost_batch).fit(fit, costs.stage_costs(exits.cost_batch))
     except ValueError as exc:
         raise ConfigError(f"exits.policy: {exc}") from None
-    return ExitSetup(costs, evaluate, samples, policy, exits.semantics)
+    return ExitSetup(costs, evaluate, samples, policy, exits.semantics), source_rows
 
 
-def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
-    """Build the trace, cost model and policies of one config and simulate it; returns
-    the results, the trace and the exit policy (``None`` without exits).
+@dataclass
+class Prepared:
+    """Everything one run is made of before it is served, by the simulator or for real."""
+
+    trace: object
+    cost_model: object
+    batcher: object
+    router: object
+    exits: Optional[ExitSetup]
+    source_rows: Optional[np.ndarray]
+    noise_rng: np.random.Generator
+
+
+def prepare(config: ExperimentConfig, base_dir: Path) -> Prepared:
+    """Build the trace, cost model, policies and exits of one config.
 
     One SeedSequence per run is split into independent streams for the trace, the
     service-time noise, the router, the samples requests draw and the behaviour table,
@@ -134,17 +149,25 @@ def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
     trace_seed, noise_seed, router_seed, sample_seed, behaviour_seed = np.random.SeedSequence(config.seed).spawn(5)
     trace = config.trace.build(np.random.default_rng(trace_seed), base_dir)
     cost_model = build_cost_model(config, base_dir)
-    exits = None if config.exits is None else build_exits(config, cost_model, base_dir, trace.times,
-                                                          behaviour_seed, sample_seed)
+    exits, source_rows = (None, None) if config.exits is None else build_exits(
+        config, cost_model, base_dir, trace.times, behaviour_seed, sample_seed)
     serving = config.serving
-    batcher = serving.batching.build(cost_model, config.slo_ms)
-    router = serving.router.build(np.random.default_rng(router_seed))
+    return Prepared(trace, cost_model, serving.batching.build(cost_model, config.slo_ms),
+                    serving.router.build(np.random.default_rng(router_seed)), exits, source_rows,
+                    np.random.default_rng(noise_seed))
+
+
+def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
+    """Simulate one config; returns the results, the trace and the exit policy (``None``
+    without exits)."""
+    run = prepare(config, base_dir)
+    serving = config.serving
     results = simulate(
-        trace, cost_model, batcher, replicas=serving.replicas, router=router,
-        shared_queue=router is None,
+        run.trace, run.cost_model, run.batcher, replicas=serving.replicas, router=run.router,
+        shared_queue=run.router is None,
         drop_after=None if serving.drop_after_ms is None else serving.drop_after_ms / 1e3,
-        rng=np.random.default_rng(noise_seed), progress=progress, exits=exits)
-    return results, trace, None if exits is None else exits.policy
+        rng=run.noise_rng, progress=progress, exits=run.exits)
+    return results, run.trace, None if run.exits is None else run.exits.policy
 
 
 def run_one(run: Run, base_dir: Path, run_dir: Path, progress=None) -> dict:

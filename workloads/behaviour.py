@@ -141,6 +141,12 @@ class BehaviourTable:
         """A random split into disjoint (fit, eval) tables: ``round(fraction * n)`` rows
         for fitting a policy and the rest for scoring it, so a tuned policy is never
         scored on the rows it was tuned on. Each part keeps the table's row order."""
+        fit, rest = self.split_rows(fraction, rng)
+        return self.take(fit), self.take(rest)
+
+    def split_rows(self, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The row indices of :meth:`split`'s two parts (a real executor needs them to
+        feed each request the input its row was measured on)."""
         n_fit = round(fraction * self.n_samples)
         if not 0 < n_fit < self.n_samples:
             raise BehaviourError(
@@ -148,7 +154,7 @@ class BehaviourTable:
                 f"an empty part; both parts need at least one sample"
             )
         order = rng.permutation(self.n_samples)
-        return self.take(np.sort(order[:n_fit])), self.take(np.sort(order[n_fit:]))
+        return np.sort(order[:n_fit]), np.sort(order[n_fit:])
 
     def accuracy(self) -> np.ndarray:
         """Per-exit fraction of samples whose prediction is correct, shape (E,)."""

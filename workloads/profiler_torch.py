@@ -5,12 +5,21 @@ times the networks of :mod:`workloads.torch_models` the same way: each backbone 
 on the real output of the stage before it, each ramp head on its block's output, in
 the order ``block1, ramp1, block2, ...`` that servesim's ``exits.ramps`` reads.
 
+It also times the whole backbone in one call (no ramps) at each batch size, as the
+rows of a second model ``<model>_e2e`` with the one stage ``forward`` (``--no-e2e``
+skips it): a server without exits makes that one call, and setting it against the sum
+of the stage medians shows what cutting the model costs, which the simulator, adding
+stages, takes to be nothing: each stage's own call overhead (and, on a GPU, its
+synchronisation), and weights that stay in cache while one stage is called over and
+over but compete for it in one forward pass.
+
 Timing, per (stage, batch size) point, under ``torch.inference_mode()`` in eval mode:
 
 * warm-up calls first (untimed: the first call at a new shape builds oneDNN / cuDNN
-  kernels), then timed calls; the same input tensor serves every call of a point, so
-  on the CPU a small batch's activations may stay in cache between calls (optimistic
-  by a little at batch 1), and nothing is copied between calls;
+  kernels), then timed calls; the calls take their input in turn from a ring of
+  distinct copies of it (up to one per call, :data:`FRESH_BYTES` in all, made before
+  the point's first call), so a call does not read an input the call before it just
+  pulled into cache, and nothing is copied while timing;
 * at least ``--repeats`` timed calls, unless ``--max-seconds-per-point`` runs out
   first (never fewer than ``--min-repeats``); the ``repeats`` column holds how many
   calls each point actually got;
@@ -20,7 +29,12 @@ Timing, per (stage, batch size) point, under ``torch.inference_mode()`` in eval 
   early-exit server must, to read a ramp's confidence). The rows hold the events'
   device span; host enqueue time is measured apart and summarised in the metadata
   (``launch_bound``), since an eager GPU server is often limited by the host launching
-  kernels rather than by the GPU (see shared/DESIGN.md).
+  kernels rather than by the GPU (see shared/DESIGN.md). ``--dtype`` converts weights
+  and float inputs; the ``cuda`` metadata line says whether fp32 ran as TF32.
+
+Execution is eager (``execution_mode: eager`` in the metadata); :func:`measure` takes
+the mode as a parameter so that a CUDA-graph mode (each point's call captured once and
+replayed) can be added where the calls are made, in :func:`time_point`.
 
     python -m workloads.profiler_torch --model resnet18_ee --device cpu --dtype fp32 \\
         --out workloads/profiles/cpu_resnet18_ee.csv
@@ -31,12 +45,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import itertools
+import math
 import platform
 import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +63,10 @@ from workloads.torch_models import MODELS, EEModel, build
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 LAUNCH_BOUND = 0.9  # host enqueue / device span above which the GPU waited on the host
+# Input copies per point, in all: several times a GPU's L2 (50 MB on an H100/H200) or a
+# server CPU's last-level cache, so a copy has left the cache by the time it comes round.
+FRESH_BYTES = 256 * 2**20
+EXECUTION_MODES = ("eager",)
 
 
 @dataclass(frozen=True)
@@ -97,12 +117,21 @@ class CudaClock:
         return self.start.elapsed_time(self.end), host_ms, y
 
 
-def run_calls(clock, fn: Callable, x: torch.Tensor, budget: Budget) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """Call ``fn(x)`` as ``budget`` allows: (span ms, host ms) per call and the last output."""
+def fresh_inputs(x: torch.Tensor, calls: int, budget_bytes: int = FRESH_BYTES) -> list[torch.Tensor]:
+    """``x`` and copies of it, one per call at most, up to ``budget_bytes`` in all (at
+    least ``x`` itself): the ring a point's calls take their inputs from."""
+    copies = min(calls, max(1, math.ceil(budget_bytes / max(1, x.nbytes))))
+    return [x] + [x.clone() for _ in range(copies - 1)]
+
+
+def run_calls(clock, fn: Callable, inputs: Iterator[torch.Tensor],
+              budget: Budget) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Call ``fn`` on the next of ``inputs`` as ``budget`` allows: (span ms, host ms) per
+    call and the last output."""
     spans, hosts, y = [], [], None
     started = time.perf_counter()
     while budget.more(len(spans), time.perf_counter() - started):
-        span, host, y = clock(fn, x)
+        span, host, y = clock(fn, next(inputs))
         spans.append(span)
         hosts.append(host)
     return np.array(spans), np.array(hosts), y
@@ -110,24 +139,36 @@ def run_calls(clock, fn: Callable, x: torch.Tensor, budget: Budget) -> tuple[np.
 
 @dataclass(frozen=True)
 class Point:
-    """One measured (stage, batch size): its timed calls' spans and host times (ms)."""
+    """One measured (model, stage, batch size): its timed calls' spans and host times (ms)."""
 
+    model: str
     stage: str
     batch: int
     spans: np.ndarray
     hosts: np.ndarray
 
-    def row(self, hardware: str, model: str) -> tuple:
+    def row(self, hardware: str) -> tuple:
         p50, p90, p99 = (round(float(v), 4) for v in np.percentile(self.spans, [50, 90, 99]))
-        return hardware, model, self.stage, self.batch, p50, p90, p99, len(self.spans)
+        return hardware, self.model, self.stage, self.batch, p50, p90, p99, len(self.spans)
 
     def host_ratio(self) -> float:
         return float(np.median(self.hosts) / np.median(self.spans))
 
 
+def time_point(clock, module: Callable, x: torch.Tensor, warmup: Budget, timed: Budget,
+               model: str, stage: str) -> tuple[Point, torch.Tensor]:
+    """Warm up, then time ``module`` on copies of ``x`` (:func:`fresh_inputs`); the point
+    and the last output, which the next stage takes as its input."""
+    inputs = itertools.cycle(fresh_inputs(x, warmup.calls + timed.calls))
+    run_calls(clock, module, inputs, warmup)
+    spans, hosts, y = run_calls(clock, module, inputs, timed)
+    return Point(model, stage, len(x), spans, hosts), y
+
+
 def time_model(model: EEModel, device: torch.device, dtype: torch.dtype, batch_sizes: Sequence[int],
-               warmup: Budget, timed: Budget, clock) -> list[Point]:
-    """Every (stage, batch size) point, batch by batch, each stage on its real input."""
+               warmup: Budget, timed: Budget, clock, e2e: bool = True) -> list[Point]:
+    """Every (stage, batch size) point, batch by batch, each stage on its real input; with
+    ``e2e`` also the whole backbone (``<model>_e2e``, stage ``forward``) per batch size."""
     for module in model.modules():
         module.to(device, dtype)
     points = []
@@ -135,13 +176,17 @@ def time_model(model: EEModel, device: torch.device, dtype: torch.dtype, batch_s
     try:
         with torch.inference_mode():
             for batch in batch_sizes:
-                x = model.make_input(batch).to(device=device, dtype=dtype if model.float_input else None)
+                first = model.make_input(batch).to(device=device, dtype=dtype if model.float_input else None)
+                x = first
                 for name, module, trunk in model.stages():
-                    run_calls(clock, module, x, warmup)
-                    spans, hosts, y = run_calls(clock, module, x, timed)
-                    points.append(Point(name, batch, spans, hosts))
+                    point, y = time_point(clock, module, x, warmup, timed, model.name, name)
+                    points.append(point)
                     if trunk:
                         x = y  # the next stage (and this block's ramp) sees this output
+                if e2e:
+                    point, _ = time_point(clock, model.backbone(), first, warmup, timed,
+                                          f"{model.name}_e2e", "forward")
+                    points.append(point)
     finally:
         gc.enable()
     return points
@@ -157,55 +202,89 @@ def _launch_bound(points: Sequence[Point]) -> str:
             f"{worst.stage} batch {worst.batch}")
 
 
+def resolve_device(device: str) -> torch.device:
+    """``cpu`` or an available ``cuda[:N]`` as a torch device; otherwise a one-line
+    ValueError, before any model is built or timed."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA device available to torch {torch.__version__}")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def _cuda_math() -> str:
+    """What "fp32" meant on the GPU: whether matmuls and cuDNN convolutions ran as TF32
+    (PyTorch's defaults: matmuls not, convolutions yes), and cuDNN's algorithm search."""
+    on = {True: "on", False: "off"}
+    return (f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}; TF32 for fp32 matmul "
+            f"{on[torch.backends.cuda.matmul.allow_tf32]}, for fp32 cuDNN convolutions "
+            f"{on[torch.backends.cudnn.allow_tf32]}; cudnn.benchmark {on[torch.backends.cudnn.benchmark]}")
+
+
 def measure(model: EEModel, device: str = "cpu", dtype: str = "fp32", batch_sizes: Sequence[int] = BATCH_SIZES,
             repeats: int = 50, min_repeats: int = 10, max_seconds: float | None = None, warmup: int = 5,
-            threads: int = 1) -> Profile:
-    """Time every stage and ramp of ``model`` at each batch size; the checked profile.
+            threads: int = 1, e2e: bool = True, execution_mode: str = "eager") -> Profile:
+    """Time every stage and ramp of ``model`` at each batch size (and, with ``e2e``, the
+    whole backbone as ``<model>_e2e``); the checked profile.
 
-    ``dtype`` is a key of :data:`DTYPES`; ``device`` is ``cpu`` or ``cuda[:N]``. Warm-up
-    is ``warmup`` calls, cut short (after one) past a quarter of ``max_seconds``.
+    ``dtype`` is a key of :data:`DTYPES`; ``device`` is ``cpu`` or ``cuda[:N]``;
+    ``execution_mode`` one of :data:`EXECUTION_MODES` (only ``eager`` so far). Warm-up is
+    ``warmup`` calls, cut short (after one) past a quarter of ``max_seconds``.
     """
-    dev = torch.device(device)
+    if execution_mode not in EXECUTION_MODES:
+        raise ValueError(f"execution mode {execution_mode!r} is not implemented; "
+                         f"choose from {', '.join(EXECUTION_MODES)}")
+    dev = resolve_device(device)
     torch.set_num_threads(threads)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         clock, hardware = CudaClock(), torch.cuda.get_device_name(dev)
         device_name = f"cuda:{hardware}"
-    elif dev.type == "cpu":
+    else:
         clock, hardware, device_name = CpuClock(), "cpu", f"cpu:{cpu_name()}"
         if dtype == "fp16":
             warnings.warn("fp16 on the CPU: many kernels are unsupported or emulated and slow; "
                           "the profile will not resemble a GPU's", stacklevel=2)
-    else:
-        raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
     at_least = min(min_repeats, repeats)
     cap = "" if max_seconds is None else f", fewer once {max_seconds:g} s have passed but at least {at_least}"
     points = time_model(
         model, dev, DTYPES[dtype], batch_sizes,
         warmup=Budget(warmup, min(1, warmup), None if max_seconds is None else max_seconds / 4),
-        timed=Budget(repeats, at_least, max_seconds), clock=clock)
+        timed=Budget(repeats, at_least, max_seconds), clock=clock, e2e=e2e)
     metadata = {
         "device": device_name,
         "dtype": str(DTYPES[dtype]).removeprefix("torch."),
         "framework": f"torch {'.'.join(torch.__version__.split('.')[:2])}",
         "date": datetime.date.today().isoformat(),
-        "execution_mode": "eager",
+        "execution_mode": execution_mode,
         "hardware": hardware,
         "threads": str(torch.get_num_threads()),
         "model": model.description,
         "input": model.input_shape,
         "timing": (f"{clock.method}; torch.inference_mode, eval mode; warm-up: {warmup} untimed call(s) per "
-                   f"point{' (fewer past a quarter of the cap)' if max_seconds is not None else ''}; every call "
-                   f"of a point gets the same input tensor: the previous stage's real output (random "
-                   f"{'images' if model.float_input else 'token ids'} for the first); percentiles over the "
-                   f"timed calls"),
+                   f"point{' (fewer past a quarter of the cap)' if max_seconds is not None else ''}; a point's "
+                   f"input is the previous stage's real output (random "
+                   f"{'images' if model.float_input else 'token ids'} for the first stage and forward), its "
+                   f"calls take it in turn from a ring of distinct copies (at most one per call, "
+                   f"{FRESH_BYTES >> 20} MiB in all) made before the first; percentiles over the timed calls"),
         "repeats": f"{repeats} timed calls per point{cap}; the repeats column holds the actual count",
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+    if e2e:
+        metadata["e2e"] = (f"model {model.name}_e2e, stage forward: the backbone's blocks in one call, no "
+                           f"ramps, timed like a stage; set against the sum of the blocks' medians")
     if dev.type == "cuda":
+        metadata["cuda"] = _cuda_math()
         metadata["launch_bound"] = _launch_bound(points)
-    rows = [point.row(hardware, model.name) for point in points]
+    # The model's own rows first (in timing order), then its _e2e rows.
+    rows = [point.row(hardware) for point in sorted(points, key=lambda p: p.model != model.name)]
     return Profile.from_rows(rows, metadata, source="profiler_torch")
 
 
@@ -220,11 +299,11 @@ def _sizes(text: str) -> list[int]:
     return [_positive(s) for s in text.split(",")]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line (also for ``servesim profile``): measure, write, say where."""
-    parser = argparse.ArgumentParser(prog="python -m workloads.profiler_torch",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=sorted(MODELS), required=True, help="network to time")
+def main(argv: list[str] | None = None, prog: str = "python -m workloads.profiler_torch") -> int:
+    """The command line (also ``servesim profile``, which passes its own ``prog``):
+    measure, write, say where. A bad model or device name is one error line, status 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help=f"network to time: {', '.join(sorted(MODELS))}")
     parser.add_argument("--out", required=True, help="CSV to write")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="default fp32")
@@ -238,12 +317,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per point (default 5)")
     parser.add_argument("--threads", type=_positive, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--input-size", type=_positive,
-                        help="image side (CNNs, default 224) or sequence length (bert_ee, default 128)")
+                        help="image side (CNNs, default 224) or sequence length (BERT models, default 128)")
+    parser.add_argument("--no-e2e", dest="e2e", action="store_false",
+                        help="skip timing the whole backbone in one call (the <model>_e2e rows)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    profile = measure(build(args.model, args.input_size), args.device, args.dtype, args.batch_sizes,
-                      args.repeats, args.min_repeats, args.max_seconds_per_point, args.warmup, args.threads)
+    try:
+        resolve_device(args.device)
+        model = build(args.model, args.input_size)
+    except ValueError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    profile = measure(model, args.device, args.dtype, args.batch_sizes, args.repeats, args.min_repeats,
+                      args.max_seconds_per_point, args.warmup, args.threads, args.e2e)
     profile.save(args.out)
     print(f"wrote {args.out} ({len(profile.rows)} rows) in {time.perf_counter() - started:.1f} s")
     return 0

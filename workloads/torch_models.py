@@ -6,7 +6,9 @@ return exactly that: an :class:`EEModel` with its backbone stages in order and a
 head branching off after every stage but the last. Weights are the constructors' random
 initialisation: latency does not depend on their values, and nothing is downloaded
 (torchvision is not needed either: the definitions are short and written in plain
-``torch.nn``).
+``torch.nn``). The exception is ``digits_torch_ee``, the small trained network of
+:mod:`workloads.digits_torch` that the real-hardware executor serves: its profile times
+the very weights and inputs the executor runs.
 
 The ramps are the published ones: Apparate's CV ramp (global average pool, then one
 linear layer to the classes) on the CNNs, DeeBERT's highway (the pooler on the first
@@ -25,6 +27,8 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+
+from workloads import digits_torch
 
 
 @dataclass
@@ -56,6 +60,11 @@ class EEModel:
 
     def modules(self) -> list[nn.Module]:
         return [module for _, module, _ in self.stages()]
+
+    def backbone(self) -> nn.Module:
+        """The blocks in sequence, no ramps, as one module (sharing their weights): the
+        whole model a server without exits calls once, to set against the stage sum."""
+        return nn.Sequential(*(block for _, block in self.blocks))
 
 
 def _with_ramps(blocks: list[tuple[str, nn.Module]], heads: Sequence[nn.Module]) -> dict[str, tuple[str, nn.Module]]:
@@ -148,20 +157,27 @@ def resnet18_ee(image_size: int = 224, classes: int = 1000) -> EEModel:
                 f"ramp1-7 = AdaptiveAvgPool2d(1) + Linear(C, {classes}) on block1-7's output (Apparate)")
 
 
-def resnet50_ee(image_size: int = 224, classes: int = 1000) -> EEModel:
-    """ResNet-50, one stage per residual stage (``layer1``..``layer4``): the stem is in
-    layer1, global pool + fc in layer4; ramps after layers 1-3."""
-    layers = _resnet_layers(bottleneck, (3, 4, 6, 3))
+BOTTLENECK_DEPTHS = {"resnet50_ee": (3, 4, 6, 3), "resnet101_ee": (3, 4, 23, 3)}
+
+
+def resnet_ee(name: str, image_size: int = 224, classes: int = 1000) -> EEModel:
+    """A Bottleneck ResNet (50 or 101), one stage per residual stage (``layer1``..
+    ``layer4``): the stem is in layer1, global pool + fc in layer4; ramps after layers 1-3.
+    Per-layer stages keep the deep ResNet-101 at four exits, as Apparate places them."""
+    depths = BOTTLENECK_DEPTHS[name]
+    layers = _resnet_layers(bottleneck, depths)
     stages = [[module for module, _ in layer] for layer in layers]
     stages[0][:0] = _stem()
     stages[-1].append(pool_linear_head(layers[-1][-1][1], classes))
-    return _cnn("resnet50_ee", stages, [layer[-1][1] for layer in layers[:-1]], "layer", image_size, classes,
-                f"resnet50_ee: ResNet-50 (Bottleneck [3,4,6,3]), random init, {classes} classes; layer1 = "
-                f"stem + first residual stage, layer4 = last residual stage + avgpool + fc; ramp1-3 = "
-                f"AdaptiveAvgPool2d(1) + Linear(C, {classes}) on layer1-3's output (Apparate)")
+    return _cnn(name, stages, [layer[-1][1] for layer in layers[:-1]], "layer", image_size, classes,
+                f"{name}: ResNet-{3 * sum(depths) + 2} (Bottleneck [{','.join(map(str, depths))}]), random "
+                f"init, {classes} classes; layer1 = stem + first residual stage, layer4 = last residual stage + "
+                f"avgpool + fc; ramp1-3 = AdaptiveAvgPool2d(1) + Linear(C, {classes}) on layer1-3's output "
+                f"(Apparate)")
 
 
 VGG_CONFIGS = {"vgg11_ee": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+               "vgg13_ee": ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
                "vgg16_ee": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))}
 
 
@@ -217,41 +233,78 @@ class FirstTokenHead(nn.Module):
 
 
 def bert_ee(seq_len: int = 128, layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int = 3072,
-            vocab: int = 30522, classes: int = 2) -> EEModel:
-    """A BERT-base-like encoder, one stage per layer (``layer1``..): the embeddings are in
-    layer1, the pooler + classifier in the last; DeeBERT highway ramps after the others.
+            vocab: int = 30522, classes: int = 2, stages: int | None = None, name: str = "bert_ee",
+            prefix: str = "layer") -> EEModel:
+    """A BERT-base-like encoder cut into ``stages`` equal groups of layers (default: one
+    per layer), named ``{prefix}1``..: the embeddings are in the first, the pooler +
+    classifier in the last; DeeBERT highway ramps after the others. ``bert4_ee`` is the
+    4 x 3-layer cut, whose fewer, larger exits amortise a ramp over three layers.
 
     ``nn.TransformerEncoderLayer`` in eval mode under ``inference_mode`` takes PyTorch's
     fused fast path, as an eager inference server would; no attention mask (every token
     is real).
     """
+    stages = layers if stages is None else stages
+    if stages < 1 or layers % stages:
+        raise ValueError(f"{name}: {layers} layers do not split into {stages} equal stages")
+    per_stage = layers // stages
+
     def encoder() -> nn.Module:
         return nn.TransformerEncoderLayer(hidden, heads, ffn, dropout=0.1, activation="gelu",
                                           layer_norm_eps=1e-12, batch_first=True, norm_first=False)
 
-    stages = [[encoder()] for _ in range(layers)]
-    stages[0].insert(0, Embeddings(vocab, hidden))
-    stages[-1].append(FirstTokenHead(hidden, classes))
-    blocks = [(f"layer{i}", nn.Sequential(*modules)) for i, modules in enumerate(stages, 1)]
-    ramps = _with_ramps(blocks, [FirstTokenHead(hidden, classes) for _ in range(layers - 1)])
+    def layers_of(stage: int) -> str:
+        return "layer" if per_stage == 1 else f"layers {(stage - 1) * per_stage + 1}-{stage * per_stage}"
+
+    groups = [[encoder() for _ in range(per_stage)] for _ in range(stages)]
+    groups[0].insert(0, Embeddings(vocab, hidden))
+    groups[-1].append(FirstTokenHead(hidden, classes))
+    blocks = [(f"{prefix}{i}", nn.Sequential(*modules)) for i, modules in enumerate(groups, 1)]
+    ramps = _with_ramps(blocks, [FirstTokenHead(hidden, classes) for _ in range(stages - 1)])
     generator = torch.Generator().manual_seed(0)
     return EEModel(
-        "bert_ee", blocks, ramps,
+        name, blocks, ramps,
         lambda batch: torch.randint(0, vocab, (batch, seq_len), generator=generator),
         f"(batch, {seq_len}) token ids", False,
-        f"bert_ee: BERT-base-like encoder, {layers} x nn.TransformerEncoderLayer(d={hidden}, heads={heads}, "
-        f"ffn={ffn}, GELU, post-norm, batch_first), random init, sequence {seq_len}, no mask; layer1 = "
-        f"embeddings (vocab {vocab} + position + type, LayerNorm) + layer, layer{layers} = layer + pooler "
-        f"(first token, Linear {hidden}x{hidden}, tanh) + Linear({hidden}, {classes}); ramp1-{layers - 1} = "
-        f"DeeBERT highway (same pooler + classifier) on layer1-{layers - 1}'s output")
+        f"{name}: BERT-base-like encoder, {layers} x nn.TransformerEncoderLayer(d={hidden}, heads={heads}, "
+        f"ffn={ffn}, GELU, post-norm, batch_first), random init, sequence {seq_len}, no mask; {prefix}1 = "
+        f"embeddings (vocab {vocab} + position + type, LayerNorm) + {layers_of(1)}, {prefix}{stages} = "
+        f"{layers_of(stages)} + pooler (first token, Linear {hidden}x{hidden}, tanh) + Linear({hidden}, "
+        f"{classes}); ramp1-{stages - 1} = DeeBERT highway (same pooler + classifier) on "
+        f"{prefix}1-{stages - 1}'s output")
+
+
+# --- digits ---------------------------------------------------------------------------
+
+def digits_torch_ee(size: int = 64, seed: int = 0) -> EEModel:
+    """The *trained* early-exit MLP of :mod:`workloads.digits_torch` (its weights from the
+    cache, trained on first use), so a profile times exactly the executor's model; the
+    input is real held-out digits, cycled past the 899 rows. ``size`` is the fixed 64
+    pixels of an 8x8 digit (accepted so :func:`build` treats every model alike)."""
+    if size != digits_torch.FEATURES:
+        raise ValueError(f"digits_torch_ee takes 8x8 digits: input size {digits_torch.FEATURES}, got {size}")
+    model, split = digits_torch.load_or_train(seed)
+    blocks = [(f"block{i}", stage) for i, stage in enumerate(model.stages, 1)]
+    inputs = torch.from_numpy(digits_torch.held_out_inputs(split))
+    return EEModel(
+        "digits_torch_ee", blocks, _with_ramps(blocks, model.ramps),
+        lambda batch: inputs[torch.arange(batch) % len(inputs)], "(batch, 64) raw pixels of held-out digits",
+        True,
+        f"digits_torch_ee: MLP 64>512>512>512>512>10 (ReLU) trained on sklearn digits (seed {seed}); "
+        f"block1 = standardise + dense, block4 = dense + output layer + softmax; ramp1-3 = mean of "
+        f"16-unit groups (512>32) + Linear(32, 10) + softmax on block1-3's output")
 
 
 MODELS: dict[str, Callable[..., EEModel]] = {
+    "digits_torch_ee": digits_torch_ee,
     "resnet18_ee": resnet18_ee,
-    "resnet50_ee": resnet50_ee,
+    "resnet50_ee": functools.partial(resnet_ee, "resnet50_ee"),
+    "resnet101_ee": functools.partial(resnet_ee, "resnet101_ee"),
     "vgg11_ee": functools.partial(vgg_ee, "vgg11_ee"),
+    "vgg13_ee": functools.partial(vgg_ee, "vgg13_ee"),
     "vgg16_ee": functools.partial(vgg_ee, "vgg16_ee"),
     "bert_ee": bert_ee,
+    "bert4_ee": functools.partial(bert_ee, stages=4, name="bert4_ee", prefix="stage"),
 }
 
 

@@ -25,6 +25,12 @@ def ramps_of(stages):
     return {block: ramp for block, ramp in zip(stages[::2], stages[1::2])}
 
 
+def assert_e2e_rows(profile, model, batch_sizes):
+    """``<model>_e2e``: the one stage ``forward`` at every batch size the stages have."""
+    assert profile.stages(f"{model}_e2e") == ("forward",)
+    assert tuple(r.batch_size for r in profile.rows_for(f"{model}_e2e", "forward")) == tuple(batch_sizes)
+
+
 SHIPPED = {"cpu_resnet18_ee.csv": ("resnet18_ee", ee_order("block", 8)),
            "cpu_bert_ee.csv": ("bert_ee", ee_order("layer", 12))}
 
@@ -38,7 +44,11 @@ def test_shipped_profile_has_every_stage_at_every_batch_size(filename):
     assert meta["dtype"] == "float32" and meta["execution_mode"] == "eager" and meta["threads"] == "1"
     assert meta["framework"].startswith("torch ")
     datetime.date.fromisoformat(meta["date"])
-    assert profile.models() == (model,) and profile.stages(model) == stages
+    # Measured before the profiler timed the whole backbone too; a re-measured file has its rows.
+    assert profile.models() in ((model,), (model, f"{model}_e2e"))
+    assert profile.stages(model) == stages
+    if len(profile.models()) == 2:
+        assert_e2e_rows(profile, model, BATCH_SIZES)
     for stage in stages:
         rows = profile.rows_for(model, stage)
         assert tuple(r.batch_size for r in rows) == BATCH_SIZES
@@ -82,9 +92,12 @@ def profiler(torch):
     # Parameter counts of torchvision's models and of BERT-base (plus its 2-class head).
     ("resnet18_ee", ee_order("block", 8), 11_689_512),
     ("resnet50_ee", ee_order("layer", 4), 25_557_032),
+    ("resnet101_ee", ee_order("layer", 4), 44_549_160),
     ("vgg11_ee", ee_order("block", 5), 132_863_336),
+    ("vgg13_ee", ee_order("block", 5), 133_047_848),
     ("vgg16_ee", ee_order("block", 5), 138_357_544),
     ("bert_ee", ee_order("layer", 12), 109_482_240 + 768 * 2 + 2),
+    ("bert4_ee", ee_order("stage", 4), 109_482_240 + 768 * 2 + 2),
 ])
 def test_models_have_named_stages_and_the_reference_backbone(torch, tm, name, stages, params):
     with torch.device("meta"):
@@ -119,6 +132,7 @@ def test_resnet18_stages_chain_at_full_size(torch, tm):
     ("resnet50_ee", 32, {}, 1000),
     ("vgg11_ee", 32, {"classes": 10}, 10),
     ("bert_ee", 8, TINY_BERT, 2),
+    ("bert4_ee", 8, {**TINY_BERT, "layers": 8}, 2),
 ])
 def test_ramps_and_last_stage_give_class_scores(torch, tm, name, size, options, classes):
     model = tm.build(name, size, **options)
@@ -132,18 +146,64 @@ def test_ramps_and_last_stage_give_class_scores(torch, tm, name, size, options, 
     assert shapes.keys() == {s for s, _, _ in model.stages()}
 
 
-def test_profiler_measures_a_valid_profile(tm, profiler):
+def test_bert4_groups_three_layers_per_stage_and_refuses_an_uneven_split(torch, tm):
+    with torch.device("meta"):
+        model = tm.build("bert4_ee")
+    for i, (_, block) in enumerate(model.blocks):
+        kinds = [type(m).__name__ for m in block]
+        assert kinds.count("TransformerEncoderLayer") == 3
+        assert ("Embeddings" in kinds) == (i == 0) and ("FirstTokenHead" in kinds) == (i == 3)
+    assert "stage1 = embeddings" in model.description and "layers 10-12 + pooler" in model.description
+    with pytest.raises(ValueError, match="10 layers do not split into 4 equal stages"):
+        tm.build("bert4_ee", 8, **{**TINY_BERT, "layers": 10})
+
+
+def test_backbone_is_the_blocks_in_sequence_without_ramps(torch, tm):
+    model = tm.build("resnet18_ee", 32)
+    x = model.make_input(2)
+    with torch.inference_mode():
+        chained = x
+        for _, block in model.blocks:
+            chained = block(chained)
+        assert torch.equal(model.backbone()(x), chained)
+
+
+def test_profiler_measures_a_valid_profile_with_the_whole_model_apart(tm, profiler):
     model = tm.build("resnet18_ee", 32)
     profile = profiler.measure(model, batch_sizes=(1, 2), repeats=3, warmup=1)
     stages = ee_order("block", 8)
+    assert profile.models() == ("resnet18_ee", "resnet18_ee_e2e")
     assert profile.stages("resnet18_ee") == stages
-    assert len(profile.rows) == 2 * len(stages) and {r.repeats for r in profile.rows} == {3}
+    assert_e2e_rows(profile, "resnet18_ee", (1, 2))
+    assert len(profile.rows) == 2 * (len(stages) + 1) and {r.repeats for r in profile.rows} == {3}
+    assert [r.model for r in profile.rows[-2:]] == ["resnet18_ee_e2e"] * 2  # after the model's own rows
     meta = profile.metadata
     assert meta["framework"].startswith("torch ") and meta["execution_mode"] == "eager"
     assert meta["hardware"] == "cpu" and meta["device"].startswith("cpu:") and meta["threads"] == "1"
     assert meta["input"] == "(batch, 3, 32, 32)" and "perf_counter_ns" in meta["timing"]
-    assert "launch_bound" not in meta
+    assert "ring of distinct copies" in meta["timing"] and "resnet18_ee_e2e" in meta["e2e"]
+    assert "launch_bound" not in meta and "cuda" not in meta
     ExitModel.early_exit(profile, "resnet18_ee", ramps_of(stages))
+
+
+def test_no_e2e_times_the_stages_only(tm, profiler):
+    profile = profiler.measure(tm.build("resnet18_ee", 32), batch_sizes=(1,), repeats=1, warmup=0,
+                               e2e=False)
+    assert profile.models() == ("resnet18_ee",) and "e2e" not in profile.metadata
+
+
+def test_fresh_inputs_are_distinct_copies_up_to_the_budget(torch, profiler):
+    x = torch.arange(10.0)  # 40 bytes
+    ring = profiler.fresh_inputs(x, calls=5)
+    assert len(ring) == 5 and ring[0] is x
+    assert len({t.data_ptr() for t in ring}) == 5 and all(torch.equal(t, x) for t in ring)
+    assert len(profiler.fresh_inputs(x, calls=5, budget_bytes=100)) == 3
+    assert profiler.fresh_inputs(x, calls=5, budget_bytes=1) == [x]  # one input past the budget: itself
+
+
+def test_only_eager_execution_is_implemented(tm, profiler):
+    with pytest.raises(ValueError, match="execution mode 'cuda_graph' is not implemented; choose from eager"):
+        profiler.measure(tm.build("resnet18_ee", 32), execution_mode="cuda_graph")
 
 
 def test_time_cap_keeps_the_minimum_repeats_and_records_them(tm, profiler):
@@ -168,9 +228,14 @@ def test_fp16_on_the_cpu_warns(tm, profiler):
     assert profile.metadata["dtype"] == "float16"
 
 
-def test_unknown_device_and_model_are_refused(tm, profiler):
+def test_unknown_device_and_model_are_refused(torch, tm, profiler):
     with pytest.raises(ValueError, match="device must be"):
         profiler.measure(tm.build("vgg11_ee", 32), device="mps")
+    with pytest.raises(ValueError, match="device must be"):
+        profiler.resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device available"):
+            profiler.resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown model"):
         tm.build("resnet19_ee")
 
@@ -181,15 +246,35 @@ def test_command_line_writes_the_profile(profiler, tmp_path, capsys):
                           "--repeats", "2", "--warmup", "1", "--threads", "1", "--out", str(out)]) == 0
     profile = load_profile(out)
     assert {r.batch_size for r in profile.rows} == {1, 2} and {r.repeats for r in profile.rows} == {2}
+    assert_e2e_rows(profile, "resnet18_ee", (1, 2))
     assert f"wrote {out}" in capsys.readouterr().out
+    assert profiler.main(["--model", "resnet18_ee", "--input-size", "32", "--batch-sizes", "1", "--repeats", "1",
+                          "--warmup", "0", "--no-e2e", "--out", str(out)]) == 0
+    assert load_profile(out).models() == ("resnet18_ee",)
     with pytest.raises(SystemExit):
         profiler.main(["--model", "resnet18_ee", "--batch-sizes", "0,2", "--out", str(out)])
 
 
-def test_cuda_profile_keeps_host_time_apart(torch, tm, profiler):
+def test_command_line_refuses_a_bad_model_or_device_in_one_line(profiler, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    assert profiler.main(["--model", "resnet19_ee", "--out", str(out)], prog="prof") == 2
+    assert profiler.main(["--model", "resnet18_ee", "--device", "tpu", "--out", str(out)], prog="prof") == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("prof: error: unknown model 'resnet19_ee'; choose from ") and "bert4_ee" in lines[0]
+    assert lines[1:] == ["prof: error: device must be cpu or cuda[:N], got 'tpu'"]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("dtype, recorded", [("fp16", "float16"), ("fp32", "float32")])
+def test_cuda_profile_keeps_host_time_apart(torch, tm, profiler, dtype, recorded):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    profile = profiler.measure(tm.build("resnet18_ee", 32), device="cuda", dtype="fp16", batch_sizes=(1, 2),
+    profile = profiler.measure(tm.build("resnet18_ee", 32), device="cuda", dtype=dtype, batch_sizes=(1, 2),
                                repeats=5, warmup=2)
-    assert profile.metadata["device"].startswith("cuda:") and profile.metadata["hardware"] != "cpu"
-    assert "CUDA events" in profile.metadata["timing"] and "points had" in profile.metadata["launch_bound"]
+    meta = profile.metadata
+    assert meta["device"].startswith("cuda:") and meta["hardware"] != "cpu" and meta["dtype"] == recorded
+    assert meta["execution_mode"] == "eager" and "CUDA events" in meta["timing"]
+    assert "points had" in meta["launch_bound"] and "TF32 for fp32 matmul" in meta["cuda"]
+    assert profile.hardware() == (meta["hardware"],)
+    assert_e2e_rows(profile, "resnet18_ee", (1, 2))
+    assert all(r.latency_p50_ms > 0 for r in profile.rows)

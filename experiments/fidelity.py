@@ -1,0 +1,133 @@
+"""``servesim fidelity``: one experiment in the simulator and on real hardware, side by side.
+
+Every sweep point is run twice on the same arrivals, the same samples and the same
+(freshly built) batching and exit policies: once by :func:`sim.simulate`, costed by the
+profile the project's profiler measured for the model, and once by
+:func:`sim.real.execute` on the real model. ``fidelity.csv`` has one row per point with
+p50/p90/p99 latency and throughput of both and the simulator's relative error
+(``(sim - real) / real``); each point's folder holds both request tables and a CDF overlay.
+A simulator is trusted only as far as this table says.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from sim import summarize  # noqa: E402
+from sim.real import StagedModel, execute  # noqa: E402
+
+from . import store  # noqa: E402
+from .config import ConfigError, expand, load  # noqa: E402
+from .plots import _cdf_line, _save  # noqa: E402
+from .runner import prepare, simulate_config, validate_runs  # noqa: E402
+
+FIGURES = (("p50", ("latency_ms", "p50")), ("p90", ("latency_ms", "p90")), ("p99", ("latency_ms", "p99")),
+           ("throughput", ("throughput_rps",)))
+FIDELITY = "fidelity.csv"
+
+
+def _digits_torch_ee(rows: np.ndarray, threads: int) -> StagedModel:
+    """The torch early-exit MLP on digits (workloads/digits_torch.py): request row k is fed
+    held-out input ``rows[k]``, the input its behaviour row was measured on."""
+    import torch  # noqa: PLC0415  (the `real` extra)
+
+    from workloads import digits_torch  # noqa: PLC0415
+
+    torch.set_num_threads(threads)
+    net, split = digits_torch.load_or_train()
+    inputs = torch.from_numpy(digits_torch.held_out_inputs(split)[rows])
+    last = len(net.stages) - 1
+
+    def stage(i):
+        return lambda x: digits_torch.forward_stage(net, i, x)
+
+    def head(i):
+        if i == last:  # block4 ends in the softmax: its output is the final exit's
+            return digits_torch.final_probabilities
+        return lambda x: digits_torch.ramp_output(net, i, x)
+
+    return StagedModel(batch=lambda r: inputs[torch.from_numpy(r)], stages=[stage(i) for i in range(last + 1)],
+                       heads=[head(i) for i in range(last + 1)], select=lambda x, keep: x[torch.from_numpy(keep)])
+
+
+REAL_MODELS = {"digits_torch_ee": _digits_torch_ee}
+
+
+def warm_up(model: StagedModel, rows: np.ndarray, max_batch: int) -> None:
+    """Run every stage and head at every batch size once, so the replay does not pay for
+    first-call set-up (allocator growth, kernel selection) that a serving process pays
+    before it takes traffic."""
+    for b in range(1, max_batch + 1):
+        x = model.batch(rows[:b] if rows.size >= b else np.resize(rows, b))
+        for stage, head in zip(model.stages, model.heads):
+            x = stage(x)
+            head(x)
+
+
+def run_fidelity(path: Path | str, out_dir: Path | str) -> list[dict]:
+    path, out_dir = Path(path), Path(out_dir)
+    config = load(path)
+    runs = expand(config, str(path))
+    base_dir = path.resolve().parent
+    validate_runs(runs, path, base_dir)
+    rows = []
+    for run in runs:
+        cfg = run.config
+        if cfg.real is None or cfg.exits is None:
+            raise ConfigError(f"{path}: real: a fidelity run needs a 'real:' section and an 'exits:' section "
+                              f"(use exits.policy: never for a run without exits)")
+        if cfg.serving.replicas != 1:
+            raise ConfigError(f"{path}: serving.replicas: the real executor runs one worker (got {cfg.serving.replicas})")
+        simulated, _, _ = simulate_config(cfg, base_dir)
+        prepared = prepare(cfg, base_dir)  # the same arrivals and samples, fresh policies
+        if prepared.source_rows is None:
+            raise ConfigError(f"{path}: exits.behaviour: the real executor needs a plain table (not a drifting one)")
+        model = REAL_MODELS[cfg.real.model](prepared.source_rows, cfg.real.threads)
+        warm_up(model, prepared.exits.samples, prepared.batcher.max_batch)
+        real = execute(prepared.trace.times, model, prepared.batcher, table=prepared.exits.table,
+                       samples=prepared.exits.samples, policy=prepared.exits.policy, semantics=cfg.exits.semantics,
+                       drop_after=None if cfg.serving.drop_after_ms is None else cfg.serving.drop_after_ms / 1e3)
+        rows.append(_compare(run, simulated, real, out_dir / run.name))
+    store.write_rows(out_dir / FIDELITY, rows)
+    return rows
+
+
+def _figure(summary: dict, keys: tuple) -> float | None:
+    value = summary
+    for key in keys:
+        value = (value or {}).get(key)
+    return value
+
+
+def _compare(run, simulated, real, run_dir: Path) -> dict:
+    slo = None if run.config.slo_ms is None else run.config.slo_ms / 1e3
+    summaries = {"sim": summarize(simulated, slo), "real": summarize(real, slo)}
+    row = {"run": run.name, "seed": run.seed, **run.params}
+    for name, keys in FIGURES:
+        s, r = _figure(summaries["sim"], keys), _figure(summaries["real"], keys)
+        row.update({f"sim_{name}": s, f"real_{name}": r,
+                    f"{name}_rel_error": None if s is None or not r else round(s / r - 1, 6)})
+    row["sim_accuracy"], row["real_accuracy"] = summaries["sim"]["accuracy"], summaries["real"]["accuracy"]
+    for name, results in (("sim", simulated), ("real", real)):
+        store.write_requests(run_dir / f"{name}_requests.parquet", results.requests.columns())
+    store.write_text(run_dir / "fidelity_summary.json", json.dumps(summaries, indent=2) + "\n")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, results in (("simulated", simulated), ("real", real)):
+        table = results.requests
+        done = table.status == 0
+        _cdf_line(ax, np.sort((table.finish - table.arrival)[done]) * 1e3, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("fraction of completed requests")
+    ax.set_title(f"{run.name}: p50 error {row['p50_rel_error']}, p99 error {row['p99_rel_error']}", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    _save(fig, run_dir / "latency_cdf_sim_vs_real.png")
+    return row
