@@ -41,3 +41,9 @@ def two_stage():
         "a": [(1, 1.0, 1.5, 2.0), (2, 2.0, 2.5, 3.0), (4, 3.0, 4.0, 5.0), (8, 7.0, 8.0, 10.0)],
         "b": [(2, 0.5, 0.6, 0.7), (4, 0.9, 1.0, 1.1)],
     })
+
+
+@pytest.fixture(scope="module")
+def torch():
+    """torch, or a skip where the `real` extra is not installed."""
+    return pytest.importorskip("torch")

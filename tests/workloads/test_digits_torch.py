@@ -19,11 +19,6 @@ SHIPPED_PROFILE = PROFILES_DIR / "cpu_digits_torch_ee.csv"
 
 
 @pytest.fixture(scope="module")
-def torch():
-    return pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module")
 def dt(torch):
     from workloads import digits_torch
 

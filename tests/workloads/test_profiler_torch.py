@@ -70,11 +70,6 @@ def test_shipped_profile_drives_an_exit_model(filename):
 
 
 @pytest.fixture(scope="module")
-def torch():
-    return pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module")
 def tm(torch):
     from workloads import torch_models
 
