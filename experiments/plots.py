@@ -158,16 +158,27 @@ def _front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
     return np.array(keep, dtype=int)
 
 
+def _panels(ok: pd.DataFrame) -> tuple[list[pd.DataFrame], list[str], dict[str, str]]:
+    """The runs split into one panel per combination of the swept keys other than the
+    exit policy, each panel's title, and one colour per policy name (the same in all)."""
+    panels = _swept(ok)
+    groups = list(ok.groupby(panels, dropna=False, sort=False)) if panels else [((), ok)]
+    titles = []
+    for key, _ in groups:
+        values = key if isinstance(key, tuple) else (key,)
+        titles.append(", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in zip(panels, values)) or "all runs")
+    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(ok["policy"]))}
+    return [frame for _, frame in groups], titles, colours
+
+
 def pareto(results: pd.DataFrame, target: Path) -> None:
     """Accuracy vs p50 and p99 latency, one front per policy (points averaged over seeds)."""
     ok = results[(results["status"] == "ok") & results["accuracy"].notna()]
     if ok.empty or "policy" not in ok:
         return
-    panels = _swept(ok)
-    groups = list(ok.groupby(panels, dropna=False, sort=False)) if panels else [((), ok)]
+    groups, titles, colours = _panels(ok)
     fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
-    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(ok["policy"]))}
-    for (key, frame), row in zip(groups, axes):
+    for frame, title, row in zip(groups, titles, axes):
         means = frame.groupby(_points(frame), dropna=False, sort=False)[
             ["accuracy", "latency_p50_ms", "latency_p99_ms"]].mean().reset_index()
         for ax, column, label in ((row[0], "latency_p50_ms", "p50"), (row[1], "latency_p99_ms", "p99")):
@@ -179,9 +190,7 @@ def pareto(results: pd.DataFrame, target: Path) -> None:
             ax.set_xlabel(f"{label} latency (ms)")
             ax.set_ylabel("accuracy")
             ax.grid(True, alpha=0.3)
-        values = key if isinstance(key, tuple) else (key,)
-        title = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in zip(panels, values))
-        row[0].set_title(title or "all runs", fontsize=8, loc="left")
+        row[0].set_title(title, fontsize=8, loc="left")
         row[0].legend(fontsize=7)
     fig.suptitle("Accuracy against latency: Pareto front per exit policy")
     _save(fig, target)
@@ -193,17 +202,13 @@ def policy_cdf(results: pd.DataFrame, tables: dict[str, pd.DataFrame], target: P
     ok = results[(results["status"] == "ok") & results["run"].isin(list(tables))]
     if ok.empty or "policy" not in ok:
         return
-    panels = _swept(ok)
-    groups = list(ok.groupby(panels, dropna=False, sort=False)) if panels else [((), ok)]
+    groups, titles, colours = _panels(ok)
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.4 * len(groups)), squeeze=False)
-    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(ok["policy"]))}
-    for (key, frame), (ax,) in zip(groups, axes):
+    for frame, title, (ax,) in zip(groups, titles, axes):
         for values, runs in frame.groupby(_points(frame), dropna=False, sort=False):
             name = values[0] if isinstance(values, tuple) else values
             _cdf_line(ax, _latencies_ms([tables[r] for r in runs["run"]]), color=colours[name], label=_label(values))
-        values = key if isinstance(key, tuple) else (key,)
-        ax.set_title(", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in zip(panels, values)) or "all runs",
-                     fontsize=8, loc="left")
+        ax.set_title(title, fontsize=8, loc="left")
         ax.set_xscale("log")
         ax.set_xlabel("latency (ms, log scale)")
         ax.set_ylabel("fraction of requests")
