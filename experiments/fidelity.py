@@ -25,7 +25,7 @@ from sim.real import StagedModel, execute  # noqa: E402
 
 from . import store  # noqa: E402
 from .config import ConfigError, expand, load  # noqa: E402
-from .plots import _cdf_line, _save  # noqa: E402
+from .plots import cdf_line, save_figure  # noqa: E402
 from .runner import prepare, simulate_config, validate_runs  # noqa: E402
 
 FIGURES = (("p50", ("latency_ms", "p50")), ("p90", ("latency_ms", "p90")), ("p99", ("latency_ms", "p99")),
@@ -122,12 +122,12 @@ def _compare(run, simulated, real, run_dir: Path) -> dict:
     for name, results in (("simulated", simulated), ("real", real)):
         table = results.requests
         done = table.status == 0
-        _cdf_line(ax, np.sort((table.finish - table.arrival)[done]) * 1e3, label=name)
+        cdf_line(ax, np.sort((table.finish - table.arrival)[done]) * 1e3, label=name)
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of completed requests")
     ax.set_title(f"{run.name}: p50 error {row['p50_rel_error']}, p99 error {row['p99_rel_error']}", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    _save(fig, run_dir / "latency_cdf_sim_vs_real.png")
+    save_figure(fig, run_dir / "latency_cdf_sim_vs_real.png")
     return row

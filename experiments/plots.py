@@ -44,7 +44,7 @@ def _latencies_ms(tables: list[pd.DataFrame]) -> np.ndarray:
     return np.sort(np.concatenate([(t["finish"] - t["arrival"]).to_numpy() for t in done] or [np.empty(0)]) * 1e3)
 
 
-def _cdf_line(ax, lat: np.ndarray, **style) -> None:
+def cdf_line(ax, lat: np.ndarray, **style) -> None:
     if lat.size:
         pick = np.unique(np.linspace(0, lat.size - 1, min(lat.size, MAX_CDF_POINTS)).astype(int))
         ax.plot(lat[pick], (pick + 1) / lat.size, lw=1.4, **style)
@@ -53,7 +53,7 @@ def _cdf_line(ax, lat: np.ndarray, **style) -> None:
 def latency_cdf(tables: dict[str, pd.DataFrame], target: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, table in tables.items():
-        _cdf_line(ax, _latencies_ms([table]), label=name)
+        cdf_line(ax, _latencies_ms([table]), label=name)
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of completed requests")
@@ -61,7 +61,7 @@ def latency_cdf(tables: dict[str, pd.DataFrame], target: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     if ax.lines and len(tables) <= 12:
         ax.legend(fontsize=7)
-    _save(fig, target)
+    save_figure(fig, target)
 
 
 def timeseries(name: str, table: pd.DataFrame, target: Path, bins: int = 120) -> None:
@@ -94,7 +94,7 @@ def timeseries(name: str, table: pd.DataFrame, target: Path, bins: int = 120) ->
     bottom.legend(fontsize=8)
     bottom.grid(True, alpha=0.3)
     fig.suptitle(name, fontsize=9)
-    _save(fig, target)
+    save_figure(fig, target)
 
 
 def comparison(results: pd.DataFrame, target: Path) -> None:
@@ -115,7 +115,7 @@ def comparison(results: pd.DataFrame, target: Path) -> None:
         ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle("Runs compared")
-    _save(fig, target)
+    save_figure(fig, target)
 
 
 def _swept(results: pd.DataFrame) -> list[str]:
@@ -193,7 +193,7 @@ def pareto(results: pd.DataFrame, target: Path) -> None:
         row[0].set_title(title, fontsize=8, loc="left")
         row[0].legend(fontsize=7)
     fig.suptitle("Accuracy against latency: Pareto front per exit policy")
-    _save(fig, target)
+    save_figure(fig, target)
 
 
 def policy_cdf(results: pd.DataFrame, tables: dict[str, pd.DataFrame], target: Path) -> None:
@@ -207,7 +207,7 @@ def policy_cdf(results: pd.DataFrame, tables: dict[str, pd.DataFrame], target: P
     for frame, title, (ax,) in zip(groups, titles, axes):
         for values, runs in frame.groupby(_points(frame), dropna=False, sort=False):
             name = values[0] if isinstance(values, tuple) else values
-            _cdf_line(ax, _latencies_ms([tables[r] for r in runs["run"]]), color=colours[name], label=_label(values))
+            cdf_line(ax, _latencies_ms([tables[r] for r in runs["run"]]), color=colours[name], label=_label(values))
         ax.set_title(title, fontsize=8, loc="left")
         ax.set_xscale("log")
         ax.set_xlabel("latency (ms, log scale)")
@@ -215,7 +215,7 @@ def policy_cdf(results: pd.DataFrame, tables: dict[str, pd.DataFrame], target: P
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
     fig.suptitle("Latency CDF per exit policy")
-    _save(fig, target)
+    save_figure(fig, target)
 
 
 def controller(name: str, history: pd.DataFrame, end: float, target: Path) -> None:
@@ -239,7 +239,7 @@ def controller(name: str, history: pd.DataFrame, end: float, target: Path) -> No
     bottom.set_xlabel("time (s)")
     bottom.grid(True, alpha=0.3)
     fig.suptitle(f"{name}: controller state", fontsize=9)
-    _save(fig, target)
+    save_figure(fig, target)
 
 
 def _short(value) -> str:
@@ -251,7 +251,7 @@ def _short(value) -> str:
     return folder_label(value)
 
 
-def _save(fig, target: Path) -> None:
+def save_figure(fig, target: Path) -> None:
     with warnings.catch_warnings():  # a crowded figure keeps its default margins: say nothing
         warnings.simplefilter("ignore", UserWarning)
         fig.tight_layout()

@@ -142,10 +142,6 @@ class SegmentCosts:
         """Median latency of each segment's ramp head at ``batch_size`` (0 without one), in seconds."""
         return [0.0 if c is None else c.batch_latency(batch_size) for c in self.heads]
 
-    def latency(self, segment: int, batch_size: int) -> float:
-        """Median latency of one segment (body and head) at ``batch_size``, in seconds."""
-        return self.body_latency(batch_size)[segment] + self.head_latency(batch_size)[segment]
-
     def batch_latency(self, batch_size: int) -> float:
         """Median latency of a batch that runs every segment (no request exits early):
         the bound a deadline-aware batcher must plan for."""
