@@ -1,4 +1,4 @@
-"""The ``servesim`` command line: run, check, plot, trace-stats, profile.
+"""The ``servesim`` command line: run, check, plot, trace-stats, fidelity, profile, profile-served.
 
 Every user error (bad YAML, bad trace, unknown name, missing file) prints one line per
 problem — what, where, how to fix — and exits with status 2; never a traceback.
@@ -71,16 +71,20 @@ def _trace_stats(args) -> int:
 
 
 def _profile(args) -> int:
-    """Hand the options to the torch profiler, imported only now: servesim runs without
-    torch, and the profiler's own parser stays the one definition of its options."""
+    """Hand the options to the torch profiler (kernel or served), imported only now:
+    servesim runs without torch, and each profiler's own parser stays the one definition
+    of its options."""
     try:
-        from workloads.profiler_torch import main as profile
+        if args.command == "profile":
+            from workloads.profiler_torch import main as profile
+        else:
+            from .profile_served import main as profile
     except ModuleNotFoundError as exc:
         if exc.name != "torch":
             raise
         print("servesim: error: profiling needs torch: pip install 'servesim[real]'", file=sys.stderr)
         return 2
-    return profile(args.profiler_args, prog="servesim profile")
+    return profile(args.profiler_args, prog=f"servesim {args.command}")
 
 
 def _fidelity(args) -> int:
@@ -140,13 +144,17 @@ def parser() -> argparse.ArgumentParser:
                           help="time a real PyTorch model's stages and ramps into a profile CSV (needs torch; "
                                "servesim profile --help)")
     prof.set_defaults(handler=_profile)
+    served = sub.add_parser("profile-served", add_help=False,
+                            help="time a real model as the real executor serves it, host time included, into a "
+                                 "profile CSV (needs torch; servesim profile-served --help)")
+    served.set_defaults(handler=_profile)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     cli = parser()
     args, rest = cli.parse_known_args(argv)
-    if args.command == "profile":
+    if args.command in ("profile", "profile-served"):
         args.profiler_args = rest
     elif rest:
         cli.error(f"unrecognized arguments: {' '.join(rest)}")

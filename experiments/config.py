@@ -62,7 +62,10 @@ class ExitsConfig(Strict):
     profile, consulted in order), the per-sample ``behaviour`` requests draw from, the
     exit ``policy`` and the ``semantics``. ``fit_fraction`` of the behaviour table is held
     out to fit the policy; requests draw from the rest. Policies trade loss against each
-    exit's share of the full path's median latency at batch size ``cost_batch``."""
+    exit's share of the full path's median latency at batch size ``cost_batch``.
+    ``host`` names the profile model whose stages ``batch``, ``exit`` and ``final`` are
+    the serving host's own time (a profile from ``servesim profile-served`` has it as
+    ``<model>_host``; see workloads.exits.SegmentCosts); without it the host costs nothing."""
 
     ramps: Optional[dict[str, str]] = None
     cascade: Optional[list[str]] = Field(default=None, min_length=2)
@@ -71,6 +74,7 @@ class ExitsConfig(Strict):
     semantics: Literal["compute_saving", "latency_only"] = "compute_saving"
     fit_fraction: float = Field(default=0.5, gt=0, lt=1)
     cost_batch: PositiveInt = 1
+    host: Optional[str] = None
 
     @model_validator(mode="after")
     def _one_shape(self):

@@ -21,54 +21,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sim import summarize  # noqa: E402
-from sim.real import StagedModel, execute  # noqa: E402
+from sim.real import execute  # noqa: E402
 
 from . import store  # noqa: E402
 from .config import ConfigError, expand, load  # noqa: E402
 from .plots import cdf_line, save_figure  # noqa: E402
+from .real_models import REAL_MODELS, warm_up  # noqa: E402
 from .runner import prepare, simulate_config, validate_runs  # noqa: E402
 
 FIGURES = (("p50", ("latency_ms", "p50")), ("p90", ("latency_ms", "p90")), ("p99", ("latency_ms", "p99")),
            ("throughput", ("throughput_rps",)))
 FIDELITY = "fidelity.csv"
-
-
-def _digits_torch_ee(rows: np.ndarray, threads: int) -> StagedModel:
-    """The torch early-exit MLP on digits (workloads/digits_torch.py): request row k is fed
-    held-out input ``rows[k]``, the input its behaviour row was measured on."""
-    import torch  # noqa: PLC0415  (the `real` extra)
-
-    from workloads import digits_torch  # noqa: PLC0415
-
-    torch.set_num_threads(threads)
-    net, split = digits_torch.load_or_train()
-    inputs = torch.from_numpy(digits_torch.held_out_inputs(split)[rows])
-    last = len(net.stages) - 1
-
-    def stage(i):
-        return lambda x: digits_torch.forward_stage(net, i, x)
-
-    def head(i):
-        if i == last:  # block4 ends in the softmax: its output is the final exit's
-            return digits_torch.final_probabilities
-        return lambda x: digits_torch.ramp_output(net, i, x)
-
-    return StagedModel(batch=lambda r: inputs[torch.from_numpy(r)], stages=[stage(i) for i in range(last + 1)],
-                       heads=[head(i) for i in range(last + 1)], select=lambda x, keep: x[torch.from_numpy(keep)])
-
-
-REAL_MODELS = {"digits_torch_ee": _digits_torch_ee}
-
-
-def warm_up(model: StagedModel, rows: np.ndarray, max_batch: int) -> None:
-    """Run every stage and head at every batch size once, so the replay does not pay for
-    first-call set-up (allocator growth, kernel selection) that a serving process pays
-    before it takes traffic."""
-    for b in range(1, max_batch + 1):
-        x = model.batch(rows[:b] if rows.size >= b else np.resize(rows, b))
-        for stage, head in zip(model.stages, model.heads):
-            x = stage(x)
-            head(x)
 
 
 def run_fidelity(path: Path | str, out_dir: Path | str) -> list[dict]:
@@ -89,7 +52,7 @@ def run_fidelity(path: Path | str, out_dir: Path | str) -> list[dict]:
         prepared = prepare(cfg, base_dir)  # the same arrivals and samples, fresh policies
         if prepared.source_rows is None:
             raise ConfigError(f"{path}: exits.behaviour: the real executor needs a plain table (not a drifting one)")
-        model = REAL_MODELS[cfg.real.model](prepared.source_rows, cfg.real.threads)
+        model = REAL_MODELS[cfg.real.model](prepared.source_rows, cfg.real.threads).staged
         warm_up(model, prepared.exits.samples, prepared.batcher.max_batch)
         real = execute(prepared.trace.times, model, prepared.batcher, table=prepared.exits.table,
                        samples=prepared.exits.samples, policy=prepared.exits.policy, semantics=cfg.exits.semantics,

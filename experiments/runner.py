@@ -68,7 +68,10 @@ def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | Se
                  else ExitModel.early_exit(profile, config.model.name, exits.ramps))
     except ValueError as exc:  # ProfileError included: it names the stage
         raise ConfigError(f"exits.{'cascade' if exits.cascade else 'ramps'}: {exc}") from None
-    return SegmentCosts(profile, model, **options)
+    try:
+        return SegmentCosts(profile, model, host=exits.host, **options)
+    except ProfileError as exc:
+        raise ConfigError(f"exits.host: {exc}") from None
 
 
 def build_behaviour(config: ExperimentConfig, base_dir: Path, rng: np.random.Generator):

@@ -170,6 +170,16 @@ class EmpiricalNoise(Spec):
 
 
 @NOISE.register
+class PerBatchNoise(Spec):
+    """Stages at their medians, each batch scaled by one factor from the measured spread
+    of whole batches: needs exits.host with a ``total`` stage (a served profile)."""
+    kind: Literal["per_batch"]
+
+    def build(self):
+        return noise.PerBatch()
+
+
+@NOISE.register
 class ExponentialNoise(Spec):
     """Exponential with mean = profiled median (for M/M/c checks)."""
     kind: Literal["exponential"]

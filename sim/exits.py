@@ -85,6 +85,8 @@ class ExitRun:
     def __init__(self, setup: ExitSetup, rng: np.random.Generator):
         table = setup.table
         self.samplers = setup.costs.samplers(rng)
+        self.host = setup.costs.host_samplers(rng)
+        self.scale = setup.costs.batch_scale(rng)
         self.policy = setup.policy
         self.oracle = bool(getattr(setup.policy, "needs_ground_truth", False))
         self.learns = bool(getattr(setup.policy, "learns_online", False))
@@ -100,9 +102,11 @@ class ExitRun:
         # but what it teaches an online policy is known only when it ends.
         self._pending: list[tuple[float, int, BatchFeedback]] = []
         self._sequence = 0
+        self._free_at: dict[int, float] = {}  # per replica, when its last batch ended
 
-    def __call__(self, now: float, members: list[int]) -> float:
-        """Play one batch that starts at ``now``; returns when the accelerator is free."""
+    def __call__(self, now: float, members: list[int], replica: int = 0) -> float:
+        """Play one batch that starts at ``now`` on ``replica``; returns when the
+        accelerator is free."""
         if self.learns:
             self._deliver(now)
         ids = np.asarray(members, dtype=np.int64)
@@ -110,18 +114,25 @@ class ExitRun:
         seen = self._seen(self.samples[ids], active)
         exit_stage = np.full(ids.size, -1, dtype=np.int64)
         running = np.arange(ids.size)  # positions in the batch still running
-        t, last = now, self.n_exits - 1
+        t, last, host = now, self.n_exits - 1, self.host
+        f = 1.0 if self.scale is None else self.scale(ids.size)  # PerBatch noise: one factor per batch
+        if host is not None:
+            t += f * host.start(self._free_at.get(replica) == now, ids.size)
         for i, (body, head) in enumerate(self.samplers):
             size = running.size if self.saving else ids.size
-            t += body(size)
+            t += f * body(size)
             if not active[i]:
                 continue  # a switched-off ramp: no head to run, nothing to decide
             if head is not None:
-                t += head(size)
+                t += f * head(size)
             if not running.size:  # latency_only: the batch runs on though everyone has exited
+                if host is not None:
+                    t += f * (host.final if i == last else host.exit)(size)
                 continue
             stop, answer = self._decide(i, running, seen)
             leaving = running[stop]
+            if host is not None:  # the host's work here depends on who left
+                t += f * host.after(i == last or leaving.size == running.size, leaving.size > 0, size)
             if leaving.size:
                 out = ids[leaving]
                 self.finish[out] = t
@@ -133,6 +144,7 @@ class ExitRun:
                 break
         if self.learns:
             self._pending_feedback(t, active, seen, exit_stage)
+        self._free_at[replica] = t
         return t
 
     def _active(self) -> np.ndarray:

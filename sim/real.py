@@ -22,10 +22,12 @@ early, so its final answer comes from that table; the policy never sees it.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, ContextManager, Optional, Sequence
 
 import numpy as np
 
@@ -35,6 +37,7 @@ from .errors import SimulationError
 from .exits import SEMANTICS
 from .records import COMPLETED, DROPPED, RequestTable, Results
 
+RUN = 4  # bursts of one size in a row when measuring a served profile
 SPIN_S = 0.002  # the last stretch of a wait is spun, not slept: sleeps overshoot by ~0.1-1 ms
 
 
@@ -43,12 +46,15 @@ class StagedModel:
     """A real model as the executor drives it: ``batch(rows)`` builds the input of a
     batch from behaviour-table rows; ``stages[i]`` maps the running activations to the
     next; ``heads[i]`` maps stage i's output to class probabilities (a numpy array
-    ``(b, classes)``) — for the last exit, the model's own output."""
+    ``(b, classes)``) — for the last exit, the model's own output; ``select(x, keep)``
+    keeps the rows of the running activations where ``keep`` is true; a batch runs inside
+    one ``session()`` (e.g. ``torch.inference_mode``), entered once, not per call."""
 
     batch: Callable[[np.ndarray], object]
     stages: Sequence[Callable[[object], object]]
     heads: Sequence[Callable[[object], np.ndarray]]
     select: Callable[[object, np.ndarray], object] = lambda x, keep: x[keep]
+    session: Callable[[], ContextManager] = contextlib.nullcontext
 
     @property
     def n_exits(self) -> int:
@@ -58,8 +64,7 @@ class StagedModel:
 def _read(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Confidence (max probability), prediction (argmax) and entropy (nats) of each row."""
     p = np.asarray(probabilities, dtype=np.float64)
-    safe = np.where(p > 0, p, 1.0)
-    return p.max(axis=1), p.argmax(axis=1), -(p * np.log(safe)).sum(axis=1)
+    return p.max(axis=1), p.argmax(axis=1), -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
 
 
 class _Clock:
@@ -94,13 +99,32 @@ def execute(times: np.ndarray, model: StagedModel, batcher, *, table, samples: n
     if getattr(policy, "learns_online", False) or getattr(policy, "needs_ground_truth", False):
         raise ValueError(f"{type(policy).__name__} is not supported by the real executor yet "
                          f"(online feedback and ground truth are simulator-only for now)")
-    times = np.asarray(times, dtype=np.float64)
-    n = times.size
     policy = policy or NeverExit()
-    saving = semantics == "compute_saving"
+    times = np.asarray(times, dtype=np.float64)
+    out, batches = _replay(times, samples, model, batcher, policy, semantics == "compute_saving", drop_after, _Clock())
+    return out.results(times, table, samples, batches, semantics == "compute_saving")
+
+
+def _replay(times: np.ndarray, samples: np.ndarray, model: StagedModel, batcher, policy: ExitPolicy, saving: bool,
+            drop_after: Optional[float], clock: _Clock) -> tuple["_Outcome", list[tuple[float, float]]]:
+    """The serving loop of :func:`execute` on ``clock``: the outcomes and each batch's
+    (start, finish). The garbage collector is paused while it serves (as a server that
+    freezes its heap after start-up would, and as the simulator does): a collection in
+    the middle of a batch is a millisecond-long stall that no profile row would explain."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _serve(times, samples, model, batcher, policy, saving, drop_after, clock)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _serve(times: np.ndarray, samples: np.ndarray, model: StagedModel, batcher, policy: ExitPolicy, saving: bool,
+           drop_after: Optional[float], clock: _Clock) -> tuple["_Outcome", list[tuple[float, float]]]:
+    n = times.size
     out = _Outcome(n, model.n_exits)
     queue: deque[int] = deque()
-    clock = _Clock()
     admitted = 0
     batches: list[tuple[float, float]] = []
     while True:
@@ -129,35 +153,46 @@ def execute(times: np.ndarray, model: StagedModel, batcher, *, table, samples: n
         members = np.array([queue.popleft() for _ in range(min(limit, len(queue)))], dtype=np.int64)
         done = _run_batch(model, policy, saving, members, samples, now, clock, out)
         batches.append((now, done))
-    return out.results(times, table, samples, batches, saving)
+    return out, batches
 
 
 def _run_batch(model: StagedModel, policy: ExitPolicy, saving: bool, members: np.ndarray, samples: np.ndarray,
                start: float, clock: _Clock, out: "_Outcome") -> float:
-    """One batch through the model, exit by exit; returns when it finished."""
-    last = model.n_exits - 1
-    x = model.batch(samples[members])
-    running = np.arange(members.size)  # positions in the batch still waiting for an answer
-    seen = np.full((members.size, model.n_exits, 3), np.nan)  # confidence, prediction, entropy
-    for i, (stage, head) in enumerate(zip(model.stages, model.heads)):
-        x = stage(x)
-        # the rows of x: those still running (compute_saving), or the whole batch (latency_only)
-        seen[running if saving else slice(None), i] = np.column_stack(_read(head(x)))
-        if not running.size:  # latency_only: the batch runs on though everyone has its answer
-            continue
-        cols = np.s_[running, : i + 1]
-        obs = ExitObservation(exit_index=i, n_exits=model.n_exits, confidence=seen[cols + (0,)],
-                              prediction=seen[cols + (1,)].astype(np.int64), entropy=seen[cols + (2,)])
-        stop, answer = policy.decide(obs)
-        stop = np.ones(running.size, dtype=bool) if i == last else np.asarray(stop, dtype=bool)
-        t = clock.now()
-        leaving = running[stop]
-        out.serve(members[leaving], start, t, members.size, i, np.asarray(answer)[stop])
-        running = running[~stop]
-        if saving:
-            if not running.size:
+    """One batch through the model, exit by exit; returns when it finished.
+
+    Kept thin on purpose: every microsecond spent here is host time that the simulator
+    has to model (as the measured ``executor`` rows of a host profile), so the batch
+    runs inside one ``model.session()``, the readings are written straight into three
+    preallocated arrays, and the observation is sliced, not copied, while nobody has left."""
+    n_exits, last, size = model.n_exits, model.n_exits - 1, members.size
+    confidence = np.full((size, n_exits), np.nan)
+    prediction = np.full((size, n_exits), -1, dtype=np.int64)
+    entropy = np.full((size, n_exits), np.nan)
+    running = np.arange(size)  # positions in the batch still waiting for an answer
+    whole = True  # running is still the whole batch, so plain slices select it
+    with model.session():
+        x = model.batch(samples[members])
+        for i, (stage, head) in enumerate(zip(model.stages, model.heads)):
+            x = stage(x)
+            # the rows of x: those still running (compute_saving), or the whole batch (latency_only)
+            rows = slice(None) if whole or not saving else running
+            confidence[rows, i], prediction[rows, i], entropy[rows, i] = _read(head(x))
+            if not running.size:  # latency_only: the batch runs on though everyone has its answer
+                continue
+            cols = np.s_[:, : i + 1] if whole else np.s_[running, : i + 1]
+            stop, answer = policy.decide(ExitObservation(i, n_exits, confidence[cols], prediction[cols],
+                                                         entropy[cols]))
+            if i == last:
+                out.serve(members[running], start, clock.now(), size, i, answer)
                 break
-            if stop.any():
+            stop = np.asarray(stop, dtype=bool)
+            if not stop.any():
+                continue
+            out.serve(members[running[stop]], start, clock.now(), size, i, np.asarray(answer)[stop])
+            running, whole = running[~stop], False
+            if saving:
+                if not running.size:
+                    break
                 x = model.select(x, ~stop)
     return clock.now()
 
@@ -203,3 +238,157 @@ class _Outcome:
         return Results(requests=requests, replicas=1, end_time=float(spans[-1, 1]) if len(spans) else 0.0,
                        busy_time=np.array([float((spans[:, 1] - spans[:, 0]).sum())]), batches=len(spans),
                        exit_names=tuple(table.exit_names) if self.n_exits > 1 else ())
+
+
+class _Thinning(ExitPolicy):
+    """A measuring device, not a policy: at each ramp, every running request leaves with
+    probability ``p`` (seeded), whatever the model says, so the host's work when some
+    requests leave and the rest go on is exercised at every batch size."""
+
+    def __init__(self, p: float, rng: np.random.Generator):
+        self.p, self.rng = p, rng
+
+    def decide(self, obs: ExitObservation):
+        m = obs.confidence.shape[0]
+        return self.rng.random(m) < self.p, np.full(m, obs.exit_index, dtype=np.int64)
+
+
+def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequence[int], *, repeats: int = 100,
+                   warmup: int = 10, seed: int = 0, leave: float = 1 / 3,
+                   idle: tuple[float, float] = (0.0, 5e-4)) -> dict[tuple[str, int, int], np.ndarray]:
+    """Time ``model`` as :func:`execute` serves it, host included: replay bursts of ``b``
+    simultaneous requests (per round, each ``b`` of ``batch_sizes`` for :data:`RUN`
+    bursts in a row, the sizes in a fresh order; ``warmup`` untimed rounds then
+    ``repeats`` timed), each burst arriving an ``idle`` stretch (uniform, seconds) after
+    the time its batch is expected to take, so that it is one batch on a server idle
+    just long enough to spin, not sleep, as under steady load, with every stage and
+    head call timed where the executor makes it.
+
+    Kernels timed one at a time in a tight loop run from warm caches; served, each call
+    follows the previous stage's and the host's own work and takes longer (on the 2-core
+    development machine about twice as long for the digits MLP), and the host's work —
+    noticing the arrivals, forming the batch, reading each ramp, deciding, answering — is
+    itself a large part of a small model's batch. Two replays: one never exits (every
+    stage and head at every size), one lets each request leave at each ramp with
+    probability ``leave``. Measured, per batch size, in seconds:
+
+    * ``("stage", i, b)``, ``("head", i, b)``: stage i's and ramp head i's calls at the
+      size they ran at (the final exit's head, which hands over the model's own output,
+      counts as host);
+    * ``("batch", -1, b)``: from the burst's arrival to the first stage call (the loop
+      noticing it, the batching decision, gathering the input);
+    * ``("exit", -1, b)``: from a ramp head's return to the next stage call when nobody
+      left there (reading the ramp, the policy's decision);
+    * ``("leave", -1, b)``: the same gap when some of the ``b`` left and the rest went on
+      (also answering them and selecting the rest's activations);
+    * ``("turnaround", -1, b)``: on a busy server, from the previous batch's last
+      answer to this batch's first stage call (returning, the loop, the batching
+      decision, gathering the input);
+    * ``("final", -1, b)``: from the end of the batch's last call that is not host work
+      (the last stage, or a ramp where everyone left) to the batch's last answer;
+    * ``("total", -1, b)``: a never-exiting batch's whole time, arrival to last answer:
+      how its calls vary *together* (a slow batch is slow throughout), which the parts'
+      own spreads, taken one by one, cannot tell.
+
+    A burst whose batch did not start on an idle server or did not take exactly its ``b``
+    requests (the one before it overran) is left out. The bursts' rows are drawn from
+    ``samples`` with a generator seeded by ``seed``.
+    """
+    from policies.batching import DynamicBatcher  # noqa: PLC0415  (only this measurement batches)
+
+    rng = np.random.default_rng(seed)
+    samples = np.asarray(samples, dtype=np.int64)
+    sizes = [int(b) for b in batch_sizes]
+    clock = _Clock()
+    calls: list[tuple[str, int, int, float, float]] = []  # kind, index, size, start, end
+
+    def timed(kind: str, i: int, fn):
+        def call(x):
+            begin = clock.now()
+            y = fn(x)
+            calls.append((kind, i, len(x), begin, clock.now()))
+            return y
+        return call
+
+    served = StagedModel(batch=model.batch, stages=[timed("stage", i, f) for i, f in enumerate(model.stages)],
+                         heads=[timed("head", i, f) for i, f in enumerate(model.heads)], select=model.select,
+                         session=model.session)
+    # How far apart bursts go: each size's batch time, timed on the model unwrapped.
+    probe = _Outcome(samples.size, model.n_exits)
+    took = {}
+    for b in sizes:
+        members, spans = rng.choice(samples.size, size=b, replace=b > samples.size), []
+        for _ in range(20):
+            begin = clock.now()
+            _run_batch(model, NeverExit(), True, members, samples, begin, clock, probe)
+            spans.append(clock.now() - begin)
+        took[b] = 1.2 * float(np.median(spans))
+    found: dict[tuple[str, int, int], list[float]] = {}
+    for policy in (NeverExit(), _Thinning(leave, rng)):
+        # Each size in a run of RUN bursts, the runs in a fresh order each round: served
+        # traffic changes batch size now and then, not at every batch, and a call at a
+        # size other than its last costs more (shapes are looked up anew).
+        order = [b for _ in range(warmup + repeats) for b in rng.permutation(sizes).tolist() for _ in range(RUN)]
+        # Never exiting, every other burst arrives halfway through the batch before it,
+        # so that its batch starts the moment that one ends: the host's turnaround on a
+        # busy server (the previous batch's last answer to this one's first stage).
+        busy = np.arange(len(order)) % 2 == 1 if isinstance(policy, NeverExit) else np.zeros(len(order), bool)
+        took_k = np.array([took[b] for b in order])
+        wait = took_k + rng.uniform(*idle, len(order))  # after a busy burst, also the half it came early
+        wait[1:] += np.where(busy[1:], 0.5 * took_k[:-1], 0.0)
+        step = np.where(busy[1:], 0.5 * took_k[:-1], wait[:-1])
+        starts = clock.now() + 0.01 + np.concatenate(([0.0], np.cumsum(step)))
+        times = np.repeat(starts, order)
+        calls.clear()
+        out, _ = _replay(times, rng.choice(samples, size=times.size), served, DynamicBatcher(max(sizes)), policy,
+                         True, None, clock)
+        _collect(found, calls, out, starts, order, busy, warmup * len(sizes) * RUN, model.n_exits - 1,
+                 totals=isinstance(policy, NeverExit))
+    return {key: np.array(values) for key, values in found.items()}
+
+
+def _collect(found: dict, calls: list, out: "_Outcome", starts: np.ndarray, order: list[int], busy: np.ndarray,
+             skip: int, last: int, totals: bool) -> None:
+    """Add one replay's measurements (see :func:`measure_served`) to ``found``; with
+    ``totals``, also each batch's whole time."""
+    groups: dict[float, list] = {}  # a batch's calls, by the time its first stage began
+    for call in calls:
+        if call[0] == "stage" and call[1] == 0:
+            group = groups.setdefault(call[3], [])
+        group.append(call)
+    by_first_call = sorted(groups)
+    first = np.concatenate(([0], np.cumsum(order)[:-1]))
+    free_at = -np.inf  # when the batch before this burst's had its last answer
+    for k, (arrival, b, lo) in enumerate(zip(starts, order, first)):
+        ids = slice(lo, lo + b)
+        start, finish, size = out.start[ids], out.finish[ids], out.batch_size[ids]
+        # a clean burst is one batch of exactly its requests, started as designed: on an
+        # idle server, or (busy) right after a batch it arrived during
+        on_time = (arrival < free_at <= start[0]) if busy[k] else free_at <= arrival
+        clean = on_time and (start == start[0]).all() and (size == b).all()
+        previous, free_at = free_at, max(free_at, float(finish.max()))
+        if not clean or k < skip:
+            continue
+        # this batch's calls: the first group to begin after its start
+        group = groups[by_first_call[int(np.searchsorted(by_first_call, start[0]))]]
+        end = float(finish.max())
+        if busy[k]:
+            parts = [(("turnaround", -1, b), group[0][3] - previous)]
+        else:
+            parts = [(("batch", -1, b), group[0][3] - arrival)]
+            if totals:
+                parts.append((("total", -1, b), end - arrival))
+        for c, (kind, i, n, begin, done) in enumerate(group):
+            if kind == "stage":
+                parts.append((("stage", i, n), done - begin))
+            elif i == last:  # the final exit's head hands over the model's output: host work
+                parts.append((("final", -1, n), end - group[c - 1][4]))
+            else:
+                parts.append((("head", i, n), done - begin))
+                if c + 1 == len(group):  # everyone left at this ramp
+                    parts.append((("final", -1, n), end - done))
+                else:
+                    nxt = group[c + 1]
+                    parts.append((("leave" if nxt[2] < n else "exit", -1, n), nxt[3] - done))
+        for key, seconds in parts:
+            found.setdefault(key, []).append(seconds)

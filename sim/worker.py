@@ -38,7 +38,7 @@ from .records import DROPPED
 class Worker:
     def __init__(self, index: int, queue: RequestQueue, env, dispatcher, batcher,
                  service_time: Callable[[int], float], log, drop_after: Optional[float],
-                 fast_forward: bool = True, execute: Optional[Callable[[float, list], float]] = None):
+                 fast_forward: bool = True, execute: Optional[Callable[[float, list, int], float]] = None):
         self.index = index
         self.queue = queue
         self.env = env
@@ -48,7 +48,7 @@ class Worker:
         self.log = log
         self.drop_after = drop_after
         self.fast_forward = fast_forward
-        # A model with exits: ``execute(now, members) -> done`` plays the batch (sim.exits)
+        # A model with exits: ``execute(now, members, replica) -> done`` plays the batch (sim.exits)
         self.execute = execute
         self.wake = None  # the event this worker waits on, while it waits
         self._timer_at: Optional[float] = None
@@ -180,7 +180,7 @@ class Worker:
                 for k in members:
                     batch_col[k] = b
                 m = len(members)
-                done = execute(now, members)
+                done = execute(now, members, self.index)
             else:
                 k = popleft()
                 batch_col[k] = b

@@ -26,7 +26,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from workloads.cost_model import CostModel
-from workloads.noise import Deterministic, Noise, Sampler
+from workloads.noise import Deterministic, Empirical, Noise, PerBatch, Sampler
 from workloads.profile import Profile, ProfileError
 
 KINDS = ("early_exit", "cascade")
@@ -106,33 +106,107 @@ class ExitModel:
         return cls("+".join(models), "cascade", segments, tuple(models))
 
 
+HOST_STAGES = ("batch", "exit", "leave", "final")
+TOTAL = "total"  # a host model's optional stage: whole never-exiting batches, for PerBatch noise
+TURNAROUND = "turnaround"  # optional: a busy server's time from one batch's last answer to the next's first stage
+
+
+@dataclass(frozen=True)
+class HostSamplers:
+    """Samplers of the serving host's own time (see :class:`SegmentCosts`)."""
+
+    batch: Sampler
+    exit: Sampler
+    leave: Sampler
+    final: Sampler
+    turnaround: Sampler  # ``batch`` where the host model has no turnaround stage
+
+    def start(self, busy: bool, size: int) -> float:
+        """Host time before a batch's first stage: right after the previous batch
+        (``busy``), or on an idle server from the arrival that starts it."""
+        return (self.turnaround if busy else self.batch)(size)
+
+    def after(self, done: bool, some_left: bool, size: int) -> float:
+        """Host time after an exit's decision for ``size`` running requests: the batch's
+        last answers (``done``), answering those that left while the rest go on, or
+        only the decision."""
+        return (self.final if done else self.leave if some_left else self.exit)(size)
+
+
 class SegmentCosts:
     """Latency of each segment at each batch size, from the profile.
 
     A segment is costed in two parts, each a :class:`CostModel` (so interpolation, noise
     and out-of-range handling are the cost model's own): its backbone stages (the
     *body*) and its ramp *head*, kept apart because a policy may switch a ramp off
-    (Apparate), and then its head is neither run nor paid."""
+    (Apparate), and then its head is neither run nor paid.
+
+    ``host`` names a profile model with the stages of :data:`HOST_STAGES`: the serving
+    process's own time per batch (``batch``: noticing the arrivals, forming the batch,
+    before the first stage) and after each active exit's decision, at the batch size
+    then running: ``exit`` when nobody left there, ``leave`` when some left and the rest
+    go on (answering them, selecting the rest's activations), ``final`` when the batch is
+    done (the last answers). A profile measured as served (``servesim profile-served``,
+    :func:`sim.real.measure_served`) has them; a kernel profile has not, and without
+    ``host`` the host is taken to cost nothing. A host model may also have
+    ``turnaround``, the host's time when a batch starts the moment the one before it
+    ends (returning, the loop, the batching decision), charged then instead of ``batch``."""
 
     def __init__(self, profile: Profile, model: ExitModel, *, hardware: Optional[str] = None,
-                 noise: Noise = Deterministic(), out_of_range: str = "extrapolate"):
+                 noise: Noise = Deterministic(), out_of_range: str = "extrapolate", host: Optional[str] = None):
         self.model = model
 
-        def cost(seg: Segment, stages: tuple[str, ...]) -> CostModel:
-            return CostModel(profile, seg.model, hardware=hardware, noise=noise, out_of_range=out_of_range,
+        def cost(model_name: str, stages: tuple[str, ...]) -> CostModel:
+            return CostModel(profile, model_name, hardware=hardware, noise=noise, out_of_range=out_of_range,
                              stages=stages)
 
-        self.bodies = [cost(seg, seg.stages) for seg in model.segments]
-        self.heads = [None if seg.head is None else cost(seg, (seg.head,)) for seg in model.segments]
-        self._all = [c for c in (*self.bodies, *self.heads) if c is not None]
-        self.max_profiled_batch = min(c.max_profiled_batch for c in self._all)
+        self.bodies = [cost(seg.model, seg.stages) for seg in model.segments]
+        self.heads = [None if seg.head is None else cost(seg.model, (seg.head,)) for seg in model.segments]
+        if host is not None:
+            models = profile.models()
+            missing = [s for s in HOST_STAGES if s not in profile.stages(host)] if host in models else []
+            if host not in models or missing:
+                raise ProfileError(f"{profile.source}: host model {host!r} needs the stages {list(HOST_STAGES)}; "
+                                   + (f"it lacks {missing}" if missing else f"the profile's models are {list(models)}"))
+        self.host = None if host is None else [
+            cost(host, (stage,)) for stage in (*HOST_STAGES, TURNAROUND if TURNAROUND in profile.stages(host) else "batch")]
+        self._all = [c for c in (*self.bodies, *self.heads, *(self.host or ())) if c is not None]
+        self.total = None  # the measured spread of whole batches, for PerBatch noise
+        if isinstance(noise, PerBatch):
+            if host is None or TOTAL not in profile.stages(host):
+                raise ProfileError(f"{profile.source}: per_batch noise scales each batch by the measured spread of "
+                                   f"whole batches: it needs a host model with a {TOTAL!r} stage (a served profile)")
+            self.total = CostModel(profile, host, hardware=hardware, noise=Empirical(), out_of_range=out_of_range,
+                                   stages=(TOTAL,))
+        self.max_profiled_batch = min(c.max_profiled_batch for c in (*self._all, *([self.total] if self.total else [])))
 
     def samplers(self, rng: np.random.Generator) -> list[tuple[Sampler, Optional[Sampler]]]:
         """Per segment, ``(body, head)`` service-time samplers (``head`` is ``None`` where the
         segment has none), each on its own stream of ``rng``."""
-        streams = iter(rng.spawn(len(self._all)))
+        streams = iter(rng.spawn(len(self.bodies) + sum(h is not None for h in self.heads)))
         return [(body.sampler(next(streams)), None if head is None else head.sampler(next(streams)))
                 for body, head in zip(self.bodies, self.heads)]
+
+    def host_samplers(self, rng: np.random.Generator) -> Optional[HostSamplers]:
+        """Samplers of the host's time, each on its own stream of ``rng``; ``None`` without ``host``."""
+        if self.host is None:
+            return None
+        return HostSamplers(*(c.sampler(r) for c, r in zip(self.host, rng.spawn(len(self.host)))))
+
+    def batch_scale(self, rng: np.random.Generator) -> Optional[Sampler]:
+        """Under :class:`~workloads.noise.PerBatch` noise, ``scale(b)``: the factor a whole
+        batch of ``b`` is scaled by (a measured batch time over the sum of the medians);
+        otherwise ``None``."""
+        if self.total is None:
+            return None
+        total, median = self.total.sampler(rng), {}
+
+        def scale(batch_size: int) -> float:
+            if batch_size not in median:
+                median[batch_size] = self.batch_latency(batch_size)
+            return total(batch_size) / median[batch_size]
+
+        return scale
 
     def body_latency(self, batch_size: int) -> list[float]:
         """Median latency of each segment's backbone stages at ``batch_size``, in seconds."""
@@ -142,15 +216,30 @@ class SegmentCosts:
         """Median latency of each segment's ramp head at ``batch_size`` (0 without one), in seconds."""
         return [0.0 if c is None else c.batch_latency(batch_size) for c in self.heads]
 
+    def host_latency(self, batch_size: int) -> list[float]:
+        """Median host time each exit adds at ``batch_size`` when nobody leaves early (the
+        batch's own in the first), in seconds: all 0 without ``host``."""
+        n = self.model.n_exits  # at least 2
+        if self.host is None:
+            return [0.0] * n
+        batch, exit_, final = (self.host[HOST_STAGES.index(s)].batch_latency(batch_size)
+                               for s in ("batch", "exit", "final"))  # a batch on an idle server
+        return [batch + exit_] + [exit_] * (n - 2) + [final]
+
     def batch_latency(self, batch_size: int) -> float:
         """Median latency of a batch that runs every segment (no request exits early):
         the bound a deadline-aware batcher must plan for."""
-        return math.fsum(c.batch_latency(batch_size) for c in self._all)
+        return math.fsum(self.exit_latency(batch_size))
+
+    def exit_latency(self, batch_size: int) -> list[float]:
+        """Median latency of each segment, its head and its host time at ``batch_size``."""
+        return [b + h + x for b, h, x in zip(self.body_latency(batch_size), self.head_latency(batch_size),
+                                              self.host_latency(batch_size))]
 
     def stage_costs(self, batch_size: int = 1) -> list[float]:
         """Each segment's share of the full path's median latency at ``batch_size``
         (summing to 1): the per-exit costs the exit policies trade against loss."""
-        lat = [b + h for b, h in zip(self.body_latency(batch_size), self.head_latency(batch_size))]
+        lat = self.exit_latency(batch_size)
         total = math.fsum(lat)
         return [x / total for x in lat]
 

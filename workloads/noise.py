@@ -5,6 +5,8 @@ How that time varies is a modelling choice, so it is a small interchangeable obj
 
 * :class:`Empirical` replays the measured spread (p50/p90/p99) of each stage;
 * :class:`Deterministic` always takes the median;
+* :class:`PerBatch` takes the medians and scales a whole batch by one factor from the
+  measured spread of whole batches (models with exits and a served profile only);
 * :class:`Exponential`, :class:`LogNormal` and :class:`Gamma` multiply the median by a
   random factor of **mean 1**, so the *profiled median becomes the mean* service time.
   They exist to check the engine against queueing theory (M/M/1 needs exponential
@@ -78,6 +80,19 @@ class Deterministic:
 
     def make_sampler(self, params: Mapping[int, float], n_stages: int, rng: np.random.Generator) -> Sampler:
         return params.__getitem__
+
+
+class PerBatch(Deterministic):
+    """Each stage at its median, and the whole batch scaled by one random factor.
+
+    On a real server the calls of one batch are slow or fast *together* (the machine's
+    state, its caches, an interrupt), so drawing every stage's time independently from
+    its own spread gets the batch's spread wrong: each stage's right tail pulls the sum's
+    median up, while a real batch's median is close to the sum of its stages' medians.
+    With this noise the cost model costs stages at their medians, and the model with
+    exits (:class:`workloads.exits.SegmentCosts`) scales each batch by a factor drawn from
+    the measured spread of whole batches (the ``total`` stage of a served profile's host
+    rows, relative to the sum of medians at that batch size)."""
 
 
 class _MeanOne:

@@ -76,6 +76,13 @@ def time_ms(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, warmup: int, 
     return elapsed / 1e6
 
 
+def cpu_metadata(framework: str, threads: int) -> dict[str, str]:
+    """The metadata every float32 eager CPU profile starts with (this machine, today)."""
+    return {"device": f"cpu:{cpu_name()}", "dtype": "float32", "framework": framework,
+            "date": datetime.date.today().isoformat(), "execution_mode": "eager", "hardware": "cpu",
+            "threads": str(threads)}
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -149,13 +156,7 @@ def measure(repeats: int, warmup: int, threads: int, model: str = "mlp3") -> Pro
     finally:
         gc.enable()
     metadata = {
-        "device": f"cpu:{cpu_name()}",
-        "dtype": "float32",
-        "framework": f"numpy {np.__version__}",
-        "date": datetime.date.today().isoformat(),
-        "execution_mode": "eager",
-        "hardware": "cpu",
-        "threads": str(threads),
+        **cpu_metadata(f"numpy {np.__version__}", threads),
         "blas": blas_name(),
         "model": describe,
         "timing": f"time.perf_counter_ns per call, {warmup} warm-up calls, percentiles over repeats",

@@ -57,3 +57,16 @@ def test_without_torch_profile_says_how_to_install_it(servesim, monkeypatch, tmp
 def test_other_commands_still_refuse_unknown_options(servesim, tiny_yaml):
     result = servesim("check", tiny_yaml, "--model", "x")
     assert result.rc == 2 and result.err_lines[-1] == "servesim: error: unrecognized arguments: --model x"
+
+
+def test_profile_served_writes_the_model_and_its_host(torch, servesim, tmp_path):
+    out = tmp_path / "served.csv"
+    result = servesim("profile-served", "--model", "digits_torch_ee", "--batch-sizes", "1,2", "--repeats", "3",
+                      "--warmup", "1", "--out", out)
+    assert result.rc == 0, result.err
+    profile = load_profile(out)
+    assert profile.models() == ("digits_torch_ee", "digits_torch_ee_host")
+    assert set(profile.stages("digits_torch_ee")) == {"block1", "block2", "block3", "block4",
+                                                      "ramp1", "ramp2", "ramp3"}
+    assert {"batch", "exit", "leave", "final", "turnaround", "total"} == set(profile.stages("digits_torch_ee_host"))
+    assert profile.metadata["timing"].startswith("served: sim.real.measure_served")

@@ -1,0 +1,104 @@
+"""``servesim profile-served``: a profile of a real model measured *as the executor serves it*.
+
+A kernel profile (``servesim profile``) times each stage alone, called over and over
+from warm caches. The real executor (:mod:`sim.real`) calls the stages one after the
+other with the host's own work between them — reading each ramp's probabilities,
+asking the exit policy, recording answers — and on a small model that host work and
+what it does to the caches are a large part of a batch's time. This profile measures
+both, with :func:`sim.real.measure_served`, per batch size:
+
+* the model's own rows (``<model>``: its stages and ramp heads, each call's span as
+  served), the same stage names as its kernel profile;
+* the host rows (``<model>_host``, stages ``batch``, ``exit``, ``leave`` and ``final``,
+  see :func:`sim.real.measure_served`), which an experiment names in ``exits.host`` for
+  the simulator to charge per batch and after each exit's decision, and ``total``, the
+  whole time of never-exiting batches, whose spread ``model.noise: {kind: per_batch}``
+  gives each simulated batch.
+
+    servesim profile-served --model digits_torch_ee \\
+        --out workloads/profiles/cpu_digits_torch_ee_served.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+
+import numpy as np
+import torch  # the `real` extra: servesim imports this module only when asked to profile
+
+from sim.real import RUN, measure_served
+from workloads.exits import HOST_STAGES
+from workloads.profile import Profile
+from workloads.profiler_cpu import cpu_metadata
+
+from .real_models import REAL_MODELS, warm_up
+
+BATCH_SIZES = (1, 2, 3, 4, 5, 6, 7, 8)
+
+
+def host_model(model: str) -> str:
+    """The profile model that holds the host rows of ``model``."""
+    return f"{model}_host"
+
+
+def profile_served(name: str, batch_sizes=BATCH_SIZES, repeats: int = 100, warmup: int = 10,
+                   threads: int = 1, seed: int = 0) -> Profile:
+    """Measure the served profile of real model ``name`` (a key of REAL_MODELS) on every
+    row of its inputs; p50/p90/p99 over ``repeats`` batches per size."""
+    real = REAL_MODELS[name](None, threads)
+    rows = np.arange(real.rows)
+    warm_up(real.staged, rows, max(batch_sizes))
+    measured = measure_served(real.staged, rows, batch_sizes, repeats=repeats, warmup=warmup, seed=seed)
+    names = {"stage": real.stages, "head": real.heads}
+    table = []
+    for (what, i, b), seconds in measured.items():
+        model, stage = (real.name, names[what][i]) if what in names else (host_model(real.name), what)
+        p50, p90, p99 = (round(float(v) * 1e3, 4) for v in np.percentile(seconds, [50, 90, 99]))
+        table.append(("cpu", model, stage, b, p50, p90, p99, len(seconds)))
+    model_order = (s for pair in zip(real.stages, (*real.heads, None)) for s in pair if s)
+    order = [*model_order, *HOST_STAGES, "turnaround", "total"]
+    table.sort(key=lambda r: (r[3], r[1] != real.name, order.index(r[2])))
+    metadata = {
+        **cpu_metadata(f"torch {'.'.join(torch.__version__.split('.')[:2])}", torch.get_num_threads()),
+        "model": f"{real.name} as served by sim.real.execute; {host_model(real.name)}: the serving host's own time",
+        "timing": ("served: sim.real.measure_served: bursts of b simultaneous requests, each its own batch, "
+                   "replayed by the real executor, once never exiting and once with each request "
+                   "leaving at each ramp with probability 1/3; each stage and head call timed on the executor's "
+                   "clock where it is made; host rows are the gaps: batch = arrival to first stage, exit = a "
+                   "ramp head's return to the next stage when nobody left, leave = the same when some left, "
+                   "final = the last model call's end to the batch's last answer; turnaround = on a busy server "
+                   "(every other never-exiting burst arrives halfway through the batch before it), the previous "
+                   "batch's last answer to this one's first stage; total = a never-exiting batch's arrival to "
+                   "its last answer"),
+        "repeats": (f"{repeats} timed rounds of {RUN} bursts per size after {warmup} untimed, per replay; the "
+                    f"repeats column holds the calls each point got; rows drawn with seed {seed}"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    return Profile.from_rows(table, metadata, source="profile_served")
+
+
+def main(argv: list[str] | None = None, prog: str = "servesim profile-served") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, choices=sorted(REAL_MODELS), help="real model to serve")
+    parser.add_argument("--out", required=True, help="CSV to write")
+    parser.add_argument("--batch-sizes", type=lambda t: [int(s) for s in t.split(",")], default=list(BATCH_SIZES),
+                        help=f"comma-separated (default {','.join(map(str, BATCH_SIZES))})")
+    parser.add_argument("--repeats", type=int, default=100, help="timed rounds per replay (default 100)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed rounds per replay (default 10)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    args = parser.parse_args(argv)
+    if min(args.batch_sizes) < 1 or args.repeats < 1 or args.warmup < 0 or args.threads < 1:
+        parser.error("batch sizes, --repeats and --threads must be positive, --warmup >= 0")
+    started = time.perf_counter()
+    profile = profile_served(args.model, args.batch_sizes, args.repeats, args.warmup, args.threads)
+    profile.save(args.out)
+    print(f"wrote {args.out} ({len(profile.rows)} rows) in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The serving host's own time, as a served profile measures it and the engine charges it.
+
+Engine side, on a hand-written profile whose every time is known: the host's time before
+a batch (``batch`` on an idle server, ``turnaround`` right after the previous batch)
+and after each decision (``exit`` when nobody left, ``leave`` when some did, ``final``
+when the batch is done) lands exactly where it should; ``per_batch`` noise scales a
+whole batch by the measured spread of whole batches. Measuring side: on a stand-in
+model that spins a known time per stage, :func:`sim.real.measure_served` finds that
+time and reports every host part at every size.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from enginekit import METADATA
+from policies.batching import FixedBatcher
+from policies.exit import ExitPolicy, NeverExit
+from sim import simulate
+from sim.exits import ExitSetup
+from sim.real import StagedModel, measure_served
+from traces.trace import Trace
+from workloads import Profile, ProfileError
+from workloads.behaviour import BehaviourTable
+from workloads.exits import ExitModel, SegmentCosts
+from workloads.noise import Deterministic, PerBatch
+
+MODEL_MS = {"b1": {2: 1.0, 4: 2.0}, "r1": {2: 0.1, 4: 0.2}, "b2": {2: 3.0, 4: 4.0}}
+HOST_MS = {"batch": {2: 0.05, 4: 0.06}, "exit": {2: 0.01, 4: 0.02}, "leave": {2: 0.03, 4: 0.04},
+           "final": {2: 0.005, 4: 0.007}, "turnaround": {2: 0.08, 4: 0.09}}
+
+
+def profile(host: dict, total_factor: float | None = None) -> Profile:
+    models = {"ee": MODEL_MS, "ee_host": dict(host)}
+    if total_factor is not None:  # whole batches took total_factor times the sum of medians
+        models["ee_host"]["total"] = {b: total_factor * never_ms(b, host) for b in (2, 4)}
+    rows = [("hw", m, stage, b, ms, ms, ms, 1)
+            for m, stages in models.items() for stage, by_b in stages.items() for b, ms in by_b.items()]
+    return Profile.from_rows(rows, METADATA)
+
+
+def never_ms(b: int, host: dict) -> float:
+    """A never-exiting batch of b on an idle server."""
+    return host["batch"][b] + sum(MODEL_MS[s][b] for s in MODEL_MS) + host["exit"][b] + host["final"][b]
+
+
+class FirstHalfLeaves(ExitPolicy):
+    """At the ramp, batch positions 0 and 1 leave; the rest go on."""
+
+    def decide(self, obs):
+        m = obs.confidence.shape[0]
+        return np.arange(m) < 2, np.full(m, obs.exit_index, np.int64)
+
+
+def run(n: int, policy: ExitPolicy, prof: Profile, noise=Deterministic()):
+    costs = SegmentCosts(prof, ExitModel.early_exit(prof, "ee", {"b1": "r1"}), out_of_range="error",
+                         host="ee_host", noise=noise)
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.1, 1.0, (8, 2))
+    beh = BehaviourTable(confidence, np.ones((8, 2), bool), np.ones((8, 2), bool), np.zeros((8, 2), np.int32),
+                         None, ("r1", "final"))
+    setup = ExitSetup(costs, beh, np.arange(n) % 8, policy, "compute_saving")
+    return simulate(Trace(np.zeros(n), source="burst"), costs, FixedBatcher(4), exits=setup,
+                    rng=np.random.default_rng(1)), costs
+
+
+def test_host_time_lands_where_the_host_spends_it():
+    res, _ = run(4, FirstHalfLeaves(), profile(HOST_MS))
+    h, m = HOST_MS, MODEL_MS
+    left = h["batch"][4] + m["b1"][4] + m["r1"][4] + h["leave"][4]  # two left, two went on
+    rest = left + m["b2"][2] + h["final"][2]
+    np.testing.assert_allclose(res.requests.finish, np.array([left, left, rest, rest]) / 1e3, rtol=1e-12)
+
+
+def test_a_batch_started_by_the_previous_ones_end_pays_the_turnaround():
+    res, costs = run(8, NeverExit(), profile(HOST_MS))
+    first = never_ms(4, HOST_MS)
+    second = first - HOST_MS["batch"][4] + HOST_MS["turnaround"][4]
+    np.testing.assert_allclose(res.requests.finish, np.repeat([first, first + second], 4) / 1e3, rtol=1e-12)
+    # planning figures (a deadline batcher, the policies' stage costs) count the host too
+    assert costs.batch_latency(4) == pytest.approx(first / 1e3, rel=1e-12)
+
+
+def test_without_a_turnaround_stage_a_busy_start_costs_what_an_idle_one_does():
+    host = {k: v for k, v in HOST_MS.items() if k != "turnaround"}
+    res, _ = run(8, NeverExit(), profile(host))
+    np.testing.assert_allclose(res.requests.finish[4:], 2 * never_ms(4, host) / 1e3, rtol=1e-12)
+
+
+def test_a_host_model_without_its_stages_is_refused_by_name():
+    host = {k: v for k, v in HOST_MS.items() if k != "leave"}
+    with pytest.raises(ProfileError, match=r"host model 'ee_host' needs the stages .* lacks \['leave'\]"):
+        run(4, NeverExit(), profile(host))
+
+
+def test_per_batch_noise_scales_the_whole_batch_by_the_measured_spread():
+    plain, _ = run(4, FirstHalfLeaves(), profile(HOST_MS))
+    scaled, _ = run(4, FirstHalfLeaves(), profile(HOST_MS, total_factor=1.25), noise=PerBatch())
+    np.testing.assert_allclose(scaled.requests.finish, 1.25 * plain.requests.finish, rtol=1e-12)
+
+
+def test_per_batch_noise_needs_the_whole_batches_measured():
+    with pytest.raises(ProfileError, match="per_batch noise .* needs a host model with a 'total' stage"):
+        run(4, NeverExit(), profile(HOST_MS), noise=PerBatch())
+
+
+STAGE_S = 0.0004
+
+
+def spinning_model() -> StagedModel:
+    def stage(rows):
+        end = time.perf_counter() + STAGE_S
+        while time.perf_counter() < end:
+            pass
+        return rows
+
+    def head(rows):
+        return np.tile([0.6, 0.4], (len(rows), 1))
+
+    return StagedModel(batch=np.asarray, stages=[stage, stage], heads=[head, head])
+
+
+def test_measure_served_finds_the_stage_time_and_every_host_part():
+    found = measure_served(spinning_model(), np.arange(20), [1, 3], repeats=6, warmup=1)
+    for b in (1, 3):
+        for what in ("batch", "turnaround", "exit", "final", "total"):
+            assert found[(what, -1, b)].size > 0 and (found[(what, -1, b)] >= 0).all(), (what, b)
+        for i in (0, 1):
+            # a spin of 0.4 ms is measured as at least that, and (median) not far above it
+            stage = found[("stage", i, b)]
+            assert stage.min() >= STAGE_S and np.median(stage) < 1.5 * STAGE_S
+        assert np.median(found[("total", -1, b)]) >= 2 * STAGE_S
+    assert found[("leave", -1, 3)].size > 0  # some of a batch of 3 left at the ramp
+    assert ("leave", -1, 1) not in found  # one request cannot leave while others go on
