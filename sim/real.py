@@ -31,6 +31,7 @@ from typing import Callable, ContextManager, Optional, Sequence
 
 import numpy as np
 
+from policies.batching import DynamicBatcher
 from policies.exit import ExitObservation, ExitPolicy, NeverExit
 
 from .errors import SimulationError
@@ -294,8 +295,6 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
     requests (the one before it overran) is left out. The bursts' rows are drawn from
     ``samples`` with a generator seeded by ``seed``.
     """
-    from policies.batching import DynamicBatcher  # noqa: PLC0415  (only this measurement batches)
-
     rng = np.random.default_rng(seed)
     samples = np.asarray(samples, dtype=np.int64)
     sizes = [int(b) for b in batch_sizes]
