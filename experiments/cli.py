@@ -100,7 +100,9 @@ def _fidelity(args) -> int:
         print(f"{row['run']}: p50 sim {_num(row['sim_p50'], '.3f')} / real {_num(row['real_p50'], '.3f')} ms "
               f"(error {_num(row['p50_rel_error'], '+.1%')}), p99 sim {_num(row['sim_p99'], '.3f')} / real "
               f"{_num(row['real_p99'], '.3f')} ms (error {_num(row['p99_rel_error'], '+.1%')}), throughput error "
-              f"{_num(row['throughput_rel_error'], '+.1%')}")
+              f"{_num(row['throughput_rel_error'], '+.1%')}"
+              + (f"; real runs p50 {row['real_p50_min']:.3f}-{row['real_p50_max']:.3f}, p99 "
+                 f"{row['real_p99_min']:.3f}-{row['real_p99_max']:.3f} ms" if "real_p50_min" in row else ""))
     print(f"table in {out / FIDELITY}; CDF overlays in each point's folder")
     return 0
 

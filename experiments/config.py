@@ -93,10 +93,19 @@ class ExitsConfig(Strict):
 class RealConfig(Strict):
     """The real model ``servesim fidelity`` runs beside the simulation (``model``: a name
     of experiments.fidelity.REAL_MODELS) with ``threads`` CPU threads, as its profile was
-    measured."""
+    measured. With ``calibrate``, each point's simulation is costed not by
+    ``model.profile`` but by a served profile measured on the same model object in two
+    halves, just before and just after that point's real run (``calibrate_rounds``
+    rounds each): a shared machine drifts by several percent over minutes, and
+    bracketing the real run cancels that drift to first order. ``repeats`` serves each
+    point that many times (fresh policies each time): the spread of the real runs is
+    the noise floor the simulator's error is read against."""
 
     model: Literal["digits_torch_ee"]
     threads: PositiveInt = 1
+    calibrate: bool = False
+    calibrate_rounds: PositiveInt = 50
+    repeats: PositiveInt = 1
 
 
 class ExperimentConfig(Strict):

@@ -5,7 +5,10 @@ Every sweep point is run twice on the same arrivals, the same samples and the sa
 profile the project's profiler measured for the model, and once by
 :func:`sim.real.execute` on the real model. ``fidelity.csv`` has one row per point with
 p50/p90/p99 latency and throughput of both and the simulator's relative error
-(``(sim - real) / real``); each point's folder holds both request tables and a CDF overlay.
+(``(sim - real) / real``); each point's folder holds both request tables and a CDF overlay
+(and, with ``real.calibrate``, the served profile measured around its real run, which
+then costs its simulation). With ``real.repeats`` each point is served for real several
+times and the error is against the median, with the real runs' range beside it.
 A simulator is trusted only as far as this table says.
 """
 
@@ -21,17 +24,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sim import summarize  # noqa: E402
-from sim.real import execute  # noqa: E402
+from sim.real import RUN, execute, measure_served  # noqa: E402
 
 from . import store  # noqa: E402
 from .config import ConfigError, expand, load  # noqa: E402
 from .plots import cdf_line, save_figure  # noqa: E402
+from .profile_served import pool, served_profile  # noqa: E402
 from .real_models import REAL_MODELS, warm_up  # noqa: E402
 from .runner import prepare, simulate_config, validate_runs  # noqa: E402
 
 FIGURES = (("p50", ("latency_ms", "p50")), ("p90", ("latency_ms", "p90")), ("p99", ("latency_ms", "p99")),
            ("throughput", ("throughput_rps",)))
 FIDELITY = "fidelity.csv"
+SERVED_PROFILE = "served_profile.csv"  # a point's calibrating profile (real.calibrate)
 
 
 def run_fidelity(path: Path | str, out_dir: Path | str) -> list[dict]:
@@ -48,18 +53,77 @@ def run_fidelity(path: Path | str, out_dir: Path | str) -> list[dict]:
                               f"(use exits.policy: never for a run without exits)")
         if cfg.serving.replicas != 1:
             raise ConfigError(f"{path}: serving.replicas: the real executor runs one worker (got {cfg.serving.replicas})")
-        simulated, _, _ = simulate_config(cfg, base_dir)
-        prepared = prepare(cfg, base_dir)  # the same arrivals and samples, fresh policies
-        if prepared.source_rows is None:
-            raise ConfigError(f"{path}: exits.behaviour: the real executor needs a plain table (not a drifting one)")
-        model = REAL_MODELS[cfg.real.model](prepared.source_rows, cfg.real.threads).staged
-        warm_up(model, prepared.exits.samples, prepared.batcher.max_batch)
-        real = execute(prepared.trace.times, model, prepared.batcher, table=prepared.exits.table,
-                       samples=prepared.exits.samples, policy=prepared.exits.policy, semantics=cfg.exits.semantics,
-                       drop_after=None if cfg.serving.drop_after_ms is None else cfg.serving.drop_after_ms / 1e3)
-        rows.append(_compare(run, simulated, real, out_dir / run.name))
+        # With calibrate, the served profile is measured under the batch sizes this point's
+        # simulation (costed by model.profile) serves: a call's cost depends on them.
+        first = simulate_config(cfg, base_dir)[0] if cfg.real.calibrate else None
+        reals, measured, real_model = _serve_for_real(cfg, base_dir, path, first)
+        if measured:
+            profile = served_profile(real_model, pool(*measured),
+                                     f"{cfg.real.calibrate_rounds} timed rounds of {RUN} bursts per size just "
+                                     f"before and as many just after each of the {len(reals)} real run(s) of "
+                                     f"{run.name}")
+            cfg = _costed_by(cfg, profile, out_dir / run.name / SERVED_PROFILE, path)
+        simulated, _, _ = simulate_config(cfg, base_dir)  # the same arrivals and samples, fresh policies
+        rows.append(_compare(run, simulated, reals, out_dir / run.name))
     store.write_rows(out_dir / FIDELITY, rows)
     return rows
+
+
+def _batch_mix(results, max_batch: int) -> np.ndarray:
+    """How many batches of each size 1..max_batch ``results`` served."""
+    sizes = results.requests.batch_size[results.requests.status == 0]
+    return np.bincount(sizes, minlength=max_batch + 1)[1:max_batch + 1] / np.arange(1, max_batch + 1)
+
+
+def _serve_for_real(cfg, base_dir: Path, path: Path, first):
+    """``cfg`` served ``real.repeats`` times by the real executor, each time on the same
+    arrivals and samples with freshly built policies (an online policy must not carry
+    what it learnt into the next repeat): the results of each, with ``real.calibrate``
+    the served-profile halves measured just before and just after each (else none),
+    under the batch sizes of the ``first`` simulation, and the real model (for its stage
+    names)."""
+    reals, measured = [], []
+    for repeat in range(cfg.real.repeats):
+        prepared = prepare(cfg, base_dir)
+        if prepared.source_rows is None:
+            raise ConfigError(f"{path}: exits.behaviour: the real executor needs a plain table (not a drifting one)")
+        real_model = REAL_MODELS[cfg.real.model](prepared.source_rows, cfg.real.threads)
+        warm_up(real_model.staged, prepared.exits.samples, prepared.batcher.max_batch)
+        calibrate = None if first is None else _calibration(
+            cfg, real_model, prepared.batcher.max_batch, _batch_mix(first, prepared.batcher.max_batch))
+        if calibrate:
+            measured.append(calibrate(2 * repeat))
+        reals.append(execute(prepared.trace.times, real_model.staged, prepared.batcher, table=prepared.exits.table,
+                             samples=prepared.exits.samples, policy=prepared.exits.policy,
+                             semantics=cfg.exits.semantics,
+                             drop_after=None if cfg.serving.drop_after_ms is None else cfg.serving.drop_after_ms / 1e3))
+        if calibrate:
+            measured.append(calibrate(2 * repeat + 1))
+    return reals, measured, real_model
+
+
+def _calibration(cfg, real_model, max_batch: int, mix):
+    """``measure(k)``: one half of a calibrating served profile (seeded by ``k``) of the
+    very model object the real run serves, on the rows it serves, its bursts' sizes in
+    the proportions ``mix``."""
+    rows = np.arange(real_model.rows)
+
+    def measure(k: int) -> dict:
+        return measure_served(real_model.staged, rows, range(1, max_batch + 1), repeats=cfg.real.calibrate_rounds,
+                              warmup=max(1, cfg.real.calibrate_rounds // 10), seed=cfg.seed * 2 + k, mix=mix)
+    return measure
+
+
+def _costed_by(cfg, profile, file: Path, path: Path):
+    """``cfg`` simulated with ``profile`` (saved to ``file``) in place of ``model.profile``."""
+    for model in {cfg.model.name, cfg.exits.host} - {None}:
+        if model not in profile.models():
+            raise ConfigError(f"{path}: real.calibrate: the measured served profile has no model {model!r} "
+                              f"(it has: {', '.join(profile.models())}); model.name and exits.host must name "
+                              f"what servesim profile-served measures")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    profile.save(file)
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"profile": str(file.resolve())})})
 
 
 def _figure(summary: dict, keys: tuple) -> float | None:
@@ -69,23 +133,33 @@ def _figure(summary: dict, keys: tuple) -> float | None:
     return value
 
 
-def _compare(run, simulated, real, run_dir: Path) -> dict:
+def _compare(run, simulated, reals: list, run_dir: Path) -> dict:
+    """The fidelity row of one point: each figure simulated and real (the median over the
+    real repeats, with their min and max when there are several, the noise floor any
+    error is read against) and the simulator's relative error."""
     slo = None if run.config.slo_ms is None else run.config.slo_ms / 1e3
-    summaries = {"sim": summarize(simulated, slo), "real": summarize(real, slo)}
+    summaries = {"sim": summarize(simulated, slo), "real": [summarize(real, slo) for real in reals]}
     row = {"run": run.name, "seed": run.seed, **run.params}
     for name, keys in FIGURES:
-        s, r = _figure(summaries["sim"], keys), _figure(summaries["real"], keys)
+        s = _figure(summaries["sim"], keys)
+        measured = [v for v in (_figure(summary, keys) for summary in summaries["real"]) if v is not None]
+        r = float(np.median(measured)) if measured else None
         row.update({f"sim_{name}": s, f"real_{name}": r,
                     f"{name}_rel_error": None if s is None or not r else round(s / r - 1, 6)})
-    row["sim_accuracy"], row["real_accuracy"] = summaries["sim"]["accuracy"], summaries["real"]["accuracy"]
-    for name, results in (("sim", simulated), ("real", real)):
-        store.write_requests(run_dir / f"{name}_requests.parquet", results.requests.columns())
+        if len(reals) > 1:
+            row.update({f"real_{name}_min": min(measured, default=None), f"real_{name}_max": max(measured, default=None)})
+    row["sim_accuracy"] = summaries["sim"]["accuracy"]
+    row["real_accuracy"] = float(np.median([summary["accuracy"] for summary in summaries["real"]]))
+    named = [("sim_requests.parquet", "simulated", simulated)] + [
+        (f"real_requests{k}.parquet", f"real{k}", real) for k, real in _numbered(reals)]
+    for file, _, results in named:
+        store.write_requests(run_dir / file, results.requests.columns())
     store.write_text(run_dir / "fidelity_summary.json", json.dumps(summaries, indent=2) + "\n")
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, results in (("simulated", simulated), ("real", real)):
+    for _, label, results in named:
         table = results.requests
         done = table.status == 0
-        cdf_line(ax, np.sort((table.finish - table.arrival)[done]) * 1e3, label=name)
+        cdf_line(ax, np.sort((table.finish - table.arrival)[done]) * 1e3, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of completed requests")
@@ -94,3 +168,8 @@ def _compare(run, simulated, real, run_dir: Path) -> dict:
     ax.legend()
     save_figure(fig, run_dir / "latency_cdf_sim_vs_real.png")
     return row
+
+
+def _numbered(reals: list):
+    """``("", first), ("_2", second), ...``: the first real run's files keep the plain name."""
+    return [("" if k == 0 else f"_{k + 1}", real) for k, real in enumerate(reals)]

@@ -30,13 +30,22 @@ import numpy as np
 import torch  # the `real` extra: servesim imports this module only when asked to profile
 
 from sim.real import RUN, measure_served
-from workloads.exits import HOST_STAGES
+from workloads.exits import ALL_LEFT, HOST_STAGES, TOTAL, TURNAROUND
 from workloads.profile import Profile
 from workloads.profiler_cpu import cpu_metadata
 
-from .real_models import REAL_MODELS, warm_up
+from .real_models import REAL_MODELS, RealModel, warm_up
 
 BATCH_SIZES = (1, 2, 3, 4, 5, 6, 7, 8)
+TIMING = ('served: sim.real.measure_served: bursts of b simultaneous requests, each its own batch, replayed by '
+          'the real executor, once never exiting and once with each request leaving at each ramp with '
+          'probability 1/3 (all together with probability 0.15); each stage and head call timed on the '
+          "executor's clock where it is made; host rows are the gaps: batch = arrival to first stage, exit = a "
+          "ramp head's return to the next stage when nobody left, leave = the same when some left, final = the "
+          "last stage's end to the batch's last answer, all_left = the same after a ramp where everyone left; "
+          'turnaround = on a busy server (every other never-exiting burst arrives halfway through the batch '
+          "before it), the previous batch's last answer to this one's first stage; total = a never-exiting "
+          "batch's arrival to its last answer")
 
 
 def host_model(model: str) -> str:
@@ -52,6 +61,14 @@ def profile_served(name: str, batch_sizes=BATCH_SIZES, repeats: int = 100, warmu
     rows = np.arange(real.rows)
     warm_up(real.staged, rows, max(batch_sizes))
     measured = measure_served(real.staged, rows, batch_sizes, repeats=repeats, warmup=warmup, seed=seed)
+    return served_profile(real, measured, f"{repeats} timed rounds of {RUN} bursts per size after {warmup} "
+                                          f"untimed, per replay; rows drawn with seed {seed}")
+
+
+def served_profile(real: RealModel, measured: dict, repeats: str) -> Profile:
+    """The profile of ``measured`` (what :func:`sim.real.measure_served` returns, or
+    several of them pooled by :func:`pool`) for ``real``; ``repeats`` says how it was
+    measured, for the metadata."""
     names = {"stage": real.stages, "head": real.heads}
     table = []
     for (what, i, b), seconds in measured.items():
@@ -59,26 +76,23 @@ def profile_served(name: str, batch_sizes=BATCH_SIZES, repeats: int = 100, warmu
         p50, p90, p99 = (round(float(v) * 1e3, 4) for v in np.percentile(seconds, [50, 90, 99]))
         table.append(("cpu", model, stage, b, p50, p90, p99, len(seconds)))
     model_order = (s for pair in zip(real.stages, (*real.heads, None)) for s in pair if s)
-    order = [*model_order, *HOST_STAGES, "turnaround", "total"]
+    order = [*model_order, *HOST_STAGES, ALL_LEFT, TURNAROUND, TOTAL]
     table.sort(key=lambda r: (r[3], r[1] != real.name, order.index(r[2])))
     metadata = {
         **cpu_metadata(f"torch {'.'.join(torch.__version__.split('.')[:2])}", torch.get_num_threads()),
         "model": f"{real.name} as served by sim.real.execute; {host_model(real.name)}: the serving host's own time",
-        "timing": ("served: sim.real.measure_served: bursts of b simultaneous requests, each its own batch, "
-                   "replayed by the real executor, once never exiting and once with each request "
-                   "leaving at each ramp with probability 1/3; each stage and head call timed on the executor's "
-                   "clock where it is made; host rows are the gaps: batch = arrival to first stage, exit = a "
-                   "ramp head's return to the next stage when nobody left, leave = the same when some left, "
-                   "final = the last model call's end to the batch's last answer; turnaround = on a busy server "
-                   "(every other never-exiting burst arrives halfway through the batch before it), the previous "
-                   "batch's last answer to this one's first stage; total = a never-exiting batch's arrival to "
-                   "its last answer"),
-        "repeats": (f"{repeats} timed rounds of {RUN} bursts per size after {warmup} untimed, per replay; the "
-                    f"repeats column holds the calls each point got; rows drawn with seed {seed}"),
+        "timing": TIMING,
+        "repeats": f"{repeats}; the repeats column holds the calls each point got",
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
     return Profile.from_rows(table, metadata, source="profile_served")
+
+
+def pool(*measured: dict) -> dict:
+    """Several :func:`sim.real.measure_served` results as one: each point's samples together."""
+    keys = {key for m in measured for key in m}
+    return {key: np.concatenate([m[key] for m in measured if key in m]) for key in keys}
 
 
 def main(argv: list[str] | None = None, prog: str = "servesim profile-served") -> int:

@@ -132,7 +132,7 @@ class ExitRun:
             stop, answer = self._decide(i, running, seen)
             leaving = running[stop]
             if host is not None:  # the host's work here depends on who left
-                t += f * host.after(i == last or leaving.size == running.size, leaving.size > 0, size)
+                t += f * host.after(i == last, leaving.size, running.size)
             if leaving.size:
                 out = ids[leaving]
                 self.finish[out] = t

@@ -244,19 +244,23 @@ class _Outcome:
 class _Thinning(ExitPolicy):
     """A measuring device, not a policy: at each ramp, every running request leaves with
     probability ``p`` (seeded), whatever the model says, so the host's work when some
-    requests leave and the rest go on is exercised at every batch size."""
+    requests leave and the rest go on is exercised at every batch size; and with
+    probability ``everyone`` all of them leave there together, which ``p`` alone would
+    almost never make happen to a large batch."""
 
-    def __init__(self, p: float, rng: np.random.Generator):
-        self.p, self.rng = p, rng
+    def __init__(self, p: float, rng: np.random.Generator, everyone: float = 0.15):
+        self.p, self.rng, self.everyone = p, rng, everyone
 
     def decide(self, obs: ExitObservation):
         m = obs.confidence.shape[0]
-        return self.rng.random(m) < self.p, np.full(m, obs.exit_index, dtype=np.int64)
+        stop = np.ones(m, bool) if self.rng.random() < self.everyone else self.rng.random(m) < self.p
+        return stop, np.full(m, obs.exit_index, dtype=np.int64)
 
 
 def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequence[int], *, repeats: int = 100,
                    warmup: int = 10, seed: int = 0, leave: float = 1 / 3,
-                   idle: tuple[float, float] = (0.0, 5e-4)) -> dict[tuple[str, int, int], np.ndarray]:
+                   idle: tuple[float, float] = (0.0, 5e-4),
+                   mix: Optional[Sequence[float]] = None) -> dict[tuple[str, int, int], np.ndarray]:
     """Time ``model`` as :func:`execute` serves it, host included: replay bursts of ``b``
     simultaneous requests (per round, each ``b`` of ``batch_sizes`` for :data:`RUN`
     bursts in a row, the sizes in a fresh order; ``warmup`` untimed rounds then
@@ -269,9 +273,10 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
     follows the previous stage's and the host's own work and takes longer (on the 2-core
     development machine about twice as long for the digits MLP), and the host's work —
     noticing the arrivals, forming the batch, reading each ramp, deciding, answering — is
-    itself a large part of a small model's batch. Two replays: one never exits (every
-    stage and head at every size), one lets each request leave at each ramp with
-    probability ``leave``. Measured, per batch size, in seconds:
+    itself a large part of a small model's batch. Two instrumented replays: one never
+    exits (every stage and head at every size), one lets each request leave at each
+    ramp with probability ``leave`` (and, now and then, the whole batch at once).
+    Measured, per batch size, in seconds:
 
     * ``("stage", i, b)``, ``("head", i, b)``: stage i's and ramp head i's calls at the
       size they ran at (the final exit's head, which hands over the model's own output,
@@ -285,27 +290,50 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
     * ``("turnaround", -1, b)``: on a busy server, from the previous batch's last
       answer to this batch's first stage call (returning, the loop, the batching
       decision, gathering the input);
-    * ``("final", -1, b)``: from the end of the batch's last call that is not host work
-      (the last stage, or a ramp where everyone left) to the batch's last answer;
-    * ``("total", -1, b)``: a never-exiting batch's whole time, arrival to last answer:
-      how its calls vary *together* (a slow batch is slow throughout), which the parts'
-      own spreads, taken one by one, cannot tell.
+    * ``("final", -1, b)``: from the end of the last stage to the batch's last answer
+      (the final exit's head, which hands over the model's own output, counts as host:
+      reading it, the decision, the answers);
+    * ``("all_left", -1, b)``: from the return of a ramp head where everyone left to the
+      batch's last answer (the decision and the answers only);
+    * ``("total", -1, b)``: a never-exiting batch's whole time, arrival to last answer,
+      in a third replay of the model *unwrapped*: how its calls vary *together* (a slow
+      batch is slow throughout), which the parts' own spreads, taken one by one, cannot
+      tell, at the level of a batch that nobody times (the timing wrappers cost a few
+      microseconds a call: on the digits MLP on the development machine 36-48 us, 4-6%,
+      of a batch, which the parts include and ``total`` does not).
+
+    ``mix`` (a weight per size of ``batch_sizes``) draws the bursts' sizes one by one in
+    those proportions (blended with a tenth of the uniform mix, so that every size is
+    measured) instead of in runs: a call's cost depends on the shapes the process has
+    been running lately, not only on its own (on the digits MLP on the development
+    machine, batch 1 took 0.64 ms when every batch was of 1, 0.69-0.73 ms among runs of
+    sizes 1-8), so a profile meant for one load is best measured under that load's
+    batch sizes.
 
     A burst whose batch did not start on an idle server or did not take exactly its ``b``
     requests (the one before it overran) is left out. The bursts' rows are drawn from
     ``samples`` with a generator seeded by ``seed``.
     """
     rng = np.random.default_rng(seed)
+    if mix is not None:
+        weights = np.asarray(mix, dtype=float)
+        if weights.shape != (len(batch_sizes),) or not (weights >= 0).all() or not weights.sum() > 0:
+            raise ValueError(f"mix must be one non-negative weight per batch size, not all 0; got {mix!r}")
+        weights = 0.9 * weights / weights.sum() + 0.1 / len(batch_sizes)
     samples = np.asarray(samples, dtype=np.int64)
     sizes = [int(b) for b in batch_sizes]
     clock = _Clock()
-    calls: list[tuple[str, int, int, float, float]] = []  # kind, index, size, start, end
+    calls: list[tuple[str, int, float, float]] = []  # kind, index, start, end (perf_counter's own clock)
+    stamp = time.perf_counter
 
+    # As little as possible between the stamps and around them: even ``len(x)`` on a
+    # torch tensor, at ~0.5 us alone, cost the digits MLP ~25 us a batch served (4%);
+    # each call's size is read off the outcome afterwards instead.
     def timed(kind: str, i: int, fn):
         def call(x):
-            begin = clock.now()
+            begin = stamp()
             y = fn(x)
-            calls.append((kind, i, len(x), begin, clock.now()))
+            calls.append((kind, i, begin, stamp()))
             return y
         return call
 
@@ -323,15 +351,22 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
             spans.append(clock.now() - begin)
         took[b] = 1.2 * float(np.median(spans))
     found: dict[tuple[str, int, int], list[float]] = {}
-    for policy in (NeverExit(), _Thinning(leave, rng)):
+    # Instrumented: both replays, every call timed. Plain: never exiting, the model
+    # unwrapped, for the whole batches alone (the timing wrappers themselves cost a few
+    # microseconds a call, some 5% of a small batch, which ``total`` must not include).
+    for policy, model_k in ((NeverExit(), served), (_Thinning(leave, rng), served), (NeverExit(), model)):
         # Each size in a run of RUN bursts, the runs in a fresh order each round: served
         # traffic changes batch size now and then, not at every batch, and a call at a
         # size other than its last costs more (shapes are looked up anew).
-        order = [b for _ in range(warmup + repeats) for b in rng.permutation(sizes).tolist() for _ in range(RUN)]
+        if mix is None:
+            order = [b for _ in range(warmup + repeats) for b in rng.permutation(sizes).tolist() for _ in range(RUN)]
+        else:
+            order = rng.choice(sizes, size=(warmup + repeats) * len(sizes) * RUN, p=weights).tolist()
         # Never exiting, every other burst arrives halfway through the batch before it,
         # so that its batch starts the moment that one ends: the host's turnaround on a
         # busy server (the previous batch's last answer to this one's first stage).
-        busy = np.arange(len(order)) % 2 == 1 if isinstance(policy, NeverExit) else np.zeros(len(order), bool)
+        turnarounds = isinstance(policy, NeverExit) and model_k is served
+        busy = np.arange(len(order)) % 2 == 1 if turnarounds else np.zeros(len(order), bool)
         took_k = np.array([took[b] for b in order])
         wait = took_k + rng.uniform(*idle, len(order))  # after a busy burst, also the half it came early
         wait[1:] += np.where(busy[1:], 0.5 * took_k[:-1], 0.0)
@@ -339,23 +374,23 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
         starts = clock.now() + 0.01 + np.concatenate(([0.0], np.cumsum(step)))
         times = np.repeat(starts, order)
         calls.clear()
-        out, _ = _replay(times, rng.choice(samples, size=times.size), served, DynamicBatcher(max(sizes)), policy,
+        out, _ = _replay(times, rng.choice(samples, size=times.size), model_k, DynamicBatcher(max(sizes)), policy,
                          True, None, clock)
-        _collect(found, calls, out, starts, order, busy, warmup * len(sizes) * RUN, model.n_exits - 1,
-                 totals=isinstance(policy, NeverExit))
+        bursts = _clean_bursts(out, starts, order, busy, warmup * len(sizes) * RUN)
+        if model_k is model:
+            for _, arrival, ids, _, end, _ in bursts:  # all idle: no busy bursts in this replay
+                found.setdefault(("total", -1, ids.stop - ids.start), []).append(end - arrival)
+        else:
+            _collect(found, [(k, i, t0 - clock.t0, t1 - clock.t0) for k, i, t0, t1 in calls], bursts, out.exit_stage,
+                     model.n_exits - 1)
     return {key: np.array(values) for key, values in found.items()}
 
 
-def _collect(found: dict, calls: list, out: "_Outcome", starts: np.ndarray, order: list[int], busy: np.ndarray,
-             skip: int, last: int, totals: bool) -> None:
-    """Add one replay's measurements (see :func:`measure_served`) to ``found``; with
-    ``totals``, also each batch's whole time."""
-    groups: dict[float, list] = {}  # a batch's calls, by the time its first stage began
-    for call in calls:
-        if call[0] == "stage" and call[1] == 0:
-            group = groups.setdefault(call[3], [])
-        group.append(call)
-    by_first_call = sorted(groups)
+def _clean_bursts(out: "_Outcome", starts: np.ndarray, order: list[int], busy: np.ndarray, skip: int):
+    """The bursts of a :func:`measure_served` replay that came out as designed, past the
+    first ``skip``: ``(busy, arrival, ids, start, end, previous)`` — its requests (a
+    slice), its batch's start and last answer, and the last answer of the batch before it."""
+    clean = []
     first = np.concatenate(([0], np.cumsum(order)[:-1]))
     free_at = -np.inf  # when the batch before this burst's had its last answer
     for k, (arrival, b, lo) in enumerate(zip(starts, order, first)):
@@ -364,30 +399,44 @@ def _collect(found: dict, calls: list, out: "_Outcome", starts: np.ndarray, orde
         # a clean burst is one batch of exactly its requests, started as designed: on an
         # idle server, or (busy) right after a batch it arrived during
         on_time = (arrival < free_at <= start[0]) if busy[k] else free_at <= arrival
-        clean = on_time and (start == start[0]).all() and (size == b).all()
+        ok = on_time and (start == start[0]).all() and (size == b).all()
         previous, free_at = free_at, max(free_at, float(finish.max()))
-        if not clean or k < skip:
-            continue
+        if ok and k >= skip:
+            clean.append((bool(busy[k]), float(arrival), ids, float(start[0]), free_at, previous))
+    return clean
+
+
+def _collect(found: dict, calls: list, bursts: list, exit_stage: np.ndarray, last: int) -> None:
+    """Add the parts of one instrumented replay's clean ``bursts`` (see
+    :func:`measure_served`) to ``found``; ``exit_stage`` (per request) tells how many of
+    a batch were still running at each call."""
+    groups: dict[float, list] = {}  # a batch's calls, by the time its first stage began
+    for call in calls:
+        if call[0] == "stage" and call[1] == 0:
+            group = groups.setdefault(call[2], [])
+        group.append(call)
+    by_first_call = sorted(groups)
+    for busy, arrival, ids, start, end, previous in bursts:
         # this batch's calls: the first group to begin after its start
-        group = groups[by_first_call[int(np.searchsorted(by_first_call, start[0]))]]
-        end = float(finish.max())
-        if busy[k]:
-            parts = [(("turnaround", -1, b), group[0][3] - previous)]
+        group = groups[by_first_call[int(np.searchsorted(by_first_call, start))]]
+        exits = exit_stage[ids]
+        running = [int((exits >= i).sum()) for i in range(last + 2)]  # at exit i; none after the last
+        b = running[0]
+        if busy:
+            parts = [(("turnaround", -1, b), group[0][2] - previous)]
         else:
-            parts = [(("batch", -1, b), group[0][3] - arrival)]
-            if totals:
-                parts.append((("total", -1, b), end - arrival))
-        for c, (kind, i, n, begin, done) in enumerate(group):
+            parts = [(("batch", -1, b), group[0][2] - arrival)]
+        for c, (kind, i, begin, done) in enumerate(group):
+            n = running[i]
             if kind == "stage":
                 parts.append((("stage", i, n), done - begin))
             elif i == last:  # the final exit's head hands over the model's output: host work
-                parts.append((("final", -1, n), end - group[c - 1][4]))
+                parts.append((("final", -1, n), end - group[c - 1][3]))
             else:
                 parts.append((("head", i, n), done - begin))
-                if c + 1 == len(group):  # everyone left at this ramp
-                    parts.append((("final", -1, n), end - done))
+                if not running[i + 1]:  # everyone left at this ramp
+                    parts.append((("all_left", -1, n), end - done))
                 else:
-                    nxt = group[c + 1]
-                    parts.append((("leave" if nxt[2] < n else "exit", -1, n), nxt[3] - done))
+                    parts.append((("leave" if running[i + 1] < n else "exit", -1, n), group[c + 1][2] - done))
         for key, seconds in parts:
             found.setdefault(key, []).append(seconds)

@@ -109,6 +109,7 @@ class ExitModel:
 HOST_STAGES = ("batch", "exit", "leave", "final")
 TOTAL = "total"  # a host model's optional stage: whole never-exiting batches, for PerBatch noise
 TURNAROUND = "turnaround"  # optional: a busy server's time from one batch's last answer to the next's first stage
+ALL_LEFT = "all_left"  # optional: after a ramp where everyone left (``final`` where absent)
 
 
 @dataclass(frozen=True)
@@ -120,17 +121,21 @@ class HostSamplers:
     leave: Sampler
     final: Sampler
     turnaround: Sampler  # ``batch`` where the host model has no turnaround stage
+    all_left: Sampler  # ``final`` where the host model has no all_left stage
 
     def start(self, busy: bool, size: int) -> float:
         """Host time before a batch's first stage: right after the previous batch
         (``busy``), or on an idle server from the arrival that starts it."""
         return (self.turnaround if busy else self.batch)(size)
 
-    def after(self, done: bool, some_left: bool, size: int) -> float:
-        """Host time after an exit's decision for ``size`` running requests: the batch's
-        last answers (``done``), answering those that left while the rest go on, or
-        only the decision."""
-        return (self.final if done else self.leave if some_left else self.exit)(size)
+    def after(self, last: bool, left: int, size: int) -> float:
+        """Host time after an exit's decision for ``size`` running requests of which
+        ``left`` left there: after the ``last`` exit, reading the model's own output and
+        the batch's last answers; at a ramp, answering everyone (all left), answering
+        those that left while the rest go on, or only the decision (nobody left)."""
+        if last:
+            return self.final(size)
+        return (self.all_left if left == size else self.leave if left else self.exit)(size)
 
 
 class SegmentCosts:
@@ -150,7 +155,10 @@ class SegmentCosts:
     :func:`sim.real.measure_served`) has them; a kernel profile has not, and without
     ``host`` the host is taken to cost nothing. A host model may also have
     ``turnaround``, the host's time when a batch starts the moment the one before it
-    ends (returning, the loop, the batching decision), charged then instead of ``batch``."""
+    ends (returning, the loop, the batching decision), charged then instead of ``batch``,
+    and ``all_left``, the host's time after a ramp where everyone left (the decision and
+    the answers, without the model's own output that ``final`` reads), charged then
+    instead of ``final``."""
 
     def __init__(self, profile: Profile, model: ExitModel, *, hardware: Optional[str] = None,
                  noise: Noise = Deterministic(), out_of_range: str = "extrapolate", host: Optional[str] = None):
@@ -169,7 +177,8 @@ class SegmentCosts:
                 raise ProfileError(f"{profile.source}: host model {host!r} needs the stages {list(HOST_STAGES)}; "
                                    + (f"it lacks {missing}" if missing else f"the profile's models are {list(models)}"))
         self.host = None if host is None else [
-            cost(host, (stage,)) for stage in (*HOST_STAGES, TURNAROUND if TURNAROUND in profile.stages(host) else "batch")]
+            cost(host, (stage if stage in profile.stages(host) else instead,))
+            for stage, instead in (*((s, s) for s in HOST_STAGES), (TURNAROUND, "batch"), (ALL_LEFT, "final"))]
         self._all = [c for c in (*self.bodies, *self.heads, *(self.host or ())) if c is not None]
         self.total = None  # the measured spread of whole batches, for PerBatch noise
         if isinstance(noise, PerBatch):

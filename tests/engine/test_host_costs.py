@@ -3,7 +3,7 @@
 Engine side, on a hand-written profile whose every time is known: the host's time before
 a batch (``batch`` on an idle server, ``turnaround`` right after the previous batch)
 and after each decision (``exit`` when nobody left, ``leave`` when some did, ``final``
-when the batch is done) lands exactly where it should; ``per_batch`` noise scales a
+after the last stage, ``all_left`` when everyone left at a ramp) lands exactly where it should; ``per_batch`` noise scales a
 whole batch by the measured spread of whole batches. Measuring side: on a stand-in
 model that spins a known time per stage, :func:`sim.real.measure_served` finds that
 time and reports every host part at every size.
@@ -75,6 +75,22 @@ def test_host_time_lands_where_the_host_spends_it():
     np.testing.assert_allclose(res.requests.finish, np.array([left, left, rest, rest]) / 1e3, rtol=1e-12)
 
 
+class AllLeave(ExitPolicy):
+    """Everyone leaves at the ramp."""
+
+    def decide(self, obs):
+        m = obs.confidence.shape[0]
+        return np.ones(m, bool), np.full(m, obs.exit_index, np.int64)
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_a_batch_that_all_left_at_a_ramp_pays_all_left_or_else_final(measured):
+    host = {**HOST_MS, "all_left": {2: 0.002, 4: 0.003}} if measured else HOST_MS
+    res, _ = run(4, AllLeave(), profile(host))
+    done = HOST_MS["batch"][4] + MODEL_MS["b1"][4] + MODEL_MS["r1"][4] + host["all_left" if measured else "final"][4]
+    np.testing.assert_allclose(res.requests.finish, done / 1e3, rtol=1e-12)
+
+
 def test_a_batch_started_by_the_previous_ones_end_pays_the_turnaround():
     res, costs = run(8, NeverExit(), profile(HOST_MS))
     first = never_ms(4, HOST_MS)
@@ -126,12 +142,22 @@ def spinning_model() -> StagedModel:
 def test_measure_served_finds_the_stage_time_and_every_host_part():
     found = measure_served(spinning_model(), np.arange(20), [1, 3], repeats=6, warmup=1)
     for b in (1, 3):
-        for what in ("batch", "turnaround", "exit", "final", "total"):
+        for what in ("batch", "turnaround", "exit", "final", "all_left", "total"):
             assert found[(what, -1, b)].size > 0 and (found[(what, -1, b)] >= 0).all(), (what, b)
         for i in (0, 1):
             # a spin of 0.4 ms is measured as at least that, and (median) not far above it
             stage = found[("stage", i, b)]
             assert stage.min() >= STAGE_S and np.median(stage) < 1.5 * STAGE_S
         assert np.median(found[("total", -1, b)]) >= 2 * STAGE_S
+        # whole batches come from their own replay, all of whose bursts find the server idle
+        assert found[("total", -1, b)].size > found[("turnaround", -1, b)].size
     assert found[("leave", -1, 3)].size > 0  # some of a batch of 3 left at the ramp
     assert ("leave", -1, 1) not in found  # one request cannot leave while others go on
+
+
+def test_measure_served_draws_burst_sizes_in_the_given_mix():
+    found = measure_served(spinning_model(), np.arange(20), [1, 3], repeats=8, warmup=1, mix=[3, 1])
+    # 0.9 * 3/4 + 0.05 = 0.725 of the bursts are of 1: whole batches of 1 far outnumber those of 3
+    assert found[("total", -1, 1)].size > 1.5 * found[("total", -1, 3)].size
+    with pytest.raises(ValueError, match="mix must be one non-negative weight per batch size"):
+        measure_served(spinning_model(), np.arange(20), [1, 3], repeats=1, warmup=0, mix=[1])

@@ -68,5 +68,6 @@ def test_profile_served_writes_the_model_and_its_host(torch, servesim, tmp_path)
     assert profile.models() == ("digits_torch_ee", "digits_torch_ee_host")
     assert set(profile.stages("digits_torch_ee")) == {"block1", "block2", "block3", "block4",
                                                       "ramp1", "ramp2", "ramp3"}
-    assert {"batch", "exit", "leave", "final", "turnaround", "total"} == set(profile.stages("digits_torch_ee_host"))
+    assert {"batch", "exit", "leave", "final", "all_left", "turnaround", "total"} == set(
+        profile.stages("digits_torch_ee_host"))
     assert profile.metadata["timing"].startswith("served: sim.real.measure_served")

@@ -8,6 +8,9 @@ import pytest
 
 pytest.importorskip("torch")
 
+from sim.real import RUN  # noqa: E402
+from workloads import load_profile  # noqa: E402
+
 FIDELITY = """\
 name: fid
 trace: {kind: poisson, rate: 800, duration: 0.4}
@@ -44,3 +47,26 @@ def test_fidelity_needs_a_real_section(write, servesim):
     path = write("nofid.yaml", FIDELITY.replace("real: {model: digits_torch_ee}\n", ""))
     result = servesim("fidelity", path)
     assert result.rc == 2 and "real: a fidelity run needs a 'real:' section" in result.err
+
+
+def test_calibrate_costs_each_point_by_a_profile_measured_around_its_real_run(write, servesim, tmp_path):
+    config = (FIDELITY.replace("builtin:cpu_digits_torch_ee", "builtin:cpu_digits_torch_ee_served")
+              .replace("real: {model: digits_torch_ee}",
+                       "  host: digits_torch_ee_host\n"
+                       "real: {model: digits_torch_ee, calibrate: true, calibrate_rounds: 3, repeats: 2}"))
+    result = servesim("fidelity", write("cal.yaml", config), "--out", tmp_path / "out")
+    assert result.rc == 0, result.err
+    row = pd.read_csv(tmp_path / "out" / "fidelity.csv").iloc[0]
+    run = tmp_path / "out" / row["run"]
+    # two real runs: the error is against their median, and their range is reported
+    assert (run / "real_requests.parquet").exists() and (run / "real_requests_2.parquet").exists()
+    for name in ("p50", "p99"):
+        assert row[f"real_{name}_min"] <= row[f"real_{name}"] <= row[f"real_{name}_max"]
+    profile = load_profile(run / "served_profile.csv")
+    assert set(profile.models()) == {"digits_torch_ee", "digits_torch_ee_host"}
+    assert "just before and as many just after each of the 2 real run(s)" in profile.metadata["repeats"]
+    # four halves pooled, each 3 rounds of RUN bursts per size (those that came out clean),
+    # the sizes drawn in the proportions of the simulated batches, so most are of 1
+    totals = {r.batch_size: r.repeats for r in profile.rows if r.model == "digits_torch_ee_host" and r.stage == "total"}
+    assert set(totals) == {1, 2, 3, 4}
+    assert 4 * 3 * 4 * RUN // 2 < sum(totals.values()) <= 4 * 3 * 4 * RUN and totals[1] == max(totals.values())
