@@ -15,14 +15,15 @@ import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
                       field_validator, model_validator)
 
-from . import specs  # noqa: F401  (registers the names)
-from .registry import BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, ROUTERS, TRACES
+from . import cluster_specs, specs  # noqa: F401  (registers the names)
+from .cluster_specs import DeploymentConfig
+from .registry import ADAPTERS, BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, PREDICTORS, ROUTERS, TRACES
 
 
 class ConfigError(ValueError):
@@ -108,18 +109,63 @@ class RealConfig(Strict):
     repeats: PositiveInt = 1
 
 
+class ClusterConfig(Strict):
+    """A cluster serving a pipeline under an adapter (``sim.cluster``). ``pipeline`` names
+    one of ``workloads.variants.PIPELINES`` or, for one task alone, of ``FAMILIES``;
+    ``profile`` (a path relative to the YAML file, or ``builtin:NAME``) has every
+    variant's rows at the core counts used, and their ``<model>_load`` cold starts unless
+    ``load_times_s`` gives them; ``initial`` is the plan the run starts with, per task,
+    already loaded (an adapter may bring its own, ``adapter.initial``: a VPA baseline
+    starts on its variant); ``drop_after_ms``: the longest a request waits in a task's
+    queue (one value for every task, or per task name);
+    ``core_mode``: a replica's cores as parallel ``lanes`` or as ``threads`` of one."""
+
+    pipeline: str
+    profile: str
+    initial: dict[str, list[DeploymentConfig]]
+    adapter: ADAPTERS.union()
+    core_mode: Literal["lanes", "threads"] = "lanes"
+    noise: NOISE.union() = Field(default_factory=lambda: specs.EmpiricalNoise(kind="empirical"))
+    drop_after_ms: Union[None, PositiveFloat, dict[str, PositiveFloat]] = None
+    load_times_s: dict[str, PositiveFloat] = Field(default_factory=dict)
+    sample_s: PositiveFloat = 1.0
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _adapter_by_name(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+
 class ExperimentConfig(Strict):
+    """One experiment: a ``model`` served by ``serving`` (with ``exits``, and ``real`` for
+    fidelity runs), or a ``cluster`` serving a pipeline under an adapter."""
+
     name: str = "experiment"
     description: str = ""
     seed: NonNegativeInt = 0
     seeds: Optional[list[NonNegativeInt]] = Field(default=None, min_length=1)
     slo_ms: Optional[PositiveFloat] = None
     trace: TRACES.union()
-    model: ModelConfig
+    model: Optional[ModelConfig] = None
     serving: ServingConfig = Field(default_factory=ServingConfig)
     exits: Optional[ExitsConfig] = None
     real: Optional[RealConfig] = None
+    cluster: Optional[ClusterConfig] = None
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _model_or_cluster(self):
+        if self.model is None and self.cluster is None:
+            raise ValueError("model: required key is missing (or, for a pipeline under an adapter, give 'cluster')")
+        if self.model is not None and self.cluster is not None:
+            raise ValueError("give one of 'model' (one model served by 'serving') and 'cluster' (a pipeline under "
+                             "an adapter), not both")
+        if self.cluster is not None:
+            extra = [k for k in ("exits", "real") if getattr(self, k) is not None]
+            if extra or self.serving != ServingConfig():
+                raise ValueError(f"a 'cluster' experiment takes its serving from cluster: remove "
+                                 f"{', '.join(extra + (['serving'] if self.serving != ServingConfig() else []))}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -177,8 +223,8 @@ def _format_errors(source: str, error: ValidationError, prefix: str = "", data: 
 @functools.cache
 def _known_keys() -> list[str]:
     """Every key a config may hold, at any depth (for "did you mean" hints)."""
-    models = [ExperimentConfig, ModelConfig, ServingConfig, ExitsConfig, RealConfig]
-    for registry in (TRACES, NOISE, BATCHING, ROUTERS, BEHAVIOUR, EXIT_POLICIES):
+    models = [ExperimentConfig, ModelConfig, ServingConfig, ExitsConfig, RealConfig, ClusterConfig, DeploymentConfig]
+    for registry in (TRACES, NOISE, BATCHING, ROUTERS, BEHAVIOUR, EXIT_POLICIES, PREDICTORS, ADAPTERS):
         models += [registry.get(name) for name in registry.names()]
     return sorted({key for model in models for key in model.model_fields})
 

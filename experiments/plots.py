@@ -118,6 +118,52 @@ def comparison(results: pd.DataFrame, target: Path) -> None:
     save_figure(fig, target)
 
 
+def cluster_timeseries(name: str, series: pd.DataFrame, target: Path) -> None:
+    """A cluster run over time: the offered load, the cores provisioned per task, and
+    per task the cores of each variant (stacked): what the adapter did and when."""
+    tasks = [c.split(":", 1)[1] for c in series.columns if c.startswith("cores:") and "/" not in c]
+    fig, axes = plt.subplots(2 + len(tasks), 1, figsize=(8, 2.2 * (2 + len(tasks))), sharex=True)
+    t = series["time_s"]
+    axes[0].plot(t, series["load_rps"], color="grey", lw=1)
+    axes[0].set_ylabel("load (req/s)")
+    for task in tasks:
+        axes[1].step(t, series[f"cores:{task}"], where="post", label=task)
+    axes[1].set_ylabel("cores")
+    axes[1].legend(fontsize=7)
+    for ax, task in zip(axes[2:], tasks):
+        columns = [c for c in series.columns if c.startswith(f"cores:{task}/")]
+        ax.stackplot(t, *(series[c] for c in columns), labels=[c.split("/", 1)[1] for c in columns], step="post")
+        ax.set_ylabel(f"{task}\ncores by variant", fontsize=8)
+        ax.legend(fontsize=6, loc="upper left")
+    axes[-1].set_xlabel("time (s)")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(name, fontsize=9)
+    save_figure(fig, target)
+
+
+def cluster_comparison(results: pd.DataFrame, target: Path) -> None:
+    """SLO violations, cost and accuracy of each cluster run, side by side."""
+    ok = results[results["status"] == "ok"]
+    if ok.empty:
+        return
+    names = ok["run"].tolist()
+    x = np.arange(len(names))
+    figures = (("slo_violation_rate", "SLO violation rate", "tab:red"), ("cost", "cost (core-seconds)", "tab:blue"),
+               ("accuracy", "average accuracy", "tab:green"))
+    fig, axes = plt.subplots(1, 3, figsize=(max(10, 0.7 * len(names) + 6), 4.5))
+    for ax, (column, title, colour) in zip(axes, figures):
+        ax.bar(x, ok[column], color=colour)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    lo = np.nanmin(ok["accuracy"]) if ok["accuracy"].notna().any() else None
+    if lo is not None:
+        axes[2].set_ylim(max(0.0, lo - 0.05), min(1.0, np.nanmax(ok["accuracy"]) + 0.02))
+    fig.suptitle("Cluster runs compared")
+    save_figure(fig, target)
+
+
 def _swept(results: pd.DataFrame) -> list[str]:
     """The swept keys of results.csv other than the exit policy (panels of the Pareto plot)."""
     fixed = {"run", "status", "seed", "policy", *store.SUMMARY_COLUMNS}
@@ -273,6 +319,16 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
         path = out_dir / name / store.REQUESTS
         if path.exists():
             tables[name] = store.read_requests(path)
+    if "adapter" in results.columns:  # cluster runs: latency, then what each adapter did
+        written = [plots / "latency_cdf.png", plots / "cluster_comparison.png"]
+        latency_cdf(tables, written[0])
+        cluster_comparison(results, written[1])
+        for name in tables:
+            path = out_dir / name / store.TIMESERIES
+            if path.exists():
+                written.append(plots / f"cluster-{name}.png")
+                cluster_timeseries(name, pd.read_csv(path), written[-1])
+        return [p for p in written if p.exists()]
     written = [plots / "latency_cdf.png", plots / "comparison.png", plots / "pareto.png",
                plots / "latency_cdf_by_policy.png"]
     latency_cdf(tables, written[0])

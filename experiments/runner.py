@@ -27,33 +27,33 @@ from workloads.behaviour import BehaviourError, BehaviourTable
 from workloads.drift import DriftingBehaviour
 from workloads.exits import ExitModel, SegmentCosts
 
-from . import store
+from . import cluster_runner, store
 from .config import ConfigError, ExperimentConfig, Run, dump, expand, load
 
 BUILTIN = "builtin:"
 USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, BehaviourError, FileNotFoundError)
 
 
-def profile_path(config: ExperimentConfig, base_dir: Path) -> Path:
-    name = config.model.profile
+def profile_path(name: str, base_dir: Path, key: str = "model.profile") -> Path:
+    """The file a profile setting (``key``) names: ``builtin:NAME`` or a path relative to the YAML."""
     if name.startswith(BUILTIN):
         stem = name[len(BUILTIN):]
         path = PROFILES_DIR / (stem if stem.endswith(".csv") else f"{stem}.csv")
         if not path.exists():
             known = ", ".join(sorted(BUILTIN + p.stem for p in PROFILES_DIR.glob("*.csv")))
-            raise ConfigError(f"model.profile: no built-in profile {name!r}; known: {known}")
+            raise ConfigError(f"{key}: no built-in profile {name!r}; known: {known}")
         return path
     path = base_dir / name
     # Fix: a missing profile file used to surface as the loader's bare "PATH: no such
     # profile file", without the key that names it; config errors name their key path.
     if not path.exists():
-        raise ConfigError(f"model.profile: no such profile file {str(path)!r}")
+        raise ConfigError(f"{key}: no such profile file {str(path)!r}")
     return path
 
 
 def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | SegmentCosts:
     """The run's costs: a :class:`CostModel`, or per-segment costs for a model with exits."""
-    profile = load_profile(profile_path(config, base_dir))
+    profile = load_profile(profile_path(config.model.profile, base_dir))
     exits = config.exits
     for key, name in ([("exits.cascade", m) for m in exits.cascade] if exits and exits.cascade
                       else [("model.name", config.model.name)]):
@@ -175,6 +175,8 @@ def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
 
 def run_one(run: Run, base_dir: Path, run_dir: Path, progress=None) -> dict:
     """Simulate one run and write its folder; returns its summary."""
+    if run.config.cluster is not None:
+        return cluster_runner.run_cluster(run, base_dir, run_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # out-of-range look-ups are counted in the summary
         results, trace, policy = simulate_config(run.config, base_dir, progress)
@@ -220,6 +222,11 @@ def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -
     if run.config.exits is not None:  # the exit policy and its parameters, one column each
         policy = s.get("policy") or {"name": run.config.exits.policy.name}
         row.update({"policy": policy["name"], **{f"policy_{k}": v for k, v in policy.items() if k != "name"}})
+    cluster = run.config.cluster
+    if cluster is not None:  # the adapter, and the figures only a cluster has
+        row["adapter"] = cluster.adapter.name
+        row.update({"pipeline_accuracy": s.get("pipeline_accuracy"),
+                    "mean_cores": (s.get("cost") or {}).get("mean_cores")})
     lat = s.get("latency_ms") or {}
     cost = s.get("cost") or {}
     values = {
@@ -230,7 +237,7 @@ def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -
         "rejected": s.get("rejected"), "slo_violation_rate": s.get("slo_violation_rate"),
         "accuracy": s.get("accuracy"), "agreement": s.get("agreement"),
         "mean_stages_paid": (s.get("exits") or {}).get("mean_stages_paid"),
-        "cost": cost.get("provisioned_accelerator_s"),
+        "cost": cost.get("core_s") if cluster is not None else cost.get("provisioned_accelerator_s"),
         "cost_busy_s": cost.get("busy_accelerator_s"), "utilisation": cost.get("utilisation"),
         "mean_batch_items": s.get("mean_batch_items"),
         "out_of_range_lookups": sum((s.get("profile_out_of_range") or {}).values()),
@@ -339,6 +346,9 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
     tables: dict[str, int] = {}  # behaviour spec -> exits of its table, built once each
     for run in runs:
         try:
+            if run.config.cluster is not None:
+                cluster_runner.parts(run.config, base_dir, run.seed)
+                continue
             cost_model = build_cost_model(run.config, base_dir)
             run.config.serving.batching.build(cost_model, run.config.slo_ms)
             exits = run.config.exits

@@ -27,6 +27,8 @@ CONTROLLER = "controller.csv"   # an online exit policy's state over time (Appar
 # results.csv: "run", "status", "seed", the swept keys, with exits "policy" and its
 # "policy_<param>" columns, then these (the flattened summary), then with exits the
 # changes against the vanilla run of the same point (VERSUS_VANILLA):
+TIMESERIES = "timeseries.csv"  # a cluster run: load and cores over time
+PLANS = "plans.csv"  # a cluster run: every plan its adapter made
 SUMMARY_COLUMNS = (
     "requests", "completed", "latency_p25_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
     "latency_p99_ms", "latency_mean_ms",

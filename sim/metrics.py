@@ -87,3 +87,49 @@ def _exit_summary(exits: dict, done: np.ndarray, names: tuple[str, ...]) -> dict
             "mean_stages_paid": round(float(exits["stages_paid"][done].mean()), 9),
         },
     }
+
+
+def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> dict:
+    """The summary of a cluster run (:class:`sim.cluster.ClusterResults`) as plain JSON-able
+    values, in the shape of :func:`summarize`'s where the figures are the same.
+
+    ``accuracy[task][k]`` is the accuracy of the task's k-th variant. Over completed
+    requests: ``accuracy`` is InfAdapter's *average accuracy* (each request's variant's
+    accuracy, averaged over requests and, in a pipeline, over tasks), ``pipeline_accuracy``
+    IPA's PAS (the product over tasks), and ``per_task`` each task's mean. Cost is the
+    cores provisioned, integrated over the run (core-seconds), and their mean over time.
+    """
+    n = results.arrival.size
+    done = results.status == COMPLETED
+    latency = (results.finish - results.arrival)[done]
+    violations = None
+    if slo is not None and n:
+        violations = round(float(((latency > slo).sum() + (n - int(done.sum()))) / n), 9)
+    per_task = {}
+    for task in results.tasks:
+        table = np.asarray(accuracy[task], dtype=float)
+        per_task[task] = table[results.variant[task][done]] if done.any() else np.array([])
+    stacked = np.vstack(list(per_task.values())) if done.any() else np.zeros((1, 0))
+    cost = results.cost_core_seconds()
+    duration = float(results.end_time)
+    share = {task: {name: round(float((results.variant[task][done] == k).mean()), 9) if done.any() else None
+                    for k, name in enumerate(results.variants[task])} for task in results.tasks}
+    return {
+        "requests": n,
+        "completed": int(done.sum()),
+        "dropped": int((results.status == DROPPED).sum()),
+        "rejected": 0,
+        "throughput_rps": round(float(done.sum()) / duration, 6) if duration > 0 else None,
+        "latency_ms": {"mean": _ms(latency), "p25": _ms(latency, 25), "p50": _ms(latency, 50),
+                       "p90": _ms(latency, 90), "p95": _ms(latency, 95), "p99": _ms(latency, 99)},
+        "slo_ms": None if slo is None else slo * 1e3,
+        "slo_violation_rate": violations,
+        "accuracy": round(float(stacked.mean()), 9) if stacked.size else None,
+        "pipeline_accuracy": round(float(stacked.prod(axis=0).mean()), 9) if stacked.size else None,
+        "per_task_accuracy": {t: round(float(a.mean()), 9) if a.size else None for t, a in per_task.items()},
+        "variant_share": share,
+        "cost": {"core_s": round(cost, 6), "mean_cores": round(cost / duration, 6) if duration > 0 else None},
+        "replicas_started": len(results.replicas),
+        "plans": len(results.plans),
+        "duration_s": round(duration, 6),
+    }

@@ -32,6 +32,18 @@ Timing, per (stage, batch size) point, under ``torch.inference_mode()`` in eval 
   kernels rather than by the GPU (see shared/DESIGN.md). ``--dtype`` converts weights
   and float inputs; the ``cuda`` metadata line says whether fp32 ran as TF32.
 
+A plain variant of :mod:`workloads.torch_models` is one block, ``forward``: its rows
+are already the whole model, so it gets no ``_e2e`` rows.
+
+``--hardware NAME`` names the rows' hardware (default ``cpu``, or the GPU's name). CPU
+core counts are named by :func:`workloads.variants.cpu_hardware` (``cpu-2c``), and
+such a name must match ``--threads``; with ``--append`` a run adds its rows to an
+existing file, so one file holds a model at several core counts (or several models).
+
+``--load-time`` also measures cold starts, as rows of model ``<model>_load``, stage
+``load``, batch 1 (:func:`time_load`): the time from constructing the model to its
+first answer, the cost a scaling policy pays to start a replica or switch variants.
+
 Execution is eager (``execution_mode: eager`` in the metadata); :func:`measure` takes
 the mode as a parameter so that a CUDA-graph mode (each point's call captured once and
 replayed) can be added where the calls are made, in :func:`time_point`.
@@ -44,11 +56,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import itertools
 import math
+import os
 import platform
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -56,10 +71,12 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
-from workloads.profile import Profile
+from workloads.profile import Profile, load_profile
 from workloads.profiler_cpu import BATCH_SIZES, cpu_name
 from workloads.torch_models import MODELS, EEModel, build
+from workloads.variants import cpu_cores, cpu_hardware
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 LAUNCH_BOUND = 0.9  # host enqueue / device span above which the GPU waited on the host
@@ -67,6 +84,9 @@ LAUNCH_BOUND = 0.9  # host enqueue / device span above which the GPU waited on t
 # server CPU's last-level cache, so a copy has left the cache by the time it comes round.
 FRESH_BYTES = 256 * 2**20
 EXECUTION_MODES = ("eager",)
+MIN_LOAD_REPEATS = 5  # cold starts per load row: fewer make its p90 and p99 meaningless
+# Metadata that rows sharing a file must agree on: one machine, precision and framework.
+SHARED_METADATA = ("device", "dtype", "framework", "execution_mode")
 
 
 @dataclass(frozen=True)
@@ -192,6 +212,64 @@ def time_model(model: EEModel, device: torch.device, dtype: torch.dtype, batch_s
     return points
 
 
+def _weights(model: EEModel) -> nn.Module:
+    """Every stage and ramp of ``model`` as one module: the state dict a server loads."""
+    return nn.ModuleList(model.modules())
+
+
+def time_load(construct: Callable[[], EEModel], device: torch.device, dtype: torch.dtype,
+              repeats: int) -> Point:
+    """``repeats`` cold starts of the model ``construct`` builds, each timed whole with a
+    wall clock: construct it (its random initialisation included, as a server's
+    constructor runs it), ``torch.load`` its state dict, ``load_state_dict`` on
+    ``device`` in ``dtype``, and one forward at batch 1 (the warm-up call a server makes
+    before it takes requests). The state dict is saved once, before the first, to a
+    temporary file, so it is read from the page cache: a warm disk. A point of model
+    ``<model>_load``, stage ``load``."""
+    reference = construct()
+    name = f"{reference.name}_load"
+    spans = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "state_dict.pt")
+        torch.save(_weights(reference).to(dtype).state_dict(), path)
+        del reference
+        for _ in range(repeats):
+            gc.collect()
+            gc.disable()  # as for the other points: a collection would be noise
+            try:
+                start = time.perf_counter_ns()
+                model = construct()
+                _weights(model).to(device, dtype).load_state_dict(
+                    torch.load(path, map_location=device, weights_only=True))
+                with torch.inference_mode():
+                    x = model.make_input(1).to(device=device, dtype=dtype if model.float_input else None)
+                    model.backbone()(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                spans.append((time.perf_counter_ns() - start) / 1e6)
+                del model  # before the next one is built: one model in memory at a time
+            finally:
+                gc.enable()
+    return Point(name, "load", 1, np.array(spans), np.array(spans))
+
+
+def hardware_name(hardware: str | None, device: torch.device, threads: int) -> str:
+    """The rows' hardware: ``hardware`` if given, else ``cpu`` or the GPU's name. A core
+    count name (:func:`workloads.variants.cpu_hardware`) must be on the CPU and match
+    ``threads``: the threads are the cores the profile used."""
+    if hardware is None:
+        return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if not hardware or hardware != hardware.strip() or not hardware.isprintable():
+        raise ValueError(f"hardware must be a non-empty printable name without surrounding spaces, got {hardware!r}")
+    cores = cpu_cores(hardware)
+    if cores is not None and device.type != "cpu":
+        raise ValueError(f"hardware {hardware!r} names CPU cores, but the device is {device}")
+    if cores is not None and cores != threads:
+        raise ValueError(f"hardware {hardware!r} names {cores} core(s), but threads is {threads}; "
+                         f"name it {cpu_hardware(threads)!r} or run {cores} thread(s)")
+    return hardware
+
+
 def _launch_bound(points: Sequence[Point]) -> str:
     """One line on how host-bound eager CUDA execution was (shared/DESIGN.md)."""
     ratios = [p.host_ratio() for p in points]
@@ -229,25 +307,32 @@ def _cuda_math() -> str:
 
 def measure(model: EEModel, device: str = "cpu", dtype: str = "fp32", batch_sizes: Sequence[int] = BATCH_SIZES,
             repeats: int = 50, min_repeats: int = 10, max_seconds: float | None = None, warmup: int = 5,
-            threads: int = 1, e2e: bool = True, execution_mode: str = "eager") -> Profile:
+            threads: int = 1, e2e: bool = True, execution_mode: str = "eager", hardware: str | None = None,
+            cold_start: Callable[[], EEModel] | None = None, load_repeats: int = MIN_LOAD_REPEATS) -> Profile:
     """Time every stage and ramp of ``model`` at each batch size (and, with ``e2e``, the
-    whole backbone as ``<model>_e2e``); the checked profile.
+    whole backbone as ``<model>_e2e``, unless the model is one block); the checked profile.
 
     ``dtype`` is a key of :data:`DTYPES`; ``device`` is ``cpu`` or ``cuda[:N]``;
     ``execution_mode`` one of :data:`EXECUTION_MODES` (only ``eager`` so far). Warm-up is
     ``warmup`` calls, cut short (after one) past a quarter of ``max_seconds``.
+    ``hardware`` names the rows' hardware (:func:`hardware_name`). ``cold_start``, a
+    function building a fresh ``model``, adds ``load_repeats`` (at least
+    :data:`MIN_LOAD_REPEATS`) cold starts as ``<model>_load`` (:func:`time_load`).
     """
     if execution_mode not in EXECUTION_MODES:
         raise ValueError(f"execution mode {execution_mode!r} is not implemented; "
                          f"choose from {', '.join(EXECUTION_MODES)}")
+    if cold_start is not None and load_repeats < MIN_LOAD_REPEATS:
+        raise ValueError(f"load_repeats must be at least {MIN_LOAD_REPEATS}, got {load_repeats}")
     dev = resolve_device(device)
+    hardware = hardware_name(hardware, dev, threads)
+    e2e = e2e and len(model.blocks) > 1  # one block: its rows are already the whole model
     torch.set_num_threads(threads)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-        clock, hardware = CudaClock(), torch.cuda.get_device_name(dev)
-        device_name = f"cuda:{hardware}"
+        clock, device_name = CudaClock(), f"cuda:{torch.cuda.get_device_name(dev)}"
     else:
-        clock, hardware, device_name = CpuClock(), "cpu", f"cpu:{cpu_name()}"
+        clock, device_name = CpuClock(), f"cpu:{cpu_name()}"
         if dtype == "fp16":
             warnings.warn("fp16 on the CPU: many kernels are unsupported or emulated and slow; "
                           "the profile will not resemble a GPU's", stacklevel=2)
@@ -280,12 +365,38 @@ def measure(model: EEModel, device: str = "cpu", dtype: str = "fp32", batch_size
     if e2e:
         metadata["e2e"] = (f"model {model.name}_e2e, stage forward: the backbone's blocks in one call, no "
                            f"ramps, timed like a stage; set against the sum of the blocks' medians")
+    loads = []  # apart from `points`: a cold start's wall clock says nothing of kernel launches
+    if cold_start is not None:
+        mebibytes = sum(t.numel() * t.element_size() for t in _weights(model).state_dict().values()) / 2**20
+        loads.append(time_load(cold_start, dev, DTYPES[dtype], load_repeats))
+        metadata["load"] = (f"model {model.name}_load, stage load, batch 1: {load_repeats} cold starts, each timed "
+                            f"whole with time.perf_counter_ns: construct the model (random init), torch.load its "
+                            f"state dict ({mebibytes:.1f} MiB, saved once beforehand to a temporary file, so read "
+                            f"from the page cache), load_state_dict on the device, one forward at batch 1; "
+                            f"starting the process and importing torch are not included")
     if dev.type == "cuda":
         metadata["cuda"] = _cuda_math()
         metadata["launch_bound"] = _launch_bound(points)
-    # The model's own rows first (in timing order), then its _e2e rows.
-    rows = [point.row(hardware) for point in sorted(points, key=lambda p: p.model != model.name)]
+    # The model's own rows first (in timing order), then its _e2e rows, then its _load row.
+    rows = [point.row(hardware) for point in sorted(points, key=lambda p: p.model != model.name) + loads]
     return Profile.from_rows(rows, metadata, source="profiler_torch")
+
+
+def append(path: str | os.PathLike, profile: Profile) -> Profile:
+    """The profile at ``path`` with ``profile``'s rows after its own, so runs on several
+    hardware names (core counts) or models share one file. :data:`SHARED_METADATA` must
+    agree; any other key keeps each distinct value, in run order, joined by `` | ``."""
+    old = load_profile(path)
+    for key in SHARED_METADATA:
+        if old.metadata[key] != profile.metadata[key]:
+            raise ValueError(f"cannot append to {path}: its {key} is {old.metadata[key]!r}, this run's is "
+                             f"{profile.metadata[key]!r}")
+    metadata = dict(old.metadata)
+    for key, value in profile.metadata.items():
+        values = metadata[key].split(" | ") if key in metadata else []
+        if value not in values:
+            metadata[key] = " | ".join([*values, value])
+    return Profile.from_rows(old.rows + profile.rows, metadata, source=f"{path} + this run")
 
 
 def _positive(text: str) -> int:
@@ -297,6 +408,13 @@ def _positive(text: str) -> int:
 
 def _sizes(text: str) -> list[int]:
     return [_positive(s) for s in text.split(",")]
+
+
+def _load_repeats(text: str) -> int:
+    value = _positive(text)
+    if value < MIN_LOAD_REPEATS:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_LOAD_REPEATS}, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m workloads.profiler_torch") -> int:
@@ -317,20 +435,35 @@ def main(argv: list[str] | None = None, prog: str = "python -m workloads.profile
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per point (default 5)")
     parser.add_argument("--threads", type=_positive, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--input-size", type=_positive,
-                        help="image side (CNNs, default 224) or sequence length (BERT models, default 128)")
+                        help="image side (ResNets 224, YOLOv5 320) or sequence length (BERT 128, the NLP "
+                             "variants 32) instead of the model's default")
     parser.add_argument("--no-e2e", dest="e2e", action="store_false",
                         help="skip timing the whole backbone in one call (the <model>_e2e rows)")
+    parser.add_argument("--hardware", help="the rows' hardware name (default cpu, or the GPU's name); "
+                                           "cpu-<N>c names N cores and must match --threads")
+    parser.add_argument("--append", action="store_true",
+                        help="add the rows to --out if it exists (same device, dtype, framework, mode)")
+    parser.add_argument("--load-time", action="store_true",
+                        help="also time cold starts: rows of model <model>_load, stage load, batch 1")
+    parser.add_argument("--load-repeats", type=_load_repeats, default=MIN_LOAD_REPEATS,
+                        help=f"cold starts timed with --load-time (default and minimum {MIN_LOAD_REPEATS})")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
     try:
-        resolve_device(args.device)
+        hardware = hardware_name(args.hardware, resolve_device(args.device), args.threads)
         model = build(args.model, args.input_size)
+        if args.append and os.path.exists(args.out) and hardware in load_profile(args.out).hardware(model.name):
+            raise ValueError(f"{args.out} already has model {model.name!r} on hardware {hardware!r}")
     except ValueError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
+    cold_start = functools.partial(build, args.model, args.input_size) if args.load_time else None
     profile = measure(model, args.device, args.dtype, args.batch_sizes, args.repeats, args.min_repeats,
-                      args.max_seconds_per_point, args.warmup, args.threads, args.e2e)
+                      args.max_seconds_per_point, args.warmup, args.threads, args.e2e, hardware=args.hardware,
+                      cold_start=cold_start, load_repeats=args.load_repeats)
+    if args.append and os.path.exists(args.out):
+        profile = append(args.out, profile)
     profile.save(args.out)
     print(f"wrote {args.out} ({len(profile.rows)} rows) in {time.perf_counter() - started:.1f} s")
     return 0

@@ -1,4 +1,5 @@
-"""The torch early-exit models, their profiler, and the profiles it measured.
+"""The torch models (early-exit, and the plain variant families), their profiler, and
+the profiles it measured.
 
 The shipped-profile tests need no torch (anyone running servesim reads these files);
 the others ask for it through the ``torch`` fixture and skip cleanly without it. Models
@@ -7,6 +8,7 @@ nothing) so the file runs in seconds.
 """
 
 import datetime
+import re
 
 import pytest
 
@@ -273,3 +275,179 @@ def test_cuda_profile_keeps_host_time_apart(torch, tm, profiler, dtype, recorded
     assert profile.hardware() == (meta["hardware"],)
     assert_e2e_rows(profile, "resnet18_ee", (1, 2))
     assert all(r.latency_p50_ms > 0 for r in profile.rows)
+
+
+# --- plain variants: the menus of workloads.variants -------------------------------------
+
+RESNET_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+                 "resnet101": 44_549_160, "resnet152": 60_192_808}
+# Ultralytics' v6.0 table (80 classes), which rounds to 0.1 M.
+YOLOV5_PARAMS = {"yolov5n": 1.9e6, "yolov5s": 7.2e6, "yolov5m": 21.2e6, "yolov5l": 46.5e6, "yolov5x": 86.7e6}
+TINY_SEQ2SEQ = dict(hidden=32, heads=2, ffn=64, vocab=50)
+
+
+def n_params(model):
+    return sum(p.numel() for _, block in model.blocks for p in block.parameters())
+
+
+def assert_one_block(model):
+    assert [(name, trunk) for name, _, trunk in model.stages()] == [("forward", True)] and model.ramps == {}
+
+
+@pytest.mark.parametrize("name", sorted(RESNET_PARAMS))
+def test_resnet_family_has_torchvisions_parameter_counts(torch, tm, name):
+    with torch.device("meta"):
+        model = tm.build(name)
+    assert_one_block(model)
+    assert n_params(model) == RESNET_PARAMS[name]  # exact: the same layers as torchvision
+
+
+@pytest.mark.parametrize("name", ["resnet34", "resnet50"])  # one of each block kind
+def test_resnet_family_classifies_a_small_image(torch, tm, name):
+    model = tm.build(name, 32)
+    with torch.inference_mode():
+        assert model.backbone()(model.make_input(2)).shape == (2, 1000)
+    assert model.input_shape == "(batch, 3, 32, 32)"
+
+
+@pytest.mark.parametrize("name", sorted(YOLOV5_PARAMS))
+def test_yolov5_family_is_within_rounding_of_the_published_sizes(torch, tm, name):
+    with torch.device("meta"):
+        model = tm.build(name)
+    assert_one_block(model)
+    # The table rounds to 0.1 M: +-0.05 M is 2.6% of yolov5n's 1.9 M, so 3% allows the rounding and little
+    # more. (The counts equal Ultralytics' v6.0 model summaries exactly: 1,872,157 / 7,235,389 / 21,190,557 /
+    # 46,563,709 / 86,749,405.)
+    assert n_params(model) == pytest.approx(YOLOV5_PARAMS[name], rel=0.03)
+    detect = model.blocks[0][1].detect
+    assert [conv.out_channels for conv in detect.convs] == [255] * 3
+
+
+@pytest.mark.parametrize("name", ["yolov5n", "yolov5s"])
+def test_yolov5_predicts_three_anchors_per_cell_at_three_scales(torch, tm, name):
+    model = tm.build(name, 64)
+    with torch.inference_mode():
+        y = model.backbone()(model.make_input(2))
+    cells = (64 // 8) ** 2 + (64 // 16) ** 2 + (64 // 32) ** 2
+    assert y.shape == (2, 3 * cells, 85)
+    assert bool(((y > 0) & (y < 1)).all())  # sigmoid outputs, no box decoding
+    assert tm.build(name).input_shape == "(batch, 3, 320, 320)"
+
+
+def test_yolov5_refuses_a_side_the_strides_do_not_divide(tm):
+    with pytest.raises(ValueError, match="yolov5s: image_size must be a multiple of 32 .*got 48"):
+        tm.build("yolov5s", 48)
+
+
+def test_language_id_proxy_has_xlmr_base_shapes_and_classifies_the_first_token(torch, tm):
+    with torch.device("meta"):
+        full = tm.build("langid_xlmr")
+    body = full.blocks[0][1]
+    layers = [m for m in body if isinstance(m, torch.nn.TransformerEncoderLayer)]
+    assert len(layers) == 12 and layers[0].linear1.weight.shape == (3072, 768)
+    assert body[0].word.weight.shape == (250_002, 768) and full.input_shape == "(batch, 32) token ids"
+    tiny = tm.build("langid_xlmr", 8, layers=2, hidden=32, heads=2, ffn=64, vocab=50)
+    assert_one_block(tiny)
+    with torch.inference_mode():
+        assert tiny.backbone()(tiny.make_input(3)).shape == (3, 20)
+
+
+@pytest.mark.parametrize("name, encoder, decoder, hidden", [
+    ("opus_mt", 6, 6, 512), ("tc_big", 6, 6, 1024), ("distilbart_1_1", 1, 1, 1024), ("distilbart_12_1", 12, 1, 1024),
+    ("distilbart_6_6", 6, 6, 1024), ("distilbart_12_3", 12, 3, 1024), ("distilbart_9_6", 9, 6, 1024),
+    ("distilbart_12_6", 12, 6, 1024),
+])
+def test_seq2seq_proxies_have_the_published_layer_counts(torch, tm, name, encoder, decoder, hidden):
+    with torch.device("meta"):
+        model = tm.build(name)
+    assert_one_block(model)
+    net = model.blocks[0][1]
+    assert (len(net.encoder), len(net.decoder)) == (encoder, decoder)
+    assert net.decoder[0].linear1.weight.shape == (4 * hidden, hidden) and net.out_len == 8
+    assert model.input_shape == "(batch, 32) token ids" and "no KV cache" in model.description
+
+
+def test_greedy_generation_runs_the_decoder_once_per_token_over_the_whole_prefix(torch, tm):
+    model = tm.build("distilbart_12_6", 8, out_len=3, **TINY_SEQ2SEQ)
+    net = model.blocks[0][1]
+    prefixes = []
+    net.decoder[0].register_forward_hook(lambda module, args, out: prefixes.append(out.shape[1]))
+    x = model.make_input(2)
+    with torch.inference_mode():
+        tokens = net(x)
+        assert torch.equal(net(x), tokens)  # deterministic
+    assert tokens.shape == (2, 3) and tokens.dtype == torch.int64
+    assert bool(((tokens >= 0) & (tokens < 50)).all())
+    assert prefixes == [1, 2, 3] * 2  # no KV cache: pass k sees the k tokens so far
+
+
+def test_seq2seq_refuses_lengths_outside_its_positions(tm):
+    with pytest.raises(ValueError, match=r"opus_mt: out_len must be 1\.\.512 .*got 0"):
+        tm.build("opus_mt", 8, out_len=0, **TINY_SEQ2SEQ)
+    with pytest.raises(ValueError, match=r"tc_big: seq_len must be 1\.\.1024 .*got 1025"):
+        tm.build("tc_big", 1025, **TINY_SEQ2SEQ)
+
+
+def test_plain_variant_profile_names_its_hardware_and_times_cold_starts(tm, profiler):
+    from workloads.variants import cpu_hardware
+
+    model = tm.build("resnet18", 32)
+    profile = profiler.measure(model, batch_sizes=(1, 2), repeats=3, warmup=1, hardware=cpu_hardware(1),
+                               cold_start=lambda: tm.build("resnet18", 32))
+    # One block: its forward rows are the whole model, so no _e2e rows.
+    assert profile.models() == ("resnet18", "resnet18_load") and "e2e" not in profile.metadata
+    assert profile.hardware() == ("cpu-1c",) and profile.metadata["hardware"] == "cpu-1c"
+    assert profile.stages("resnet18") == ("forward",) and profile.stages("resnet18_load") == ("load",)
+    [load] = profile.rows_for("resnet18_load", "load")
+    assert (load.batch_size, load.repeats) == (1, 5)
+    # A cold start constructs 11.7 M randomly initialised weights (tens of ms) and then makes a
+    # forward call itself, so it cannot be as quick as a warm forward call (about 1 ms at 32 px).
+    assert load.latency_p50_ms > profile.rows_for("resnet18", "forward")[0].latency_p50_ms
+    # 11,689,512 fp32 weights are 44.59 MiB; BN's running statistics add 4,800 channels x 2 x 4 bytes.
+    assert "5 cold starts" in profile.metadata["load"] and "44.6 MiB" in profile.metadata["load"]
+
+
+def test_hardware_names_and_load_repeats_are_checked_before_timing(tm, profiler):
+    model = tm.build("resnet18", 32)
+    with pytest.raises(ValueError, match=re.escape("hardware 'cpu-2c' names 2 core(s), but threads is 1; "
+                                                   "name it 'cpu-1c' or run 2 thread(s)")):
+        profiler.measure(model, hardware="cpu-2c", threads=1)
+    with pytest.raises(ValueError, match=re.escape("hardware must be a non-empty printable name without "
+                                                   "surrounding spaces, got ' cpu'")):
+        profiler.measure(model, hardware=" cpu")
+    with pytest.raises(ValueError, match="load_repeats must be at least 5, got 4"):
+        profiler.measure(model, cold_start=lambda: model, load_repeats=4)
+
+
+def test_command_line_appends_runs_on_other_hardware_to_one_file(profiler, tmp_path, capsys):
+    out = str(tmp_path / "variants.csv")
+    common = ["--input-size", "32", "--batch-sizes", "1", "--repeats", "2", "--warmup", "0", "--out", out]
+    assert profiler.main(["--model", "resnet18", "--hardware", "cpu-1c", "--load-time", *common]) == 0
+    assert profiler.main(["--model", "resnet18", "--append", *common]) == 0  # default hardware: cpu
+    assert profiler.main(["--model", "resnet34", "--hardware", "cpu-1c", "--append", *common]) == 0
+    profile = load_profile(out)
+    assert profile.models() == ("resnet18", "resnet18_load", "resnet34")
+    assert profile.hardware("resnet18") == ("cpu-1c", "cpu") and profile.hardware("resnet34") == ("cpu-1c",)
+    assert profile.rows_for("resnet18", "forward", hardware="cpu")[0].repeats == 2
+    meta = profile.metadata
+    assert meta["hardware"] == "cpu-1c | cpu" and meta["threads"] == "1"
+    assert meta["model"].count(" | ") == 1 and "load" in meta  # resnet18's description, then resnet34's
+    capsys.readouterr()
+    assert profiler.main(["--model", "resnet18", "--hardware", "cpu-1c", "--append", *common], prog="prof") == 2
+    assert profiler.main(["--model", "resnet18", "--hardware", "cpu-2c", *common], prog="prof") == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"prof: error: {out} already has model 'resnet18' on hardware 'cpu-1c'",
+        "prof: error: hardware 'cpu-2c' names 2 core(s), but threads is 1; name it 'cpu-1c' or run 2 thread(s)"]
+    with pytest.raises(SystemExit):
+        profiler.main(["--model", "resnet18", "--load-time", "--load-repeats", "4", *common])
+    assert load_profile(out).rows == profile.rows  # the refused runs left the file alone
+
+
+def test_append_refuses_a_file_of_another_precision(tm, profiler, tmp_path):
+    out = tmp_path / "p.csv"
+    profiler.measure(tm.build("resnet18", 32), batch_sizes=(1,), repeats=1, warmup=0).save(out)
+    other = profiler.measure(tm.build("resnet34", 32), batch_sizes=(1,), repeats=1, warmup=0)
+    half = type(other)(other.rows, {**other.metadata, "dtype": "float16"})
+    with pytest.raises(ValueError, match=f"cannot append to {re.escape(str(out))}: its dtype is 'float32', "
+                                         f"this run's is 'float16'"):
+        profiler.append(out, half)

@@ -1,0 +1,161 @@
+"""One cluster run: a ``cluster:`` config → the engine of :mod:`sim.cluster` → its files.
+
+The run's seed is split like a single-model run's (:func:`experiments.runner.prepare`):
+the trace has its own stream, so every adapter of a sweep meets the same arrivals, and
+each deployment's service times have theirs. Files in the run's folder:
+``requests.parquet`` (per request: arrival, finish, status, the task it was dropped at,
+the variant each task used), ``timeseries.csv`` (every ``sample_s``: arrivals per second
+and cores per task and per variant), ``plans.csv`` (every plan the adapter made), and
+``summary.json`` (:func:`sim.metrics.summarize_cluster`), written last.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from policies.autoscaling import Deployment, Plan
+from sim.cluster import ClusterCosts, ClusterResults, simulate_cluster
+from sim.metrics import summarize_cluster
+from workloads import load_profile
+from workloads.variant_costs import VariantCosts
+from workloads.variants import FAMILIES, PIPELINES, Pipeline
+
+from . import store
+from .cluster_specs import Context
+from .config import ConfigError, Run, dump
+
+def resolve_pipeline(name: str) -> Pipeline:
+    """A built-in pipeline, or one task's family served alone."""
+    if name in PIPELINES:
+        return PIPELINES[name]
+    if name in FAMILIES:
+        return Pipeline(name, (FAMILIES[name],), ())
+    raise ConfigError(f"cluster.pipeline: unknown pipeline {name!r}; known: "
+                      f"{', '.join(sorted(PIPELINES))} (pipelines), {', '.join(sorted(FAMILIES))} (one task)")
+
+
+def initial_plan(config, pipeline: Pipeline) -> Plan:
+    """The start plan: the adapter's own ``initial``, else ``cluster.initial``."""
+    tasks = [t.name for t in pipeline.tasks]
+    own = config.cluster.adapter.initial
+    key, given = ("cluster.adapter.initial", own) if own is not None else ("cluster.initial", config.cluster.initial)
+    if set(given) != set(tasks):
+        raise ConfigError(f"{key}: give the start deployments of exactly the tasks {tasks} (got {sorted(given)})")
+    for task, deployments in given.items():
+        for k, d in enumerate(deployments):
+            if d.variant not in [v.name for v in pipeline.task(task).variants]:
+                raise ConfigError(f"{key}.{task}.{k}.variant: task {task!r} has no variant {d.variant!r}; "
+                                  f"its variants: {', '.join(v.name for v in pipeline.task(task).variants)}")
+    try:
+        return Plan({task: tuple(Deployment(**d.model_dump()) for d in ds) for task, ds in given.items()})
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def parts(config, base_dir: Path, seed: int):
+    """The pipeline, variant costs, start plan and adapter of one cluster config (every
+    problem a ConfigError naming its key): all but the trace, so `servesim check` and a
+    run's up-front validation build them without placing arrivals."""
+    from .runner import profile_path  # noqa: PLC0415  (runner imports this module)
+
+    cluster = config.cluster
+    pipeline = resolve_pipeline(cluster.pipeline)
+    profile = load_profile(profile_path(cluster.profile, base_dir, "cluster.profile"))
+    try:
+        costs = VariantCosts(profile, pipeline, noise=cluster.noise.build(), load_times=cluster.load_times_s)
+    except ValueError as exc:
+        raise ConfigError(f"cluster.profile: {exc}") from None
+    initial = initial_plan(config, pipeline)
+    drop_limits(cluster.drop_after_ms, [t.name for t in pipeline.tasks])  # a config error up front
+    try:
+        adapter = cluster.adapter.build(Context(pipeline, costs, initial, cluster.core_mode, seed))
+    except ValueError as exc:
+        raise ConfigError(f"cluster.adapter: {exc}") from None
+    return pipeline, costs, initial, adapter
+
+
+def build(config, base_dir: Path, seed: int):
+    """:func:`parts`, the trace, and the seed of the service-time streams."""
+    trace_seed, noise_seed = np.random.SeedSequence(seed).spawn(2)
+    pipeline, costs, initial, adapter = parts(config, base_dir, seed)
+    trace = config.trace.build(np.random.default_rng(trace_seed), base_dir)
+    return trace, pipeline, costs, initial, adapter, int(noise_seed.generate_state(1)[0])
+
+
+def simulate_cluster_config(config, base_dir: Path, seed: int) -> tuple[ClusterResults, Pipeline, object]:
+    trace, pipeline, costs, initial, adapter, service_seed = build(config, base_dir, seed)
+    cluster = config.cluster
+    tasks = [t.name for t in pipeline.order()]
+    drop = drop_limits(cluster.drop_after_ms, tasks)
+    try:
+        results = simulate_cluster(trace, tasks, pipeline.edges, {t.name: [v.name for v in t.variants]
+                                                                  for t in pipeline.tasks},
+                                   ClusterCosts(costs.service(service_seed), costs.load_time), adapter, initial,
+                                   drop_after=drop, core_mode=cluster.core_mode)
+    except ValueError as exc:  # a profile that lacks a core count a plan asked for, and the like
+        raise ConfigError(f"cluster: {exc}") from None
+    return results, pipeline, trace
+
+
+def drop_limits(drop_after_ms, tasks: list[str]) -> Optional[dict[str, float]]:
+    """``cluster.drop_after_ms`` as seconds per task (one value for all, or per task)."""
+    if drop_after_ms is None:
+        return None
+    if not isinstance(drop_after_ms, dict):
+        return {t: drop_after_ms / 1e3 for t in tasks}
+    unknown = sorted(set(drop_after_ms) - set(tasks))
+    if unknown:
+        raise ConfigError(f"cluster.drop_after_ms: no task {unknown[0]!r} in the pipeline; its tasks: {', '.join(tasks)}")
+    return {t: ms / 1e3 for t, ms in drop_after_ms.items()}
+
+
+def run_cluster(run: Run, base_dir: Path, run_dir: Path) -> dict:
+    """Simulate one cluster run and write its folder; returns its summary."""
+    config = run.config
+    results, pipeline, trace = simulate_cluster_config(config, base_dir, run.seed)
+    accuracy = {t.name: [v.accuracy for v in t.variants] for t in pipeline.tasks}
+    slo = None if config.slo_ms is None else config.slo_ms / 1e3
+    summary = {"run": run.name, "seed": run.seed, "params": run.params, "trace": trace.source,
+               "adapter": config.cluster.adapter.name, **summarize_cluster(results, accuracy, slo)}
+    (run_dir / store.SUMMARY).unlink(missing_ok=True)
+    store.write_text(run_dir / store.CONFIG, dump(config))
+    store.write_requests(run_dir / store.REQUESTS, request_columns(results))
+    store.write_columns(run_dir / store.TIMESERIES, timeseries(results, config.cluster.sample_s))
+    store.write_columns(run_dir / store.PLANS, plan_rows(results))
+    (run_dir / store.ERROR).unlink(missing_ok=True)
+    store.write_json(run_dir / store.SUMMARY, summary)
+    return summary
+
+
+def request_columns(results: ClusterResults) -> dict[str, np.ndarray]:
+    columns = {"arrival": results.arrival, "finish": results.finish, "status": results.status,
+               "dropped_at": results.dropped_at}
+    columns.update({f"variant_{task}": results.variant[task] for task in results.tasks})
+    return columns
+
+
+def timeseries(results: ClusterResults, sample_s: float) -> dict[str, np.ndarray]:
+    """Every ``sample_s``: the arrival rate over the interval before it, and the cores
+    provisioned then, per task and per ``task/variant``."""
+    times = np.arange(0.0, results.end_time + sample_s, sample_s)
+    arrivals = np.histogram(results.arrival, bins=np.concatenate(([-np.inf], times)))[0]
+    columns = {"time_s": times, "load_rps": arrivals / sample_s}
+    for name, cores in {**results.cores_over_time(times), **results.cores_over_time(times, by="variant")}.items():
+        columns[f"cores:{name}"] = cores
+    return columns
+
+
+def plan_rows(results: ClusterResults) -> dict[str, list]:
+    rows = {"time_s": [], "task": [], "variant": [], "replicas": [], "cores": [], "batch": [], "quota": [],
+            "restart": []}
+    for when, plan in results.plans:
+        for task, deployments in plan.tasks.items():
+            for d in deployments:
+                for key, value in (("time_s", when), ("task", task), ("variant", d.variant), ("replicas", d.replicas),
+                                   ("cores", d.cores), ("batch", d.batch), ("quota", d.quota),
+                                   ("restart", plan.restart)):
+                    rows[key].append(value)
+    return rows

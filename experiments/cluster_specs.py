@@ -1,0 +1,305 @@
+"""What a cluster experiment's YAML may name: load predictors and adapters.
+
+Like :mod:`experiments.specs`, each class is the validated parameter set of one name
+and builds the object. Adapters are built from a :class:`Context`: the pipeline, the
+variant costs read off the measured profile, and the start plan, so that a policy is
+given exactly the numbers its paper's system measured for itself (capacity against
+cores for InfAdapter, p99 latency and throughput per batch for IPA), never the profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+
+from policies import autoscaling, ipa, predictors, scaling
+from workloads.variant_costs import VariantCosts
+from workloads.variants import Pipeline
+
+from .capacity import infadapter_variant
+from .registry import ADAPTERS, PREDICTORS
+from .specs import Spec
+
+# --- load predictors -------------------------------------------------------------------
+
+
+class PredictorSpec(Spec):
+    margin: NonNegativeFloat = 0.0
+
+
+@PREDICTORS.register
+class LastValueSpec(PredictorSpec):
+    """The last ``window_s`` seconds' peak (IPA's ``reactive`` with 1 s)."""
+
+    kind: Literal["last"]
+    window_s: PositiveInt = 1
+
+    def build(self):
+        return predictors.LastValue(self.window_s, self.margin)
+
+
+@PREDICTORS.register
+class WindowMaxSpec(PredictorSpec):
+    """The peak of the last ``window_s`` seconds (IPA's ``max``)."""
+
+    kind: Literal["window_max"]
+    window_s: PositiveInt = 120
+
+    def build(self):
+        return predictors.WindowMax(self.window_s, self.margin)
+
+
+@PREDICTORS.register
+class EWMASpec(PredictorSpec):
+    """Exponentially weighted mean of per-window peaks (InfAdapter's EWM, span 10, 1 min)."""
+
+    kind: Literal["ewma"]
+    span: PositiveFloat = 10.0
+    window_s: PositiveInt = 60
+
+    def build(self):
+        return predictors.EWMA(self.span, self.window_s, self.margin)
+
+
+@PREDICTORS.register
+class AutoRegressiveSpec(PredictorSpec):
+    """ARIMA(p, 0, 0) on per-window peaks, refitted every call (IPA's ``arima``)."""
+
+    kind: Literal["ar"]
+    order: PositiveInt = 1
+    window_s: PositiveInt = 10
+    lookback: PositiveInt = 12
+
+    def build(self):
+        return predictors.AutoRegressive(self.order, self.window_s, self.lookback, margin=self.margin)
+
+
+@PREDICTORS.register
+class SeasonalSpec(PredictorSpec):
+    """The peak one period ago (seasonal naive)."""
+
+    kind: Literal["seasonal"]
+    period_s: PositiveInt = 86_400
+    window_s: PositiveInt = 60
+
+    def build(self):
+        return predictors.Seasonal(self.period_s, self.window_s, self.margin)
+
+
+# --- adapters --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    """What adapters are built from: the pipeline, its variant costs, the start plan,
+    the serving mode (``lanes`` or ``threads``) and the run's seed."""
+
+    pipeline: Pipeline
+    costs: VariantCosts
+    initial: autoscaling.Plan
+    core_mode: str
+    seed: int
+
+    def only_task(self, adapter: str) -> str:
+        if len(self.pipeline.tasks) != 1:
+            raise ValueError(f"adapter {adapter!r} scales one task; pipeline {self.pipeline.name!r} has "
+                             f"{len(self.pipeline.tasks)}")
+        return self.pipeline.tasks[0].name
+
+    def variant_of(self, task: str, adapter: str, variant: Optional[str]) -> str:
+        """``variant``, or the one variant the start plan runs for ``task``."""
+        if variant is not None:
+            self.pipeline.task(task).variant(variant)  # a clear error for an unknown name
+            return variant
+        running = [d.variant for d in self.initial.tasks[task]]
+        if len(running) != 1:
+            raise ValueError(f"adapter {adapter!r}: name its variant; the start plan runs {running} for {task!r}")
+        return running[0]
+
+
+class DeploymentConfig(Spec):
+    """One deployment of a cluster plan (see :class:`policies.autoscaling.Deployment`)."""
+
+    variant: str
+    replicas: NonNegativeInt = 1
+    cores: PositiveInt = 1
+    batch: PositiveInt = 1
+    quota: PositiveFloat = 1.0
+
+
+class AdapterSpec(Spec):
+    """``interval_s``: how often it decides (default: its paper's); ``initial``: the plan
+    the run starts with under this adapter, instead of ``cluster.initial``."""
+
+    interval_s: Optional[PositiveFloat] = None  # None: the policy's own default
+    initial: Optional[dict[str, list[DeploymentConfig]]] = None
+
+    def _interval(self) -> dict:
+        return {} if self.interval_s is None else {"interval_s": self.interval_s}
+
+
+@ADAPTERS.register
+class StaticSpec(AdapterSpec):
+    """Keeps the start plan for the whole run."""
+
+    name: Literal["static"]
+
+    def build(self, context: Context):
+        return autoscaling.StaticAdapter(**self._interval())
+
+
+@ADAPTERS.register
+class HPASpec(AdapterSpec):
+    """The Kubernetes HPA on one deployment (``variant``: default, the one the start plan runs)."""
+
+    name: Literal["hpa"]
+    variant: Optional[str] = None
+    target: PositiveFloat = 0.7
+    tolerance: NonNegativeFloat = 0.1
+    stabilization_s: NonNegativeFloat = 300.0
+    min_replicas: PositiveInt = 1
+    max_replicas: PositiveInt = 20
+
+    def build(self, context: Context):
+        task = context.only_task(self.name)
+        return scaling.HPA(task, context.variant_of(task, self.name, self.variant), self.target,
+                           tolerance=self.tolerance, stabilization_s=self.stabilization_s,
+                           min_replicas=self.min_replicas, max_replicas=self.max_replicas, **self._interval())
+
+
+@ADAPTERS.register
+class VPASpec(AdapterSpec):
+    """The Kubernetes VPA on one variant's replica (InfAdapter's VPA-<variant> baseline)."""
+
+    name: Literal["vpa"]
+    variant: Optional[str] = None
+    percentile: float = Field(0.9, gt=0, lt=1)
+    margin: NonNegativeFloat = 0.15
+    half_life_s: PositiveFloat = 24 * 3600.0
+    min_cores: PositiveInt = 2
+    max_cores: PositiveInt = 20
+
+    def build(self, context: Context):
+        task = context.only_task(self.name)
+        return scaling.VPA(task, context.variant_of(task, self.name, self.variant), percentile=self.percentile,
+                           margin=self.margin, half_life_s=self.half_life_s, min_cores=self.min_cores,
+                           max_cores=self.max_cores, **self._interval())
+
+
+class VariantSetSpec(AdapterSpec):
+    """InfAdapter's program's parameters, shared by InfAdapter and MS+: capacity is load-
+    tested in the simulator (p99 ≤ ``capacity_slo_ms`` on ``probe_cores``) and fitted."""
+
+    budget: PositiveInt = 20
+    alpha: NonNegativeFloat = 0.05
+    beta: NonNegativeFloat = 0.001
+    min_cores: PositiveInt = 2
+    capacity_slo_ms: PositiveFloat = 750.0
+    probe_cores: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    predictor: PREDICTORS.union() = Field(default_factory=lambda: EWMASpec(kind="ewma", margin=0.1))
+
+    def variants(self, context: Context, task: str):
+        if context.core_mode != "lanes":
+            raise ValueError(f"adapter {self.name!r} plans cores as parallel lanes (TF-Serving batch threads, as "
+                             f"InfAdapter ran): set cluster.core_mode: lanes")
+        return tuple(infadapter_variant(v.name, v.accuracy, context.costs.cost_model(task, v.name, 1),
+                                        context.costs.load_time(task, v.name), self.budget,
+                                        self.capacity_slo_ms / 1e3, self.probe_cores, context.seed)
+                     for v in context.pipeline.task(task).variants)
+
+
+@ADAPTERS.register
+class InfAdapterSpec(VariantSetSpec):
+    """InfAdapter: a set of variants and their cores, every 30 s (scale-down stabilised)."""
+
+    name: Literal["infadapter"]
+    stabilization: PositiveInt = 4
+
+    def build(self, context: Context):
+        task = context.only_task(self.name)
+        return scaling.InfAdapterPolicy(task, self.variants(context, task), self.budget, self.predictor.build(),
+                                        alpha=self.alpha, beta=self.beta, min_cores=self.min_cores,
+                                        stabilization=self.stabilization, **self._interval())
+
+
+@ADAPTERS.register
+class ModelSwitchingSpec(VariantSetSpec):
+    """MS+: the one best variant on the least cores that carry the predicted load."""
+
+    name: Literal["ms"]
+
+    def build(self, context: Context):
+        task = context.only_task(self.name)
+        return scaling.ModelSwitching(task, self.variants(context, task), self.budget, self.predictor.build(),
+                                      alpha=self.alpha, beta=self.beta, min_cores=self.min_cores,
+                                      **self._interval())
+
+
+class PipelineSpec(AdapterSpec):
+    """IPA's program's parameters, shared by IPA, FA2 and RIM: the menus are each
+    variant's p99 latency and throughput at ``batches`` on ``cores`` per replica."""
+
+    sla_ms: PositiveFloat
+    alpha: NonNegativeFloat = 2.0
+    beta: NonNegativeFloat = 1.0
+    gamma: NonNegativeFloat = 1e-6
+    accuracy_method: Literal["sum", "multiply"] = "sum"
+    batches: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 8])
+    cores: PositiveInt = 1
+    predictor: PREDICTORS.union() = Field(default_factory=lambda: WindowMaxSpec(kind="window_max"))
+
+    def stages(self, context: Context) -> tuple[ipa.Stage, ...]:
+        lanes = self.cores if context.core_mode == "lanes" else 1
+        per_lane = 1 if context.core_mode == "lanes" else self.cores
+        costs = context.costs
+        return tuple(ipa.Stage(task.name, tuple(
+            ipa.StageVariant(v.name, v.accuracy, self.cores, tuple(self.batches),
+                             tuple(costs.p99(task.name, v.name, per_lane, b) for b in self.batches),
+                             tuple(costs.throughput(task.name, v.name, per_lane, b, lanes) for b in self.batches))
+            for v in task.variants)) for task in context.pipeline.order())
+
+    def policy(self, context: Context, **pins):
+        return scaling.IPAPolicy(self.stages(context), self.sla_ms / 1e3, self.predictor.build(), alpha=self.alpha,
+                                 beta=self.beta, gamma=self.gamma, accuracy_method=self.accuracy_method,
+                                 **pins, **self._interval())
+
+
+@ADAPTERS.register
+class IPASpec(PipelineSpec):
+    """IPA: per stage a variant, batch and replicas, every 10 s."""
+
+    name: Literal["ipa"]
+
+    def build(self, context: Context):
+        return self.policy(context)
+
+
+@ADAPTERS.register
+class FA2Spec(PipelineSpec):
+    """FA2: IPA's program with each stage's variant pinned (scale and batch only)."""
+
+    name: Literal["fa2"]
+    variants: dict[str, str]
+
+    def build(self, context: Context):
+        order = [t.name for t in context.pipeline.order()]
+        missing = sorted(set(order) - set(self.variants))
+        if missing or set(self.variants) - set(order):
+            raise ValueError(f"adapter 'fa2': variants must name one variant for each task {order}, got "
+                             f"{sorted(self.variants)}")
+        for task, variant in self.variants.items():
+            context.pipeline.task(task).variant(variant)
+        return self.policy(context, fix_variant=tuple(self.variants[t] for t in order))
+
+
+@ADAPTERS.register
+class RIMSpec(PipelineSpec):
+    """RIM: IPA's program with every stage's replicas pinned (variant switching only)."""
+
+    name: Literal["rim"]
+    replicas: PositiveInt = 3
+
+    def build(self, context: Context):
+        return self.policy(context, fix_replicas=(self.replicas,) * len(context.pipeline.tasks))

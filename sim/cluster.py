@@ -1,0 +1,381 @@
+"""A serving cluster under an autoscaler: pipelines of tasks, each run by deployments of
+model variants whose replicas come and go.
+
+Where :func:`sim.simulate` serves one model on a fixed set of workers as fast as
+possible, this engine serves a *pipeline* (a DAG of tasks: a detector, then a
+classifier) whose configuration changes while it runs. Every ``adapter.interval_s``
+seconds the adapter (:mod:`policies.autoscaling`) sees the load so far and how busy each
+deployment was, and may return a new :class:`~policies.autoscaling.Plan`. The engine
+carries it out as a cluster would:
+
+* **Provisioning** takes the variant's load time (model load / cold start); a replica
+  costs its cores from the moment it is requested until it is released.
+* **Rolling changes** (the default): new replicas start loading at once; the quotas and
+  the removal of surplus replicas take effect when every new replica has loaded, so
+  capacity never dips. ``Plan.restart`` (the Kubernetes VPA's recreate mode) removes and
+  re-routes at once instead, and the new replicas serve only once loaded.
+* **No queued request is lost**: a deployment that goes away hands its queue, with the
+  original enqueue times, to its task's deployments in force; a retiring replica
+  finishes the batch it is running.
+* **Drops**: a request that waited longer than its task's ``drop_after`` when a replica
+  next looks at the queue is dropped (it counts as an SLO violation), as Triton's queue
+  timeout and IPA's queues do.
+* **Cores**: a replica with ``c`` cores serves either as ``c`` single-threaded *lanes*
+  (``core_mode="lanes"``, each running its own batches from the replica's queue:
+  TF-Serving's batch threads, as InfAdapter configured it) or as one lane whose batches
+  run on ``c`` threads (``"threads"``: the service time of the ``c``-core profile).
+
+Requests are dispatched to a task's deployments by smooth weighted round robin over the
+quotas (deterministic: same plan, same split). A request's end-to-end latency is from
+its arrival to the end of its last sink task; each task records the variant that served
+it, so accuracy follows from the variants' menus (:func:`summarize_cluster`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import simpy
+
+from policies.autoscaling import Adapter, ClusterObservation, Plan
+from traces.trace import Trace
+
+from .errors import SimulationError
+from .records import COMPLETED, DROPPED
+
+CORE_MODES = ("lanes", "threads")
+Key = tuple[str, str, int]  # (task, variant, cores)
+
+
+@dataclass(frozen=True)
+class ClusterCosts:
+    """What the engine needs to know about the variants: ``service(task, variant, cores)``
+    gives a sampler ``batch_size -> seconds`` for one lane (a lane has 1 core in
+    ``lanes`` mode and ``cores`` threads in ``threads`` mode); ``load_time(task, variant)``
+    is a replica's provisioning delay in seconds."""
+
+    service: Callable[[str, str, int], Callable[[int], float]]
+    load_time: Callable[[str, str], float]
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    task: str
+    variant: str
+    cores: int
+    requested: float
+    ready: float  # inf if released before it loaded
+    released: float  # the run's end if never released
+
+
+@dataclass
+class ClusterResults:
+    """Per request (``arrival``, ``finish``: end of the last sink task, or when it was
+    dropped; ``status``; ``dropped_at``: index of the task it was dropped at, or -1;
+    ``variant[task]``: index into ``variants[task]`` of the variant that served it, -1 if
+    it never got there), every replica's life, every plan with the time it was decided,
+    and the run's end time."""
+
+    tasks: tuple[str, ...]
+    arrival: np.ndarray
+    finish: np.ndarray
+    status: np.ndarray
+    dropped_at: np.ndarray
+    variant: dict[str, np.ndarray]
+    variants: dict[str, tuple[str, ...]]
+    replicas: list[ReplicaRecord]
+    plans: list[tuple[float, Plan]]
+    end_time: float
+
+    def cost_core_seconds(self) -> float:
+        """Cores provisioned, integrated over the run (a replica costs from request to release)."""
+        return float(sum(r.cores * (r.released - r.requested) for r in self.replicas))
+
+    def cores_over_time(self, times: np.ndarray, by: str = "task") -> dict[str, np.ndarray]:
+        """Cores provisioned at each of ``times``, per task (``by="task"``) or per
+        ``task/variant`` (``by="variant"``)."""
+        out: dict[str, np.ndarray] = {}
+        for r in self.replicas:
+            name = r.task if by == "task" else f"{r.task}/{r.variant}"
+            live = (times >= r.requested) & (times < r.released)
+            out[name] = out.get(name, np.zeros(times.size)) + r.cores * live
+        return out
+
+
+class _Replica:
+    """One replica: its lanes are SimPy processes pulling from the deployment's queue."""
+
+    def __init__(self, deployment: "_Deployment", now: float, ready_at: float):
+        self.deployment = deployment
+        self.requested, self.ready_at = now, ready_at
+        self.ready: Optional[float] = None
+        self.released: Optional[float] = None
+        self.retired = False
+        self.busy_lanes = 0
+
+    def release(self, now: float) -> None:
+        if self.released is None:
+            self.released = now
+
+
+class _Deployment:
+    """A (task, variant, cores) deployment: its queue, replicas, batch size and sampler."""
+
+    def __init__(self, key: Key, batch: int, sampler: Callable[[int], float], variant_index: int):
+        self.key, self.batch, self.sampler, self.variant_index = key, batch, sampler, variant_index
+        self.queue: deque[tuple[int, float]] = deque()  # (request, enqueued at)
+        self.replicas: list[_Replica] = []
+        self.idle: list[tuple[_Replica, simpy.Event]] = []  # lanes waiting for work
+        self.busy_core_seconds = 0.0
+
+    def alive(self) -> list[_Replica]:
+        return [r for r in self.replicas if not r.retired]
+
+
+class _Cluster:
+    def __init__(self, env: simpy.Environment, trace: Trace, tasks: Sequence[str], edges, variants, costs,
+                 adapter: Adapter, drop_after: Mapping[str, Optional[float]], core_mode: str):
+        self.env, self.costs, self.adapter, self.core_mode = env, costs, adapter, core_mode
+        self.tasks = tuple(tasks)
+        self.variants = {t: tuple(v) for t, v in variants.items()}
+        self.succ = {t: [b for a, b in edges if a == t] for t in self.tasks}
+        self.n_pred = {t: sum(1 for _, b in edges if b == t) for t in self.tasks}
+        self.sources = [t for t in self.tasks if not self.n_pred[t]]
+        self.sinks = [t for t in self.tasks if not self.succ[t]]
+        self.drop_after = drop_after
+        n = len(trace.times)
+        self.arrival = trace.times
+        self.finish = np.full(n, np.nan)
+        self.status = np.full(n, COMPLETED, dtype=np.int8)
+        self.dropped_at = np.full(n, -1, dtype=np.int16)
+        self.variant = {t: np.full(n, -1, dtype=np.int16) for t in self.tasks}
+        self.joins: dict[tuple[int, str], int] = {}  # (request, task) -> predecessors still to finish
+        self.sinks_left: dict[int, int] = {}
+        self.deployments: dict[Key, _Deployment] = {}
+        self.routes: dict[str, list] = {}  # task -> [[deployment, weight, current], ...]
+        self.plan: Optional[Plan] = None
+        self.plans: list[tuple[float, Plan]] = []
+        self.generation = 0  # a newer plan cancels an older plan's pending switch
+        self.records: list[_Replica] = []
+        self.counts = np.zeros(int(np.ceil(trace.times[-1])) + 2 if n else 1)
+        self.arrived = 0
+
+    # --- requests --------------------------------------------------------------------
+    def arrivals(self):
+        env, times = self.env, self.arrival
+        for rid in range(times.size):
+            wait = times[rid] - env.now
+            if wait > 0:
+                yield env.timeout(wait)
+            self.counts[int(times[rid])] += 1
+            self.arrived = rid + 1
+            if len(self.sinks) > 1:
+                self.sinks_left[rid] = len(self.sinks)
+            for task in self.sources:
+                self.dispatch(task, rid, env.now)
+
+    def dispatch(self, task: str, rid: int, enqueued: float) -> None:
+        """Send ``rid`` to one of ``task``'s deployments by smooth weighted round robin."""
+        route = self.routes[task]
+        total = 0.0
+        best = None
+        for entry in route:
+            entry[2] += entry[1]
+            total += entry[1]
+            if best is None or entry[2] > best[2]:
+                best = entry
+        best[2] -= total
+        self.enqueue(best[0], rid, enqueued)
+
+    def enqueue(self, dep: _Deployment, rid: int, enqueued: float) -> None:
+        dep.queue.append((rid, enqueued))
+        if dep.idle:
+            _, event = dep.idle.pop()
+            event.succeed()
+
+    def task_done(self, task: str, rid: int, now: float) -> None:
+        if self.status[rid] != COMPLETED:
+            return  # dropped on another branch
+        for nxt in self.succ[task]:
+            if self.n_pred[nxt] > 1:
+                left = self.joins.get((rid, nxt), self.n_pred[nxt]) - 1
+                if left:
+                    self.joins[(rid, nxt)] = left
+                    continue
+                self.joins.pop((rid, nxt), None)
+            self.dispatch(nxt, rid, now)
+        if not self.succ[task]:
+            if len(self.sinks) > 1:
+                self.sinks_left[rid] -= 1
+                if self.sinks_left[rid]:
+                    return
+            self.finish[rid] = now
+
+    def drop(self, task: str, rid: int, when: float) -> None:
+        if self.status[rid] == COMPLETED:
+            self.status[rid] = DROPPED
+            self.finish[rid] = when
+            self.dropped_at[rid] = self.tasks.index(task)
+
+    # --- replicas --------------------------------------------------------------------
+    def lane(self, replica: _Replica, dep: _Deployment, cores_per_lane: int):
+        env = self.env
+        task = dep.key[0]
+        limit = self.drop_after.get(task)
+        yield env.timeout(max(0.0, replica.ready_at - env.now))
+        if replica.retired:
+            return
+        replica.ready = env.now
+        while not replica.retired:
+            queue = dep.queue
+            if not queue:
+                event = env.event()
+                dep.idle.append((replica, event))
+                yield event
+                continue
+            now = env.now
+            members = []
+            while queue and len(members) < dep.batch:
+                rid, enqueued = queue.popleft()
+                if limit is not None and now - enqueued > limit:
+                    self.drop(task, rid, enqueued + limit)
+                elif self.status[rid] == COMPLETED:
+                    members.append(rid)
+            if not members:
+                continue
+            service = dep.sampler(len(members))
+            replica.busy_lanes += 1
+            yield env.timeout(service)
+            replica.busy_lanes -= 1
+            dep.busy_core_seconds += service * cores_per_lane
+            done = env.now
+            for rid in members:
+                self.variant[task][rid] = dep.variant_index
+                self.task_done(task, rid, done)
+        if not replica.busy_lanes:
+            replica.release(env.now)
+
+    def add_replica(self, dep: _Deployment, warm: bool = False) -> _Replica:
+        task, variant, cores = dep.key
+        now = self.env.now
+        replica = _Replica(dep, now, now if warm else now + self.costs.load_time(task, variant))
+        dep.replicas.append(replica)
+        self.records.append(replica)
+        lanes, per_lane = (cores, 1) if self.core_mode == "lanes" else (1, cores)
+        for _ in range(lanes):
+            self.env.process(self.lane(replica, dep, per_lane))
+        return replica
+
+    def retire(self, replica: _Replica) -> None:
+        replica.retired = True
+        dep = replica.deployment
+        for entry in [e for e in dep.idle if e[0] is replica]:
+            dep.idle.remove(entry)
+            entry[1].succeed()  # the lane wakes, sees it is retired, and ends
+        if not replica.busy_lanes:
+            replica.release(self.env.now)
+
+    def deployment(self, task: str, variant: str, cores: int, batch: int) -> _Deployment:
+        key = (task, variant, cores)
+        dep = self.deployments.get(key)
+        if dep is None:
+            if variant not in self.variants[task]:
+                raise SimulationError(f"plan: task {task!r} has no variant {variant!r}; "
+                                      f"its variants are {list(self.variants[task])}")
+            sampler = self.costs.service(task, variant, 1 if self.core_mode == "lanes" else cores)
+            dep = self.deployments[key] = _Deployment(key, batch, sampler, self.variants[task].index(variant))
+        dep.batch = batch
+        return dep
+
+    # --- plans -----------------------------------------------------------------------
+    def apply(self, plan: Plan, warm: bool = False) -> None:
+        """Start carrying ``plan`` out (see the module docstring); ``warm``: at once, its
+        replicas loaded already (the cluster a run starts with)."""
+        unknown = set(plan.tasks) ^ set(self.tasks)
+        if unknown:
+            raise SimulationError(f"plan: its tasks {sorted(plan.tasks)} are not the pipeline's {list(self.tasks)}")
+        self.plan = plan
+        self.plans.append((self.env.now, plan))
+        self.generation += 1
+        wanted: dict[Key, int] = {}
+        new: list[_Replica] = []
+        for task, deployments in plan.tasks.items():
+            for d in deployments:
+                dep = self.deployment(task, d.variant, d.cores, d.batch)
+                wanted[dep.key] = d.replicas
+                for _ in range(d.replicas - len(dep.alive())):
+                    new.append(self.add_replica(dep, warm))
+        if plan.restart or warm or not new:
+            self.switch(plan, wanted)
+        else:
+            self.env.process(self.switch_when_ready(plan, wanted, new, self.generation))
+
+    def switch_when_ready(self, plan: Plan, wanted: dict, new: list[_Replica], generation: int):
+        yield self.env.timeout(max(r.ready_at for r in new) - self.env.now)
+        if generation == self.generation:
+            self.switch(plan, wanted)
+
+    def switch(self, plan: Plan, wanted: dict[Key, int]) -> None:
+        """Quotas of ``plan`` in force; surplus replicas retired (loading ones first, then
+        idle, then busy); the queues of deployments left without a quota re-dispatched."""
+        for key, dep in self.deployments.items():
+            alive = dep.alive()
+            surplus = len(alive) - wanted.get(key, 0)
+            for replica in sorted(alive, key=lambda r: (r.ready is not None, r.busy_lanes > 0))[:max(0, surplus)]:
+                self.retire(replica)
+        self.routes = {task: [[self.deployments[(task, d.variant, d.cores)], d.quota, 0.0]
+                              for d in deployments if d.replicas and d.quota > 0]
+                       for task, deployments in plan.tasks.items()}
+        routed = {id(entry[0]) for route in self.routes.values() for entry in route}
+        for dep in self.deployments.values():
+            if dep.queue and id(dep) not in routed:
+                moved, dep.queue = dep.queue, deque()
+                for rid, enqueued in moved:
+                    self.dispatch(dep.key[0], rid, enqueued)
+
+    def adapting(self):
+        interval = self.adapter.interval_s
+        last = {key: dep.busy_core_seconds for key, dep in self.deployments.items()}
+        while self.arrived < self.arrival.size:
+            yield self.env.timeout(interval)
+            now = self.env.now
+            busy = {key: (dep.busy_core_seconds - last.get(key, 0.0)) / interval
+                    for key, dep in self.deployments.items()}
+            last = {key: dep.busy_core_seconds for key, dep in self.deployments.items()}
+            ready = {key: sum(1 for r in dep.alive() if r.ready is not None) for key, dep in self.deployments.items()}
+            observation = ClusterObservation(now, self.counts[:int(now)].copy(), self.plan, busy, ready, interval)
+            plan = self.adapter.decide(observation)
+            if plan is not None and plan != self.plan:
+                self.apply(plan)
+
+
+def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[str, str]],
+                     variants: Mapping[str, Sequence[str]], costs: ClusterCosts, adapter: Adapter, initial: Plan, *,
+                     drop_after: Optional[Mapping[str, float]] = None, core_mode: str = "lanes") -> ClusterResults:
+    """Serve ``trace`` through the pipeline ``tasks``/``edges`` (a DAG; every request
+    enters at its sources), starting from ``initial`` (its replicas are ready at time 0,
+    as a cluster already running) and adapted by ``adapter``; ``variants[task]`` are the
+    variant names a plan may use for it; ``drop_after`` (seconds, per task) is the
+    longest a request may wait in a task's queue."""
+    if core_mode not in CORE_MODES:
+        raise ValueError(f"core_mode must be one of {CORE_MODES}, got {core_mode!r}")
+    env = simpy.Environment()
+    cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode)
+    cluster.apply(initial, warm=True)
+    env.process(cluster.arrivals())
+    env.process(cluster.adapting())
+    env.run()
+    unfinished = np.isnan(cluster.finish)
+    if unfinished.any():
+        raise SimulationError(f"{int(unfinished.sum())} request(s) were neither served nor dropped "
+                              f"(the first: {int(np.flatnonzero(unfinished)[0])})")
+    # the run ends with its last answer (or its last arrival): replicas still up are
+    # released then, not when the adapter's last timer would have fired
+    end = float(max(np.max(cluster.finish, initial=0.0), np.max(trace.times, initial=0.0)))
+    records = [ReplicaRecord(*r.deployment.key, min(r.requested, end), r.ready if r.ready is not None else np.inf,
+                             min(end, r.released if r.released is not None else end)) for r in cluster.records]
+    return ClusterResults(cluster.tasks, cluster.arrival, cluster.finish, cluster.status, cluster.dropped_at,
+                          cluster.variant, cluster.variants, records, cluster.plans, end)

@@ -1,0 +1,157 @@
+"""The cluster engine (``sim.cluster``): pipelines of tasks served by deployments whose
+replicas an adapter changes while the run goes on.
+
+Deterministic service times make every time exact; a queueing-theory check (M/M/c
+against Erlang C) validates lanes sharing a queue; the plan mechanics — rolling
+changes, restarts, quotas, queue hand-over, drops, provisioning cost — are checked on
+hand-made traces whose outcome is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from policies.autoscaling import ClusterObservation, Deployment, Plan, StaticAdapter
+from sim.cluster import ClusterCosts, simulate_cluster
+from sim.errors import SimulationError
+from sim.records import COMPLETED, DROPPED
+from traces.trace import Trace
+
+
+def fixed_costs(seconds: dict, load: float = 5.0) -> ClusterCosts:
+    """Service time per (task, variant): ``seconds[variant]`` per batch, whatever its size."""
+    return ClusterCosts(service=lambda task, variant, cores: (lambda b: seconds[variant]),
+                        load_time=lambda task, variant: load)
+
+
+def plan(**deployments) -> Plan:
+    return Plan({task: tuple(ds) for task, ds in deployments.items()})
+
+
+class At:
+    """Returns ``plans[k]`` at the k-th call (then nothing)."""
+
+    def __init__(self, interval_s: float, *plans: Plan):
+        self.interval_s, self.plans, self.seen = interval_s, list(plans), []
+
+    def decide(self, obs: ClusterObservation):
+        self.seen.append(obs)
+        return self.plans.pop(0) if self.plans else None
+
+
+def run(times, tasks=("t",), edges=(), variants=None, costs=None, adapter=None, initial=None, **kw):
+    variants = variants or {t: ("a", "b") for t in tasks}
+    costs = costs or fixed_costs({"a": 0.1, "b": 0.1})
+    initial = initial or Plan({t: (Deployment("a", 1),) for t in tasks})
+    return simulate_cluster(Trace(np.asarray(times, float), source="test"), tasks, edges, variants, costs,
+                            adapter or StaticAdapter(), initial, **kw)
+
+
+def test_one_replica_serves_first_come_first_served():
+    res = run([0.0, 0.05, 0.3])
+    np.testing.assert_allclose(res.finish, [0.1, 0.2, 0.4])
+    assert (res.status == COMPLETED).all() and (res.variant["t"] == 0).all()
+    assert res.cost_core_seconds() == pytest.approx(0.4)  # one core, up from 0 to the last answer
+
+
+def test_a_replica_batches_what_is_queued_up_to_its_batch():
+    res = run([0.0, 0.01, 0.02, 0.03], initial=plan(t=[Deployment("a", 1, batch=2)]))
+    # the first runs alone; the next three wait; two go together, then the last
+    np.testing.assert_allclose(res.finish, [0.1, 0.2, 0.2, 0.3])
+
+
+def test_a_pipeline_adds_up_its_tasks_and_a_diamond_waits_for_both_branches():
+    costs = fixed_costs({"a": 0.1, "b": 0.3})
+    chain = run([0.0], tasks=("x", "y"), edges=[("x", "y")], costs=costs)
+    assert chain.finish[0] == pytest.approx(0.2)
+    tasks = ("src", "fast", "slow", "join")
+    initial = Plan({"src": (Deployment("a", 1),), "fast": (Deployment("a", 1),),
+                    "slow": (Deployment("b", 1),), "join": (Deployment("a", 1),)})
+    diamond = run([0.0], tasks=tasks, edges=[("src", "fast"), ("src", "slow"), ("fast", "join"), ("slow", "join")],
+                  costs=costs, initial=initial)
+    assert diamond.finish[0] == pytest.approx(0.1 + 0.3 + 0.1)  # the join starts after the slow branch
+
+
+def test_quotas_split_a_task_exactly_by_weight():
+    initial = plan(t=[Deployment("a", 4, quota=3), Deployment("b", 4, quota=1)])
+    res = run(np.arange(400) * 0.1, initial=initial)
+    assert np.bincount(res.variant["t"]).tolist() == [300, 100]
+
+
+def test_a_rolling_change_switches_when_the_new_replicas_have_loaded():
+    # at t=10 the adapter asks for variant b; it loads for 5 s; a serves until then
+    to_b = plan(t=[Deployment("b", 1)])
+    res = run(np.arange(0.0, 30.0, 0.5), adapter=At(10.0, to_b))
+    served_by = res.variant["t"]
+    assert (served_by[res.arrival < 15.0] == 0).all() and (served_by[res.arrival >= 15.0] == 1).all()
+    a, b = sorted(res.replicas, key=lambda r: r.variant)
+    assert (a.requested, a.released) == (0.0, 15.0) and (b.requested, b.ready) == (10.0, 15.0)
+    assert res.cost_core_seconds() == pytest.approx(15.0 + (res.end_time - 10.0))
+
+
+def test_a_restart_leaves_the_task_without_capacity_until_the_new_replica_loads():
+    to_two_cores = Plan({"t": (Deployment("a", 1, cores=2),)}, restart=True)
+    res = run(np.arange(0.0, 30.0, 0.5), adapter=At(10.0, to_two_cores), drop_after={"t": 2.0})
+    waiting = (res.arrival >= 10.0) & (res.arrival < 15.0)
+    # requests of [10, 13) waited past 2 s for the reload and were dropped; the rest were served
+    assert (res.status[waiting & (res.arrival < 12.95)] == DROPPED).all()
+    assert (res.status[res.arrival >= 13.0] == COMPLETED).all()
+    np.testing.assert_allclose(res.finish[res.status == DROPPED], res.arrival[res.status == DROPPED] + 2.0)
+    assert (res.dropped_at[res.status == DROPPED] == 0).all()
+
+
+def test_a_deployment_that_goes_away_hands_its_queue_on():
+    # a burst queues at a slow variant; the plan moves the task to b: nothing is lost
+    costs = fixed_costs({"a": 1.0, "b": 0.01}, load=0.5)
+    res = run(np.r_[np.zeros(20), 5.0], costs=costs, adapter=At(2.0, plan(t=[Deployment("b", 1)])))
+    assert (res.status == COMPLETED).all()
+    # a served 3 before b was ready at 2.5 (and was busy with the third until 3.0); b served the rest
+    assert np.bincount(res.variant["t"]).tolist() == [3, 18]
+
+
+def test_lanes_of_a_replica_serve_in_parallel_and_threads_use_the_cores_profile():
+    seconds = {1: 0.4, 2: 0.25}  # a 2-core lane is faster, not twice as fast
+    costs = ClusterCosts(service=lambda task, variant, cores: (lambda b: seconds[cores]), load_time=lambda t, v: 1.0)
+    initial = plan(t=[Deployment("a", 1, cores=2)])
+    lanes = run([0.0, 0.0], costs=costs, initial=initial, core_mode="lanes")
+    threads = run([0.0, 0.0], costs=costs, initial=initial, core_mode="threads")
+    np.testing.assert_allclose(lanes.finish, [0.4, 0.4])
+    np.testing.assert_allclose(threads.finish, [0.25, 0.5])
+
+
+def test_the_adapter_sees_the_past_load_and_how_busy_each_deployment_was():
+    adapter = At(10.0)
+    run(np.arange(0.0, 25.0, 0.5), adapter=adapter)
+    first = adapter.seen[0]
+    assert first.now == 10.0 and first.counts.tolist() == [2] * 10  # two arrivals a second, never ahead
+    assert first.busy_cores[("t", "a", 1)] == pytest.approx(0.2, rel=0.06)  # 0.1 s of work every 0.5 s
+    assert first.ready[("t", "a", 1)] == 1
+
+
+def test_lanes_sharing_a_queue_match_erlang_c():
+    rng = np.random.default_rng(3)
+    lam, mean_s, c = 8.0, 0.2, 2  # rho = 0.8
+    times = np.cumsum(rng.exponential(1 / lam, 40_000))
+    draws = iter(rng.exponential(mean_s, 60_000))
+    costs = ClusterCosts(service=lambda task, variant, cores: (lambda b: next(draws)), load_time=lambda t, v: 0.0)
+    res = run(times, costs=costs, initial=plan(t=[Deployment("a", 1, cores=c)]))
+    a = lam * mean_s
+    rho = a / c
+    tail = a ** c / math.factorial(c) / (1 - rho)
+    erlang_c = tail / (sum(a ** k / math.factorial(k) for k in range(c)) + tail)
+    expected = erlang_c * mean_s / (c - a) + mean_s  # mean sojourn of M/M/c
+    # 40k requests at rho 0.8: the sojourn mean's standard error is about 2% (batch means)
+    assert np.mean(res.finish - res.arrival) == pytest.approx(expected, rel=0.06)
+
+
+def test_same_inputs_same_results_and_bad_plans_are_refused():
+    one, two = run(np.arange(50) * 0.07), run(np.arange(50) * 0.07)
+    assert np.array_equal(one.finish, two.finish)
+    with pytest.raises(SimulationError, match="task 't' has no variant 'zz'"):
+        run([0.0], initial=plan(t=[Deployment("zz", 1)]))
+    with pytest.raises(ValueError, match="no deployment with replicas and a quota > 0"):
+        plan(t=[Deployment("a", 0)])
+    with pytest.raises(ValueError, match="replicas must be a whole number >= 0"):
+        Deployment("a", -1)
