@@ -31,9 +31,20 @@ class Spec(BaseModel):
 
 class TraceSpec(Spec):
     """Transforms every trace kind accepts, applied in this order: ``window`` (seconds,
-    ``[t0, t1)``, rebased to 0), ``compress_time``, ``scale_rate``, ``max_requests``."""
+    ``[t0, t1)``, rebased to 0) or ``windows`` (several, played one after another),
+    ``compress_time``, ``scale_rate``, ``max_requests``."""
 
     window: Optional[tuple[float, float]] = None
+    windows: Optional[list[tuple[float, float]]] = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_kind_of_window(self):
+        if self.window is not None and self.windows is not None:
+            raise ValueError("give 'window' or 'windows', not both")
+        for t0, t1 in self.windows or ():
+            if not 0 <= t0 < t1:
+                raise ValueError(f"windows: each window needs 0 <= t0 < t1, got [{t0!r}, {t1!r}]")
+        return self
     compress_time: Optional[PositiveFloat] = None
     scale_rate: Optional[PositiveFloat] = None
     max_requests: Optional[PositiveInt] = None
@@ -49,9 +60,15 @@ class TraceSpec(Spec):
         return trace
 
     def windowed(self, rng: np.random.Generator, base_dir: Path) -> traces.Trace:
-        """The arrivals, cut to ``window`` when one is given."""
+        """The arrivals, cut to ``window``, or to each of ``windows`` in turn, when given."""
+        if self.windows is None:
+            return self.cut(rng, base_dir, self.window)
+        return traces.concat([self.cut(rng, base_dir, w) for w in self.windows], [t1 - t0 for t0, t1 in self.windows])
+
+    def cut(self, rng: np.random.Generator, base_dir: Path, window) -> traces.Trace:
+        """The arrivals in ``window`` (``None``: all of them)."""
         trace = self.arrivals(rng, base_dir)
-        return trace if self.window is None else traces.window(trace, *self.window)
+        return trace if window is None else traces.window(trace, *window)
 
     def arrivals(self, rng: np.random.Generator, base_dir: Path) -> traces.Trace:
         raise NotImplementedError
@@ -141,12 +158,11 @@ class FileTrace(TraceSpec):
             raise ValueError(f"unknown trace format {self.format!r}; known: {', '.join(sorted(traces.FORMATS))}")
         return self
 
-    def windowed(self, rng, base_dir):
+    def cut(self, rng, base_dir, window):
         # The loader cuts count formats before placing arrivals: a 20-minute window of the
         # 22-day Twitter trace then costs 72,000 arrivals, not 120 million.
         options = {} if self.function is None else {"function": self.function}
-        return traces.load(base_dir / self.path, self.format, rng=rng, mode=self.bin_mode,
-                           window=self.window, **options)
+        return traces.load(base_dir / self.path, self.format, rng=rng, mode=self.bin_mode, window=window, **options)
 
 
 # --- service-time noise ----------------------------------------------------------------

@@ -20,7 +20,7 @@ from traces.loaders import (
 )
 from traces.stats import describe
 from traces.trace import Trace, TraceError
-from traces.transforms import compress_time, head, scale_rate, window
+from traces.transforms import compress_time, concat, head, scale_rate, window
 
 __all__ = [
     "FORMATS",
@@ -44,4 +44,5 @@ __all__ = [
     "spike",
     "step",
     "window",
+    "concat",
 ]

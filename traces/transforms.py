@@ -26,6 +26,25 @@ def window(trace: Trace, t0: float, t1: float) -> Trace:
     return _take(trace, part, trace.times[part] - t0, f"window({trace.source}, {t0:g}, {t1:g})")
 
 
+def concat(pieces: list[Trace], lengths: list[float]) -> Trace:
+    """``pieces`` played one after another: piece k starts when the ``lengths`` (seconds)
+    of the pieces before it have passed (IPA replays a slice twice, or two slices in a
+    row). Every piece must carry the same columns."""
+    if len(pieces) != len(lengths) or not pieces:
+        raise TraceError(f"concat needs one length per piece, got {len(pieces)} pieces and {len(lengths)} lengths")
+    names = set(pieces[0].columns)
+    for k, (piece, length) in enumerate(zip(pieces, lengths)):
+        _checks.number(f"lengths[{k}]", length, above=0)
+        if set(piece.columns) != names:
+            raise TraceError(f"concat: piece {k} has columns {sorted(piece.columns)}, piece 0 {sorted(names)}")
+        if len(piece) and piece.times[-1] >= length:
+            raise TraceError(f"concat: piece {k} has an arrival at {float(piece.times[-1])!r} s, past its length {length!r}")
+    offsets = np.concatenate(([0.0], np.cumsum(lengths[:-1])))
+    times = np.concatenate([piece.times + offset for piece, offset in zip(pieces, offsets)])
+    columns = {name: np.concatenate([piece.columns[name] for piece in pieces]) for name in names}
+    return Trace(times, columns, f"concat({', '.join(piece.source for piece in pieces)})")
+
+
 def scale_rate(trace: Trace, factor: float, *, rng: np.random.Generator) -> Trace:
     """About ``factor`` times the requests over the same time span, following the same rate curve.
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from traces import Trace, TraceError, compress_time, head, poisson, scale_rate, step, window
+from traces import Trace, TraceError, compress_time, concat, head, poisson, scale_rate, step, window
 
 
 def indexed(times) -> Trace:
@@ -128,3 +128,22 @@ def test_transforms_of_an_empty_trace(rng):
     for result in (window(empty, 0, 1), compress_time(empty, 2), head(empty, 3),
                    scale_rate(empty, 0.5, rng=rng), scale_rate(empty, 2.5, rng=rng)):
         assert len(result) == 0
+
+
+def test_concat_plays_pieces_one_after_another_with_their_columns():
+    a = Trace(np.array([0.5, 1.5]), {"size": np.array([1, 2])}, "a")
+    b = Trace(np.array([0.25]), {"size": np.array([3])}, "b")
+    both = concat([a, b, a], [2.0, 1.0, 2.0])
+    np.testing.assert_array_equal(both.times, [0.5, 1.5, 2.25, 3.5, 4.5])
+    np.testing.assert_array_equal(both.columns["size"], [1, 2, 3, 1, 2])
+    assert both.source == "concat(a, b, a)"
+
+
+@pytest.mark.parametrize("pieces, lengths, words", [
+    ([Trace(np.array([0.5]))], [0.5], "past its length 0.5"),
+    ([Trace(np.array([0.5]))], [1.0, 2.0], "one length per piece"),
+    ([Trace(np.array([0.5]), {"size": np.array([1])}), Trace(np.array([0.5]))], [1.0, 1.0], "piece 1 has columns"),
+])
+def test_concat_refuses_what_cannot_be_played_in_turn(pieces, lengths, words):
+    with pytest.raises(TraceError, match=words):
+        concat(pieces, lengths)
