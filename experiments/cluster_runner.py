@@ -71,8 +71,8 @@ def parts(config, base_dir: Path, seed: int):
     initial = initial_plan(config, pipeline)
     drop_limits(cluster.drop_after_ms, [t.name for t in pipeline.tasks])  # a config error up front
     try:
-        adapter = cluster.adapter.build(Context(pipeline, costs, initial, cluster.core_mode, seed))
-    except ValueError as exc:
+        adapter = cluster.adapter.build(Context(pipeline, costs, initial, cluster.core_mode, seed, base_dir))
+    except (ValueError, ImportError) as exc:  # ImportError: the LSTM predictor without torch
         raise ConfigError(f"cluster.adapter: {exc}") from None
     return pipeline, costs, initial, adapter
 

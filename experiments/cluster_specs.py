@@ -10,7 +10,10 @@ cores for InfAdapter, p99 latency and throughput per batch for IPA), never the p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Optional
+
+import numpy as np
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
@@ -19,7 +22,7 @@ from workloads.variant_costs import VariantCosts
 from workloads.variants import Pipeline
 
 from .capacity import infadapter_variant
-from .registry import ADAPTERS, PREDICTORS
+from .registry import ADAPTERS, PREDICTORS, TRACES
 from .specs import Spec
 
 # --- load predictors -------------------------------------------------------------------
@@ -36,7 +39,7 @@ class LastValueSpec(PredictorSpec):
     kind: Literal["last"]
     window_s: PositiveInt = 1
 
-    def build(self):
+    def build(self, context):
         return predictors.LastValue(self.window_s, self.margin)
 
 
@@ -47,7 +50,7 @@ class WindowMaxSpec(PredictorSpec):
     kind: Literal["window_max"]
     window_s: PositiveInt = 120
 
-    def build(self):
+    def build(self, context):
         return predictors.WindowMax(self.window_s, self.margin)
 
 
@@ -59,7 +62,7 @@ class EWMASpec(PredictorSpec):
     span: PositiveFloat = 10.0
     window_s: PositiveInt = 60
 
-    def build(self):
+    def build(self, context):
         return predictors.EWMA(self.span, self.window_s, self.margin)
 
 
@@ -72,7 +75,7 @@ class AutoRegressiveSpec(PredictorSpec):
     window_s: PositiveInt = 10
     lookback: PositiveInt = 12
 
-    def build(self):
+    def build(self, context):
         return predictors.AutoRegressive(self.order, self.window_s, self.lookback, margin=self.margin)
 
 
@@ -84,8 +87,37 @@ class SeasonalSpec(PredictorSpec):
     period_s: PositiveInt = 86_400
     window_s: PositiveInt = 60
 
-    def build(self):
+    def build(self, context):
         return predictors.Seasonal(self.period_s, self.window_s, self.margin)
+
+
+@PREDICTORS.register
+class LSTMSpec(PredictorSpec):
+    """IPA's LSTM (``hidden`` units) over ``lookback`` window peaks, predicting the next
+    ``horizon_s`` seconds' peak, trained on the per-second counts of the ``train`` trace
+    (a trace spec, paths relative to the YAML; IPA trained on days 0-13 of the Twitter
+    trace and tested on later days). Needs torch (the ``real`` extra)."""
+
+    kind: Literal["lstm"]
+    train: TRACES.union()
+    window_s: PositiveInt = 10
+    lookback: PositiveInt = 12
+    horizon_s: PositiveInt = 20
+    hidden: PositiveInt = 25
+    epochs: PositiveInt = 30
+    seed: NonNegativeInt = 0
+
+    def build(self, context):
+        key = (self.model_dump_json(), str(context.base_dir))
+        if key not in _trained:  # a sweep builds each adapter more than once: train once
+            trace = self.train.build(np.random.default_rng(self.seed), context.base_dir)
+            counts = np.bincount(trace.times.astype(np.int64)) if len(trace) else np.zeros(1)
+            _trained[key] = predictors.LSTMPredictor(self.window_s, self.lookback, self.horizon_s, self.hidden,
+                                                     margin=self.margin).fit(counts, self.epochs, self.seed)
+        return _trained[key]
+
+
+_trained: dict[tuple, predictors.LSTMPredictor] = {}
 
 
 # --- adapters --------------------------------------------------------------------------
@@ -94,13 +126,15 @@ class SeasonalSpec(PredictorSpec):
 @dataclass(frozen=True)
 class Context:
     """What adapters are built from: the pipeline, its variant costs, the start plan,
-    the serving mode (``lanes`` or ``threads``) and the run's seed."""
+    the serving mode (``lanes`` or ``threads``), the run's seed, and the folder paths
+    in the YAML are relative to."""
 
     pipeline: Pipeline
     costs: VariantCosts
     initial: autoscaling.Plan
     core_mode: str
     seed: int
+    base_dir: Path
 
     def only_task(self, adapter: str) -> str:
         if len(self.pipeline.tasks) != 1:
@@ -219,7 +253,7 @@ class InfAdapterSpec(VariantSetSpec):
 
     def build(self, context: Context):
         task = context.only_task(self.name)
-        return scaling.InfAdapterPolicy(task, self.variants(context, task), self.budget, self.predictor.build(),
+        return scaling.InfAdapterPolicy(task, self.variants(context, task), self.budget, self.predictor.build(context),
                                         alpha=self.alpha, beta=self.beta, min_cores=self.min_cores,
                                         stabilization=self.stabilization, **self._interval())
 
@@ -232,7 +266,7 @@ class ModelSwitchingSpec(VariantSetSpec):
 
     def build(self, context: Context):
         task = context.only_task(self.name)
-        return scaling.ModelSwitching(task, self.variants(context, task), self.budget, self.predictor.build(),
+        return scaling.ModelSwitching(task, self.variants(context, task), self.budget, self.predictor.build(context),
                                       alpha=self.alpha, beta=self.beta, min_cores=self.min_cores,
                                       **self._interval())
 
@@ -261,7 +295,7 @@ class PipelineSpec(AdapterSpec):
             for v in task.variants)) for task in context.pipeline.order())
 
     def policy(self, context: Context, **pins):
-        return scaling.IPAPolicy(self.stages(context), self.sla_ms / 1e3, self.predictor.build(), alpha=self.alpha,
+        return scaling.IPAPolicy(self.stages(context), self.sla_ms / 1e3, self.predictor.build(context), alpha=self.alpha,
                                  beta=self.beta, gamma=self.gamma, accuracy_method=self.accuracy_method,
                                  **pins, **self._interval())
 

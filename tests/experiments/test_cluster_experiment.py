@@ -171,3 +171,19 @@ def test_the_shipped_cluster_experiments_are_valid(servesim, name):
         pytest.skip(f"the real Twitter trace is not at {TWITTER}")
     result = servesim("check", SHIPPED / f"{name}.yaml")
     assert result.rc == 0, result.err
+
+
+def test_an_lstm_predictor_trains_on_its_own_trace_and_drives_the_adapter(tmp_path):
+    pytest.importorskip("torch")
+    from experiments.cli import main  # noqa: PLC0415
+
+    (tmp_path / "profile.csv").write_text(profile_text())
+    lstm = ("{kind: lstm, epochs: 2, train: {kind: diurnal, mean_rate: 60, amplitude: 0.5, period: 600, "
+            "duration: 3600}}")
+    config = (EXPERIMENT.split("sweep:")[0]
+              .replace("probe_cores: [1, 2, 4, 8]}", f"probe_cores: [1, 2, 4, 8], predictor: {lstm}}}"))
+    (tmp_path / "lstm.yaml").write_text(config)
+    assert main(["run", str(tmp_path / "lstm.yaml"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    results = pd.read_csv(tmp_path / "out" / store.RESULTS)
+    plans = pd.read_csv(tmp_path / "out" / results["run"][0] / store.PLANS)
+    assert results["status"].eq("ok").all() and plans["time_s"].nunique() > 2  # it re-planned as the step came
