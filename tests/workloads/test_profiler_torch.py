@@ -37,7 +37,8 @@ SHIPPED = {"cpu_resnet18_ee.csv": ("resnet18_ee", ee_order("block", 8)),
            "cpu_resnet50_ee.csv": ("resnet50_ee", ee_order("layer", 4)),
            "cpu_resnet101_ee.csv": ("resnet101_ee", ee_order("layer", 4)),
            "cpu_bert_ee.csv": ("bert_ee", ee_order("layer", 12)),
-           "cpu_bert4_ee.csv": ("bert4_ee", ee_order("stage", 4))}
+           "cpu_bert4_ee.csv": ("bert4_ee", ee_order("stage", 4)),
+           **{f"cpu_{m}.csv": (m, ee_order("block", 5)) for m in ("vgg11_ee", "vgg13_ee", "vgg16_ee")}}
 
 
 @pytest.mark.parametrize("filename", sorted(SHIPPED))
