@@ -84,14 +84,18 @@ class VariantCosts:
         return service
 
     def load_time(self, task: str, variant: str) -> float:
-        """A replica's provisioning delay (s): the measured cold start, or ``load_times``."""
+        """A replica's provisioning delay (s): the measured cold start, or ``load_times``.
+        A cold start measured at several core counts is taken at the fewest: loading
+        weights is mostly reading them, which more cores barely speed up."""
         if variant in self.load_times:
             return float(self.load_times[variant])
         model = load_model(self._model(task, variant))
         if model not in self.profile.models():
             raise ProfileError(f"{self.profile.source}: no load time for variant {variant!r} (no model {model!r}, "
                                f"stage {LOAD_STAGE!r}; measure it with the profiler's --load-time, or give it)")
-        return CostModel(self.profile, model, stages=(LOAD_STAGE,)).batch_latency(1)
+        measured = self.profile.hardware(model)
+        hardware = min(measured, key=lambda h: (cpu_cores(h) is None, cpu_cores(h) or 0, h))
+        return CostModel(self.profile, model, hardware=hardware, stages=(LOAD_STAGE,)).batch_latency(1)
 
     def p99(self, task: str, variant: str, cores: int, batch: int) -> float:
         """A batch's p99 latency (s): the sum of its stages' p99s (exact for a one-stage
