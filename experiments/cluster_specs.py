@@ -143,14 +143,18 @@ class Context:
         return self.pipeline.tasks[0].name
 
     def variant_of(self, task: str, adapter: str, variant: Optional[str]) -> str:
-        """``variant``, or the one variant the start plan runs for ``task``."""
-        if variant is not None:
-            self.pipeline.task(task).variant(variant)  # a clear error for an unknown name
-            return variant
+        """``variant``, or the one variant the start plan runs for ``task``; either way
+        one the start plan runs, once (VPA and HPA scale a deployment, not create one)."""
         running = [d.variant for d in self.initial.tasks[task]]
-        if len(running) != 1:
-            raise ValueError(f"adapter {adapter!r}: name its variant; the start plan runs {running} for {task!r}")
-        return running[0]
+        if variant is None:
+            if len(running) != 1:
+                raise ValueError(f"adapter {adapter!r}: name its variant; the start plan runs {running} for {task!r}")
+            return running[0]
+        self.pipeline.task(task).variant(variant)  # a clear error for an unknown name
+        if running.count(variant) != 1:
+            raise ValueError(f"adapter {adapter!r}: variant {variant!r} must run in the start plan of {task!r} "
+                             f"(exactly once; it runs {running}); give the adapter its own 'initial'")
+        return variant
 
 
 class DeploymentConfig(Spec):

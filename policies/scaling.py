@@ -39,6 +39,15 @@ def _deployments(observation: ClusterObservation, task: str) -> tuple[Deployment
     return tuple(observation.plan.tasks[task])
 
 
+def _deployment_of(observation: ClusterObservation, task: str, variant: str) -> Deployment:
+    """The one deployment of ``variant`` in the plan in force (what VPA and HPA scale)."""
+    found = [d for d in _deployments(observation, task) if d.variant == variant]
+    if len(found) != 1:
+        raise ValueError(f"task {task!r}: the plan in force runs {len(found)} deployments of {variant!r}; "
+                         f"this adapter scales exactly one")
+    return found[0]
+
+
 def _cores_by_variant(observation: ClusterObservation, task: str, names: Sequence[str]) -> tuple[int, ...]:
     """Cores each of ``names`` has in the plan in force."""
     cores = {name: 0 for name in names}
@@ -142,7 +151,7 @@ class VPA:
     _samples: list = field(default_factory=list, init=False)
 
     def decide(self, observation: ClusterObservation) -> Optional[Plan]:
-        (current,) = [d for d in _deployments(observation, self.task) if d.variant == self.variant]
+        current = _deployment_of(observation, self.task, self.variant)
         used = observation.busy_cores.get((self.task, self.variant, current.cores), 0.0)
         self._samples.append((observation.now, used))
         times, values = (np.array(x) for x in zip(*self._samples))
@@ -175,7 +184,7 @@ class HPA:
     _recent: deque = field(default_factory=deque, init=False)
 
     def decide(self, observation: ClusterObservation) -> Optional[Plan]:
-        (current,) = [d for d in _deployments(observation, self.task) if d.variant == self.variant]
+        current = _deployment_of(observation, self.task, self.variant)
         key = (self.task, self.variant, current.cores)
         ready = observation.ready.get(key, 0)
         desired = current.replicas

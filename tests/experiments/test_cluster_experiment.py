@@ -103,6 +103,8 @@ def test_time_series_and_plots_are_written(finished):
      "cluster.initial.classification.0.variant: task 'classification' has no variant 'resnet999'"),
     (("- static\n", "- {name: fa2, sla_ms: 500, variants: {detection: yolov5n}}\n"),
      "adapter 'fa2': variants must name one variant for each task ['classification']"),
+    (("{name: vpa, variant: resnet152, max_cores: 12}", "{name: vpa, variant: resnet18}"),
+     "adapter 'vpa': variant 'resnet18' must run in the start plan of 'classification'"),
     (("drop_after_ms: 3000", "drop_after_ms: {detection: 3000}"),
      "cluster.drop_after_ms: no task 'detection' in the pipeline; its tasks: classification"),
 ])
