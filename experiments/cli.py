@@ -15,14 +15,15 @@ import numpy as np
 
 from traces import FORMATS, describe, load as load_trace
 
+from .executors import EXECUTORS, LOCAL
 from .plots import plot_experiment
 from .runner import USER_ERRORS, check, run_experiment
 
 
 def _run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
-    outcome = run_experiment(args.file, out, jobs=args.jobs, seed=args.seed, force=args.force,
-                             show_progress=not args.quiet)
+    outcome = run_experiment(args.file, out, jobs=args.jobs, seed=args.seed, force=args.force, resume=args.resume,
+                             executor=args.executor, address=args.address, show_progress=not args.quiet)
     ok = [r for r in outcome.rows if r["status"] == "ok"]
     if ok:
         plot_experiment(out)
@@ -39,7 +40,7 @@ def _run(args) -> int:
                       f"see profile_out_of_range in its summary.json", file=sys.stderr)
         else:
             print(f"{row['run']}: FAILED: {row['error']}", file=sys.stderr)
-    reused = f" ({outcome.reused} reused from an earlier run)" if outcome.reused else ""
+    reused = f" ({outcome.reused} kept from an earlier run)" if outcome.reused else ""
     print(f"{len(ok)} of {len(outcome.rows)} runs finished{reused}; results in {out / 'results.csv'}, plots in {out / 'plots'}")
     return 1 if outcome.failed else 0
 
@@ -114,8 +115,13 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an experiment (all sweep points and seeds)")
     run.add_argument("file", help="experiment YAML")
     run.add_argument("--out", help="output folder (default: runs/<file stem>)")
-    run.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    run.add_argument("--jobs", type=int, help="runs at a time (local: processes, default 1; ray: CPUs of the local "
+                                              "Ray instance it starts, default all)")
+    run.add_argument("--executor", choices=EXECUTORS, default=LOCAL,
+                     help="where runs execute: local processes (default) or Ray (the `ray` extra)")
+    run.add_argument("--address", help="with --executor ray: the Ray cluster to use (default: start a local one)")
     run.add_argument("--seed", type=int, help="run this one seed instead of the file's seeds")
+    run.add_argument("--resume", action="store_true", help="keep the runs --out lists as finished; run the rest")
     run.add_argument("--force", action="store_true", help="recompute runs already finished in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=_run)

@@ -25,7 +25,7 @@ from workloads.variants import FAMILIES, PIPELINES, Pipeline
 
 from . import store
 from .cluster_specs import Context
-from .config import ConfigError, Run, dump
+from .config import ConfigError, Run
 
 def resolve_pipeline(name: str) -> Pipeline:
     """A built-in pipeline, or one task's family served alone."""
@@ -112,22 +112,17 @@ def drop_limits(drop_after_ms, tasks: list[str]) -> Optional[dict[str, float]]:
     return {t: ms / 1e3 for t, ms in drop_after_ms.items()}
 
 
-def run_cluster(run: Run, base_dir: Path, run_dir: Path) -> dict:
-    """Simulate one cluster run and write its folder; returns its summary."""
+def run_cluster(run: Run, base_dir: Path) -> tuple[dict, dict[str, bytes]]:
+    """Simulate one cluster run; returns its summary and its folder's files."""
     config = run.config
     results, pipeline, trace = simulate_cluster_config(config, base_dir, run.seed)
     accuracy = {t.name: [v.accuracy for v in t.variants] for t in pipeline.tasks}
     slo = None if config.slo_ms is None else config.slo_ms / 1e3
     summary = {"run": run.name, "seed": run.seed, "params": run.params, "trace": trace.source,
                "adapter": config.cluster.adapter.name, **summarize_cluster(results, accuracy, slo)}
-    (run_dir / store.SUMMARY).unlink(missing_ok=True)
-    store.write_text(run_dir / store.CONFIG, dump(config))
-    store.write_requests(run_dir / store.REQUESTS, request_columns(results))
-    store.write_columns(run_dir / store.TIMESERIES, timeseries(results, config.cluster.sample_s))
-    store.write_columns(run_dir / store.PLANS, plan_rows(results))
-    (run_dir / store.ERROR).unlink(missing_ok=True)
-    store.write_json(run_dir / store.SUMMARY, summary)
-    return summary
+    return summary, {store.REQUESTS: store.requests_bytes(request_columns(results)),
+                     store.TIMESERIES: store.columns_bytes(timeseries(results, config.cluster.sample_s)),
+                     store.PLANS: store.columns_bytes(plan_rows(results))}
 
 
 def request_columns(results: ClusterResults) -> dict[str, np.ndarray]:

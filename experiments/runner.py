@@ -1,17 +1,18 @@
 """Run an experiment: build each run's objects from its config, simulate, write results.
 
-A sweep runs on a local process pool. Each finished run is written to its own folder
-at once, so a failing or interrupted sweep keeps everything already computed; running
-the same experiment again into the same folder reuses every run whose folder holds a
-``summary.json`` for an identical config.
+A sweep's runs execute where its executor says (:mod:`experiments.executors`: this
+process, a local process pool, or Ray) and come back as data; this process writes each
+to its own folder as it arrives, records it in the manifest and rewrites
+``results.csv``, so a failing or killed sweep keeps everything already computed.
+``--resume`` reuses every run the manifest lists as finished with an identical config;
+without it (or ``--force``) a folder holding finished runs is refused, not overwritten.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import traceback
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -28,6 +29,7 @@ from workloads.drift import DriftingBehaviour
 from workloads.exits import ExitModel, SegmentCosts
 
 from . import cluster_runner, store
+from .executors import LOCAL, InProcess, make_executor
 from .config import ConfigError, ExperimentConfig, Run, dump, expand, load
 
 BUILTIN = "builtin:"
@@ -173,10 +175,10 @@ def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
     return results, run.trace, None if run.exits is None else run.exits.policy
 
 
-def run_one(run: Run, base_dir: Path, run_dir: Path, progress=None) -> dict:
-    """Simulate one run and write its folder; returns its summary."""
+def run_one(run: Run, base_dir: Path, progress=None) -> tuple[dict, dict[str, bytes]]:
+    """Simulate one run; returns its summary and its folder's files (as bytes)."""
     if run.config.cluster is not None:
-        return cluster_runner.run_cluster(run, base_dir, run_dir)
+        return cluster_runner.run_cluster(run, base_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # out-of-range look-ups are counted in the summary
         results, trace, policy = simulate_config(run.config, base_dir, progress)
@@ -186,32 +188,30 @@ def run_one(run: Run, base_dir: Path, run_dir: Path, progress=None) -> dict:
                "trace": trace.source, **summary}
     if policy is not None:
         summary["policy"] = {"name": run.config.exits.policy.name, **policy.params()}
-    # An older summary.json (another config, or --force) must not survive a crash below
-    # next to the new config.yaml: its presence is what marks the run as finished.
-    (run_dir / store.SUMMARY).unlink(missing_ok=True)
-    store.write_text(run_dir / store.CONFIG, dump(run.config))
-    store.write_requests(run_dir / store.REQUESTS, results.requests.columns())
+    files = {store.REQUESTS: store.requests_bytes(results.requests.columns())}
     history = None if policy is None else policy.history()
     if history:
-        store.write_columns(run_dir / store.CONTROLLER, history)
-    else:
-        (run_dir / store.CONTROLLER).unlink(missing_ok=True)
-    (run_dir / store.ERROR).unlink(missing_ok=True)
-    store.write_json(run_dir / store.SUMMARY, summary)
-    return summary
+        files[store.CONTROLLER] = store.columns_bytes(history)
+    return summary, files
 
 
-def _finished(run: Run, run_dir: Path) -> Optional[dict]:
+def attempt(run: Run, base_dir: Path, progress=None) -> store.RunFiles:
+    """One run, wherever an executor runs it: its files, or its error as data (a user
+    error by its message, a bug with its traceback), so that one failing run never
+    stops the others."""
+    outcome = store.RunFiles(run.name, dump(run.config))
     try:
-        if (run_dir / store.CONFIG).read_text() == dump(run.config):
-            return json.loads((run_dir / store.SUMMARY).read_text())
-    except (OSError, ValueError):
-        pass
-    return None
+        outcome.summary, outcome.files = run_one(run, base_dir, progress)
+    except USER_ERRORS as exc:
+        outcome.error, outcome.detail = str(exc).splitlines()[0], str(exc)
+    except Exception as exc:  # a bug: keep the other runs, keep the whole story for the report
+        outcome.error, outcome.detail = f"internal error: {type(exc).__name__}: {exc}", traceback.format_exc()
+    return outcome
 
 
-def _task(run: Run, base_dir: Path, run_dir: Path) -> dict:
-    return run_one(run, base_dir, run_dir)
+def lost(run: Run, exc: BaseException) -> store.RunFiles:
+    """A run whose worker died under it (killed, out of memory, a node gone)."""
+    return store.RunFiles(run.name, dump(run.config), error=f"lost: its worker died: {type(exc).__name__}: {exc}")
 
 
 def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -> dict:
@@ -279,65 +279,77 @@ class SweepOutcome:
         return [r for r in self.rows if r["status"] != "ok"]
 
 
-def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: int = 1, seed: Optional[int] = None,
-                   force: bool = False, show_progress: bool = True) -> SweepOutcome:
-    """Run every point of the experiment in ``path`` into ``out_dir``."""
+def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int] = None, seed: Optional[int] = None,
+                   force: bool = False, resume: bool = False, executor: str = LOCAL, address: Optional[str] = None,
+                   show_progress: bool = True) -> SweepOutcome:
+    """Run every point of the experiment in ``path`` into ``out_dir`` on ``executor``
+    (``jobs`` at a time; see :func:`experiments.executors.make_executor`)."""
     path, out_dir = Path(path), Path(out_dir)
     config = load(path)
     runs = expand(config, str(path), None if seed is None else [seed])
     base_dir = path.resolve().parent
     validate_runs(runs, path, base_dir)
+    pool = make_executor(executor, jobs, address)
+    if resume and force:
+        raise ConfigError("--resume and --force contradict each other: keep finished runs, or recompute them")
+    manifest = store.Manifest.read(out_dir, config.name)
+    if manifest.finished() and not (resume or force):
+        raise ConfigError(f"{out_dir}: holds {len(manifest.finished())} finished run(s) of an earlier sweep "
+                          f"({store.MANIFEST}); --resume keeps them and runs the rest, --force recomputes all")
+    if force:
+        manifest.runs.clear()
+    store.remove_temporaries(out_dir)
+
     outcome = SweepOutcome(out_dir)
     summaries: dict[str, dict] = {}
     errors: dict[str, str] = {}
     todo = []
     for run in runs:
-        done = None if force else _finished(run, out_dir / run.name)
+        done = manifest.summary(run.name, dump(run.config)) if resume else None
         if done is not None:
             summaries[run.name] = done
             outcome.reused += 1
         else:
             todo.append(run)
 
-    bar = tqdm(total=len(todo), desc=f"{config.name}: runs", unit="run", disable=not show_progress or not todo)
-    if jobs <= 1 or len(todo) <= 1:
-        for run in todo:
-            _collect(run, lambda r=run: _single(r, base_dir, out_dir, show_progress and len(todo) == 1),
-                               summaries, errors, out_dir)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(_task, run, base_dir, out_dir / run.name): run for run in todo}
-            for future in as_completed(futures):
-                run = futures[future]
-                _collect(run, future.result, summaries, errors, out_dir)
-                bar.update()
-    bar.close()
+    def rows() -> list[dict]:
+        return versus_vanilla(runs, [result_row(run, summaries.get(run.name), errors.get(run.name))
+                                     for run in runs if run.name in summaries or run.name in errors])
 
-    outcome.rows = versus_vanilla(runs, [result_row(run, summaries.get(run.name), errors.get(run.name))
-                                         for run in runs])
+    task = functools.partial(attempt, base_dir=base_dir)
+    alone = isinstance(pool, InProcess) and len(todo) == 1 and show_progress
+    if todo:
+        with pool, tqdm(total=len(todo), desc=f"{config.name}: runs", unit="run", disable=not show_progress) as bar:
+            for result in pool.map(_with_progress(task) if alone else task, todo, lost):
+                _record(result, out_dir, manifest, summaries, errors)
+                store.write_rows(out_dir / store.RESULTS, rows())  # results.csv grows as runs finish
+                bar.update()
+    outcome.rows = rows()
     store.write_rows(out_dir / store.RESULTS, outcome.rows)
     return outcome
 
 
-def _single(run: Run, base_dir: Path, out_dir: Path, show_progress: bool) -> dict:
-    """One run in this process, with a progress bar over its arrivals when it is alone."""
-    with tqdm(desc=run.name, unit="req", unit_scale=True, disable=not show_progress, leave=False) as bar:
-        def progress(routed: int) -> None:
-            bar.update(routed - bar.n)
-        return run_one(run, base_dir, out_dir / run.name, progress)
+def _with_progress(task):
+    """``task`` with a progress bar over its run's arrivals (for a run alone in this process)."""
+    def run(r: Run) -> store.RunFiles:
+        with tqdm(desc=r.name, unit="req", unit_scale=True, leave=False) as bar:
+            return task(r, progress=lambda routed: bar.update(routed - bar.n))
+    return run
 
 
-def _collect(run: Run, get, summaries: dict, errors: dict, out_dir: Path) -> None:
-    """Collect one run's summary, or record its error and carry on with the others."""
+def _record(result: store.RunFiles, out_dir: Path, manifest: store.Manifest, summaries: dict, errors: dict) -> None:
+    """Write one run's folder, then list it in the manifest. A write that fails (a full
+    disk) fails that run only; its folder is then left reading as unfinished."""
     try:
-        summaries[run.name] = get()
-    except USER_ERRORS as exc:
-        errors[run.name] = str(exc).splitlines()[0]
-        store.write_text(out_dir / run.name / store.ERROR, f"{exc}\n")
-    except Exception as exc:  # a bug: keep the other runs, keep the whole story for the report
-        errors[run.name] = f"internal error: {type(exc).__name__}: {exc}"
-        store.write_text(out_dir / run.name / store.ERROR, traceback.format_exc())
+        store.write_run(out_dir / result.name, result)
+    except OSError as exc:
+        (out_dir / result.name / store.SUMMARY).unlink(missing_ok=True)
+        result.summary, result.error = None, f"cannot write its results: {exc}"
+    manifest.record(result)
+    if result.error is None:
+        summaries[result.name] = result.summary
+    else:
+        errors[result.name] = result.error
 
 
 def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
@@ -365,28 +377,16 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
     # Fix: this check used to live in check() only, so `servesim run` with a missing
     # trace file failed every run at run time (exit 1) instead of being a config error
     # (exit 2, as the CLI promises for a missing file).
-    for run in runs:
-        trace = run.config.trace
-        if getattr(trace, "path", None) is not None and not (base_dir / trace.path).exists():
-            raise ConfigError(f"{path}: trace.path: no such file {str(base_dir / trace.path)!r}")
-
-
-def check(path: Path | str) -> list[Run]:
-    """Validate an experiment without simulating: config, sweep points, profiles, files."""
-    path = Path(path)
-    config = load(path)
-    runs = expand(config, str(path))
-    base_dir = path.resolve().parent
-    validate_runs(runs, path, base_dir)
-    # Fix: check used to test only that a trace file exists, so a file with a bad line
-    # passed `servesim check` and then failed every run. Parse each distinct trace file
-    # once with its format's reader (no arrivals are placed, so this stays cheap); only
-    # here: `run` parses it in each run, where a bad line fails that run.
+    # Fix: a trace file with a bad line passed validation and then failed every run.
+    # Each distinct trace file is parsed once with its format's reader (no arrivals are
+    # placed, so this stays cheap next to the runs that read it again).
     parsed = set()
     for run in runs:
         trace = run.config.trace
         if getattr(trace, "path", None) is None:
             continue
+        if not (base_dir / trace.path).exists():
+            raise ConfigError(f"{path}: trace.path: no such file {str(base_dir / trace.path)!r}")
         options = {} if trace.function is None else {"function": trace.function}
         key = (trace.path, trace.format, trace.function)
         if key not in parsed:
@@ -395,4 +395,12 @@ def check(path: Path | str) -> list[Run]:
                 FORMATS[trace.format].read(base_dir / trace.path, **options)
             except TraceError as exc:
                 raise ConfigError(f"{path}: trace.path: {exc}") from None
+
+
+def check(path: Path | str) -> list[Run]:
+    """Validate an experiment without simulating: config, sweep points, profiles, files."""
+    path = Path(path)
+    config = load(path)
+    runs = expand(config, str(path))
+    validate_runs(runs, path, path.resolve().parent)
     return runs

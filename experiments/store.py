@@ -1,19 +1,25 @@
 """Results on disk, written so that a crash never leaves a half-written file.
 
-Every file is written to a temporary name in the same folder and then renamed over the
-target (``os.replace`` is atomic on POSIX and Windows). A run's ``summary.json`` is
-written last, so its presence means the run finished and its other files are whole.
+Every file is written to a temporary name (``.NAME.XXXX.tmp``) in the same folder and
+then renamed over the target (``os.replace`` is atomic on POSIX and Windows). A run's
+``summary.json`` is written last, so its presence means the run's other files are whole;
+the sweep's ``manifest.json`` then lists the run as finished, with a digest of its
+config, and that is what ``--resume`` trusts. Only the sweep's own process writes here:
+runs, wherever they execute, send their files back as bytes (:class:`RunFiles`).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import os
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -29,6 +35,10 @@ CONTROLLER = "controller.csv"   # an online exit policy's state over time (Appar
 # changes against the vanilla run of the same point (VERSUS_VANILLA):
 TIMESERIES = "timeseries.csv"  # a cluster run: load and cores over time
 PLANS = "plans.csv"  # a cluster run: every plan its adapter made
+MANIFEST = "manifest.json"  # the sweep: its finished and failed runs
+TEMPORARY = ".tmp"  # the suffix of a file being written (see atomic_path)
+# files some runs have and others not: a rewritten run folder must not keep a stale one
+OPTIONAL = (CONTROLLER, TIMESERIES, PLANS, ERROR)
 SUMMARY_COLUMNS = (
     "requests", "completed", "latency_p25_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
     "latency_p99_ms", "latency_mean_ms",
@@ -47,7 +57,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """A temporary path to write; it replaces ``target`` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMPORARY, dir=target.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)
     try:
@@ -58,24 +68,129 @@ def atomic_path(target: Path) -> Iterator[Path]:
         raise
 
 
-def write_text(target: Path, text: str) -> None:
+def remove_temporaries(folder: Path) -> int:
+    """Delete what a killed sweep left half-written under ``folder``; returns how many."""
+    stale = list(Path(folder).glob(f"**/.*{TEMPORARY}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def write_bytes(target: Path, data: bytes) -> None:
     with atomic_path(target) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
+
+
+def write_text(target: Path, text: str) -> None:
+    write_bytes(target, text.encode())
+
+
+def json_text(data) -> str:
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
 def write_json(target: Path, data) -> None:
-    write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_text(target, json_text(data))
+
+
+def requests_bytes(columns: dict[str, np.ndarray]) -> bytes:
+    """A per-request table as Parquet."""
+    buffer = io.BytesIO()
+    pd.DataFrame(columns).to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
 
 def write_requests(target: Path, columns: dict[str, np.ndarray]) -> None:
-    with atomic_path(target) as tmp:
-        pd.DataFrame(columns).to_parquet(tmp, index=False)
+    write_bytes(target, requests_bytes(columns))
+
+
+def columns_bytes(columns: dict[str, list]) -> bytes:
+    """Equal-length named columns as a CSV."""
+    return pd.DataFrame(columns).to_csv(index=False).encode()
 
 
 def write_columns(target: Path, columns: dict[str, list]) -> None:
-    """Equal-length named columns as a CSV."""
-    with atomic_path(target) as tmp:
-        pd.DataFrame(columns).to_csv(tmp, index=False)
+    write_bytes(target, columns_bytes(columns))
+
+
+def digest(text: str) -> str:
+    """What the manifest keeps of a run's config: equal digests, equal configs."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class RunFiles:
+    """What one run sends back to the sweep: its folder's files and its summary, or its
+    error (``error``: one line for results.csv and the terminal; ``detail``: all of it,
+    a bug's traceback included, for ``error.txt``)."""
+
+    name: str
+    config: str  # the run's config as YAML (config.yaml)
+    summary: Optional[dict] = None
+    files: dict[str, bytes] = field(default_factory=dict)  # summary.json and config.yaml excluded
+    error: Optional[str] = None
+    detail: Optional[str] = None
+
+
+def write_run(run_dir: Path, run: RunFiles) -> None:
+    """Write a run's folder: summary.json first removed and last written, so that a crash
+    in between leaves a folder that reads as unfinished; a file an earlier run of the
+    folder had and this one has not is removed."""
+    (run_dir / SUMMARY).unlink(missing_ok=True)
+    write_text(run_dir / CONFIG, run.config)
+    files = dict(run.files)
+    if run.error is not None:
+        files[ERROR] = (run.detail or run.error).rstrip("\n").encode() + b"\n"
+    for name, data in files.items():
+        write_bytes(run_dir / name, data)
+    for name in OPTIONAL:
+        if name not in files:
+            (run_dir / name).unlink(missing_ok=True)
+    if run.error is None:
+        write_json(run_dir / SUMMARY, run.summary)
+
+
+class Manifest:
+    """``manifest.json``: each run of the sweep that finished or failed, with its config's
+    digest, rewritten atomically after every run. A run counts as finished for
+    ``--resume`` only if the manifest says so for the same config and its summary reads."""
+
+    def __init__(self, out_dir: Path, experiment: str):
+        self.path = Path(out_dir) / MANIFEST
+        self.experiment = experiment
+        self.runs: dict[str, dict] = {}
+
+    @classmethod
+    def read(cls, out_dir: Path, experiment: str) -> "Manifest":
+        """The folder's manifest; an empty one where there is none or it cannot be read
+        (it is only ever replaced whole, so unreadable means not ours)."""
+        manifest = cls(out_dir, experiment)
+        try:
+            data = json.loads(manifest.path.read_text())
+            manifest.runs = {str(k): dict(v) for k, v in data["runs"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        return manifest
+
+    def finished(self) -> list[str]:
+        return [name for name, entry in self.runs.items() if entry.get("status") == "ok"]
+
+    def summary(self, name: str, config: str) -> Optional[dict]:
+        """The summary of run ``name`` if it finished with this very config, else None."""
+        entry = self.runs.get(name)
+        if entry is None or entry.get("status") != "ok" or entry.get("config_sha256") != digest(config):
+            return None
+        try:
+            return json.loads((self.path.parent / name / SUMMARY).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def record(self, run: RunFiles) -> None:
+        entry = {"status": "ok" if run.error is None else "failed", "config_sha256": digest(run.config)}
+        if run.error is not None:
+            entry["error"] = run.error
+        self.runs[run.name] = entry
+        write_json(self.path, {"experiment": self.experiment, "runs": self.runs})
 
 
 def read_requests(path: Path) -> pd.DataFrame:

@@ -228,18 +228,15 @@ def test_check_reports_the_bad_line_of_a_trace_file(write, servesim, tmp_path):
         f"servesim: error: {path}: trace.path: {tmp_path / 'arrivals.txt'} line 3: '0.3x' is not a finite number >= 0"]
 
 
-def test_run_with_a_bad_trace_line_fails_that_run_and_names_file_line_and_value(write, servesim, tmp_path):
+def test_run_refuses_a_bad_trace_line_before_writing_anything(write, servesim, tmp_path):
     path = _trace_yaml(write, ["0.1", "0.2", "0.15", "0.4"])  # not sorted at line 3
     out = tmp_path / "out"
     result = servesim("run", path, "--out", out, "--quiet")
-    assert result.rc == 1
-    assert "Traceback" not in result.err
-    failed = [line for line in result.err_lines if "FAILED" in line]
-    assert len(failed) == 1
-    assert f"{tmp_path / 'arrivals.txt'} line 3" in failed[0] and "0.15" in failed[0]
-    error = (out / "seed=0" / "error.txt").read_text()
-    assert f"{tmp_path / 'arrivals.txt'} line 3" in error and "0.15" in error
-    assert not (out / "seed=0" / "summary.json").exists()
+    assert result.rc == 2
+    assert result.err_lines == [
+        f"servesim: error: {path}: trace.path: {tmp_path / 'arrivals.txt'} line 3: '0.15' is earlier than the "
+        f"arrival before it ('0.2'); arrivals must be in time order"]
+    assert not out.exists()
 
 
 def test_a_good_trace_file_runs(write, servesim, tmp_path):

@@ -7,8 +7,9 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from experiments import runner, store
+from experiments import executors, store
 
 # summary.json keys that name where and how a run was made rather than what happened
 NUMBERS = ("requests", "completed", "dropped", "rejected", "throughput_rps", "latency_ms", "slo_violation_rate",
@@ -46,26 +47,45 @@ def test_same_file_same_seed_twice_gives_identical_runs(tiny_yaml, servesim, tmp
     assert pd.read_csv(tmp_path / "a" / store.RESULTS).equals(pd.read_csv(tmp_path / "b" / store.RESULTS))
 
 
-def test_process_pool_gives_the_same_runs_as_one_process(sweep, servesim, tmp_path, monkeypatch):
+def _same_files(out, reference, names) -> None:
+    """Each run's per-request table and summary byte for byte, and results.csv."""
+    for name in names:
+        for file in (store.REQUESTS, store.SUMMARY, store.CONFIG):
+            assert (out / name / file).read_bytes() == (reference / name / file).read_bytes(), (name, file)
+    # rows in the sweep's order, not in the order the runs finished
+    assert (out / store.RESULTS).read_bytes() == (reference / store.RESULTS).read_bytes()
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_process_pool_gives_the_same_bytes_as_one_process(jobs, sweep, servesim, tmp_path, monkeypatch):
     pools = []
 
-    class Recorded(runner.ProcessPoolExecutor):
+    class Recorded(executors.ProcessPoolExecutor):
         def __init__(self, max_workers=None, **kwargs):
             super().__init__(max_workers=max_workers, **kwargs)
             pools.append(max_workers)
 
-    monkeypatch.setattr(runner, "ProcessPoolExecutor", Recorded)
+    monkeypatch.setattr(executors, "ProcessPoolExecutor", Recorded)
     out = tmp_path / "pool"
-    result = _run(servesim, sweep.yaml, "--out", out, "--jobs", "2")
-    assert pools == [2]  # the runs really went to a pool of two processes
+    result = _run(servesim, sweep.yaml, "--out", out, "--jobs", str(jobs))
+    assert pools == [jobs]  # the runs really went to a pool of that many processes
     assert "8 of 8 runs finished" in result.out
     names = _run_dirs(sweep.out)
     assert len(names) == 8 and _run_dirs(out) == names
-    for name in names:
-        assert _table(out / name).equals(_table(sweep.out / name)), name
-        assert _summary(out / name) == _summary(sweep.out / name), name
-    # rows in the sweep's order, not in the order the pool finished them
-    assert pd.read_csv(out / store.RESULTS).equals(pd.read_csv(sweep.out / store.RESULTS))
+    _same_files(out, sweep.out, names)
+
+
+def test_ray_gives_the_same_bytes_as_one_process(sweep, servesim, tmp_path):
+    """On a local Ray instance of 2 CPUs (as CI has), the runs are Ray tasks in Ray's own
+    worker processes, and every file is the same as in one process."""
+    ray = pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    result = _run(servesim, sweep.yaml, "--out", out, "--executor", "ray", "--jobs", "2")
+    assert not ray.is_initialized()  # the local instance it started is shut down
+    assert "8 of 8 runs finished" in result.out
+    names = _run_dirs(sweep.out)
+    assert _run_dirs(out) == names
+    _same_files(out, sweep.out, names)
 
 
 def test_seed_on_the_command_line_replaces_the_files_seeds(write, tiny_yaml_text, tiny_yaml, servesim, tmp_path):

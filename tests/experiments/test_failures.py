@@ -1,6 +1,6 @@
 """A run that fails at run time fails alone: the others are kept, the failure is written
-down, the exit status is 1; a rerun into the same folder reuses finished runs and
---force recomputes them."""
+down, the exit status is 1; a rerun with --resume keeps finished runs, --force recomputes
+them, and a rerun with neither is refused."""
 
 from __future__ import annotations
 
@@ -67,6 +67,11 @@ def _assert_failed_sweep(result, out):
 
     error = (out / BAD_RUN / store.ERROR).read_text()
     assert "batch size 100 is outside the profiled range [1, 64]" in error
+    manifest = json.loads((out / store.MANIFEST).read_text())
+    assert manifest["experiment"] == "fails"
+    assert {name: entry["status"] for name, entry in manifest["runs"].items()} == {
+        **{name: "ok" for name in OK_RUNS}, BAD_RUN: "failed"}
+    assert "batch size 100 is outside the profiled range" in manifest["runs"][BAD_RUN]["error"]
     assert not (out / BAD_RUN / store.SUMMARY).exists()
     for name in OK_RUNS:
         assert json.loads((out / name / store.SUMMARY).read_text())["completed"] == 300
@@ -86,13 +91,22 @@ def test_one_failing_run_keeps_the_others_then_reuse_then_force(failing, servesi
     out = tmp_path / "out"
     _assert_failed_sweep(servesim("run", failing, "--out", out, "--quiet"), out)
 
-    # a rerun reuses the two finished runs (their files are not rewritten) and retries the failed one
+    # a rerun with neither --resume nor --force would overwrite finished runs: refused, nothing written
     kept = [out / name / f for name in OK_RUNS for f in (store.SUMMARY, store.REQUESTS, store.CONFIG)]
-    for path in kept + [out / BAD_RUN / store.ERROR]:
+    for path in kept + [out / BAD_RUN / store.ERROR, out / store.RESULTS]:
         _age(path)
-    again = servesim("run", failing, "--out", out, "--quiet")
+    refused = servesim("run", failing, "--out", out, "--quiet")
+    assert refused.rc == 2 and refused.err_lines == [
+        f"servesim: error: {out}: holds 2 finished run(s) of an earlier sweep (manifest.json); "
+        f"--resume keeps them and runs the rest, --force recomputes all"]
+    assert _is_old(out / store.RESULTS) and all(_is_old(path) for path in kept)
+    both = servesim("run", failing, "--out", out, "--quiet", "--resume", "--force")
+    assert both.rc == 2 and "--resume and --force contradict each other" in both.err
+
+    # --resume keeps the two finished runs (their files are not rewritten) and retries the failed one
+    again = servesim("run", failing, "--out", out, "--quiet", "--resume")
     _assert_failed_sweep(again, out)
-    assert "(2 reused from an earlier run)" in again.out
+    assert "(2 kept from an earlier run)" in again.out
     assert all(_is_old(path) for path in kept)
     assert not _is_old(out / BAD_RUN / store.ERROR)
 
@@ -100,7 +114,7 @@ def test_one_failing_run_keeps_the_others_then_reuse_then_force(failing, servesi
     before = {name: json.loads((out / name / store.SUMMARY).read_text()) for name in OK_RUNS}
     forced = servesim("run", failing, "--out", out, "--quiet", "--force", "--jobs", "2")
     _assert_failed_sweep(forced, out)
-    assert "reused" not in forced.out
+    assert "kept" not in forced.out
     assert not any(_is_old(path) for path in kept)
     assert {name: json.loads((out / name / store.SUMMARY).read_text()) for name in OK_RUNS} == before
 
@@ -126,7 +140,7 @@ def test_reuse_counts_simulations(write, tiny_yaml_text, monkeypatch, tmp_path):
     assert sorted(calls) == ["seed=3", "seed=4"] and first.reused == 0 and not first.failed
 
     calls.clear()
-    second = runner.run_experiment(path, out, show_progress=False)
+    second = runner.run_experiment(path, out, show_progress=False, resume=True)
     assert calls == [] and second.reused == 2
     assert second.rows == first.rows
 
@@ -138,7 +152,7 @@ def test_reuse_counts_simulations(write, tiny_yaml_text, monkeypatch, tmp_path):
     # a changed config is not a finished run, even in a folder of the same name
     calls.clear()
     path.write_text(tiny_yaml_text.replace("slo_ms: 5", "slo_ms: 2") + "seeds: [3, 4]\n")
-    changed = runner.run_experiment(path, out, show_progress=False)
+    changed = runner.run_experiment(path, out, show_progress=False, resume=True)
     assert sorted(calls) == ["seed=3", "seed=4"] and changed.reused == 0
     assert all(row["slo_violation_rate"] >= old["slo_violation_rate"] for row, old in zip(changed.rows, first.rows))
     assert json.loads((out / "seed=3" / store.SUMMARY).read_text())["slo_ms"] == 2.0
@@ -146,7 +160,7 @@ def test_reuse_counts_simulations(write, tiny_yaml_text, monkeypatch, tmp_path):
     # a run folder without summary.json (interrupted before it was written) is recomputed
     calls.clear()
     (out / "seed=4" / store.SUMMARY).unlink()
-    runner.run_experiment(path, out, show_progress=False)
+    runner.run_experiment(path, out, show_progress=False, resume=True)
     assert calls == ["seed=4"]
 
 
@@ -177,7 +191,7 @@ def test_internal_error_is_isolated_and_keeps_its_traceback(write, tiny_yaml_tex
     # fixed: the rerun retries only the failed run and clears its error.txt
     monkeypatch.setattr(runner, "simulate_config", real)
     calls = _counting(monkeypatch)
-    fixed = servesim("run", path, "--out", out, "--quiet")
+    fixed = servesim("run", path, "--out", out, "--quiet", "--resume")
     assert fixed.rc == 0, fixed.err
     assert calls == ["seed=4"]
     assert not (out / "seed=4" / store.ERROR).exists()
@@ -213,20 +227,23 @@ def test_a_run_that_crashes_while_writing_leaves_no_stale_summary(write, tiny_ya
     assert json.loads((out / "seed=0" / store.SUMMARY).read_text())["slo_ms"] == 5.0
 
     path.write_text(tiny_yaml_text.replace("slo_ms: 5", "slo_ms: 2"))
-    real = store.write_requests
+    real = store.write_bytes
 
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def disk_full(target, data):
+        if target.name == store.REQUESTS:
+            raise OSError(28, "No space left on device")
+        real(target, data)
 
-    monkeypatch.setattr(store, "write_requests", disk_full)
-    crashed = runner.run_experiment(path, out, show_progress=False)
+    monkeypatch.setattr(store, "write_bytes", disk_full)
+    crashed = runner.run_experiment(path, out, show_progress=False, resume=True)
     assert [row["status"] for row in crashed.rows] == ["failed"]
     assert "No space left on device" in crashed.rows[0]["error"]
     assert not (out / "seed=0" / store.SUMMARY).exists()
+    assert "slo_ms: 2" in (out / "seed=0" / store.CONFIG).read_text()
 
-    monkeypatch.setattr(store, "write_requests", real)
+    monkeypatch.setattr(store, "write_bytes", real)
     calls = _counting(monkeypatch)
-    rerun = runner.run_experiment(path, out, show_progress=False)
+    rerun = runner.run_experiment(path, out, show_progress=False, resume=True)
     assert calls == ["seed=0"] and rerun.reused == 0
     assert json.loads((out / "seed=0" / store.SUMMARY).read_text())["slo_ms"] == 2.0
     assert not (out / "seed=0" / store.ERROR).exists()
