@@ -56,10 +56,12 @@ class ProcessPool(Executor):
         with ProcessPoolExecutor(max_workers=self.jobs) as pool:
             futures = {pool.submit(fn, run): run for run in runs}
             for future in as_completed(futures):
+                run = futures.pop(future)  # a finished run's files are not held to the end of the sweep
                 try:
-                    yield future.result()
+                    result = future.result()
                 except Exception as exc:  # the worker died (BrokenProcessPool), not the run's own error
-                    yield lost(futures[future], exc)
+                    result = lost(run, exc)
+                yield result
 
 
 class RayExecutor(Executor):

@@ -32,6 +32,7 @@ from .config import label as folder_label  # noqa: E402
 
 MAX_CDF_POINTS = 2000
 MAX_TIMESERIES = 24
+PLOTTED = ["arrival", "finish", "status"]  # the only request columns the plots read
 
 
 def _completed(table: pd.DataFrame) -> pd.DataFrame:
@@ -318,7 +319,7 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
     for name in results.loc[results["status"] == "ok", "run"]:
         path = out_dir / name / store.REQUESTS
         if path.exists():
-            tables[name] = store.read_requests(path)
+            tables[name] = store.read_requests(path, PLOTTED)
     if "adapter" in results.columns:  # cluster runs: latency, then what each adapter did
         written = [plots / "latency_cdf.png", plots / "cluster_comparison.png"]
         latency_cdf(tables, written[0])

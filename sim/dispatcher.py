@@ -29,10 +29,10 @@ class Dispatcher:
     def __init__(self, env, log, router, max_batch: int,
                  progress: Optional[Callable[[int], None]] = None, progress_every: int = 1 << 16):
         self.env = env
-        self.n = len(log.arrival) - 1
-        self.times = log.arrival  # ends with +inf: the sentinel spares a bounds check
+        self.n = log.n
+        self.times = log.arrival  # the log's window, moved on in place; ends with +inf
         self.sizes = log.size
-        self.next = 0
+        self.next = 0             # window position of the next arrival to route
         self.log = log
         self.router = router
         self.max_batch = max_batch
@@ -46,6 +46,10 @@ class Dispatcher:
         self._timer_set = False
         self._progress = progress
         self._progress_every = progress_every
+        # the next request id at which to report progress or, at n, to mark the trace exhausted
+        self._report_at = min(progress_every if progress is not None else self.n, self.n)
+        # items of the window's requests before position k, while a single queue counts them
+        self._items_before: list[int] = []
 
     def attach(self, queues: list, workers: list) -> None:
         self.queues = queues
@@ -71,7 +75,7 @@ class Dispatcher:
         if self.n_waiting and not self.exhausted:
             self._set_timer()
 
-    def _make_catch_up(self) -> Callable[[float], None]:
+    def _make_catch_up(self) -> Callable[[float], float]:
         """Build ``catch_up(now)``: route every arrival at or before ``now`` not yet routed,
         and return the time of the next arrival (+inf after the last).
 
@@ -79,73 +83,117 @@ class Dispatcher:
         closure over what it needs rather than a method that looks it all up each call.
         With one queue (one replica, or a shared queue) and no request too large to
         serve, there is nothing to decide per request: the arrivals up to ``now`` join
-        the queue as one slice, found by bisection past the first.
+        the queue as one slice, found by bisection past the first. Routing stops at the
+        end of the log's window as at the last arrival (both are +inf); :meth:`_stop` then
+        moves the window on and routing resumes, so the window costs nothing per request.
         """
-        times, sizes, n = self.times, self.sizes, self.n
-        loads, queues, workers, max_batch = self.loads, self.queues, self.workers, self.max_batch
+        times, sizes = self.times, self.sizes
+        loads, queues, max_batch = self.loads, self.queues, self.max_batch
         choose = self.router.choose if len(queues) > 1 else None
-        one_queue = len(queues) == 1 and (sizes is None or max(sizes, default=0) <= max_batch)
+        largest = self.log.largest_size
+        one_queue = len(queues) == 1 and (largest is None or largest <= max_batch)
         queue = queues[0]
         append, extend, waiting = queue.items.append, queue.items.extend, queue.waiting
-        # items up to request k: ``k`` without sizes, else a prefix sum
-        items_before = None if sizes is None else [0, *itertools.accumulate(sizes)]
-        progress, every = self._progress, self._progress_every
-        # the next k at which to report progress or, at n, to mark the trace exhausted
-        next_stop = min(every if progress is not None else n, n)
+        # items up to window position k: ``k`` without sizes, else a prefix sum
+        items_before = None if sizes is None or not one_queue else self._items_before
+        if items_before is not None:
+            items_before.extend(itertools.accumulate(sizes, initial=0))
+        # the next window position at which to stop: the window's end, or the next report
+        next_stop = self._next_stop()
 
         def catch_up(now: float) -> float:
             nonlocal next_stop
             k = self.next
             if times[k] > now:
                 return times[k]
-            if one_queue:
-                j = k + 1
-                if times[j] <= now:  # more than one arrival since the last look
-                    j += 1
-                    if times[j] <= now:  # more than two: bisect
-                        j = bisect.bisect_right(times, now, j + 1)
-                    extend(range(k, j))
-                else:
-                    append(k)
-                if items_before is not None:
-                    queue.queued_items += items_before[j] - items_before[k]
-                if waiting:
-                    for _ in range(min(j - k, len(waiting))):  # one waiting worker per arrival
-                        waiting[0].wake_up()
-                k = j
-            else:
-                while times[k] <= now:
-                    size = 1 if sizes is None else sizes[k]
-                    if size > max_batch:
-                        self._reject(k)
+            while True:
+                if one_queue:
+                    j = k + 1
+                    if times[j] <= now:  # more than one arrival since the last look
+                        j += 1
+                        if times[j] <= now:  # more than two: bisect
+                            j = bisect.bisect_right(times, now, j + 1)
+                        extend(range(k, j))
                     else:
-                        if choose is None:
-                            r = 0
+                        append(k)
+                    if items_before is not None:
+                        queue.queued_items += items_before[j] - items_before[k]
+                    if waiting:
+                        for _ in range(min(j - k, len(waiting))):  # one waiting worker per arrival
+                            waiting[0].wake_up()
+                    k = j
+                else:
+                    while times[k] <= now:
+                        size = 1 if sizes is None else sizes[k]
+                        if size > max_batch:
+                            self._reject(k)
                         else:
-                            r = choose(loads)
-                            loads[r] += 1
-                        q = queues[r]
-                        q.items.append(k)
-                        if sizes is not None:
-                            q.queued_items += size
-                        if q.waiting:
-                            q.waiting[0].wake_up()
-                    k += 1
-            self.next = k
-            if k >= next_stop:
-                if progress is not None:
-                    progress(k)
-                next_stop = min(k + every, n)
-                if k == n:
-                    self.exhausted = True
-                    for worker in workers:  # a policy waiting for a full batch can now flush
-                        worker.wake_up()
-            return times[k]
+                            if choose is None:
+                                r = 0
+                            else:
+                                r = choose(loads)
+                                loads[r] += 1
+                            q = queues[r]
+                            q.items.append(k)
+                            if sizes is not None:
+                                q.queued_items += size
+                            if q.waiting:
+                                q.waiting[0].wake_up()
+                        k += 1
+                self.next = k
+                if k < next_stop:
+                    return times[k]
+                more = self._stop(now)
+                next_stop = self._next_stop()
+                k = self.next
+                if not more:
+                    return times[k]
 
         return catch_up
 
+    def _next_stop(self) -> int:
+        return min(self._report_at - self.log.base, self.log.end)
+
+    def _stop(self, now: float) -> bool:
+        """Routing reached the window's end or the next report; returns whether arrivals up
+        to ``now`` remain to be routed (in the window just taken)."""
+        log, k = self.log, self.next
+        if k == log.end and not log.final:
+            self._next_window()
+            if self.times[self.next] <= now:
+                return True
+        routed = self.next + log.base
+        if routed >= self._report_at:
+            if self._progress is not None:
+                self._progress(routed)
+            self._report_at = min(routed + self._progress_every, self.n)
+            if routed == self.n:
+                self.exhausted = True
+                for worker in self.workers:  # a policy waiting for a full batch can now flush
+                    worker.wake_up()
+        return False
+
+    def _next_window(self) -> None:
+        """Move the log's window on and renumber every window position held here."""
+        log = self.log
+        keep = min([self.next] + [q.items[0] for q in self.queues if q.items])
+        shift = log.advance(keep)
+        self.next -= shift
+        if shift:
+            for q in self.queues:
+                if q.items:
+                    ids = [k - shift for k in q.items]
+                    q.items.clear()
+                    q.items.extend(ids)
+        items_before = self._items_before
+        if items_before:
+            del items_before[:shift]
+            # the running total from the old end on; its first value is already there
+            totals = itertools.accumulate(self.sizes[len(items_before) - 1:], initial=items_before[-1])
+            items_before.extend(itertools.islice(totals, 1, None))
+
     def _reject(self, k: int) -> None:
         log = self.log
-        log.status[k] = REJECTED
-        log.finish[k] = log.arrival[k]
+        log.status[k + log.base] = REJECTED
+        log.finish[k + log.base] = log.arrival[k]
         self.rejections["larger than max_batch"] += 1

@@ -23,7 +23,7 @@ from .dispatcher import Dispatcher
 from .errors import SimulationError
 from .exits import ExitRun, ExitSetup
 from .queue import RequestQueue
-from .records import COMPLETED, RequestLog, RequestTable, Results, batch_tables
+from .records import COMPLETED, RequestLog, RequestTable, Results
 from .worker import Worker
 
 
@@ -56,9 +56,7 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
             raise ValueError("a model with exits serves one item per request; this trace has a 'size' column")
         if len(exits.samples) != len(trace.times):
             raise ValueError(f"exits.samples has {len(exits.samples)} entries for {len(trace.times)} requests")
-    arrival = trace.times.tolist()
-    arrival.append(float("inf"))
-    log = RequestLog(arrival, None if sizes is None else sizes.tolist(), int(replicas))
+    log = RequestLog(trace, int(replicas))
     env = simpy.Environment()
     dispatcher = Dispatcher(env, log, router if router is not None else JoinShortestQueue(),
                             batcher.max_batch, progress)
@@ -76,16 +74,18 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
     with _collector_paused():
         env.run(until=finished)
 
-    tables = batch_tables(log)  # per replica: start, finish of each batch
-    records = RequestTable.build(trace.times, sizes, log, tables)
+    log.close()
+    batches, first = log.batch_table()
+    records = RequestTable.build(trace.times, sizes, log, batches, first)
     if execute is not None:
         served = records.status == COMPLETED
         records.finish[served] = execute.finish[served]
         records.exits = execute.columns(served)
     # Workers, dispatcher and SimPy's events reference one another, so they wait for a
-    # full collection to be freed; emptying the big lists now returns their memory at once
-    # (a sweep calls simulate many times in one process).
-    log.clear()
+    # full collection to be freed; dropping the batch codes now returns their memory at
+    # once (a sweep calls simulate many times in one process).
+    log.code = None
+    tables = [batches[first[r]:first[r + 1]] for r in range(int(replicas))]
     left = np.flatnonzero(np.isnan(records.finish))
     if left.size:
         raise SimulationError(f"{left.size} requests neither completed nor dropped (first: {left[0]})")
@@ -105,7 +105,7 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
 def _collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for the duration of a run.
 
-    The run keeps large, long-lived lists (the request log) that every collection the
+    The run keeps long-lived lists (the request log's window) that every collection the
     allocations trigger would traverse again, while the engine makes no reference cycles
     per request; pausing it saves several percent of a run. It is restored afterwards
     (and collects whatever cycles SimPy's few events left) however the run ends.

@@ -14,11 +14,20 @@ import numpy as np
 from .records import COMPLETED, DROPPED, REJECTED, Results
 
 
-def _ms(values: np.ndarray, q: Optional[float] = None) -> Optional[float]:
-    if not values.size:
-        return None
-    value = values.mean() if q is None else np.percentile(values, q)
-    return round(float(value) * 1e3, 6)
+PERCENTILES = (25, 50, 90, 95, 99)
+
+
+def _latency_ms(latency: np.ndarray) -> dict:
+    """Mean and :data:`PERCENTILES` of ``latency`` (seconds) in ms, ``None`` without any.
+
+    The percentiles partition ``latency`` in place, all in one pass, so a summary adds no
+    copy of a run's latencies: pass a temporary (the mean is taken first, in its order).
+    """
+    if not latency.size:
+        return {"mean": None, **{f"p{q}": None for q in PERCENTILES}}
+    mean = round(float(latency.mean()) * 1e3, 6)
+    values = np.percentile(latency, PERCENTILES, overwrite_input=True)
+    return {"mean": mean, **{f"p{q}": round(float(v) * 1e3, 6) for q, v in zip(PERCENTILES, values)}}
 
 
 def summarize(results: Results, slo: Optional[float] = None) -> dict:
@@ -29,9 +38,11 @@ def summarize(results: Results, slo: Optional[float] = None) -> dict:
     req = results.requests
     n = len(req)
     done = req.status == COMPLETED
-    latency = (req.finish - req.arrival)[done]
     completed = int(done.sum())
-    span = float(req.finish[done].max() - req.arrival.min()) if completed else 0.0
+    latency = req.finish - req.arrival
+    if completed < n:  # masking copies: only where some requests got no answer
+        latency = latency[done]
+    span = float(req.finish.max(where=done, initial=-np.inf) - req.arrival.min()) if completed else 0.0
     provisioned = results.replicas * results.end_time
     busy = float(results.busy_time.sum())
     violations = None
@@ -43,8 +54,7 @@ def summarize(results: Results, slo: Optional[float] = None) -> dict:
         "dropped": int((req.status == DROPPED).sum()),
         "rejected": int((req.status == REJECTED).sum()),
         "throughput_rps": round(completed / span, 6) if span > 0 else None,
-        "latency_ms": {"mean": _ms(latency), "p25": _ms(latency, 25), "p50": _ms(latency, 50),
-                       "p90": _ms(latency, 90), "p95": _ms(latency, 95), "p99": _ms(latency, 99)},
+        "latency_ms": _latency_ms(latency),
         "slo_ms": None if slo is None else slo * 1e3,
         "slo_violation_rate": violations,
         "accuracy": None,
@@ -55,7 +65,7 @@ def summarize(results: Results, slo: Optional[float] = None) -> dict:
             "utilisation": round(busy / provisioned, 6) if provisioned > 0 else None,
         },
         "batches": results.batches,
-        "mean_batch_items": round(float(req.size[done].sum()) / results.batches, 6) if results.batches else None,
+        "mean_batch_items": round(float(req.size.sum(where=done)) / results.batches, 6) if results.batches else None,
         "replicas": results.replicas,
         "duration_s": round(results.end_time, 6),
         "rejections": dict(results.rejections),
@@ -120,8 +130,7 @@ def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> d
         "dropped": int((results.status == DROPPED).sum()),
         "rejected": 0,
         "throughput_rps": round(float(done.sum()) / duration, 6) if duration > 0 else None,
-        "latency_ms": {"mean": _ms(latency), "p25": _ms(latency, 25), "p50": _ms(latency, 50),
-                       "p90": _ms(latency, 90), "p95": _ms(latency, 95), "p99": _ms(latency, 99)},
+        "latency_ms": _latency_ms(latency),
         "slo_ms": None if slo is None else slo * 1e3,
         "slo_violation_rate": violations,
         "accuracy": round(float(stacked.mean()), 9) if stacked.size else None,

@@ -8,10 +8,11 @@ at its queue (as Triton's queue timeout does), counted, and never served; their 
 time is the moment they expired, so it does not depend on when the worker looked.
 
 The loop is the engine's innermost code, so it is written for speed: state it touches
-per request lives in local variables, and it logs two numbers per *batch*
-(``start, finish``) plus one integer per request (the code of the batch that served it,
-which also names the replica); the per-request columns are expanded from those at the
-end.
+per request lives in local variables, and it logs three numbers per *batch*
+(``start, finish, items``) plus one integer per request (the code of the batch that
+served it, which also names the replica); the per-request columns are expanded from
+those at the end. Requests are known by their position in the log's window
+(:class:`~sim.records.RequestLog`), which the dispatcher moves on between batches.
 
 Fast-forward: when a batch would finish before the next event in SimPy's queue
 (``env.peek()``), nothing else can happen in between — no other worker finishes, no
@@ -29,6 +30,8 @@ tests); a lone busy replica then runs at the speed of a bare event loop.
 from __future__ import annotations
 
 from typing import Callable, Optional
+
+import numpy as np
 
 from .errors import SimulationError
 from .queue import RequestQueue
@@ -96,9 +99,10 @@ class Worker:
                 queue.queued_items -= log.size[k]
             if self.dispatcher.routed:
                 self.dispatcher.loads[queue.index] -= 1
-            log.status[k] = DROPPED
-            log.finish[k] = log.arrival[k] + self.drop_after  # when it expired, not when noticed
-            log.replica[k] = self.index
+            i = k + log.base  # its id: k is its position in the log's window
+            log.status[i] = DROPPED
+            log.finish[i] = log.arrival[k] + self.drop_after  # when it expired, not when noticed
+            log.replica[i] = self.index
 
     def run(self):
         env = self.env
@@ -179,8 +183,8 @@ class Worker:
                 members = [popleft() for _ in range(min(limit, len(queue)))]
                 for k in members:
                     batch_col[k] = b
-                m = len(members)
-                done = execute(now, members, self.index)
+                m = items = len(members)
+                done = execute(now, np.add(members, log.base), self.index)  # by id, not window position
             else:
                 k = popleft()
                 batch_col[k] = b
@@ -193,7 +197,7 @@ class Worker:
                     m += 1
                 shared.queued_items -= items
                 done = now + service_time(items)
-            log_batch((now, done))
+            log_batch((now, done, items))
             if done >= horizon:
                 yield env.timeout(done - env.now)
                 horizon = peek()

@@ -8,7 +8,7 @@ in seconds, and every optional column has one value per request.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
@@ -67,6 +67,19 @@ class Trace:
 
     def __len__(self) -> int:
         return int(self.times.size)
+
+    def chunks(self, size: int, column: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """The arrivals in order, ``size`` at a time: ``(times, values)`` slices (views, no
+        copy) of the times and of ``column`` (``None`` without one).
+
+        A consumer that needs Python floats (the engine's dispatcher) converts one chunk at
+        a time, so its memory does not grow with the length of the trace.
+        """
+        if size < 1:
+            raise ValueError(f"chunk size must be >= 1, got {size!r}")
+        values = None if column is None else self.columns.get(column)
+        for lo in range(0, self.times.size, size):
+            yield self.times[lo:lo + size], None if values is None else values[lo:lo + size]
 
     @property
     def duration(self) -> float:

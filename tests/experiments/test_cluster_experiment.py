@@ -167,7 +167,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "experiments"
 TWITTER = SHIPPED.parent.parent / "shared" / "data" / "twitter-trace" / "workload.txt"
 
 
-@pytest.mark.parametrize("name", ["infadapter", "ipa", "infadapter_twitter", "ipa_twitter"])
+@pytest.mark.parametrize("name", ["infadapter", "ipa", "ipa_nlp", "infadapter_twitter", "ipa_twitter"])
 def test_the_shipped_cluster_experiments_are_valid(servesim, name):
     if name.endswith("_twitter") and not TWITTER.exists():
         pytest.skip(f"the real Twitter trace is not at {TWITTER}")
