@@ -13,6 +13,7 @@ import hashlib
 import re
 import functools
 import itertools
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -30,8 +31,16 @@ class ConfigError(ValueError):
     """A configuration problem, already phrased for the user."""
 
 
+# The most replicas a run may have: each is a SimPy process with its own queue (100,000
+# take about 0.5 GB and seconds to start); a larger number is a typo, and simulating it
+# would exhaust memory or hang before the first arrival.
+MAX_REPLICAS = 100_000
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and NaN are never a setting: an infinite rate, SLO or limit only fails (or
+    # hangs) deep inside a run, so they are refused here with the key that holds them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(Strict):
@@ -46,7 +55,7 @@ class ModelConfig(Strict):
 
 
 class ServingConfig(Strict):
-    replicas: PositiveInt = 1
+    replicas: PositiveInt = Field(1, le=MAX_REPLICAS)
     router: ROUTERS.union() = Field(default_factory=lambda: specs.JSQRouting(name="jsq"))
     batching: BATCHING.union() = Field(default_factory=lambda: specs.DynamicBatching(policy="dynamic", max_batch=1))
     drop_after_ms: Optional[PositiveFloat] = None
@@ -178,45 +187,103 @@ class Run:
     config: ExperimentConfig
 
 
-def _yaml_loc(loc: tuple, data: Any) -> list[str]:
-    """The parts of a pydantic error location that are keys of the YAML ``data``.
+_ABSENT = object()  # where an error's location leaves what the user wrote
+
+
+def _yaml_loc(loc: tuple, data: Any, missing: bool = False) -> tuple[list[str], Optional[str]]:
+    """The parts of a pydantic error location that are keys of the YAML ``data``, and
+    the key path of the union whose member the error is about (``None``: no union).
+    ``missing``: the error is a missing key, so the location's last part names a key
+    that is not in ``data``.
 
     Pydantic puts the tag of a discriminated-union member into the location
-    (``serving.batching.dynamic.max_wait_ms``); the user wrote no key ``dynamic``, so such
-    parts (a value of the mapping they appear in, not one of its keys) are dropped.
+    (``serving.batching.dynamic.max_wait_ms``), and the type of a plain union's member
+    (``exits.policy.threshold.float``, ``threshold.list[float]``); the user wrote no key
+    ``dynamic`` or ``float``, so such parts are dropped.
     """
-    parts, node = [], data
-    for part in loc:
+    parts, node, union = [], data, None
+    for i, part in enumerate(loc):
         if isinstance(part, str) and part.startswith("function-"):
             continue
-        if isinstance(node, dict):
-            if part in node:
-                node = node[part]
-            elif part in [v for v in node.values() if isinstance(v, str)]:
-                continue  # a union tag such as 'dynamic'
-            else:
-                node = None
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, dict) and part in [v for v in node.values() if isinstance(v, str)]:
+            continue  # a union tag such as 'dynamic'
         elif isinstance(node, (list, tuple)) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
+        elif node is not _ABSENT and isinstance(part, str) and not (missing and i == len(loc) - 1):
+            union = ".".join(parts)  # a union member's type, under the value the user gave
+            continue
         else:
-            node = None
+            node = _ABSENT  # a missing key, or inside one
         parts.append(str(part))
-    return parts
+    return parts, union
+
+
+def _one_member(found: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+    """The problems ``(type, path, message, got)`` of one union value: pydantic reports
+    one per member it tried, but a member whose type the value does not have at all (a
+    ``*_type`` error) says only what else the value could have been. Keep the others;
+    where none is left, merge them into one ("a valid number or a valid list")."""
+    fitting = [f for f in found if not f[0].endswith("_type")]
+    if fitting or len(found) == 1:
+        return fitting or found
+    kinds = " or ".join(msg.removeprefix("Input should be ") for _, _, msg, _ in found)
+    kind, path, _, got = found[0]
+    return [(kind, path, f"Input should be {kinds}", got)]
+
+
+class _Shown(reprlib.Repr):
+    """A value in an error message: its repr, cut short (a pasted array or a YAML anchor
+    bomb must not turn one line into megabytes), a mapping's keys in the file's order."""
+
+    longest = 200  # characters in all
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 3, 80, 80
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = 8
+
+    def repr(self, x):
+        text = super().repr(x)
+        return text if len(text) <= self.longest else text[:self.longest - 4] + " ..."
+
+    def repr_dict(self, x, level):
+        if not x or level <= 0:
+            return "{...}" if x else "{}"
+        items = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+                 for k, v in itertools.islice(x.items(), self.maxdict)]
+        return "{" + ", ".join(items + (["..."] if len(x) > self.maxdict else [])) + "}"
+
+
+_shown = _Shown().repr
+
+# Characters that would end or break the one line a problem is reported on (str.splitlines
+# splits at all of them); user text such as an unknown name can hold any of them.
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every control character escaped as repr() would, so that it stays one line."""
+    return _LINE_BREAKING.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _format_errors(source: str, error: ValidationError, prefix: str = "", data: Any = None) -> str:
-    lines = []
-    for item in error.errors():
-        loc = _yaml_loc(item["loc"], data)
-        path = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "(top level)"
+    problems: dict[Any, list[tuple[str, str, str, str]]] = {}  # a union's members together
+    for n, item in enumerate(error.errors()):
+        loc, union = _yaml_loc(item["loc"], data, missing=item["type"] == "missing")
+        # no location: a check of the whole file, whose message names the keys it is about
+        path = prefix + ".".join(loc) if loc else prefix.rstrip(".")
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]) if loc else "", _known_keys(), n=1)
             msg = f"unknown key; did you mean {close[0]!r}?" if close else "unknown key; check its spelling or remove it"
         elif item["type"] == "missing":
             msg = "required key is missing"
-        got = "" if item["type"] in ("missing",) else f" (got {item.get('input')!r})"
-        lines.append(f"{source}: {path}: {msg}{got}")
+        got = "" if item["type"] == "missing" or not path else f" (got {_shown(item.get('input'))})"
+        problems.setdefault(n if union is None else union, []).append((item["type"], path, msg, got))
+    lines = [_one_line(f"{source}: {path + ': ' if path else ''}{msg}{got}")
+             for found in problems.values() for _, path, msg, got in _one_member(found)]
     return "\n".join(dict.fromkeys(lines))
 
 
@@ -229,23 +296,62 @@ def _known_keys() -> list[str]:
     return sorted({key for model in models for key in model.model_fields})
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error:
+    PyYAML would keep the last one silently, so of two ``replicas:`` lines the one a
+    reader sees first would quietly lose."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # merge keys ('<<') may repeat; non-scalar keys are refused by PyYAML itself
+            key = self.construct_object(key_node)
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {_shown(key)} (first given on line {first[key]})", key_node.start_mark)
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """A PyYAML error as ``line L column C: invalid YAML: PROBLEM``, on one line.
+
+    A character YAML forbids (NUL, most control characters) raises a ReaderError that
+    knows only its offset in the text, not its line; the others carry a mark.
+    """
+    if isinstance(exc, yaml.reader.ReaderError):
+        start = text.rfind("\n", 0, exc.position) + 1
+        line, column = text.count("\n", 0, start) + 1, exc.position - start + 1
+        problem = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+    else:
+        mark = getattr(exc, "problem_mark", None)
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {line} column {column}: " if line else ""
+    return _one_line(f"{where}invalid YAML: {' '.join(problem.split())}")
+
+
 def read_yaml(path: Path) -> dict:
     """The YAML file as a plain mapping, or a ConfigError naming file, line and problem."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+                          f"is it an experiment YAML?") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+        raise ConfigError(f"{path}: {_yaml_problem(exc, text)}") from None
+    except RecursionError:  # PyYAML parses nested collections recursively
+        raise ConfigError(f"{path}: invalid YAML: collections nested too deeply to read") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys (name, trace, model, ...)")
+        found = "the file is empty" if data is None else f"it is a {type(data).__name__}"
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (name, trace, model, ...); {found}")
     return data
 
 
@@ -304,7 +410,7 @@ def expand(config: ExperimentConfig, source: str, seeds: Optional[list[int]] = N
         data = copy.deepcopy(base)
         for key, value in zip(keys, combo):
             _set(data, key, value, source)
-        swept = ", ".join(f"{k}={v!r}" for k, v in zip(keys, combo))
+        swept = _one_line(", ".join(f"{k}={_shown(v)}" for k, v in zip(keys, combo)))
         where = f"\n{source}: (in the sweep point {swept})" if keys else ""
         for seed in seeds:
             data["seed"] = seed

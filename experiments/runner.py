@@ -36,19 +36,29 @@ BUILTIN = "builtin:"
 USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, BehaviourError, FileNotFoundError)
 
 
+def exists(path: Path, key: str) -> bool:
+    """Whether the file a setting (``key``) names exists; a path the system cannot even
+    look up (too long, say) is that setting's error, not a traceback."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot use the path {str(path)[:80]!r}... ({exc.strerror or exc})") from None
+
+
 def profile_path(name: str, base_dir: Path, key: str = "model.profile") -> Path:
     """The file a profile setting (``key``) names: ``builtin:NAME`` or a path relative to the YAML."""
     if name.startswith(BUILTIN):
         stem = name[len(BUILTIN):]
         path = PROFILES_DIR / (stem if stem.endswith(".csv") else f"{stem}.csv")
-        if not path.exists():
+        # a built-in name is a file of workloads/profiles, never a path out of it
+        if "/" in stem or "\\" in stem or not exists(path, key):
             known = ", ".join(sorted(BUILTIN + p.stem for p in PROFILES_DIR.glob("*.csv")))
             raise ConfigError(f"{key}: no built-in profile {name!r}; known: {known}")
         return path
     path = base_dir / name
     # Fix: a missing profile file used to surface as the loader's bare "PATH: no such
     # profile file", without the key that names it; config errors name their key path.
-    if not path.exists():
+    if not exists(path, key):
         raise ConfigError(f"{key}: no such profile file {str(path)!r}")
     return path
 
@@ -81,7 +91,7 @@ def build_behaviour(config: ExperimentConfig, base_dir: Path, rng: np.random.Gen
     :class:`DriftingBehaviour` whose rows depend on when a request arrives."""
     exits = config.exits
     path = getattr(exits.behaviour, "path", None)
-    if path is not None and not (base_dir / path).exists():
+    if path is not None and not exists(base_dir / path, "exits.behaviour.path"):
         raise ConfigError(f"exits.behaviour.path: no such file {str(base_dir / path)!r}")
     try:
         return exits.behaviour.build(rng, base_dir)
@@ -385,7 +395,7 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
         trace = run.config.trace
         if getattr(trace, "path", None) is None:
             continue
-        if not (base_dir / trace.path).exists():
+        if not exists(base_dir / trace.path, f"{path}: trace.path"):
             raise ConfigError(f"{path}: trace.path: no such file {str(base_dir / trace.path)!r}")
         options = {} if trace.function is None else {"function": trace.function}
         key = (trace.path, trace.format, trace.function)

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import ClassVar, Literal, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 import traces
+from traces import _checks
 from policies import batching, exit as exit_policies, routing, stopping
 from policies import apparate, offline
 from workloads import behaviour, drift, noise
@@ -24,7 +25,8 @@ from .registry import BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, ROUTERS, TRACES
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # as in experiments.config.Strict: inf and NaN are never a setting
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- traces ----------------------------------------------------------------------------
@@ -41,10 +43,17 @@ class TraceSpec(Spec):
     def _one_kind_of_window(self):
         if self.window is not None and self.windows is not None:
             raise ValueError("give 'window' or 'windows', not both")
-        for t0, t1 in self.windows or ():
-            if not 0 <= t0 < t1:
-                raise ValueError(f"windows: each window needs 0 <= t0 < t1, got [{t0!r}, {t1!r}]")
         return self
+
+    @field_validator("window", "windows")
+    @classmethod
+    def _ordered(cls, value, info):
+        """Checked here, not only when the trace is cut, so `servesim check` finds it."""
+        if value is not None:
+            for t0, t1 in [value] if info.field_name == "window" else value:
+                if not 0 <= t0 < t1:
+                    raise ValueError(f"a window needs 0 <= t0 < t1, got [{t0!r}, {t1!r}]")
+        return value
     compress_time: Optional[PositiveFloat] = None
     scale_rate: Optional[PositiveFloat] = None
     max_requests: Optional[PositiveInt] = None
@@ -75,24 +84,48 @@ class TraceSpec(Spec):
 
 
 class Generated(TraceSpec):
-    """A synthetic trace: exactly one of ``duration`` (s) or ``count`` (requests)."""
+    """A synthetic trace: exactly one of ``duration`` (s) or ``count`` (requests).
+
+    Its parameters are checked when the config is: by the generator itself, on one
+    arrival (so its rules live in one place, and `servesim check` applies them), and for
+    the size of the trace, ``scale_rate`` included, which must stay within
+    ``traces._checks.MAX_ARRIVALS``.
+    """
 
     duration: Optional[PositiveFloat] = None
-    count: Optional[PositiveInt] = None
+    count: Optional[PositiveInt] = Field(default=None, le=_checks.MAX_ARRIVALS)
 
     @model_validator(mode="after")
-    def _one_length(self):
+    def _generates(self):
         if (self.duration is None) == (self.count is None):
             raise ValueError("give exactly one of 'duration' (seconds) or 'count' (requests)")
+        try:
+            self.generate(None, 1, np.random.default_rng(0))
+        except traces.TraceError:
+            raise  # a ValueError, which pydantic reports with the key path
+        except (ValueError, ArithmeticError) as exc:  # from numpy or float arithmetic: a value too extreme
+            raise ValueError(f"{self.kind} cannot generate arrivals with these values ({exc})") from None
+        what, n = ((f"count {self.count}", self.count) if self.duration is None else
+                   (f"duration {self.duration:g} s at up to {self.peak_rate():g} requests/s",
+                    self.duration * self.peak_rate()))
+        if self.scale_rate is not None:
+            what, n = f"{what}, scaled by {self.scale_rate:g},", n * self.scale_rate
+        _checks.arrivals(what, n)
         return self
+
+    def peak_rate(self) -> float:
+        """The largest rate the process reaches, in requests/s (``rate``, for the kinds that have one)."""
+        return self.rate
 
     def params(self) -> dict:
         skip = set(TraceSpec.model_fields) | {"kind", "duration", "count"}
         return {k: v for k, v in self.model_dump().items() if k not in skip}
 
     def arrivals(self, rng, base_dir):
-        make = getattr(traces, self.kind)
-        return make(**self.params(), duration=self.duration, count=self.count, rng=rng)
+        return self.generate(self.duration, self.count, rng)
+
+    def generate(self, duration: Optional[float], count: Optional[int], rng: np.random.Generator) -> traces.Trace:
+        return getattr(traces, self.kind)(**self.params(), duration=duration, count=count, rng=rng)
 
 
 @TRACES.register
@@ -114,6 +147,9 @@ class MMPP2Trace(Generated):
     rates: tuple[float, float]
     mean_sojourn: tuple[PositiveFloat, PositiveFloat]
 
+    def peak_rate(self) -> float:
+        return max(self.rates)
+
 
 @TRACES.register
 class DiurnalTrace(Generated):
@@ -123,12 +159,18 @@ class DiurnalTrace(Generated):
     period: PositiveFloat
     phase: float = 0.0
 
+    def peak_rate(self) -> float:
+        return self.mean_rate * (1 + self.amplitude)
+
 
 @TRACES.register
 class StepTrace(Generated):
     kind: Literal["step"]
     rates: list[float]
     change_times: list[float]
+
+    def peak_rate(self) -> float:
+        return max(self.rates)
 
 
 @TRACES.register
@@ -138,6 +180,9 @@ class SpikeTrace(Generated):
     spike_rate: PositiveFloat
     start: float = Field(ge=0)
     length: PositiveFloat
+
+    def peak_rate(self) -> float:
+        return max(self.base_rate, self.spike_rate)
 
 
 @TRACES.register

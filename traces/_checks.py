@@ -12,6 +12,12 @@ import numpy as np
 
 from traces.trace import TraceError
 
+# The most arrivals one trace may hold: 8 GB of arrival times alone, before the engine's
+# per-request table. A request for more is a slip (a rate in the wrong unit, a count
+# with extra digits), and refusing it here names it, instead of a MemoryError or a
+# numpy "lam value too large" from deep inside a generator.
+MAX_ARRIVALS = 10**9
+
 
 def number(name: str, value, *, at_least=None, above=None, at_most=None) -> float:
     """``value`` as a finite float within the given bounds, else a TraceError naming it."""
@@ -49,8 +55,14 @@ def array(name: str, values, *, allow_empty: bool = False) -> np.ndarray:
     bad = ~np.isfinite(result) | (result < 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise TraceError(f"{name}[{i}] must be a finite number >= 0, got {result[i]!r}")
+        raise TraceError(f"{name}[{i}] must be a finite number >= 0, got {float(result[i])!r}")
     return result
+
+
+def arrivals(what: str, n: float) -> None:
+    """Refuse to make more than :data:`MAX_ARRIVALS` arrivals (``n``: how many ``what`` asks for)."""
+    if n > MAX_ARRIVALS:
+        raise TraceError(f"{what} would make {n:.3g} arrivals, more than the {MAX_ARRIVALS:,} a trace may hold")
 
 
 def generator(rng) -> np.random.Generator:

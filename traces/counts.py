@@ -67,6 +67,7 @@ def from_counts(
     if mode not in MODES:
         raise TraceError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     counts = _check_counts(counts, source)
+    _checks.arrivals(f"{source}: the counts", counts.sum(dtype=np.float64))  # float: an int64 sum can wrap
     if mode == "poisson":
         counts = rng.poisson(counts)
     edges = np.arange(counts.size + 1) * bin_seconds

@@ -49,7 +49,8 @@ def gamma(rate: float, cv: float, *, duration: Optional[float] = None, count: Op
     inter-arrival time after 0.
     """
     rate = _checks.number("rate", rate, above=0)
-    cv = _checks.number("cv", cv, above=0)
+    # beyond these a gamma variate's shape or scale over- or underflows a float
+    cv = _checks.number("cv", cv, at_least=1e-6, at_most=1e6)
     shape, scale = 1.0 / cv**2, cv**2 / rate
 
     def chunk(start: float, stop: float):
@@ -73,7 +74,7 @@ def mmpp2(rates, mean_sojourn, *, duration: Optional[float] = None, count: Optio
     rates = _pair("rates", rates)
     mean_sojourn = _pair("mean_sojourn", mean_sojourn)
     if not rates.any():
-        raise TraceError(f"rates must not both be 0, got {tuple(rates)}")
+        raise TraceError(f"rates must not both be 0, got {tuple(map(float, rates))}")
     for s in (0, 1):
         _checks.number(f"mean_sojourn[{s}]", mean_sojourn[s], above=0)
     cycle = float(mean_sojourn.sum())
@@ -132,7 +133,7 @@ def step(rates, change_times, *, duration: Optional[float] = None, count: Option
     if down.size:
         i = int(down[0]) + 1
         raise TraceError(f"change_times must increase, but change_times[{i}] = "
-                         f"{change_times[i]!r} follows {change_times[i - 1]!r}")
+                         f"{float(change_times[i])!r} follows {float(change_times[i - 1])!r}")
     if rates.size != change_times.size + 1:
         raise TraceError(
             f"step needs len(rates) == len(change_times) + 1, got {rates.size} rates and "

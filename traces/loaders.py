@@ -12,9 +12,12 @@ per bin, which :func:`load` turns into arrivals with :func:`traces.counts.from_c
 
 from __future__ import annotations
 
+import collections
+import csv
 import dataclasses
 import inspect
 import math
+import reprlib
 import warnings
 from typing import Callable, Optional
 
@@ -30,6 +33,12 @@ AZURE_FUNCTIONS_MINUTES = tuple(str(minute) for minute in range(1, 1441))
 
 # where(i) -> "path line N: COLUMN", the prefix of an error about the i-th value read.
 Where = Callable[[int], str]
+
+# A value from the file, as an error message shows it: its repr, cut short, so that a
+# line of a million digits still makes a one-line message.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = 60
+_shown = _SHOWN.repr
 
 
 def load_timestamps(path) -> Trace:
@@ -83,14 +92,16 @@ def load_azure_llm(path) -> Trace:
     missing = np.flatnonzero(stamps.isna().to_numpy())
     if missing.size:
         i = int(missing[0])
-        raise TraceError(f"{where(i)} {texts[i]!r} is not a timestamp")
-    nanoseconds = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    _check_sorted(nanoseconds, texts, where)
+        raise TraceError(f"{where(i)} {_shown(texts[i])} is not a timestamp")
+    # at pandas' own resolution: nanoseconds cover only the years 1677-2262, and a
+    # cast to them would wrap a date outside that range without a word
+    moments = stamps.dt.tz_localize(None).to_numpy()  # UTC, naive: a datetime64 array
+    _check_sorted(moments, texts, where)
     columns = {
         name: _numbers(table[name].tolist(), np.int64, _where(path, lines, name))
         for name in AZURE_LLM_COLUMNS[1:]
     }
-    return Trace((nanoseconds - nanoseconds[0]) / 1e9, columns, source=str(path))
+    return Trace((moments - moments[0]) / np.timedelta64(1, "s"), columns, source=str(path))
 
 
 def load_azure_functions(path, *, function: Optional[str] = None) -> np.ndarray:
@@ -111,7 +122,7 @@ def load_azure_functions(path, *, function: Optional[str] = None) -> np.ndarray:
             raise ValueError("negative count")
     except TraceError:
         raise
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a count beyond int64
         # Some cell is not a count: read the file again as text, slowly, to name the line
         # and the value.
         table, lines = _read_csv(path, columns)
@@ -119,6 +130,8 @@ def load_azure_functions(path, *, function: Optional[str] = None) -> np.ndarray:
             _numbers(table[minute].tolist(), np.int64, _where(path, lines, f"minute {minute}"))
             for minute in AZURE_FUNCTIONS_MINUTES
         ])
+    if not len(counts):
+        raise TraceError(f"{path}: no functions (only a header)")
     if function is None:
         return counts.sum(axis=0, dtype=np.int64)
     rows = (table["HashFunction"] == function).to_numpy()
@@ -207,12 +220,12 @@ def _numbers(values: list, dtype, where: Where) -> np.ndarray:
             try:
                 np.array(value, dtype=dtype)
             except (ValueError, TypeError, OverflowError):
-                raise TraceError(f"{where(i)} {value!r} is not {what}") from None
+                raise TraceError(f"{where(i)} {_shown(value)} is not {what}") from None
         raise
     bad = np.flatnonzero(~np.isfinite(array) | (array < 0))
     if bad.size:
         i = int(bad[0])
-        raise TraceError(f"{where(i)} {values[i]!r} is not {what}")
+        raise TraceError(f"{where(i)} {_shown(values[i])} is not {what}")
     return array
 
 
@@ -221,7 +234,7 @@ def _check_sorted(keys: np.ndarray, texts: list, where: Where) -> None:
     if down.size:
         i = int(down[0]) + 1
         raise TraceError(
-            f"{where(i)} {texts[i]!r} is earlier than the arrival before it ({texts[i - 1]!r}); "
+            f"{where(i)} {_shown(texts[i])} is earlier than the arrival before it ({_shown(texts[i - 1])}); "
             f"arrivals must be in time order"
         )
 
@@ -242,7 +255,7 @@ def _token_place(path, text: str, index: int) -> str:
 
 def _read_text(path) -> str:
     try:
-        with open(path, encoding="utf-8") as file:
+        with open(path, encoding="utf-8-sig") as file:  # a BOM (spreadsheet exports) is no arrival
             return file.read()
     except UnicodeDecodeError as error:
         raise TraceError(f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x})") from None
@@ -265,8 +278,13 @@ def _read_csv(path, columns) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def _require_columns(path, columns) -> None:
-    """Name the missing columns (and show the header) instead of failing later on a KeyError."""
-    header = list(_pandas(path, pd.read_csv, nrows=0).columns)
+    """Name the missing columns (and show the header) instead of failing later on a
+    KeyError, and a repeated one, which pandas would read as two ('TIMESTAMP.1')."""
+    first = _pandas(path, pd.read_csv, header=None, nrows=1, dtype=str, keep_default_na=False)
+    header = first.iloc[0].tolist() if len(first) else []
+    repeated = [name for name, n in collections.Counter(header).items() if n > 1 and name in columns]
+    if repeated:
+        raise TraceError(f"{path} line 1: column {repeated[0]!r} appears {header.count(repeated[0])} times in the header")
     missing = [name for name in columns if name not in header]
     if missing:
         shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
@@ -283,15 +301,28 @@ def _pandas(path, read, **options):
             warnings.simplefilter("error", pd.errors.ParserWarning)
             return read(path, **options)
     except pd.errors.ParserWarning as warning:
-        raise TraceError(f"{path}: {warning}") from None
+        raise TraceError(_long_row(path) or f"{path}: {warning}") from None
     except pd.errors.EmptyDataError:
         raise TraceError(f"{path}: the file is empty (no header line)") from None
     except pd.errors.ParserError as error:
-        raise TraceError(f"{path}: {error}".strip()) from None
-    except UnicodeDecodeError as error:
-        raise TraceError(f"{path}: not UTF-8 text (byte {error.start})") from None
+        raise TraceError(_long_row(path) or f"{path}: {' '.join(str(error).split())}") from None
+    except UnicodeDecodeError:
+        _read_text(path)  # pandas' offset is into its own buffer: this names the file's byte
+        raise TraceError(f"{path}: not UTF-8 text") from None
     except OSError as error:
         raise _os_error(path, error) from None
+
+
+def _long_row(path) -> Optional[str]:
+    """'path line N: 4 values for the 3 columns of the header' for the first row longer
+    than the header (pandas words it in two ways, one without the line), or None."""
+    with open(path, encoding="utf-8", newline="") as file:
+        rows = csv.reader(file)
+        width = len(next(rows, []))
+        for row in rows:
+            if len(row) > width:
+                return f"{path} line {rows.line_num}: {len(row)} values for the {width} columns of the header"
+    return None
 
 
 def _os_error(path, error: OSError) -> TraceError:

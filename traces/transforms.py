@@ -66,6 +66,7 @@ def scale_rate(trace: Trace, factor: float, *, rng: np.random.Generator) -> Trac
     rng = _checks.generator(rng)
     source = f"scale_rate({trace.source}, {factor:g})"
     n = len(trace)
+    _checks.arrivals(source, n * factor)
     if factor <= 1:
         keep = rng.random(n) < factor
         return _take(trace, keep, trace.times[keep], source)

@@ -132,9 +132,13 @@ class Exponential(_MeanOne):
         return rng.exponential(1.0, n)
 
 
+MAX_CV = 1e6  # far past any measured service time; cv**2 of a larger one overflows a float
+
+
 def _check_cv(cv: float) -> None:
-    if not (isinstance(cv, (int, float)) and math.isfinite(cv) and cv > 0):
-        raise ValueError(f"cv must be a finite number > 0, got {cv!r}; use Deterministic() for no noise")
+    if not (isinstance(cv, (int, float)) and math.isfinite(cv) and 0 < cv <= MAX_CV):
+        raise ValueError(f"cv must be a number > 0 and at most {MAX_CV:g}, got {cv!r}; "
+                         f"use Deterministic() for no noise")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import reprlib
 import tempfile
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -35,6 +36,21 @@ COLUMNS = (
 )
 REQUIRED_METADATA = ("device", "dtype", "framework", "date", "execution_mode")
 PROFILES_DIR = Path(__file__).with_name("profiles")
+# Bounds on a measured point, far beyond any real one (the shipped profiles reach batch
+# 64 and 40 s), so that a slip (extra digits, a wrong unit) fails here, with its line:
+# the cost model tabulates every batch size up to the largest measured (100,000 sizes
+# cost it about 15 MB a stage), and latencies near 1e308 ms add up to an infinite one.
+MAX_BATCH_SIZE = 100_000
+MAX_LATENCY_MS = 1e9  # 11.6 days
+
+# A cell as an error message shows it: the repr of its text (control characters
+# escaped, so the message stays one line), cut short.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = 60
+
+
+def _shown(value: object) -> str:
+    return _SHOWN.repr(str(value))
 
 
 class ProfileError(ValueError):
@@ -165,6 +181,9 @@ def load_profile(path: Union[str, os.PathLike]) -> Profile:
         text = Path(path).read_text(encoding="utf-8-sig")  # tolerate a BOM (spreadsheet exports)
     except FileNotFoundError:
         raise ProfileError(f"{name}: no such profile file") from None
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{name}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+                           f"a profile is a CSV file") from None
     except OSError as exc:
         raise ProfileError(f"{name}: cannot read profile ({exc.strerror or exc})") from None
 
@@ -185,7 +204,7 @@ def load_profile(path: Union[str, os.PathLike]) -> Profile:
             key, colon, value = line.lstrip()[1:].partition(":")
             key, value = key.strip(), value.strip()
             if not colon or not key:
-                raise ProfileError(f"{where}: metadata line {line.strip()!r} must look like '# key: value'")
+                raise ProfileError(f"{where}: metadata line {_shown(line.strip())} must look like '# key: value'")
             if key in metadata:
                 raise ProfileError(f"{where}: metadata key {key!r} appears twice")
             metadata[key] = value
@@ -250,17 +269,20 @@ def _parse_row(values: Mapping[str, object], where: str) -> ProfileRow:
         text = str(values[column]).strip()
         if not text:
             raise ProfileError(f"{where}: {column} is empty; every row must name its {column}")
+        if not text.isprintable():  # a NUL or a line break: a name no one-line message could show
+            raise ProfileError(f"{where}: {column} {_shown(text)} holds a control character; names must be printable")
         names[column] = text
     p50, p90, p99 = (_positive(values, c, where) for c in COLUMNS[4:7])
     for (low_col, low), (high_col, high) in ((("latency_p50_ms", p50), ("latency_p90_ms", p90)),
                                                (("latency_p90_ms", p90), ("latency_p99_ms", p99))):
         if high < low:
             raise ProfileError(
-                f"{where}: {high_col} '{values[high_col]}' is below {low_col} '{values[low_col]}'; "
+                f"{where}: {high_col} {_shown(values[high_col])} is below {low_col} {_shown(values[low_col])}; "
                 f"percentiles must satisfy p50 <= p90 <= p99"
             )
     return ProfileRow(
-        batch_size=_whole(values, "batch_size", where, "must be a positive integer"),
+        batch_size=_whole(values, "batch_size", where, f"must be a positive integer, at most {MAX_BATCH_SIZE:,}",
+                          MAX_BATCH_SIZE),
         latency_p50_ms=p50,
         latency_p90_ms=p90,
         latency_p99_ms=p99,
@@ -282,15 +304,16 @@ def _number(values: Mapping[str, object], column: str) -> float | None:
 
 def _positive(values: Mapping[str, object], column: str, where: str) -> float:
     number = _number(values, column)
-    if number is None or number <= 0:
-        raise ProfileError(f"{where}: {column} '{values[column]}' must be a positive number")
+    if number is None or not 0 < number <= MAX_LATENCY_MS:
+        raise ProfileError(f"{where}: {column} {_shown(values[column])} must be a positive number "
+                           f"(of milliseconds, at most {MAX_LATENCY_MS:g})")
     return number
 
 
-def _whole(values: Mapping[str, object], column: str, where: str, rule: str) -> int:
+def _whole(values: Mapping[str, object], column: str, where: str, rule: str, most: float = math.inf) -> int:
     number = _number(values, column)
-    if number is None or number < 1 or number != int(number):
-        raise ProfileError(f"{where}: {column} '{values[column]}' {rule}")
+    if number is None or not 1 <= number <= most or number != int(number):
+        raise ProfileError(f"{where}: {column} {_shown(values[column])} {rule}")
     return int(number)
 
 

@@ -22,6 +22,11 @@ HEAD = TRACE + MODEL
 # problem was found in or None). Every fragment names the key path or the bad value.
 CASES = {
     "unknown top-level key": (HEAD + "slo: 5\n", ["slo: unknown key", "(got 5)"], None),
+    "built-in profile named by a path out of its folder": (
+        TRACE + 'model: {profile: "builtin:../profiles/cpu_mlp", name: mlp3}\n',
+        ["model.profile: no built-in profile 'builtin:../profiles/cpu_mlp'; known: builtin:"], None),
+    "profile path too long to look up": (TRACE + f'model: {{profile: "{"p" * 5000}.csv", name: mlp3}}\n',
+                                         ["model.profile: cannot use the path", "File name too long"], None),
     "unknown nested key": ("trace: {kind: poisson, rate: 2000, count: 300, rtae: 3}\n" + MODEL,
                            ["trace.rtae: unknown key", "(got 3)"], None),
     "unknown key under a policy": (HEAD + "serving: {batching: {policy: dynamic, max_batch: 4, max_wiat_ms: 2}}\n",

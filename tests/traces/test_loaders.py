@@ -64,6 +64,18 @@ def test_missing_file_names_the_path(tmp_path):
         raises_with(lambda: read(path), str(path), "no such file")
 
 
+def test_a_byte_order_mark_is_no_arrival(tmp_path):
+    # spreadsheet exports start with one; profiles tolerate it too
+    assert len(load_timestamps(write(tmp_path, "t.txt", "\ufeff0.5\n1.0\n"))) == 2
+    np.testing.assert_array_equal(load_twitter_counts(write(tmp_path, "c.txt", "\ufeff3 4\n")), [3, 4])
+
+
+def test_a_huge_value_is_shown_cut_short(tmp_path):
+    message = raises_with(lambda: load_timestamps(write(tmp_path, "t.txt", "0.5\n" + "9" * 100_000 + "x\n")),
+                          "t.txt line 2: '999", "...", "9x' is not a finite number")
+    assert len(message) < 200
+
+
 def test_directory_and_binary_files(tmp_path):
     raises_with(lambda: load_timestamps(tmp_path), str(tmp_path), "cannot read")
     path = tmp_path / "bin.txt"
@@ -112,6 +124,13 @@ def test_azure_llm_rebases_and_keeps_token_columns(tmp_path):
     np.testing.assert_array_equal(trace.columns["ContextTokens"], [4808, 3180, 91])
     np.testing.assert_array_equal(trace.columns["GeneratedTokens"], [10, 8, 0])
     assert trace.columns["ContextTokens"].dtype == np.int64
+
+
+def test_azure_llm_dates_past_2262_keep_their_distance(tmp_path):
+    # nanoseconds since 1970 end in 2262: a cast to them used to wrap such a date silently
+    rows = "1700-01-01 00:00:00,1,1\n9999-01-01 00:00:00,1,1\n"
+    trace = load_azure_llm(write(tmp_path, "far.csv", LLM_HEADER + rows))
+    assert trace.times[1] == pytest.approx(8299 * 365.2425 * 86400, rel=1e-4)
 
 
 def test_azure_llm_tolerates_blank_lines_and_extra_columns(tmp_path):
