@@ -88,7 +88,9 @@ class RayExecutor(Executor):
             raise ConfigError("--executor ray: Ray is not installed: pip install 'servesim[ray]'") from None
         if self.address:
             _reachable(self.address)
-        options = {"address": self.address} if self.address else {"num_cpus": self.jobs}
+        # "local" starts a new instance here: without it, ray.init would follow $RAY_ADDRESS
+        # or a running local cluster, and the sweep would trust a cluster nobody named
+        options = {"address": self.address} if self.address else {"address": "local", "num_cpus": self.jobs}
         try:
             ray.init(**options, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                      ignore_reinit_error=True)

@@ -178,20 +178,21 @@ def _points(results: pd.DataFrame) -> list[str]:
     return ["policy"] + [c for c in results.columns if c.startswith("exits.policy")]
 
 
+LONGEST_LABEL = 120  # characters of a legend entry: a legend longer than the plot is no use
+
+
 def _label(values) -> str:
     """A legend entry: the policy name, then its swept parameters."""
     name, *rest = values if isinstance(values, tuple) else (values,)
     params = []
     for value in rest:
-        try:
-            spec = ast.literal_eval(value) if isinstance(value, str) else value
-        except (ValueError, SyntaxError):
-            spec = value
+        spec = _swept_value(value)
         if isinstance(spec, dict):
             params += [f"{k}={v}" for k, v in spec.items() if k != "name"]
         elif pd.notna(spec) and spec != name:
             params.append(str(spec))
-    return name + (f" ({', '.join(params)})" if params else "")
+    text = name + (f" ({', '.join(params)})" if params else "")
+    return text if len(text) <= LONGEST_LABEL else text[:LONGEST_LABEL - 1] + "…"
 
 
 def _front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
@@ -291,11 +292,23 @@ def controller(name: str, history: pd.DataFrame, end: float, target: Path) -> No
 
 def _short(value) -> str:
     """A swept value as a panel title shows it: as in the run folders' names."""
+    return folder_label(_swept_value(value))
+
+
+LONGEST_SWEPT_VALUE = 2000  # characters: far more than any config's value, far less than parsing can choke on
+
+
+def _swept_value(value):
+    """A swept value as results.csv spells it (a Python literal: ``{'policy': 'dynamic'}``)
+    read back as data, or the text itself where it is none. ``ast.literal_eval`` builds
+    literals only, never calls anything; a hostile results.csv can still make it exhaust
+    the parser (deep nesting: RecursionError, MemoryError), so long texts stay text."""
+    if not isinstance(value, str) or len(value) > LONGEST_SWEPT_VALUE:
+        return value
     try:
-        value = ast.literal_eval(value) if isinstance(value, str) else value
-    except (ValueError, SyntaxError):
-        pass
-    return folder_label(value)
+        return ast.literal_eval(value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return value
 
 
 def save_figure(fig, target: Path) -> None:
@@ -307,13 +320,31 @@ def save_figure(fig, target: Path) -> None:
     plt.close(fig)
 
 
+def _read_results(path: Path) -> pd.DataFrame:
+    """results.csv, checked before any of its values names a file: each run is a folder
+    of this experiment (a plain name, no path), so a results.csv from elsewhere can
+    neither make the plots read outside the folder nor write a plot outside ``plots/``."""
+    try:
+        results = pd.read_csv(path, dtype={"run": str, "status": str})
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise store.ResultsError(f"{path}: not a results table ({' '.join(str(exc).split())})") from None
+    missing = [c for c in ("run", "status") if c not in results.columns]
+    if missing:
+        raise store.ResultsError(f"{path}: no column {missing[0]!r}; is this a servesim results.csv?")
+    for row, name in enumerate(results["run"], 2):
+        if not store.is_run_name(name):
+            raise store.ResultsError(f"{path}: line {row}: column 'run' is {name!r}; a run is a folder name "
+                                     f"of this experiment (no path, no '..')")
+    return results
+
+
 def plot_experiment(out_dir: Path | str) -> list[Path]:
     """Draw every plot of an experiment folder into ``out_dir/plots``; returns the files."""
     out_dir = Path(out_dir)
     results_path = out_dir / store.RESULTS
     if not results_path.exists():
         raise FileNotFoundError(f"{results_path}: no results.csv here; is {out_dir} an experiment output folder?")
-    results = pd.read_csv(results_path)
+    results = _read_results(results_path)
     plots = out_dir / "plots"
     tables = {}
     for name in results.loc[results["status"] == "ok", "run"]:

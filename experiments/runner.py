@@ -33,7 +33,8 @@ from .executors import LOCAL, InProcess, make_executor
 from .config import ConfigError, ExperimentConfig, Run, dump, expand, load
 
 BUILTIN = "builtin:"
-USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, BehaviourError, FileNotFoundError)
+USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, BehaviourError, FileNotFoundError,
+               store.ResultsError)
 
 
 def exists(path: Path, key: str) -> bool:
@@ -316,6 +317,8 @@ def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int]
     todo = []
     for run in runs:
         done = manifest.summary(run.name, dump(run.config)) if resume else None
+        if done is not None and not _summary_reads(run, done):
+            done = None  # a summary of another shape than this version writes: recompute it
         if done is not None:
             summaries[run.name] = done
             outcome.reused += 1
@@ -337,6 +340,16 @@ def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int]
     outcome.rows = rows()
     store.write_rows(out_dir / store.RESULTS, outcome.rows)
     return outcome
+
+
+def _summary_reads(run: Run, summary: dict) -> bool:
+    """Whether a kept summary makes a results.csv row (a kept folder is from disk, and
+    disk may hold what an older version wrote)."""
+    try:
+        result_row(run, summary)
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return False
+    return True
 
 
 def _with_progress(task):

@@ -399,8 +399,8 @@ class BuiltinBehaviour(Spec):
 @BEHAVIOUR.register
 class FileBehaviour(Spec):
     """A behaviour table file, relative to the YAML file: ``npz`` (servesim's format) or
-    ``apparate-pickle`` (Apparate's per-ramp pickles; a pickle can run code when loaded,
-    so name only files you trust)."""
+    ``apparate-pickle`` (Apparate's per-ramp pickles, read by a restricted unpickler
+    that refuses any global but plain data and numpy arrays: see docs/SECURITY.md)."""
     kind: Literal["file"]
     path: str
     format: Literal["npz", "apparate-pickle"] = "npz"

@@ -48,6 +48,17 @@ SUMMARY_COLUMNS = (
 )
 VERSUS_VANILLA = ("latency_p25_ms", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "throughput_rps")
 
+class ResultsError(ValueError):
+    """An output folder's own files (results.csv) are not what servesim writes."""
+
+
+def is_run_name(name) -> bool:
+    """Whether ``name`` can be a run's folder: one plain path component. Names read back
+    from an output folder's files are checked with this before they name a path."""
+    return (isinstance(name, str) and name not in ("", ".", "..")
+            and not any(c in name for c in ("/", "\\", "\0")))
+
+
 # mkstemp creates files readable by their owner only; results get the usual permissions.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -178,18 +189,27 @@ class Manifest:
         return [name for name, entry in self.runs.items() if entry.get("status") == "ok"]
 
     def summary(self, name: str, config: str) -> Optional[dict]:
-        """The summary of run ``name`` if it finished with this very config, else None."""
+        """The summary of run ``name`` if it finished with this very config and its
+        summary.json is the one written then (same digest), else None: a summary edited
+        or damaged since is recomputed, not trusted. ``name`` is the sweep's own run
+        name, never one read from the manifest, so no manifest can point outside."""
         entry = self.runs.get(name)
         if entry is None or entry.get("status") != "ok" or entry.get("config_sha256") != digest(config):
             return None
         try:
-            return json.loads((self.path.parent / name / SUMMARY).read_text())
+            text = (self.path.parent / name / SUMMARY).read_text(encoding="utf-8")
+            summary = json.loads(text)
         except (OSError, ValueError):
             return None
+        if entry.get("summary_sha256") != digest(text) or not isinstance(summary, dict):
+            return None
+        return summary
 
     def record(self, run: RunFiles) -> None:
         entry = {"status": "ok" if run.error is None else "failed", "config_sha256": digest(run.config)}
-        if run.error is not None:
+        if run.error is None:
+            entry["summary_sha256"] = digest(json_text(run.summary))
+        else:
             entry["error"] = run.error
         self.runs[run.name] = entry
         write_json(self.path, {"experiment": self.experiment, "runs": self.runs})

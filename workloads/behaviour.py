@@ -38,7 +38,6 @@ Loading checks everything :class:`BehaviourTable` checks; saving is atomic.
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 import zipfile
 from dataclasses import dataclass, fields
@@ -47,6 +46,8 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 from scipy.special import betaincinv, ndtr, xlogy
+
+from . import safe_pickle
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "exit_names", "confidence", "correct", "agrees")
@@ -320,9 +321,10 @@ def from_apparate_pickle(path: PathLike, final: Optional[float | Sequence[float]
     """Import one of Apparate's per-ramp artefact pickles (``{bootstrap,simulation}_pickles``
     in github.com/dywsjtu/apparate, EXPERIMENTS.md).
 
-    **Security:** unpickling can execute arbitrary code. Only call this on artefact files
-    you trust; it unpickles exactly the file named and nothing else (a configuration
-    should reach it only where its user wrote ``format: apparate-pickle``).
+    **Security:** read with :mod:`workloads.safe_pickle`, which refuses every global but
+    plain containers, numbers and numpy arrays before it is imported: a pickle that
+    tries to run code (``os.system``, ``eval``...) is a :class:`BehaviourError` naming
+    the global, and nothing runs.
 
     Schema: a dict ``p`` with ``p["conf"][r][i]`` (confidence of sample i at ramp r, a
     number in [0, 1]; for Apparate's NLP artefacts this is 1 - entropy, not the max
@@ -344,9 +346,11 @@ def from_apparate_pickle(path: PathLike, final: Optional[float | Sequence[float]
     name = str(path)
     try:
         with open(path, "rb") as f:
-            p = pickle.load(f)
+            p = safe_pickle.load(f)
     except FileNotFoundError:
         raise BehaviourError(f"{name}: no such Apparate pickle") from None
+    except safe_pickle.RefusedGlobal as exc:
+        raise BehaviourError(f"{name}: refused to unpickle: {exc}") from None
     except Exception as exc:  # unpickling can raise anything: the file decides
         raise BehaviourError(f"{name}: cannot unpickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(p, Mapping) or "conf" not in p or "acc" not in p:

@@ -82,6 +82,29 @@ def test_cache_is_read_back_and_an_unreadable_entry_retrains(torch, dt, cache, t
     assert same_weights(torch, dt.load_or_train()[0], trained[0])  # rewritten whole
 
 
+def test_a_cache_entry_that_would_run_code_is_refused_and_retrained(torch, dt, cache, trained, cached,
+                                                                     monkeypatch, tmp_path):
+    """The cache is a file anyone with write access to it could replace: torch.load reads
+    it with weights_only=True, so a pickled payload raises instead of running, and the
+    entry is trained again (docs/SECURITY.md)."""
+    import os
+    import pickle
+
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch '{marker}'",)
+
+    monkeypatch.setattr(dt, "train", lambda seed: trained)
+    for write in (lambda path: torch.save({"w": Payload()}, path),  # torch's zip format
+                  lambda path: path.write_bytes(pickle.dumps(Payload(), protocol=2))):  # a bare pickle
+        write(dt.cache_path())
+        assert dt.load_or_train()[0] is trained[0]
+        assert not marker.exists()
+    assert same_weights(torch, dt.load_or_train()[0], trained[0])  # the entry was rewritten
+
+
 def test_shipped_table_equals_a_fresh_export(dt, trained, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(dt, "train", lambda: trained)  # a fresh training, shared with the other tests
     out = tmp_path / "digits_torch_ee.npz"
