@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import numpy as np
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from policies import autoscaling, ipa, predictors, scaling
 from workloads.variant_costs import VariantCosts
@@ -23,13 +23,24 @@ from workloads.variants import Pipeline
 
 from .capacity import infadapter_variant
 from .registry import ADAPTERS, PREDICTORS, TRACES
-from .specs import Spec
+from .specs import MAX_BATCH, MAX_REPLICAS, Spec
 
 # --- load predictors -------------------------------------------------------------------
 
 
+# Upper bounds where a larger value cannot mean anything and only fails deep inside a
+# run (an array that does not fit, a C integer that overflows, a solver that gives up):
+MAX_SECONDS = 366 * 86_400  # a window, horizon or period: a year of seconds
+Seconds = Annotated[int, Field(gt=0, le=MAX_SECONDS)]
+MAX_SPAN = 1e6  # windows: past it 2/(span+1) is lost next to 1 in floating point
+MAX_WEIGHT = 1e6  # an objective weight: HiGHS takes coefficients past ~1e9 as infinite
+Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT)]
+MAX_BUDGET = 1024  # cores of one InfAdapter task: each core count is a column of its program
+MAX_LOOKBACK = 10_000  # windows a predictor reads back: an LSTM's sequence length
+
+
 class PredictorSpec(Spec):
-    margin: NonNegativeFloat = 0.0
+    margin: Weight = 0.0
 
 
 @PREDICTORS.register
@@ -37,7 +48,7 @@ class LastValueSpec(PredictorSpec):
     """The last ``window_s`` seconds' peak (IPA's ``reactive`` with 1 s)."""
 
     kind: Literal["last"]
-    window_s: PositiveInt = 1
+    window_s: Seconds = 1
 
     def build(self, context):
         return predictors.LastValue(self.window_s, self.margin)
@@ -48,7 +59,7 @@ class WindowMaxSpec(PredictorSpec):
     """The peak of the last ``window_s`` seconds (IPA's ``max``)."""
 
     kind: Literal["window_max"]
-    window_s: PositiveInt = 120
+    window_s: Seconds = 120
 
     def build(self, context):
         return predictors.WindowMax(self.window_s, self.margin)
@@ -59,8 +70,8 @@ class EWMASpec(PredictorSpec):
     """Exponentially weighted mean of per-window peaks (InfAdapter's EWM, span 10, 1 min)."""
 
     kind: Literal["ewma"]
-    span: PositiveFloat = 10.0
-    window_s: PositiveInt = 60
+    span: float = Field(10.0, ge=1, le=MAX_SPAN)  # in windows, as pandas' ewm(span=...)
+    window_s: Seconds = 60
 
     def build(self, context):
         return predictors.EWMA(self.span, self.window_s, self.margin)
@@ -72,8 +83,15 @@ class AutoRegressiveSpec(PredictorSpec):
 
     kind: Literal["ar"]
     order: PositiveInt = 1
-    window_s: PositiveInt = 10
-    lookback: PositiveInt = 12
+    window_s: Seconds = 10
+    lookback: Annotated[int, Field(gt=0, le=MAX_LOOKBACK)] = 12
+
+    @model_validator(mode="after")
+    def _enough_lookback(self):
+        if self.lookback < 2 * self.order + 2:
+            raise ValueError(f"lookback ({self.lookback}) must be at least 2 * order + 2 = {2 * self.order + 2} "
+                             f"windows to fit an AR({self.order})")
+        return self
 
     def build(self, context):
         return predictors.AutoRegressive(self.order, self.window_s, self.lookback, margin=self.margin)
@@ -84,8 +102,14 @@ class SeasonalSpec(PredictorSpec):
     """The peak one period ago (seasonal naive)."""
 
     kind: Literal["seasonal"]
-    period_s: PositiveInt = 86_400
-    window_s: PositiveInt = 60
+    period_s: Seconds = 86_400
+    window_s: Seconds = 60
+
+    @model_validator(mode="after")
+    def _period_of_windows(self):
+        if self.period_s < self.window_s:
+            raise ValueError(f"period_s ({self.period_s}) must be at least window_s ({self.window_s})")
+        return self
 
     def build(self, context):
         return predictors.Seasonal(self.period_s, self.window_s, self.margin)
@@ -100,12 +124,12 @@ class LSTMSpec(PredictorSpec):
 
     kind: Literal["lstm"]
     train: TRACES.union()
-    window_s: PositiveInt = 10
-    lookback: PositiveInt = 12
-    horizon_s: PositiveInt = 20
-    hidden: PositiveInt = 25
-    epochs: PositiveInt = 30
-    seed: NonNegativeInt = 0
+    window_s: Seconds = 10
+    lookback: Annotated[int, Field(gt=0, le=MAX_LOOKBACK)] = 12
+    horizon_s: Seconds = 20
+    hidden: Annotated[int, Field(gt=0, le=4096)] = 25  # units: IPA's has 25
+    epochs: Annotated[int, Field(gt=0, le=10_000)] = 30  # each a pass over at most 4,096 windows
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0  # torch seeds are 64-bit
 
     def build(self, context):
         key = (self.model_dump_json(), str(context.base_dir))
@@ -161,9 +185,9 @@ class DeploymentConfig(Spec):
     """One deployment of a cluster plan (see :class:`policies.autoscaling.Deployment`)."""
 
     variant: str
-    replicas: NonNegativeInt = 1
-    cores: PositiveInt = 1
-    batch: PositiveInt = 1
+    replicas: Annotated[int, Field(ge=0, le=MAX_REPLICAS)] = 1
+    cores: Annotated[int, Field(gt=0, le=MAX_BUDGET)] = 1
+    batch: Annotated[int, Field(gt=0, le=MAX_BATCH)] = 1
     quota: PositiveFloat = 1.0
 
 
@@ -198,7 +222,13 @@ class HPASpec(AdapterSpec):
     tolerance: NonNegativeFloat = 0.1
     stabilization_s: NonNegativeFloat = 300.0
     min_replicas: PositiveInt = 1
-    max_replicas: PositiveInt = 20
+    max_replicas: Annotated[int, Field(gt=0, le=MAX_REPLICAS)] = 20
+
+    @model_validator(mode="after")
+    def _replica_range(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must be at most max_replicas ({self.max_replicas})")
+        return self
 
     def build(self, context: Context):
         task = context.only_task(self.name)
@@ -214,10 +244,16 @@ class VPASpec(AdapterSpec):
     name: Literal["vpa"]
     variant: Optional[str] = None
     percentile: float = Field(0.9, gt=0, lt=1)
-    margin: NonNegativeFloat = 0.15
+    margin: Weight = 0.15
     half_life_s: PositiveFloat = 24 * 3600.0
     min_cores: PositiveInt = 2
-    max_cores: PositiveInt = 20
+    max_cores: Annotated[int, Field(gt=0, le=MAX_BUDGET)] = 20
+
+    @model_validator(mode="after")
+    def _core_range(self):
+        if self.min_cores > self.max_cores:
+            raise ValueError(f"min_cores ({self.min_cores}) must be at most max_cores ({self.max_cores})")
+        return self
 
     def build(self, context: Context):
         task = context.only_task(self.name)
@@ -230,22 +266,33 @@ class VariantSetSpec(AdapterSpec):
     """InfAdapter's program's parameters, shared by InfAdapter and MS+: capacity is load-
     tested in the simulator (p99 ≤ ``capacity_slo_ms`` on ``probe_cores``) and fitted."""
 
-    budget: PositiveInt = 20
-    alpha: NonNegativeFloat = 0.05
-    beta: NonNegativeFloat = 0.001
+    budget: Annotated[int, Field(gt=0, le=MAX_BUDGET)] = 20
+    alpha: Weight = 0.05
+    beta: Weight = 0.001
     min_cores: PositiveInt = 2
     capacity_slo_ms: PositiveFloat = 750.0
-    probe_cores: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    probe_cores: list[Annotated[int, Field(gt=0, le=MAX_BUDGET)]] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
     predictor: PREDICTORS.union() = Field(default_factory=lambda: EWMASpec(kind="ewma", margin=0.1))
+
+    @model_validator(mode="after")
+    def _cores_within_budget(self):
+        if self.min_cores > self.budget:
+            raise ValueError(f"min_cores ({self.min_cores}) must be at most budget ({self.budget})")
+        return self
 
     def variants(self, context: Context, task: str):
         if context.core_mode != "lanes":
             raise ValueError(f"adapter {self.name!r} plans cores as parallel lanes (TF-Serving batch threads, as "
                              f"InfAdapter ran): set cluster.core_mode: lanes")
-        return tuple(infadapter_variant(v.name, v.accuracy, context.costs.cost_model(task, v.name, 1),
-                                        context.costs.load_time(task, v.name), self.budget,
-                                        self.capacity_slo_ms / 1e3, self.probe_cores, context.seed)
-                     for v in context.pipeline.task(task).variants)
+        variants = tuple(infadapter_variant(v.name, v.accuracy, context.costs.cost_model(task, v.name, 1),
+                                            context.costs.load_time(task, v.name), self.budget,
+                                            self.capacity_slo_ms / 1e3, self.probe_cores, context.seed)
+                         for v in context.pipeline.task(task).variants)
+        if not any(v.capacity[-1] > 0 for v in variants):  # else every plan serves nothing, and the run fails late
+            raise ValueError(f"capacity_slo_ms: no variant of {task!r} keeps its p99 within {self.capacity_slo_ms:g} ms "
+                             f"on up to {self.budget} cores (budget), so no plan serves any load (got "
+                             f"{self.capacity_slo_ms!r})")
+        return variants
 
 
 @ADAPTERS.register
@@ -280,12 +327,12 @@ class PipelineSpec(AdapterSpec):
     variant's p99 latency and throughput at ``batches`` on ``cores`` per replica."""
 
     sla_ms: PositiveFloat
-    alpha: NonNegativeFloat = 2.0
-    beta: NonNegativeFloat = 1.0
-    gamma: NonNegativeFloat = 1e-6
+    alpha: Weight = 2.0
+    beta: Weight = 1.0
+    gamma: Weight = 1e-6
     accuracy_method: Literal["sum", "multiply"] = "sum"
-    batches: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 8])
-    cores: PositiveInt = 1
+    batches: list[Annotated[int, Field(gt=0, le=MAX_BATCH)]] = Field(default_factory=lambda: [1, 2, 4, 8])
+    cores: Annotated[int, Field(gt=0, le=MAX_BUDGET)] = 1
     predictor: PREDICTORS.union() = Field(default_factory=lambda: WindowMaxSpec(kind="window_max"))
 
     def stages(self, context: Context) -> tuple[ipa.Stage, ...]:
@@ -337,7 +384,7 @@ class RIMSpec(PipelineSpec):
     """RIM: IPA's program with every stage's replicas pinned (variant switching only)."""
 
     name: Literal["rim"]
-    replicas: PositiveInt = 3
+    replicas: Annotated[int, Field(gt=0, le=ipa.MAX_REPLICAS)] = 3
 
     def build(self, context: Context):
         return self.policy(context, fix_replicas=(self.replicas,) * len(context.pipeline.tasks))

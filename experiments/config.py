@@ -24,17 +24,12 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloa
 
 from . import cluster_specs, specs  # noqa: F401  (registers the names)
 from .cluster_specs import DeploymentConfig
+from .specs import MAX_REPLICAS
 from .registry import ADAPTERS, BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, PREDICTORS, ROUTERS, TRACES
 
 
 class ConfigError(ValueError):
     """A configuration problem, already phrased for the user."""
-
-
-# The most replicas a run may have: each is a SimPy process with its own queue (100,000
-# take about 0.5 GB and seconds to start); a larger number is a typo, and simulating it
-# would exhaust memory or hang before the first arrival.
-MAX_REPLICAS = 100_000
 
 
 class Strict(BaseModel):

@@ -371,7 +371,7 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
         path = out_dir / name / store.CONTROLLER
         if path.exists():
             target = plots / f"controller-{name}.png"
-            controller(name, pd.read_csv(path), float(np.nanmax(table["finish"])), target)
+            controller(name, pd.read_csv(path, dtype={"active_ramps": str}), float(np.nanmax(table["finish"])), target)
             written.append(target)
     for name, table in list(tables.items())[:MAX_TIMESERIES]:
         target = plots / f"timeseries-{name}.png"

@@ -10,6 +10,7 @@ without it (or ``--force``) a folder holding finished runs is refused, not overw
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import traceback
 import warnings
@@ -385,7 +386,8 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
                 cluster_runner.parts(run.config, base_dir, run.seed)
                 continue
             cost_model = build_cost_model(run.config, base_dir)
-            run.config.serving.batching.build(cost_model, run.config.slo_ms)
+            with _at("serving.batching"):
+                run.config.serving.batching.build(cost_model, run.config.slo_ms)
             exits = run.config.exits
             if exits is not None:
                 key = exits.behaviour.model_dump_json()
@@ -394,7 +396,8 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
                 if tables[key] != cost_model.model.n_exits:
                     raise ConfigError(f"exits.behaviour: the table has {tables[key]} exits but the model has "
                                       f"{cost_model.model.n_exits} ({', '.join(cost_model.model.exit_names)})")
-                exits.policy.build(cost_model, exits.cost_batch)
+                with _at("exits.policy"):
+                    exits.policy.build(cost_model, exits.cost_batch).check_exits(tables[key])
         except (ConfigError, ValueError) as exc:
             raise ConfigError(f"{path}: run {run.name}: {exc}") from None
     # Fix: this check used to live in check() only, so `servesim run` with a missing
@@ -418,6 +421,15 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
                 FORMATS[trace.format].read(base_dir / trace.path, **options)
             except TraceError as exc:
                 raise ConfigError(f"{path}: trace.path: {exc}") from None
+
+
+@contextlib.contextmanager
+def _at(key: str):
+    """Name the config key whose object failed to build (a policy's own ValueError)."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def check(path: Path | str) -> list[Run]:

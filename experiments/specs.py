@@ -10,7 +10,7 @@ suffix so a reader never has to guess.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal, Optional, Union
+from typing import Annotated, ClassVar, Literal, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
@@ -271,11 +271,21 @@ class GammaNoise(Spec):
 
 # --- batching --------------------------------------------------------------------------
 
+# The most replicas a run may have: each is a SimPy process with its own queue (100,000
+# take about 0.5 GB and seconds to start); a larger number is a typo, and simulating it
+# would exhaust memory or hang before the first arrival.
+MAX_REPLICAS = 100_000
+# The largest batch a batching policy may form: no accelerator runs a larger one, and the
+# deadline policy tabulates the latency of every size up to it.
+MAX_BATCH = 65_536
+BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH)]
+
+
 @BATCHING.register
 class FixedBatching(Spec):
     """Wait for exactly ``batch_size`` items."""
     policy: Literal["fixed"]
-    batch_size: PositiveInt
+    batch_size: BatchSize
 
     def build(self, cost_model, slo_ms):
         return batching.FixedBatcher(self.batch_size)
@@ -285,7 +295,7 @@ class FixedBatching(Spec):
 class DynamicBatching(Spec):
     """Run at ``max_batch`` items or after the oldest waited ``max_wait_ms``."""
     policy: Literal["dynamic"]
-    max_batch: PositiveInt
+    max_batch: BatchSize
     max_wait_ms: float = Field(default=0.0, ge=0)
 
     def build(self, cost_model, slo_ms):
@@ -296,7 +306,7 @@ class DynamicBatching(Spec):
 class DeadlineBatching(Spec):
     """The largest batch that still meets the SLO (``slo_ms``, default: the experiment's)."""
     policy: Literal["deadline"]
-    max_batch: PositiveInt
+    max_batch: BatchSize
     slo_ms: Optional[PositiveFloat] = None
 
     def build(self, cost_model, slo_ms):
@@ -467,7 +477,16 @@ class TopicDriftBehaviour(DriftSpec):
 # batch size (exits.cost_batch): policies that reason about latency (Apparate's ramp
 # budget and utilities) read the measured profile from them.
 
-Thresholds = Union[float, list[float]]
+# Bounds that the policies also check, repeated here so that a bad value is refused with
+# its key path by `check`, before any run: confidences are probabilities, entropies nats.
+Probability = Annotated[float, Field(ge=0, le=1)]
+Entropy = Annotated[float, Field(ge=0)]
+# A window or period counted in batches or samples: no run has more than this many requests.
+Requests = Annotated[int, Field(gt=0, le=_checks.MAX_ARRIVALS)]
+# The most quantile cuts or state bins a fitted policy may use: each is a column of its
+# tables, and a behaviour table of 10^5 samples cannot tell finer cuts apart.
+MAX_BINS = 100_000
+Bins = Annotated[int, Field(gt=0, le=MAX_BINS)]
 
 
 @EXIT_POLICIES.register
@@ -483,7 +502,7 @@ class NeverExitPolicy(Spec):
 class ConfidencePolicy(Spec):
     """Stop at the first exit whose max softmax reaches ``threshold`` (one, or one per exit)."""
     name: Literal["confidence"]
-    threshold: Thresholds
+    threshold: Union[Probability, list[Probability]]
 
     def build(self, costs, batch):
         return exit_policies.ConfidenceThreshold(self.threshold)
@@ -493,7 +512,7 @@ class ConfidencePolicy(Spec):
 class EntropyPolicy(Spec):
     """BranchyNet / DeeBERT: stop where the softmax entropy (nats) falls below ``threshold``."""
     name: Literal["entropy"]
-    threshold: Thresholds
+    threshold: Union[Entropy, list[Entropy]]
 
     def build(self, costs, batch):
         return exit_policies.EntropyThreshold(self.threshold)
@@ -521,7 +540,7 @@ class OraclePolicy(Spec):
 class FittedPolicy(Spec):
     """Policies fitted on the held-out split: objective ``lam`` * loss + (1 - lam) * cost."""
     lam: float = Field(gt=0, le=1)
-    bins: PositiveInt = 1000
+    bins: Bins = 1000
     loss: Optional[Literal[stopping.LOSSES]] = None
 
     def options(self) -> dict:
@@ -543,15 +562,24 @@ class TTamerPolicy(FittedPolicy):
     name: Literal["ttamer"]
     aggregate: Optional[PositiveInt] = None
 
+    @model_validator(mode="after")
+    def _aggregate_within_bins(self):
+        if self.aggregate is not None and self.aggregate > self.bins:
+            raise ValueError(f"aggregate ({self.aggregate}) must be at most bins ({self.bins}): meta-states group "
+                             f"the bins")
+        return self
+
     def build(self, costs, batch):
         return stopping.TTamer(**self.options())
 
 
 class OfflineThresholdPolicy(Spec):
     """Thresholds grid-searched once, offline, for the largest saving whose agreement with
-    the final exit stays within ``accuracy_budget`` on the table they are fitted on."""
+    the final exit stays within ``accuracy_budget`` on the table they are fitted on.
+    ``grid``: how many quantile cuts of the scores to try, or the thresholds themselves
+    (entropies in nats; confidences for ``best_static``)."""
     accuracy_budget: float = Field(default=0.01, ge=0, lt=1)
-    grid: Union[PositiveInt, list[float]] = 200
+    grid: Union[Annotated[int, Field(ge=2, le=MAX_BINS)], list[Entropy]] = 200
 
     def options(self) -> dict:
         return {k: v for k, v in self.model_dump().items() if k != "name"}
@@ -581,6 +609,7 @@ class BestStaticPolicy(OfflineThresholdPolicy):
     """Per-ramp confidence thresholds (Apparate's exit rule) chosen with hindsight: fitted
     on the very samples the run's requests draw, so no static choice does better."""
     name: Literal["best_static"]
+    grid: Union[Annotated[int, Field(ge=2, le=MAX_BINS)], list[Probability]] = 200  # confidence thresholds
     fit_on: ClassVar[str] = "requests"
 
     def build(self, costs, batch):
@@ -598,14 +627,21 @@ class ApparatePolicy(Spec):
     accuracy_budget: float = Field(default=0.01, ge=0, lt=1)
     ramp_budget: float = Field(default=0.02, ge=0)
     max_ramps: Optional[PositiveInt] = None
-    tuning_window: PositiveInt = 4
-    adjustment_window: PositiveInt = 20
-    adjustment_period: PositiveInt = 128
-    initial_step: PositiveFloat = 0.01
-    min_step: PositiveFloat = 0.001
+    tuning_window: Requests = 4
+    adjustment_window: Requests = 20
+    adjustment_period: Requests = 128
+    initial_step: float = Field(default=0.01, gt=0, le=1)  # a step of a confidence threshold
+    min_step: float = Field(default=0.001, gt=0, le=1)
     emergency: Literal["zero", "scale"] = "zero"
     new_ramp_threshold: float = Field(default=0.0, ge=0, le=1)
     initial_ramps: Optional[list[int]] = None
+
+    @model_validator(mode="after")
+    def _steps(self):
+        if self.min_step > self.initial_step:
+            raise ValueError(f"min_step ({self.min_step!r}) must be at most initial_step ({self.initial_step!r}): "
+                             f"the step halves down to it")
+        return self
 
     def build(self, costs, batch):
         options = {k: v for k, v in self.model_dump().items() if k != "name"}

@@ -94,6 +94,12 @@ class ExitPolicy:
         if it has none."""
         return None
 
+    def check_exits(self, n_exits: int) -> "ExitPolicy":
+        """Refuse (ValueError) a model of ``n_exits`` exits that this policy's settings
+        do not fit, one threshold per exit say; `servesim check` calls it, before any
+        run. Returns self. Default: any model fits."""
+        return self
+
     def fit(self, table, stage_costs: Sequence[float]) -> "ExitPolicy":
         """Fit on a held-out behaviour table; returns self. Default: no-op."""
         return self
@@ -150,18 +156,20 @@ class _PerExitThreshold(ExitPolicy):
         self._global = np.ndim(threshold) == 0
         self.threshold = values
 
-    def _check_exits(self, n_exits: int) -> None:
+    def check_exits(self, n_exits: int) -> ExitPolicy:
         if not self._global and self.threshold.size != n_exits:
             raise ValueError(f"{type(self).__name__}: {self.threshold.size} thresholds for a model "
-                             f"with {n_exits} exits; give one per exit or a single number")
+                             f"with {n_exits} exits; give one per exit or a single number "
+                             f"(got {self.threshold.tolist()})")
+        return self
 
     def _at(self, obs: ExitObservation) -> float:
-        self._check_exits(obs.n_exits)
+        self.check_exits(obs.n_exits)
         return self.threshold[0 if self._global else obs.exit_index]
 
     def fit(self, table, stage_costs: Sequence[float]) -> ExitPolicy:
         check_stage_costs(stage_costs, table.n_exits)
-        self._check_exits(table.n_exits)
+        self.check_exits(table.n_exits)
         return self
 
     def params(self) -> dict:

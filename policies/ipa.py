@@ -59,6 +59,9 @@ ACCURACY_METHODS = ("sum", "multiply")
 # `multiply` needs a variable and a row per stage for every combination of variants. 1000
 # covers 3 stages of 10 variants; the video pipeline needs 25, and IPA's nlp pipeline 12.
 MAX_COMBINATIONS = 1000
+# Replicas a stage may get (IPA's bound n_s <= max_replicas): each count is a candidate the
+# program enumerates per stage, variant and batch.
+MAX_REPLICAS = 100
 _LATENCY_SLACK = 1e-9  # s: float error of a sum of latencies, not a real excess
 _CARRY_RTOL = 1e-12    # n·h that falls short of λ by this relative amount still carries it
 _MS = 1e3              # the latency row in ms (see the module docstring)
@@ -143,7 +146,7 @@ class PipelineProblem:
     beta: float = 1.0
     gamma: float = 1e-6
     accuracy_method: str = "sum"
-    max_replicas: int = 100
+    max_replicas: int = MAX_REPLICAS
     fix_variant: Optional[tuple[Optional[str], ...]] = None
     fix_replicas: Optional[tuple[Optional[int], ...]] = None
 

@@ -24,8 +24,8 @@ How it is built, and why:
   weights are cast to float32. float64 is for reproducing the shipped table on other
   CPUs, whose kernels round differently: 300 Adam steps amplify rounding. Changing
   the kernels' reduction order (2 threads instead of 1) moved the float32 weights by
-  at most 3e-6 and the table's confidences by 7e-7; trained in float32, by 3e-3 and
-  7e-4. On one machine, two trainings are bitwise equal.
+  at most 3e-6 and the table's confidences by 7e-7 (another CPU, an AMD EPYC: 1.4e-6);
+  trained in float32, by 3e-3 and 7e-4. On one machine, two trainings are bitwise equal.
 * **Table** (:func:`behaviour_table`): the held-out half (899 digits), computed by the
   same ``forward_stage``/``ramp_output`` calls the executor makes, row k = input k of
   :func:`held_out_inputs`. In batches of any size the executor sees the same

@@ -6,9 +6,7 @@ Only test code imports this module; it is not part of the package.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
 from typing import Mapping, Optional, Union
 
 import numpy as np
@@ -16,6 +14,8 @@ import numpy as np
 from sim.records import COMPLETED, DROPPED, REJECTED  # noqa: F401  (re-exported for tests)
 from traces.trace import Trace
 from workloads import CostModel, Deterministic, Profile
+
+from guards import time_limit  # noqa: F401  (re-exported for tests)
 
 METADATA = {
     "device": "cpu:test",
@@ -152,17 +152,3 @@ def batch_view(res):
     }
 
 
-@contextlib.contextmanager
-def time_limit(seconds: int):
-    """Turn a hang (an engine livelock) into a test failure instead of a stuck suite.
-    Uses SIGALRM, so it only guards code run on the main thread (pytest's default)."""
-    def _raise(signum, frame):
-        raise TimeoutError(f"simulation did not finish within {seconds} s (livelock?)")
-
-    previous = signal.signal(signal.SIGALRM, _raise)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)

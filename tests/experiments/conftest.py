@@ -46,6 +46,9 @@ class Outcome:
     def err_lines(self) -> list[str]:
         return self.err.splitlines()
 
+    def __iter__(self):  # rc, out, err = servesim(...)
+        return iter((self.rc, self.out, self.err))
+
 
 def call(argv) -> Outcome:
     """``servesim ARGV`` in this process; argparse's own exits become an Outcome too."""
@@ -58,7 +61,7 @@ def call(argv) -> Outcome:
     return Outcome(rc, out.getvalue(), err.getvalue())
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def servesim():
     """``servesim(*args)`` -> Outcome(rc, out, err), run in-process."""
     return lambda *argv: call(argv)

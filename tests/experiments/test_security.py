@@ -5,7 +5,6 @@ never does; each refusal is one error line naming the file."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -20,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments import cli, store
+from experiments import store
 from experiments.executors import RayExecutor
 
 ERROR = "servesim: error: "
@@ -32,16 +31,6 @@ class Reduces:
 
     def __reduce__(self):
         return self.function, self.args
-
-
-def servesim(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = cli.main([str(a) for a in argv])
-        except SystemExit as exc:
-            rc = exc.code
-    return rc, out.getvalue(), err.getvalue()
 
 
 def payload(marker: Path) -> bytes:
@@ -102,7 +91,7 @@ FILES = {
 
 @pytest.mark.parametrize("what", sorted(FILES))
 @pytest.mark.parametrize("content", ["pickle", "npz holding a pickle"])
-def test_no_file_a_config_names_runs_code(tmp_path, what, content):
+def test_no_file_a_config_names_runs_code(servesim, tmp_path, what, content):
     marker = tmp_path / "marker"
     (tmp_path / FILE).write_bytes(payload(marker) if content == "pickle" else npz_payload(marker))
     path = tmp_path / "x.yaml"
@@ -115,7 +104,7 @@ def test_no_file_a_config_names_runs_code(tmp_path, what, content):
     assert not marker.exists()
 
 
-def test_a_text_pickle_is_no_trace_profile_or_table_either(tmp_path):
+def test_a_text_pickle_is_no_trace_profile_or_table_either(servesim, tmp_path):
     """Protocol 0 is printable text, so it passes the UTF-8 check of the text formats
     and reaches their parsers, which read it as data and refuse it."""
     marker = tmp_path / "marker"
@@ -131,13 +120,13 @@ def test_a_text_pickle_is_no_trace_profile_or_table_either(tmp_path):
 # --- the output folder: results.csv, plots, --resume ------------------------------------
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> Path:
+def sweep(servesim, tmp_path_factory) -> Path:
     """A finished sweep of exit policies (whose plots parse swept values back) at two
     rates, run once: its folder holds the YAML and ``out``."""
     folder = tmp_path_factory.mktemp("sweep")
     (folder / "x.yaml").write_text(yaml.safe_dump({**EXITS, "name": "x", "sweep": {
         "trace.rate": [100.0, 200.0], "exits.policy": ["never", {"name": "confidence", "threshold": 0.9}]}}))
-    assert servesim("run", folder / "x.yaml", "--out", folder / "out", "--quiet")[0] == 0
+    assert servesim("run", folder / "x.yaml", "--out", folder / "out", "--quiet").rc == 0
     return folder
 
 
@@ -156,7 +145,7 @@ def _edit_results(out: Path, column: str, value: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["../../escaped", "..", "/tmp/absolute", "a/b", "a\\b"])
-def test_plots_take_no_path_from_results_csv(finished, name):
+def test_plots_take_no_path_from_results_csv(servesim, finished, name):
     """A run name in results.csv names a folder of the experiment, never a path: else a
     results.csv from elsewhere could make `plot` read, or write a PNG, outside it."""
     _, out = finished
@@ -170,7 +159,7 @@ def test_plots_take_no_path_from_results_csv(finished, name):
 
 @pytest.mark.parametrize("value", ["(" * 50_000, "-" * 100_000 + "1", "(1,)" * 100_000, "[" * 300 + "]" * 300,
                                    "__import__('os').system('true')", "1" * 5_000])
-def test_plots_read_swept_values_as_data_only(finished, value):
+def test_plots_read_swept_values_as_data_only(servesim, finished, value):
     """Swept values are parsed back with ast.literal_eval (literals only, nothing called);
     values that would exhaust the parser stay text, and the plots are drawn."""
     _, out = finished
@@ -181,14 +170,14 @@ def test_plots_read_swept_values_as_data_only(finished, value):
     assert all(Path(line).is_file() for line in printed.splitlines())
 
 
-def test_results_csv_that_is_not_one(finished):
+def test_results_csv_that_is_not_one(servesim, finished):
     _, out = finished
     (out / store.RESULTS).write_bytes(b"\x80\x04\x95garbage")
     rc, _, err = servesim("plot", out)
     assert rc == 2 and err.startswith(f"{ERROR}{out / store.RESULTS}: ") and len(err.strip().splitlines()) == 1
 
 
-def test_resume_recomputes_a_summary_edited_since(finished):
+def test_resume_recomputes_a_summary_edited_since(servesim, finished):
     """--resume keeps a run only if its summary.json is the one the manifest recorded:
     an edited, forged or malformed summary is recomputed, never a traceback."""
     path, out = finished
@@ -202,7 +191,7 @@ def test_resume_recomputes_a_summary_edited_since(finished):
         assert (runs[0] / "summary.json").read_text() == original  # recomputed: same config, same seed
 
 
-def test_resume_recomputes_a_run_whose_manifest_entry_is_forged(finished):
+def test_resume_recomputes_a_run_whose_manifest_entry_is_forged(servesim, finished):
     """A manifest forged to match a forged summary: the summary still has to make a
     results row, or the run is recomputed."""
     path, out = finished
@@ -218,7 +207,7 @@ def test_resume_recomputes_a_run_whose_manifest_entry_is_forged(finished):
 
 # --- YAML and the executor ----------------------------------------------------------------
 
-def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
+def test_a_yaml_alias_bomb_is_refused_quickly(servesim, tmp_path):
     """Aliases share one object instead of copying it, and each alias lands where a
     nested list is refused at its first element: 9**8 leaves cost nothing."""
     lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
@@ -230,7 +219,7 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["executor", "address"])
-def test_a_config_cannot_choose_where_it_runs(tmp_path, key):
+def test_a_config_cannot_choose_where_it_runs(servesim, tmp_path, key):
     """The executor and a Ray cluster's address come from the command line only."""
     (tmp_path / "x.yaml").write_text(yaml.safe_dump({**SINGLE, key: "ray"}))
     rc, _, err = servesim("check", tmp_path / "x.yaml")

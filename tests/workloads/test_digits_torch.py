@@ -112,12 +112,15 @@ def test_shipped_table_equals_a_fresh_export(dt, trained, tmp_path, monkeypatch,
     assert "final  accuracy 0.97" in capsys.readouterr().out
     fresh, shipped = load_table(out), load_table(dt.SHIPPED_TABLE)
     assert fresh.exit_names == shipped.exit_names == ("ramp1", "ramp2", "ramp3", "final")
-    # Labels and booleans exactly; floats to 1e-6, as another CPU's kernels may round the
-    # last bits apart (the module docstring measures 7e-7 for a changed reduction order).
+    # Labels and booleans exactly; floats to 1e-5, as another CPU's kernels may round the
+    # last bits apart: the module docstring measures 7e-7 for a changed reduction order,
+    # and an AMD EPYC (the table was made elsewhere) gives 1.4e-6 in 6 of 3,596 values.
+    # A threshold policy reads these against thresholds of 2-3 digits, so 1e-5 still
+    # pins the table that every digits experiment replays.
     for field in ("prediction", "correct", "agrees"):
         np.testing.assert_array_equal(getattr(fresh, field), getattr(shipped, field), err_msg=field)
-    np.testing.assert_allclose(fresh.confidence, shipped.confidence, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(fresh.entropy, shipped.entropy, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fresh.confidence, shipped.confidence, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(fresh.entropy, shipped.entropy, rtol=0, atol=1e-5)
 
 
 def test_shipped_table_accuracy(dt):
