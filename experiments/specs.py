@@ -293,13 +293,25 @@ class FixedBatching(Spec):
 
 @BATCHING.register
 class DynamicBatching(Spec):
-    """Run at ``max_batch`` items or after the oldest waited ``max_wait_ms``."""
+    """Run at ``max_batch`` items, at a ``preferred`` size, or when the batching window
+    has lasted ``max_wait_ms``; ``timer`` says when the window opens: ``oldest_arrival``
+    (Triton) or ``worker_free`` (Ray Serve, TorchServe, hand-written servers). See
+    policies.batching.DynamicBatcher."""
     policy: Literal["dynamic"]
     max_batch: BatchSize
     max_wait_ms: float = Field(default=0.0, ge=0)
+    timer: Literal[batching.TIMERS] = "oldest_arrival"
+    preferred: list[BatchSize] = []
+
+    @model_validator(mode="after")
+    def _preferred_fit(self):
+        if any(p > self.max_batch for p in self.preferred):
+            raise ValueError(f"preferred batch sizes must be at most max_batch ({self.max_batch}), "
+                             f"got {self.preferred}")
+        return self
 
     def build(self, cost_model, slo_ms):
-        return batching.DynamicBatcher(self.max_batch, self.max_wait_ms / 1e3)
+        return batching.DynamicBatcher(self.max_batch, self.max_wait_ms / 1e3, self.timer, self.preferred)
 
 
 @BATCHING.register

@@ -1,9 +1,9 @@
 """Batching policies: when a free worker should start a batch, and how large it is.
 
 A policy is a pure function of what the worker can see at that moment — how many items
-wait, when the oldest of them arrived, and whether more can still arrive — so the same
-object can drive the simulator and a real server. It never touches the clock: it returns
-``(size, wake_at)``:
+wait, when the oldest of them arrived, whether more can still arrive, and since when the
+worker has been free — so the same object can drive the simulator and a real server. It
+never touches the clock: it returns ``(size, wake_at)``:
 
 * ``size > 0``: start a batch of up to ``size`` items now;
 * ``size == 0``: start nothing; look again at ``wake_at`` (seconds, absolute) or, if
@@ -15,17 +15,20 @@ than that at arrival instead of letting it wait forever.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, Sequence
 
 
 Decision = tuple[int, Optional[float]]
+NEVER_BUSY = float("-inf")  # ``free_since`` of a worker that has run no batch yet
 
 
 class BatchingPolicy(Protocol):
     max_batch: int
 
-    def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool) -> Decision:
-        """``queued`` items wait (``queued >= 1``); ``draining``: no request will arrive again."""
+    def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool,
+               free_since: float = NEVER_BUSY) -> Decision:
+        """``queued`` items wait (``queued >= 1``); ``draining``: no request will arrive
+        again; ``free_since``: when this worker's last batch finished."""
 
 
 def _check_size(name: str, value: int) -> int:
@@ -44,15 +47,35 @@ class FixedBatcher:
     def __init__(self, batch_size: int):
         self.max_batch = _check_size("batch_size", batch_size)
 
-    def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool) -> Decision:
+    def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool,
+               free_since: float = NEVER_BUSY) -> Decision:
         if queued >= self.max_batch or draining:
             return self.max_batch, None
         return 0, None
 
 
+TIMERS = ("oldest_arrival", "worker_free")
+
+
 class DynamicBatcher:
-    """Triton / TF-Serving dynamic batching: run when ``max_batch`` items are queued or the
-    oldest has waited ``max_wait`` seconds, whichever comes first.
+    """Dynamic batching: run when ``max_batch`` items are queued, or when the batching
+    window has lasted ``max_wait`` seconds, whichever comes first. Servers differ in
+    when that window opens (``timer``):
+
+    * ``oldest_arrival``: at the arrival of the oldest queued request. Triton's
+      ``max_queue_delay_microseconds`` ("the maximum time a request will be delayed in
+      the scheduling queue to wait for additional requests"): a request that queued
+      behind a busy worker has used up its wait by the time the worker is free.
+    * ``worker_free``: when a free worker holds its first request, that is at the later
+      of the oldest arrival and the end of the worker's last batch; it then waits up to
+      ``max_wait`` for more. Ray Serve's ``@serve.batch(max_batch_size,
+      batch_wait_timeout_s)``, TorchServe's ``batch_size`` / ``max_batch_delay``, and the
+      loop of most hand-written PyTorch servers (take one, collect until full or timed out).
+      Under load it waits where ``oldest_arrival`` would not, so its batches are larger.
+
+    ``preferred`` (Triton's ``preferred_batch_size``): where a batch of a preferred size
+    can be formed, the largest such batch runs at once, without waiting; otherwise the
+    rule above applies, and a timed-out window runs as large a batch as is queued.
 
     ``max_wait = 0`` makes it greedy: a free worker takes whatever is queued, up to
     ``max_batch`` (with ``max_batch = 1`` that is a plain FIFO server). The end of the
@@ -60,17 +83,30 @@ class DynamicBatcher:
     partial batch still waits out its ``max_wait``.
     """
 
-    def __init__(self, max_batch: int, max_wait: float = 0.0):
+    def __init__(self, max_batch: int, max_wait: float = 0.0, timer: str = "oldest_arrival",
+                 preferred: Sequence[int] = ()):
         self.max_batch = _check_size("max_batch", max_batch)
         if not max_wait >= 0:
             raise ValueError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
+        if timer not in TIMERS:
+            raise ValueError(f"timer must be one of {', '.join(TIMERS)}, got {timer!r}")
         self.max_wait = float(max_wait)
+        self.timer = timer
+        self.preferred = tuple(sorted({_check_size("preferred batch size", p) for p in preferred}))
+        if self.preferred and self.preferred[-1] > self.max_batch:
+            raise ValueError(f"preferred batch sizes must be at most max_batch ({self.max_batch}), "
+                             f"got {list(preferred)}")
+        self._worker_window = timer == "worker_free"
         self._run = (self.max_batch, None)  # built once: decide runs once per batch
 
-    def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool) -> Decision:
+    def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool,
+               free_since: float = NEVER_BUSY) -> Decision:
         if queued >= self.max_batch:
             return self._run
-        deadline = oldest_arrival + self.max_wait
+        if self.preferred and queued >= self.preferred[0]:
+            return max(p for p in self.preferred if p <= queued), None
+        opened = free_since if self._worker_window and free_since > oldest_arrival else oldest_arrival
+        deadline = opened + self.max_wait
         if now >= deadline:
             return self._run
         return 0, deadline
@@ -93,7 +129,8 @@ class DeadlineBatcher:
         self.max_batch = _check_size("max_batch", max_batch)
         self._latency = [0.0] + [float(batch_latency(b)) for b in range(1, self.max_batch + 1)]
 
-    def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool) -> Decision:
+    def decide(self, now: float, queued: int, oldest_arrival: float, draining: bool,
+               free_since: float = NEVER_BUSY) -> Decision:
         budget = oldest_arrival + self.slo - now
         size = min(queued, self.max_batch)
         latency = self._latency

@@ -31,7 +31,7 @@ from typing import Callable, ContextManager, Optional, Sequence
 
 import numpy as np
 
-from policies.batching import DynamicBatcher
+from policies.batching import NEVER_BUSY, DynamicBatcher
 from policies.exit import ExitObservation, ExitPolicy, NeverExit
 
 from .errors import SimulationError
@@ -128,6 +128,7 @@ def _serve(times: np.ndarray, samples: np.ndarray, model: StagedModel, batcher, 
     queue: deque[int] = deque()
     admitted = 0
     batches: list[tuple[float, float]] = []
+    free_since = NEVER_BUSY  # when the last batch finished (some batchers time from it)
     while True:
         now = clock.now()
         while admitted < n and times[admitted] <= now:
@@ -139,7 +140,7 @@ def _serve(times: np.ndarray, samples: np.ndarray, model: StagedModel, batcher, 
                 out.drop(k, times[k] + drop_after)
         draining = admitted == n
         if queue:
-            limit, wake_at = batcher.decide(now, len(queue), times[queue[0]], draining)
+            limit, wake_at = batcher.decide(now, len(queue), times[queue[0]], draining, free_since)
         elif draining:
             break
         else:
@@ -152,7 +153,7 @@ def _serve(times: np.ndarray, samples: np.ndarray, model: StagedModel, batcher, 
             clock.wait_until(until)
             continue
         members = np.array([queue.popleft() for _ in range(min(limit, len(queue)))], dtype=np.int64)
-        done = _run_batch(model, policy, saving, members, samples, now, clock, out)
+        done = free_since = _run_batch(model, policy, saving, members, samples, now, clock, out)
         batches.append((now, done))
     return out, batches
 

@@ -33,6 +33,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from policies.batching import NEVER_BUSY
+
 from .errors import SimulationError
 from .queue import RequestQueue
 from .records import DROPPED
@@ -137,12 +139,13 @@ class Worker:
         # calls (which may wake other workers) schedule events, so it is read again
         # after those and after every yield, not before every batch.
         horizon = peek()
+        free_since = NEVER_BUSY  # when this worker's last batch finished (some batchers time from it)
         while True:
             if dropping and queue:
                 self._drop_expired(now)
             if queue:
                 queued = shared.queued_items if sized else len(queue)
-                limit, wake_at = decide(now, queued, arrival[queue[0]], dispatcher.exhausted)
+                limit, wake_at = decide(now, queued, arrival[queue[0]], dispatcher.exhausted, free_since)
             elif dispatcher.exhausted:
                 return
             else:
@@ -206,5 +209,5 @@ class Worker:
                 horizon = peek()
             if routed:
                 loads[qi] -= m
-            now = done
+            now = free_since = done
             b += step
