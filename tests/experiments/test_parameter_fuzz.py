@@ -46,12 +46,14 @@ class Range:
     most: Optional[float] = None
     items: Optional["Range"] = None  # where a list is also a value: the range of each item
     length: Optional[int] = None     # ... and the length it must have
+    scalar: bool = True              # False: only a list is a value
 
     def admits(self, value) -> bool:
         if isinstance(value, list):
             return (self.items is not None and (self.length is None or len(value) == self.length)
                     and all(self.items.admits(v) for v in value))
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not self.scalar or isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
             return False
         if self.whole and value != int(value):
             return False
@@ -132,7 +134,8 @@ ADAPTERS = {"static": (CLUSTER, {"name": "static"}),
 # family -> entry -> parameter -> what it means
 MEANINGS = {
     "batching": {
-        "dynamic": {"max_batch": BATCH, "max_wait_ms": NON_NEGATIVE},
+        "dynamic": {"max_batch": BATCH, "max_wait_ms": NON_NEGATIVE,
+                    "preferred": Range(scalar=False, items=bounded(COUNT, 4))},  # sizes up to max_batch (4)
         "deadline": {"max_batch": BATCH, "slo_ms": POSITIVE},
         "fixed": {"batch_size": BATCH},
     },
