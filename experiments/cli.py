@@ -74,7 +74,11 @@ def _trace_stats(args) -> int:
 def _profile(args) -> int:
     """Hand the options to the torch profiler (kernel or served), imported only now:
     servesim runs without torch, and each profiler's own parser stays the one definition
-    of its options."""
+    of its options. ``servesim profile import`` needs no torch: it converts a CSV."""
+    if args.command == "profile" and args.profiler_args[:1] == ["import"]:
+        from workloads.profile_import import main as import_profile  # noqa: PLC0415
+
+        return import_profile(args.profiler_args[1:])
     try:
         if args.command == "profile":
             from workloads.profiler_torch import main as profile
@@ -150,7 +154,8 @@ def parser() -> argparse.ArgumentParser:
     # Its options (--model, --device, --dtype, --out, ...) are the profiler's: see main().
     prof = sub.add_parser("profile", add_help=False,
                           help="time a real PyTorch model's stages and ramps into a profile CSV (needs torch; "
-                               "servesim profile --help)")
+                               "servesim profile --help); `servesim profile import FILE` converts a per-stage "
+                               "timing CSV measured elsewhere (docs/PROFILES.md)")
     prof.set_defaults(handler=_profile)
     served = sub.add_parser("profile-served", add_help=False,
                             help="time a real model as the real executor serves it, host time included, into a "
