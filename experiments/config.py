@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                      ValidationError, field_validator, model_validator)
 
 from . import cluster_specs, specs  # noqa: F401  (registers the names)
 from .cluster_specs import DeploymentConfig
@@ -149,6 +149,7 @@ class ExperimentConfig(Strict):
     seed: NonNegativeInt = 0
     seeds: Optional[list[NonNegativeInt]] = Field(default=None, min_length=1)
     slo_ms: Optional[PositiveFloat] = None
+    warmup_s: NonNegativeFloat = 0.0
     trace: TRACES.union()
     model: Optional[ModelConfig] = None
     serving: ServingConfig = Field(default_factory=ServingConfig)
@@ -164,6 +165,9 @@ class ExperimentConfig(Strict):
         if self.model is not None and self.cluster is not None:
             raise ValueError("give one of 'model' (one model served by 'serving') and 'cluster' (a pipeline under "
                              "an adapter), not both")
+        if self.cluster is not None and self.warmup_s:
+            raise ValueError(f"warmup_s: cluster runs summarise every request; a warm-up is for one model's "
+                             f"runs (got {self.warmup_s!r})")
         if self.cluster is not None:
             extra = [k for k in ("exits", "real") if getattr(self, k) is not None]
             if extra or self.serving != ServingConfig():

@@ -138,7 +138,8 @@ def _compare(run, simulated, reals: list, run_dir: Path) -> dict:
     real repeats, with their min and max when there are several, the noise floor any
     error is read against) and the simulator's relative error."""
     slo = None if run.config.slo_ms is None else run.config.slo_ms / 1e3
-    summaries = {"sim": summarize(simulated, slo), "real": [summarize(real, slo) for real in reals]}
+    warmup = run.config.warmup_s
+    summaries = {"sim": summarize(simulated, slo, warmup), "real": [summarize(real, slo, warmup) for real in reals]}
     row = {"run": run.name, "seed": run.seed, **run.params}
     for name, keys in FIGURES:
         s = _figure(summaries["sim"], keys)

@@ -195,12 +195,16 @@ def run_one(run: Run, base_dir: Path, progress=None) -> tuple[dict, dict[str, by
         warnings.simplefilter("ignore")  # out-of-range look-ups are counted in the summary
         results, trace, policy = simulate_config(run.config, base_dir, progress)
     slo = None if run.config.slo_ms is None else run.config.slo_ms / 1e3
-    summary = summarize(results, slo)
+    warmup = run.config.warmup_s
+    summary = summarize(results, slo, warmup)
     summary = {"run": run.name, "seed": run.seed, "params": run.params,
                "trace": trace.source, **summary}
     if policy is not None:
         summary["policy"] = {"name": run.config.exits.policy.name, **policy.params()}
-    files = {store.REQUESTS: store.requests_bytes(results.requests.columns())}
+    columns = results.requests.columns()
+    if warmup > 0:  # kept, and flagged: left out of the summary
+        columns["warmup"] = columns["arrival"] < warmup
+    files = {store.REQUESTS: store.requests_bytes(columns)}
     history = None if policy is None else policy.history()
     if history:
         files[store.CONTROLLER] = store.columns_bytes(history)

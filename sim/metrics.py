@@ -30,19 +30,25 @@ def _latency_ms(latency: np.ndarray) -> dict:
     return {"mean": mean, **{f"p{q}": round(float(v) * 1e3, 6) for q, v in zip(PERCENTILES, values)}}
 
 
-def summarize(results: Results, slo: Optional[float] = None) -> dict:
+def summarize(results: Results, slo: Optional[float] = None, warmup: float = 0.0) -> dict:
     """The run's summary as plain JSON-able values (latencies in ms, times in s).
 
     ``slo`` (seconds) enables ``slo_violation_rate``; without it that key is ``None``.
+    ``warmup`` (seconds): requests that arrive earlier are left out of every per-request
+    figure (counts, latency, throughput, SLO, accuracy, exits), as a measured server's
+    first requests are; the cost and batch figures stay those of the whole run.
     """
     req = results.requests
-    n = len(req)
-    done = req.status == COMPLETED
+    skip = int(np.searchsorted(req.arrival, warmup, side="left")) if warmup > 0 else 0
+    # arrivals are in time order, so the measured requests are a suffix: views, no copies
+    status, arrival, finish = req.status[skip:], req.arrival[skip:], req.finish[skip:]
+    n = len(req) - skip
+    done = status == COMPLETED
     completed = int(done.sum())
-    latency = req.finish - req.arrival
+    latency = finish - arrival
     if completed < n:  # masking copies: only where some requests got no answer
         latency = latency[done]
-    span = float(req.finish.max(where=done, initial=-np.inf) - req.arrival.min()) if completed else 0.0
+    span = float(finish.max(where=done, initial=-np.inf) - arrival.min()) if completed else 0.0
     provisioned = results.replicas * results.end_time
     busy = float(results.busy_time.sum())
     violations = None
@@ -51,8 +57,8 @@ def summarize(results: Results, slo: Optional[float] = None) -> dict:
     summary = {
         "requests": n,
         "completed": completed,
-        "dropped": int((req.status == DROPPED).sum()),
-        "rejected": int((req.status == REJECTED).sum()),
+        "dropped": int((status == DROPPED).sum()),
+        "rejected": int((status == REJECTED).sum()),
         "throughput_rps": round(completed / span, 6) if span > 0 else None,
         "latency_ms": _latency_ms(latency),
         "slo_ms": None if slo is None else slo * 1e3,
@@ -65,7 +71,8 @@ def summarize(results: Results, slo: Optional[float] = None) -> dict:
             "utilisation": round(busy / provisioned, 6) if provisioned > 0 else None,
         },
         "batches": results.batches,
-        "mean_batch_items": round(float(req.size.sum(where=done)) / results.batches, 6) if results.batches else None,
+        "mean_batch_items": (round(float(req.size.sum(where=req.status == COMPLETED)) / results.batches, 6)
+                             if results.batches else None),
         "replicas": results.replicas,
         "duration_s": round(results.end_time, 6),
         "rejections": dict(results.rejections),
@@ -73,8 +80,10 @@ def summarize(results: Results, slo: Optional[float] = None) -> dict:
         "profile_out_of_range": {f"{stage}@{size}": count
                                  for (stage, size), count in sorted(results.out_of_range.items())},
     }
+    if warmup > 0:
+        summary.update({"warmup_s": warmup, "warmup_requests": skip})
     if req.exits:
-        summary.update(_exit_summary(req.exits, done, results.exit_names))
+        summary.update(_exit_summary({k: v[skip:] for k, v in req.exits.items()}, done, results.exit_names))
     return summary
 
 
