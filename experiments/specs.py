@@ -404,6 +404,27 @@ class SyntheticBehaviour(Spec):
 
 
 @BEHAVIOUR.register
+class FixedExitsBehaviour(Spec):
+    """Each request's exit fixed in advance with the given ``shares`` (one per exit,
+    summing to 1), as in a measured server that replays chosen exit stages: serve it
+    with ``policy: {name: confidence, threshold: 0.5}`` and every request leaves at its
+    own exit (workloads.behaviour.fixed_exits). For latency, not accuracy: every answer
+    is right."""
+    kind: Literal["fixed_exits"]
+    shares: list[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=2)
+    samples: Annotated[int, Field(gt=0, le=10**7)] = 20_000
+
+    @model_validator(mode="after")
+    def _sum_to_one(self):
+        if abs(sum(self.shares) - 1.0) > 1e-6:
+            raise ValueError(f"shares must sum to 1, got {self.shares} (sum {sum(self.shares):g})")
+        return self
+
+    def build(self, rng, base_dir):
+        return behaviour.fixed_exits(self.samples, self.shares)
+
+
+@BEHAVIOUR.register
 class BuiltinBehaviour(Spec):
     """A table shipped in ``workloads/data`` (``digits_ee``: the early-exit MLP trained
     on scikit-learn's digits by ``python -m workloads.digits``, held-out samples)."""

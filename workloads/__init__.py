@@ -9,6 +9,7 @@ Profile tables are in milliseconds; everything the cost model returns is in seco
 from workloads.behaviour import (
     BehaviourError,
     BehaviourTable,
+    fixed_exits,
     from_apparate_pickle,
     load_table,
     save_table,
@@ -45,6 +46,7 @@ __all__ = [
     "ExitModel",
     "Segment",
     "SegmentCosts",
+    "fixed_exits",
     "from_apparate_pickle",
     "load_table",
     "save_table",

@@ -454,6 +454,30 @@ def correctness_transitions(accuracy: Sequence[float], persistence: float) -> np
     return np.clip(np.column_stack([p01, p11]), 0.0, 1.0)
 
 
+def fixed_exits(n_samples: int, shares: Sequence[float]) -> BehaviourTable:
+    """A table in which each sample's exit is fixed in advance: ``shares[j]`` of the rows
+    (exactly, by largest remainder) have confidence 0 before exit j and 1 from it on, so
+    any confidence threshold in (0, 1] stops each at its exit. Every answer is right and
+    agrees with the final one: a latency replay of a measured server whose requests left
+    at given stages, not an accuracy study."""
+    weights = np.asarray(shares, dtype=np.float64)
+    if weights.ndim != 1 or weights.size < 2 or not np.isfinite(weights).all() or (weights < 0).any() \
+            or not np.isclose(weights.sum(), 1.0, rtol=0, atol=1e-6):
+        raise BehaviourError(f"fixed exits: shares must be >= 0, one per exit (at least 2), summing to 1; "
+                             f"got {list(shares)}")
+    if int(n_samples) != n_samples or n_samples < 1:
+        raise BehaviourError(f"fixed exits: n_samples must be a whole number >= 1, got {n_samples!r}")
+    exact = weights * n_samples
+    counts = np.floor(exact).astype(np.int64)
+    counts[np.argsort(counts - exact, kind="stable")[: n_samples - counts.sum()]] += 1  # largest remainders
+    exit_of = np.repeat(np.arange(weights.size), counts)
+    confidence = (np.arange(weights.size)[None, :] >= exit_of[:, None]).astype(np.float64)
+    right = np.ones_like(confidence, dtype=bool)
+    return BehaviourTable(confidence=confidence, correct=right, agrees=right, prediction=None, entropy=None,
+                          exit_names=tuple(f"exit{j + 1}" for j in range(weights.size)),
+                          source=f"fixed exits {list(map(float, weights))}")
+
+
 def synthetic(n_samples: int, accuracy: Sequence[float], *, persistence: float, n_classes: int,
               rng: np.random.Generator) -> BehaviourTable:
     """A table with chosen per-exit accuracies and a tunable cross-exit dependence, for

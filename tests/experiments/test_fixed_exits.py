@@ -1,0 +1,53 @@
+"""A behaviour source that fixes each request's exit stage by given shares, to replay a
+measured server whose requests left at chosen stages (issue 15, item 7)."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from workloads import fixed_exits
+from workloads.behaviour import BehaviourError
+
+SHARES = [0.3, 0.25, 0.2, 0.25]
+
+
+def test_the_table_has_exactly_the_shares_and_stops_each_row_at_its_exit():
+    table = fixed_exits(1001, SHARES)
+    first_confident = table.confidence.argmax(axis=1)
+    assert np.bincount(first_confident).tolist() == [301, 250, 200, 250]  # 300.3 has the largest remainder
+    assert ((table.confidence >= 0.5) == (np.arange(4) >= first_confident[:, None])).all()
+    assert table.correct.all() and table.agrees.all()
+
+
+@pytest.mark.parametrize("shares", [[1.0], [0.5, 0.6], [-0.1, 1.1], [np.nan, 1.0]])
+def test_bad_shares_are_refused(shares):
+    with pytest.raises(BehaviourError, match="shares must be"):
+        fixed_exits(10, shares)
+
+
+def test_requests_leave_at_the_given_shares(servesim, tmp_path):
+    config = {"name": "fixed", "trace": {"kind": "poisson", "rate": 2000.0, "count": 4000},
+              "model": {"profile": "builtin:cpu_digits_ee", "name": "digits_ee"},
+              "serving": {"batching": {"policy": "dynamic", "max_batch": 8, "max_wait_ms": 0.5}},
+              "exits": {"ramps": {"block1": "ramp1", "block2": "ramp2", "block3": "ramp3"},
+                        "behaviour": {"kind": "fixed_exits", "shares": SHARES},
+                        "policy": {"name": "confidence", "threshold": 0.5}}}
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(config))
+    assert servesim("run", tmp_path / "f.yaml", "--out", tmp_path / "out", "--quiet").rc == 0
+    [path] = (tmp_path / "out").glob("*/summary.json")
+    share = json.loads(path.read_text())["exits"]["share"]
+    # 4,000 requests drawn from the table: each share within 3 standard errors (0.007 at most)
+    assert list(share.values()) == pytest.approx(SHARES, abs=0.021)
+
+
+def test_shares_that_do_not_sum_to_one_are_a_config_error(servesim, tmp_path):
+    config = {"trace": {"kind": "poisson", "rate": 100.0, "count": 10},
+              "model": {"profile": "builtin:cpu_digits_ee", "name": "digits_ee"},
+              "exits": {"ramps": {"block1": "ramp1", "block2": "ramp2", "block3": "ramp3"},
+                        "behaviour": {"kind": "fixed_exits", "shares": [0.5, 0.5, 0.5, 0.5]}, "policy": "never"}}
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(config))
+    outcome = servesim("check", tmp_path / "f.yaml")
+    assert outcome.rc == 2 and len(outcome.err_lines) == 1
+    assert "exits.behaviour" in outcome.err_lines[0] and "shares must sum to 1" in outcome.err_lines[0]
