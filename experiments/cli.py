@@ -40,6 +40,13 @@ def _run(args) -> int:
                       f"see profile_out_of_range in its summary.json", file=sys.stderr)
         else:
             print(f"{row['run']}: FAILED: {row['error']}", file=sys.stderr)
+    interpolated = [row for row in ok if row["interpolated_batches"]]
+    if interpolated:  # one line for the sweep: it is about the profile, not one run
+        share = sum(r["interpolated_batches"] for r in interpolated) / sum(r["requests"] for r in interpolated)
+        print(f"warning: {len(interpolated)} of {len(ok)} runs ran batches at sizes the profile did not measure, "
+              f"where its own points put the interpolation error at 5% or more (about {share:.0%} as many such "
+              f"batches as requests); see profile_interpolation in their summary.json, or profile those sizes",
+              file=sys.stderr)
     reused = f" ({outcome.reused} kept from an earlier run)" if outcome.reused else ""
     print(f"{len(ok)} of {len(outcome.rows)} runs finished{reused}; results in {out / 'results.csv'}, plots in {out / 'plots'}")
     return 1 if outcome.failed else 0

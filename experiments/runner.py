@@ -257,6 +257,7 @@ def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -
         "cost_busy_s": cost.get("busy_accelerator_s"), "utilisation": cost.get("utilisation"),
         "mean_batch_items": s.get("mean_batch_items"),
         "out_of_range_lookups": sum((s.get("profile_out_of_range") or {}).values()),
+        "interpolated_batches": sum(v["batches"] for v in (s.get("profile_interpolation") or {}).values()),
         "error": error or "",
     }
     row.update((key, values[key]) for key in store.SUMMARY_COLUMNS)

@@ -97,8 +97,21 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
         batches=sum(len(t) for t in tables),
         rejections={k: v for k, v in dispatcher.rejections.items() if v},
         out_of_range=dict(getattr(cost_model if exits is None else exits.costs, "out_of_range_requests", {}) or {}),
+        interpolated=_interpolated(cost_model, tables) if exits is None else {},
         exit_names=() if exits is None else tuple(exits.costs.model.exit_names),
     )
+
+
+def _interpolated(cost_model, tables: list[np.ndarray]) -> dict[int, tuple[int, float]]:
+    """``{batch size: (batches, estimated relative error)}`` for the batch sizes the run
+    used whose latency the cost model says it interpolated with a large error
+    (``CostModel.interpolation_report``); a cost model without that report gives none."""
+    report = getattr(cost_model, "interpolation_report", None)
+    if report is None or not tables:
+        return {}
+    sizes, counts = np.unique(np.concatenate([t[:, 2] for t in tables]).astype(np.int64), return_counts=True)
+    used = dict(zip(sizes.tolist(), counts.tolist()))
+    return {size: (used[size], error) for size, error in report(used).items()}
 
 
 @contextlib.contextmanager

@@ -80,6 +80,9 @@ def summarize(results: Results, slo: Optional[float] = None, warmup: float = 0.0
         "profile_out_of_range": {f"{stage}@{size}": count
                                  for (stage, size), count in sorted(results.out_of_range.items())},
     }
+    if results.interpolated:  # batch sizes interpolated where the profile says that errs by 5% or more
+        summary["profile_interpolation"] = {str(size): {"batches": count, "error_estimate": round(error, 4)}
+                                            for size, (count, error) in sorted(results.interpolated.items())}
     if warmup > 0:
         summary.update({"warmup_s": warmup, "warmup_requests": skip})
     if req.exits:

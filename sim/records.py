@@ -229,4 +229,5 @@ class Results:
     batches: int
     rejections: dict[str, int] = field(default_factory=dict)
     out_of_range: dict = field(default_factory=dict)
+    interpolated: dict = field(default_factory=dict)  # batch size -> (batches, estimated error), see sim.engine
     exit_names: tuple[str, ...] = ()  # a model with exits: their names, in order

@@ -33,6 +33,9 @@ from workloads.noise import Deterministic, Noise, Percentiles, Sampler
 from workloads.profile import Profile, ProfileError, ProfileRow
 
 OUT_OF_RANGE = ("extrapolate", "clamp", "error")
+# A run reports the batch sizes it interpolated where the profile's own data put the
+# interpolation error at this or more (see CostModel.interpolation_error).
+INTERPOLATION_WARN = 0.05
 
 
 class ProfileRangeWarning(UserWarning):
@@ -86,6 +89,32 @@ class CostModel:
         self._batch_p50: list[Any] = [None] * (self._hi + 1)
         for b in range(self._lo, self._hi + 1):
             self._batch_p50[b] = math.fsum(table[b].p50 for _, _, table in self._tables.values())
+        self._measured_sizes, self._gap_errors = _leave_one_out(self._measured)
+
+    def interpolation_error(self, batch_size: int) -> float | None:
+        """How far off the median batch latency may be at ``batch_size``, where it is
+        interpolated: ``None`` at a measured size, outside the measured range, or where
+        the profile has too few sizes to tell.
+
+        Estimated from the profile itself, leaving one measured size out at a time: each
+        inner measured size's batch latency is interpolated from its two neighbours and
+        compared with what was measured. A size between two measured ones gets the
+        smaller relative error of the two held-out points whose spans cover its gap (the
+        measured sizes on either side; one at the ends): a bend or jump inside the gap
+        shows in both, one in a neighbouring gap (a kernel that changes from batch 1 to
+        2, say) in one only, so the smaller one speaks for this gap.
+        """
+        sizes = self._measured_sizes
+        if not sizes or not sizes[0] < batch_size < sizes[-1] or batch_size in sizes:
+            return None
+        right = next(i for i, s in enumerate(sizes) if s > batch_size)
+        return self._gap_errors.get((sizes[right - 1], sizes[right]))
+
+    def interpolation_report(self, batch_sizes) -> dict[int, float]:
+        """The sizes of ``batch_sizes`` whose :meth:`interpolation_error` is
+        :data:`INTERPOLATION_WARN` or more, with that error: what a run warns about."""
+        errors = {b: self.interpolation_error(b) for b in batch_sizes}
+        return {b: e for b, e in errors.items() if e is not None and e >= INTERPOLATION_WARN}
 
     def __repr__(self) -> str:
         return (
@@ -228,6 +257,24 @@ def _measured(rows: tuple[ProfileRow, ...]) -> tuple[tuple[int, ...], tuple[Perc
         tuple(Percentiles(r.latency_p50_ms / 1e3, r.latency_p90_ms / 1e3, r.latency_p99_ms / 1e3)
               for r in rows),
     )
+
+
+def _leave_one_out(measured: dict) -> tuple[tuple[int, ...], dict]:
+    """The batch sizes every stage measured, and for each gap between two of them the
+    leave-one-out relative error of the summed median there (see
+    :meth:`CostModel.interpolation_error`)."""
+    common = sorted(set.intersection(*(set(sizes) for sizes, _ in measured.values())))
+    total = [math.fsum(points[sizes.index(b)].p50 for sizes, points in measured.values()) for b in common]
+    held_out = {}
+    for i in range(1, len(common) - 1):
+        (a, y0), (b, y), (c, y1) = zip(common[i - 1:i + 2], total[i - 1:i + 2])
+        held_out[i] = abs(y0 + (y1 - y0) * (b - a) / (c - a) - y) / y
+    gaps = {}
+    for j in range(len(common) - 1):
+        covering = [held_out[i] for i in (j, j + 1) if i in held_out]
+        if covering:
+            gaps[(common[j], common[j + 1])] = min(covering)
+    return tuple(common), gaps
 
 
 def _table(sizes: tuple[int, ...], measured: tuple[Percentiles, ...]) -> tuple[int, int, list[Any]]:

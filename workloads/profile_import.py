@@ -258,6 +258,10 @@ def main(argv: Optional[list[str]] = None, prog: str = "servesim profile import"
     args = parser.parse_args(argv)
     metadata = {key: getattr(args, key) for key in REQUIRED_METADATA if getattr(args, key, None) is not None}
     profile = import_profile(args.file, args.hardware, metadata, args.dtype, args.model)
-    profile.save(args.out)
+    try:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        profile.save(args.out)
+    except OSError as exc:
+        raise ProfileError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from None
     print(f"wrote {args.out}: models {', '.join(profile.models())} on {args.hardware}, {len(profile.rows)} rows")
     return 0

@@ -254,7 +254,7 @@ def test_every_numeric_parameter(servesim, tmp_path, family, entry, param, value
     assert "Traceback" not in err, err
     lines = err.strip().splitlines()
     if meaning.admits(value):
-        assert rc == 0 and all(" warning: " in line for line in lines), (param, value, rc, err)
+        assert rc == 0 and all(line.startswith("warning: ") or ": warning: " in line for line in lines), (param, value, rc, err)
         assert_sane(out, config)
     else:  # one line that names the key path, the parameter and the value
         assert rc == 2 and printed == "" and len(lines) == 1, (param, value, rc, printed, lines)

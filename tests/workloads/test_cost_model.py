@@ -221,3 +221,28 @@ def test_monotone_table_gives_monotone_latency(make_profile, points, mode):
             previous = p.p50
 
     quiet(check)
+
+
+# --- interpolation error, from the profile's own points ---------------------------------
+
+def test_a_straight_profile_has_no_interpolation_error(make_profile):
+    cost = CostModel(make_profile({"a": [(b, 2.0 * b, 2.0 * b, 2.0 * b) for b in (1, 2, 4, 8, 16)]}), "m")
+    assert [cost.interpolation_error(b) for b in (3, 5, 12)] == [0.0, 0.0, 0.0]
+    assert cost.interpolation_report([3, 5, 12]) == {}
+
+
+def test_interpolation_error_is_left_one_out_and_the_smaller_of_a_gap(make_profile):
+    """Medians 1, 2, 4, 12 ms at 1, 2, 4, 8: size 2 held out (from 1 and 4) is exact;
+    size 4 held out (from 2 and 8) is 5.33 against 4, a third off. The gap 2-4 is covered
+    by both (the smaller: 0), the gap 4-8 by size 4 alone: a third."""
+    cost = CostModel(make_profile({"a": [(1, 1.0, 1.0, 1.0), (2, 2.0, 2.0, 2.0), (4, 4.0, 4.0, 4.0),
+                                         (8, 12.0, 12.0, 12.0)]}), "m")
+    assert cost.interpolation_error(3) == 0.0
+    assert cost.interpolation_error(6) == pytest.approx(1 / 3)
+    assert [cost.interpolation_error(b) for b in (4, 8, 9)] == [None, None, None]  # measured, outside
+    assert cost.interpolation_report([3, 5, 6, 8]) == {5: pytest.approx(1 / 3), 6: pytest.approx(1 / 3)}
+
+
+def test_two_measured_sizes_cannot_tell(make_profile):
+    cost = CostModel(make_profile({"a": [(1, 1.0, 1.0, 1.0), (8, 9.0, 9.0, 9.0)]}), "m")
+    assert cost.interpolation_error(4) is None
