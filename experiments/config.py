@@ -16,13 +16,15 @@ import itertools
 import reprlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationError, field_validator, model_validator)
 
 from . import cluster_specs, specs  # noqa: F401  (registers the names)
+from workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND
+
 from .cluster_specs import DeploymentConfig
 from .specs import MAX_REPLICAS
 from .registry import ADAPTERS, BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, PREDICTORS, ROUTERS, TRACES
@@ -70,7 +72,10 @@ class ExitsConfig(Strict):
     exit's share of the full path's median latency at batch size ``cost_batch``.
     ``host`` names the profile model whose stages ``batch``, ``exit`` and ``final`` are
     the serving host's own time (a profile from ``servesim profile-served`` has it as
-    ``<model>_host``; see workloads.exits.SegmentCosts); without it the host costs nothing."""
+    ``<model>_host``; see workloads.exits.SegmentCosts); without it the host costs nothing.
+    Where no served profile exists, ``host_assumed_ms`` charges the host constant times
+    instead (ms per call, by stage: ``batch``, ``exit``, ``leave``, ``final`` and
+    optionally ``turnaround``, ``all_left``): an assumption, which the key's name says."""
 
     ramps: Optional[dict[str, str]] = None
     cascade: Optional[list[str]] = Field(default=None, min_length=2)
@@ -80,6 +85,18 @@ class ExitsConfig(Strict):
     fit_fraction: float = Field(default=0.5, gt=0, lt=1)
     cost_batch: PositiveInt = 1
     host: Optional[str] = None
+    host_assumed_ms: Optional[dict[Literal[HOST_STAGES + (TURNAROUND, ALL_LEFT)],
+                                   Annotated[float, Field(ge=0, le=1e3)]]] = None
+
+    @model_validator(mode="after")
+    def _one_host(self):
+        if self.host is not None and self.host_assumed_ms is not None:
+            raise ValueError("give one of 'host' (a measured host model) and 'host_assumed_ms' (assumed times)")
+        if self.host_assumed_ms is not None:
+            missing = [s for s in HOST_STAGES if s not in self.host_assumed_ms]
+            if missing:
+                raise ValueError(f"host_assumed_ms needs every one of {list(HOST_STAGES)} (missing {missing})")
+        return self
 
     @model_validator(mode="after")
     def _one_shape(self):

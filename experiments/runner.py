@@ -83,7 +83,7 @@ def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | Se
     except ValueError as exc:  # ProfileError included: it names the stage
         raise ConfigError(f"exits.{'cascade' if exits.cascade else 'ramps'}: {exc}") from None
     try:
-        return SegmentCosts(profile, model, host=exits.host, **options)
+        return SegmentCosts(profile, model, host=exits.host, host_assumed_ms=exits.host_assumed_ms, **options)
     except ProfileError as exc:
         raise ConfigError(f"exits.host: {exc}") from None
 

@@ -138,6 +138,22 @@ class HostSamplers:
         return (self.all_left if left == size else self.leave if left else self.exit)(size)
 
 
+def _assumed_host(ms: Mapping[str, float], largest: int) -> list[CostModel]:
+    """Host cost models charging ``ms[stage]`` per call at every batch size up to
+    ``largest`` (``turnaround`` defaults to ``batch``, ``all_left`` to ``final``), in the
+    order :class:`HostSamplers` takes them."""
+    missing = [s for s in HOST_STAGES if s not in ms]
+    if missing:
+        raise ValueError(f"assumed host times need every one of {list(HOST_STAGES)} (missing {missing})")
+    times = {**ms, TURNAROUND: ms.get(TURNAROUND, ms["batch"]), ALL_LEFT: ms.get(ALL_LEFT, ms["final"])}
+    rows = [("assumed", "host", stage, b, t, t, t, 1) for stage, t in times.items() for b in sorted({1, largest})]
+    metadata = {"device": "assumed", "dtype": "n/a", "framework": "n/a", "date": "n/a", "execution_mode": "assumed"}
+    # a profile holds no zero latency: 1e-9 ms stands for none
+    profile = Profile.from_rows([r[:4] + tuple(max(v, 1e-9) for v in r[4:7]) + r[7:] for r in rows], metadata,
+                                source="exits.host_assumed_ms")
+    return [CostModel(profile, "host", stages=(stage,)) for stage in (*HOST_STAGES, TURNAROUND, ALL_LEFT)]
+
+
 class SegmentCosts:
     """Latency of each segment at each batch size, from the profile.
 
@@ -158,10 +174,15 @@ class SegmentCosts:
     ends (returning, the loop, the batching decision), charged then instead of ``batch``,
     and ``all_left``, the host's time after a ramp where everyone left (the decision and
     the answers, without the model's own output that ``final`` reads), charged then
-    instead of ``final``."""
+    instead of ``final``.
+
+    ``host_assumed_ms`` instead charges constant host times, ms per call by stage (the
+    same names), at every batch size: an assumption, for where no served profile has
+    been measured (a GPU model's synchronisation and gather at each ramp, say)."""
 
     def __init__(self, profile: Profile, model: ExitModel, *, hardware: Optional[str] = None,
-                 noise: Noise = Deterministic(), out_of_range: str = "extrapolate", host: Optional[str] = None):
+                 noise: Noise = Deterministic(), out_of_range: str = "extrapolate", host: Optional[str] = None,
+                 host_assumed_ms: Optional[Mapping[str, float]] = None):
         self.model = model
 
         def cost(model_name: str, stages: tuple[str, ...]) -> CostModel:
@@ -179,6 +200,8 @@ class SegmentCosts:
         self.host = None if host is None else [
             cost(host, (stage if stage in profile.stages(host) else instead,))
             for stage, instead in (*((s, s) for s in HOST_STAGES), (TURNAROUND, "batch"), (ALL_LEFT, "final"))]
+        if host_assumed_ms is not None:
+            self.host = _assumed_host(host_assumed_ms, min(c.max_profiled_batch for c in self.bodies))
         self._all = [c for c in (*self.bodies, *self.heads, *(self.host or ())) if c is not None]
         self.total = None  # the measured spread of whole batches, for PerBatch noise
         if isinstance(noise, PerBatch):

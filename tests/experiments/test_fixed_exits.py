@@ -1,5 +1,6 @@
-"""A behaviour source that fixes each request's exit stage by given shares, to replay a
-measured server whose requests left at chosen stages (issue 15, item 7)."""
+"""Replaying a measured server with exits: a behaviour source that fixes each request's
+exit stage by given shares (issue 15, item 7), and host times assumed where no served
+profile exists (exits.host_assumed_ms, issue 15, item 8)."""
 
 import json
 
@@ -51,3 +52,40 @@ def test_shares_that_do_not_sum_to_one_are_a_config_error(servesim, tmp_path):
     outcome = servesim("check", tmp_path / "f.yaml")
     assert outcome.rc == 2 and len(outcome.err_lines) == 1
     assert "exits.behaviour" in outcome.err_lines[0] and "shares must sum to 1" in outcome.err_lines[0]
+
+
+def _p50(servesim, tmp_path, name: str, exits_extra: dict) -> float:
+    config = {"name": name, "trace": {"kind": "poisson", "rate": 10.0, "count": 50},
+              "model": {"profile": "builtin:cpu_digits_ee", "name": "digits_ee", "noise": {"kind": "deterministic"}},
+              "exits": {"ramps": {"block1": "ramp1", "block2": "ramp2", "block3": "ramp3"},
+                        "behaviour": {"kind": "fixed_exits", "shares": [0, 0, 0, 1]},
+                        "policy": {"name": "confidence", "threshold": 0.5}, **exits_extra}}
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    assert servesim("run", tmp_path / f"{name}.yaml", "--out", tmp_path / name, "--quiet").rc == 0
+    [path] = (tmp_path / name).glob("*/summary.json")
+    return json.loads(path.read_text())["latency_ms"]["p50"]
+
+
+def test_assumed_host_times_are_charged_where_the_host_spends_them(servesim, tmp_path):
+    """Every request runs to the final exit, alone on an idle server: it pays the batch's
+    host time once, a decision at each of the three ramps nobody leaves, and the final
+    answer: 0.1 + 3 x 0.2 + 0.05 = 0.75 ms over the same run without a host."""
+    plain = _p50(servesim, tmp_path, "plain", {})
+    charged = _p50(servesim, tmp_path, "charged",
+                   {"host_assumed_ms": {"batch": 0.1, "exit": 0.2, "leave": 0.3, "final": 0.05}})
+    assert charged - plain == pytest.approx(0.75, abs=1e-6)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"host_assumed_ms": {"batch": 0.1, "exit": 0.2, "final": 0.05}}, "host_assumed_ms needs every one of"),
+    ({"host": "digits_ee", "host_assumed_ms": {"batch": 0, "exit": 0, "leave": 0, "final": 0}}, "give one of 'host'"),
+    ({"host_assumed_ms": {"batch": -1, "exit": 0, "leave": 0, "final": 0}}, "exits.host_assumed_ms.batch"),
+])
+def test_assumed_host_times_are_checked(servesim, tmp_path, extra, message):
+    config = {"trace": {"kind": "poisson", "rate": 10.0, "count": 5},
+              "model": {"profile": "builtin:cpu_digits_ee", "name": "digits_ee"},
+              "exits": {"ramps": {"block1": "ramp1", "block2": "ramp2", "block3": "ramp3"},
+                        "behaviour": {"kind": "fixed_exits", "shares": [0, 0, 0, 1]}, "policy": "never", **extra}}
+    (tmp_path / "x.yaml").write_text(yaml.safe_dump(config))
+    outcome = servesim("check", tmp_path / "x.yaml")
+    assert outcome.rc == 2 and len(outcome.err_lines) == 1 and message in outcome.err_lines[0], outcome.err_lines
