@@ -39,6 +39,13 @@ MAX_BUDGET = 1024  # cores of one InfAdapter task: each core count is a column o
 MAX_LOOKBACK = 10_000  # windows a predictor reads back: an LSTM's sequence length
 
 
+def _at_most(spec, low: str, high: str):
+    """A validator's body: ``spec.low <= spec.high``, else a ValueError naming both."""
+    if getattr(spec, low) > getattr(spec, high):
+        raise ValueError(f"{low} ({getattr(spec, low)}) must be at most {high} ({getattr(spec, high)})")
+    return spec
+
+
 class PredictorSpec(Spec):
     margin: Weight = 0.0
 
@@ -105,11 +112,7 @@ class SeasonalSpec(PredictorSpec):
     period_s: Seconds = 86_400
     window_s: Seconds = 60
 
-    @model_validator(mode="after")
-    def _period_of_windows(self):
-        if self.period_s < self.window_s:
-            raise ValueError(f"period_s ({self.period_s}) must be at least window_s ({self.window_s})")
-        return self
+    _period_of_windows = model_validator(mode="after")(lambda self: _at_most(self, "window_s", "period_s"))
 
     def build(self, context):
         return predictors.Seasonal(self.period_s, self.window_s, self.margin)
@@ -224,11 +227,7 @@ class HPASpec(AdapterSpec):
     min_replicas: PositiveInt = 1
     max_replicas: Annotated[int, Field(gt=0, le=MAX_REPLICAS)] = 20
 
-    @model_validator(mode="after")
-    def _replica_range(self):
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must be at most max_replicas ({self.max_replicas})")
-        return self
+    _replica_range = model_validator(mode="after")(lambda self: _at_most(self, "min_replicas", "max_replicas"))
 
     def build(self, context: Context):
         task = context.only_task(self.name)
@@ -249,11 +248,7 @@ class VPASpec(AdapterSpec):
     min_cores: PositiveInt = 2
     max_cores: Annotated[int, Field(gt=0, le=MAX_BUDGET)] = 20
 
-    @model_validator(mode="after")
-    def _core_range(self):
-        if self.min_cores > self.max_cores:
-            raise ValueError(f"min_cores ({self.min_cores}) must be at most max_cores ({self.max_cores})")
-        return self
+    _core_range = model_validator(mode="after")(lambda self: _at_most(self, "min_cores", "max_cores"))
 
     def build(self, context: Context):
         task = context.only_task(self.name)
@@ -274,11 +269,7 @@ class VariantSetSpec(AdapterSpec):
     probe_cores: list[Annotated[int, Field(gt=0, le=MAX_BUDGET)]] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
     predictor: PREDICTORS.union() = Field(default_factory=lambda: EWMASpec(kind="ewma", margin=0.1))
 
-    @model_validator(mode="after")
-    def _cores_within_budget(self):
-        if self.min_cores > self.budget:
-            raise ValueError(f"min_cores ({self.min_cores}) must be at most budget ({self.budget})")
-        return self
+    _cores_within_budget = model_validator(mode="after")(lambda self: _at_most(self, "min_cores", "budget"))
 
     def variants(self, context: Context, task: str):
         if context.core_mode != "lanes":
