@@ -182,6 +182,9 @@ class ExperimentConfig(Strict):
         if self.model is not None and self.cluster is not None:
             raise ValueError("give one of 'model' (one model served by 'serving') and 'cluster' (a pipeline under "
                              "an adapter), not both")
+        if (self.exits is not None or self.real is not None) and getattr(self.serving.batching, "allowed_sizes", None):
+            raise ValueError("serving.batching.allowed_sizes: padded batches are modelled for models without exits, "
+                             "and the real executor does not pad; remove allowed_sizes or exits")
         if self.cluster is not None and self.warmup_s:
             raise ValueError(f"warmup_s: cluster runs summarise every request; a warm-up is for one model's "
                              f"runs (got {self.warmup_s!r})")

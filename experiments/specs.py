@@ -295,23 +295,29 @@ class FixedBatching(Spec):
 class DynamicBatching(Spec):
     """Run at ``max_batch`` items, at a ``preferred`` size, or when the batching window
     has lasted ``max_wait_ms``; ``timer`` says when the window opens: ``oldest_arrival``
-    (Triton) or ``worker_free`` (Ray Serve, TorchServe, hand-written servers). See
+    (Triton, TF-Serving) or ``worker_free`` (Ray Serve, TorchServe, hand-written
+    servers); ``allowed_sizes`` pads batches as TF-Serving does. See
     policies.batching.DynamicBatcher."""
     policy: Literal["dynamic"]
     max_batch: BatchSize
     max_wait_ms: float = Field(default=0.0, ge=0)
     timer: Literal[batching.TIMERS] = "oldest_arrival"
     preferred: list[BatchSize] = []
+    allowed_sizes: list[BatchSize] = []
 
     @model_validator(mode="after")
-    def _preferred_fit(self):
+    def _sizes_fit(self):
         if any(p > self.max_batch for p in self.preferred):
             raise ValueError(f"preferred batch sizes must be at most max_batch ({self.max_batch}), "
                              f"got {self.preferred}")
+        if self.allowed_sizes and max(self.allowed_sizes) != self.max_batch:
+            raise ValueError(f"the largest allowed batch size must be max_batch ({self.max_batch}), "
+                             f"got {self.allowed_sizes}")
         return self
 
     def build(self, cost_model, slo_ms):
-        return batching.DynamicBatcher(self.max_batch, self.max_wait_ms / 1e3, self.timer, self.preferred)
+        return batching.DynamicBatcher(self.max_batch, self.max_wait_ms / 1e3, self.timer, self.preferred,
+                                       self.allowed_sizes)
 
 
 @BATCHING.register

@@ -77,6 +77,12 @@ class DynamicBatcher:
     can be formed, the largest such batch runs at once, without waiting; otherwise the
     rule above applies, and a timed-out window runs as large a batch as is queued.
 
+    ``allowed_sizes`` (TF-Serving's ``allowed_batch_sizes``, the largest equal to
+    ``max_batch``): a batch is padded up to the next allowed size and costs what a batch
+    of that size costs (:meth:`padded`); the padding answers no one. TF-Serving's
+    ``batch_timeout_micros`` counts from the first request enqueued in the open batch,
+    which in one FIFO queue is the ``oldest_arrival`` rule.
+
     ``max_wait = 0`` makes it greedy: a free worker takes whatever is queued, up to
     ``max_batch`` (with ``max_batch = 1`` that is a plain FIFO server). The end of the
     trace changes nothing: a real server cannot know no request will come, so the last
@@ -84,7 +90,7 @@ class DynamicBatcher:
     """
 
     def __init__(self, max_batch: int, max_wait: float = 0.0, timer: str = "oldest_arrival",
-                 preferred: Sequence[int] = ()):
+                 preferred: Sequence[int] = (), allowed_sizes: Sequence[int] = ()):
         self.max_batch = _check_size("max_batch", max_batch)
         if not max_wait >= 0:
             raise ValueError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
@@ -96,6 +102,10 @@ class DynamicBatcher:
         if self.preferred and self.preferred[-1] > self.max_batch:
             raise ValueError(f"preferred batch sizes must be at most max_batch ({self.max_batch}), "
                              f"got {list(preferred)}")
+        self.allowed_sizes = tuple(sorted({_check_size("allowed batch size", a) for a in allowed_sizes}))
+        if self.allowed_sizes and self.allowed_sizes[-1] != self.max_batch:
+            raise ValueError(f"the largest allowed batch size must be max_batch ({self.max_batch}), "
+                             f"got {list(allowed_sizes)}")
         self._worker_window = timer == "worker_free"
         self._run = (self.max_batch, None)  # built once: decide runs once per batch
 
@@ -110,6 +120,11 @@ class DynamicBatcher:
         if now >= deadline:
             return self._run
         return 0, deadline
+
+    def padded(self, items: int) -> int:
+        """The batch size ``items`` queued items run and are costed as: the smallest
+        allowed size that holds them (``items`` itself without ``allowed_sizes``)."""
+        return next((a for a in self.allowed_sizes if a >= items), items)
 
 
 class DeadlineBatcher:

@@ -62,6 +62,11 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
                             batcher.max_batch, progress)
     execute = None if exits is None else ExitRun(exits, rng)
     service_time = cost_model.sampler(rng) if exits is None else None
+    if getattr(batcher, "allowed_sizes", ()):  # TF-Serving pads a batch up to an allowed size, and pays for it
+        if exits is not None:
+            raise ValueError("padded batches (allowed_sizes) are modelled for models without exits only")
+        unpadded, padded = service_time, batcher.padded
+        service_time = lambda items: unpadded(padded(items))  # noqa: E731
     queues = [RequestQueue(i) for i in range(1 if shared_queue else int(replicas))]
     workers = [Worker(i, queues[0 if shared_queue else i], env, dispatcher, batcher,
                       service_time, log, drop_after, fast_forward, execute)

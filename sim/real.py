@@ -97,6 +97,8 @@ def execute(times: np.ndarray, model: StagedModel, batcher, *, table, samples: n
     """
     if semantics not in SEMANTICS:
         raise ValueError(f"exit semantics must be one of {SEMANTICS}, got {semantics!r}")
+    if getattr(batcher, "allowed_sizes", ()):
+        raise ValueError("the real executor does not pad batches (allowed_sizes); the simulator only costs them")
     if getattr(policy, "learns_online", False) or getattr(policy, "needs_ground_truth", False):
         raise ValueError(f"{type(policy).__name__} is not supported by the real executor yet "
                          f"(online feedback and ground truth are simulator-only for now)")

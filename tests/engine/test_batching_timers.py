@@ -9,7 +9,7 @@ import pytest
 from policies.batching import DynamicBatcher
 from policies.exit import NeverExit
 from sim import simulate
-from sim.real import StagedModel, _serve
+from sim.real import StagedModel, _serve, execute
 from traces.trace import Trace
 
 from enginekit import make_cost
@@ -88,3 +88,22 @@ def test_the_real_executor_batches_as_the_engine(make):
     """The same policy objects drive the real executor's loop: the same batches at the
     same times, request by request."""
     assert _real_loop(ARRIVALS_MS, make()) == _one_worker(ARRIVALS_MS, make())
+
+
+def test_tf_serving_pads_a_batch_to_an_allowed_size_and_pays_for_it():
+    """allowed_sizes [2, 4]: a request alone runs as a batch of 2 (5 ms, not 1 ms); three
+    together as a batch of 4 (8 ms). TF-Serving's timeout is the oldest_arrival rule."""
+    cost = make_cost({1: 1.0, 2: 5.0, 3: 7.0, 4: 8.0})
+    rq = simulate(Trace(np.array([0.0, 20.0, 20.5, 21.0]) / 1e3), cost,
+                  DynamicBatcher(4, 0.002, allowed_sizes=[2, 4])).requests
+    assert np.round(rq.start * 1e3, 9).tolist() == [2.0, 22.0, 22.0, 22.0]
+    assert np.round(rq.finish * 1e3, 9).tolist() == [7.0, 30.0, 30.0, 30.0]
+    assert rq.batch_size.tolist() == [1, 3, 3, 3]  # the items, not the padding
+    assert DynamicBatcher(4, allowed_sizes=[2, 4]).padded(3) == 4 and DynamicBatcher(4).padded(3) == 3
+
+
+def test_padding_is_refused_where_it_is_not_modelled():
+    with pytest.raises(ValueError, match="largest allowed batch size must be max_batch"):
+        DynamicBatcher(8, allowed_sizes=[2, 4])
+    with pytest.raises(ValueError, match="does not pad"):
+        execute(np.zeros(1), None, DynamicBatcher(4, allowed_sizes=[4]), table=None, samples=np.zeros(1))

@@ -89,3 +89,14 @@ def test_assumed_host_times_are_checked(servesim, tmp_path, extra, message):
     (tmp_path / "x.yaml").write_text(yaml.safe_dump(config))
     outcome = servesim("check", tmp_path / "x.yaml")
     assert outcome.rc == 2 and len(outcome.err_lines) == 1 and message in outcome.err_lines[0], outcome.err_lines
+
+
+def test_padded_batches_with_exits_are_refused(servesim, tmp_path):
+    config = {"trace": {"kind": "poisson", "rate": 10.0, "count": 5},
+              "model": {"profile": "builtin:cpu_digits_ee", "name": "digits_ee"},
+              "serving": {"batching": {"policy": "dynamic", "max_batch": 4, "allowed_sizes": [2, 4]}},
+              "exits": {"ramps": {"block1": "ramp1", "block2": "ramp2", "block3": "ramp3"},
+                        "behaviour": {"kind": "fixed_exits", "shares": [0, 0, 0, 1]}, "policy": "never"}}
+    (tmp_path / "x.yaml").write_text(yaml.safe_dump(config))
+    outcome = servesim("check", tmp_path / "x.yaml")
+    assert outcome.rc == 2 and "serving.batching.allowed_sizes: padded batches are modelled" in outcome.err

@@ -135,7 +135,9 @@ ADAPTERS = {"static": (CLUSTER, {"name": "static"}),
 MEANINGS = {
     "batching": {
         "dynamic": {"max_batch": BATCH, "max_wait_ms": NON_NEGATIVE,
-                    "preferred": Range(scalar=False, items=bounded(COUNT, 4))},  # sizes up to max_batch (4)
+                    "preferred": Range(scalar=False, items=bounded(COUNT, 4)),  # sizes up to max_batch (4)
+                    # the largest allowed size must be max_batch (4): of the values tried, no list has it
+                    "allowed_sizes": Range(scalar=False, items=Range(low=4, high=4, whole=True))},
         "deadline": {"max_batch": BATCH, "slo_ms": POSITIVE},
         "fixed": {"batch_size": BATCH},
     },
