@@ -24,6 +24,7 @@ from tqdm import tqdm
 from sim import simulate, summarize
 from sim.exits import ExitSetup
 from traces import FORMATS, TraceError
+from traces.loaders import EXIT_STAGE
 from workloads import PROFILES_DIR, CostModel, ProfileError, ProfileRangeError, load_profile
 from workloads.behaviour import BehaviourError, BehaviourTable
 from workloads.drift import DriftingBehaviour
@@ -105,7 +106,7 @@ def _table_of(source) -> BehaviourTable:
     return source.table if isinstance(source, DriftingBehaviour) else source
 
 
-def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, times: np.ndarray,
+def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, trace,
                 behaviour_seed, sample_seed) -> tuple[ExitSetup, Optional[np.ndarray]]:
     """Split the behaviour into a held-out part that fits the policy and a part that
     requests draw from (by a seeded index: the same request meets the same sample under
@@ -115,9 +116,12 @@ def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, t
     A drifting source is fitted on part of its first regime (what a deployment has
     before going live) and requests draw from the regime live at their arrival. A
     policy whose spec says ``fit_on = "requests"`` (best static thresholds with
-    hindsight) is fitted on exactly the rows the requests will draw.
+    hindsight) is fitted on exactly the rows the requests will draw. A behaviour that
+    takes each request's exit from the trace (``from_trace``) is not split: request k
+    meets the row of the exit the trace's ``exit_stage`` column gives it.
     """
     exits = config.exits
+    times = trace.times
     behaviour_rng = np.random.default_rng(behaviour_seed)
     source = build_behaviour(config, base_dir, behaviour_rng)
     table = _table_of(source)
@@ -128,7 +132,10 @@ def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, t
     sample_rng = np.random.default_rng(sample_seed)
     source_rows = None
     try:
-        if isinstance(source, DriftingBehaviour):
+        if getattr(exits.behaviour, "from_trace", False):
+            fit = evaluate = table
+            samples = _trace_exits(trace, table.n_exits)
+        elif isinstance(source, DriftingBehaviour):
             fit, rest = source.split_bootstrap(exits.fit_fraction, behaviour_rng)
             evaluate, samples = rest.table, rest.draw_samples(times, sample_rng)
         else:
@@ -141,6 +148,21 @@ def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, t
     except ValueError as exc:
         raise ConfigError(f"exits.policy: {exc}") from None
     return ExitSetup(costs, evaluate, samples, policy, exits.semantics), source_rows
+
+
+def _trace_exits(trace, n_exits: int) -> np.ndarray:
+    """Row k of a ``trace_exits`` table (one row per exit) for each request k: its
+    ``exit_stage`` from the trace, counted from 1."""
+    stages = trace.columns.get(EXIT_STAGE)
+    if stages is None:
+        raise ConfigError(f"exits.behaviour: trace_exits takes each request's exit from the trace's "
+                          f"{EXIT_STAGE!r} column, and {trace.source} has none (a timestamps file with "
+                          f"'time,exit' lines has it)")
+    if stages.size and stages.max() > n_exits:
+        k = int(np.argmax(stages > n_exits))
+        raise ConfigError(f"exits.behaviour: request {k} of {trace.source} left at exit {int(stages[k])}, but the "
+                          f"model has {n_exits} exits")
+    return stages.astype(np.int64) - 1
 
 
 @dataclass
@@ -167,7 +189,7 @@ def prepare(config: ExperimentConfig, base_dir: Path) -> Prepared:
     trace = config.trace.build(np.random.default_rng(trace_seed), base_dir)
     cost_model = build_cost_model(config, base_dir)
     exits, source_rows = (None, None) if config.exits is None else build_exits(
-        config, cost_model, base_dir, trace.times, behaviour_seed, sample_seed)
+        config, cost_model, base_dir, trace, behaviour_seed, sample_seed)
     serving = config.serving
     return Prepared(trace, cost_model, serving.batching.build(cost_model, config.slo_ms),
                     serving.router.build(np.random.default_rng(router_seed)), exits, source_rows,
@@ -385,6 +407,7 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
     """Build each run's cost model and batcher (cheap, no simulation), so that an unknown
     profile or model, or a policy that cannot be built, is a config error up front."""
     tables: dict[str, int] = {}  # behaviour spec -> exits of its table, built once each
+    exits_from_trace: dict[str, int] = {}  # run -> its model's exits, where the trace says each request's exit
     for run in runs:
         try:
             if run.config.cluster is not None:
@@ -403,6 +426,12 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
                                       f"{cost_model.model.n_exits} ({', '.join(cost_model.model.exit_names)})")
                 with _at("exits.policy"):
                     exits.policy.build(cost_model, exits.cost_batch).check_exits(tables[key])
+                if getattr(exits.behaviour, "from_trace", False):
+                    if getattr(run.config.trace, "format", None) != "timestamps":
+                        raise ConfigError("exits.behaviour: trace_exits takes each request's exit from a timestamps "
+                                          "trace file with 'time,exit' lines (trace: {kind: file, format: "
+                                          "timestamps}); this trace is not one")
+                    exits_from_trace[run.name] = tables[key]
         except (ConfigError, ValueError) as exc:
             raise ConfigError(f"{path}: run {run.name}: {exc}") from None
     # Fix: this check used to live in check() only, so `servesim run` with a missing
@@ -411,7 +440,7 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
     # Fix: a trace file with a bad line passed validation and then failed every run.
     # Each distinct trace file is parsed once with its format's reader (no arrivals are
     # placed, so this stays cheap next to the runs that read it again).
-    parsed = set()
+    parsed = {}
     for run in runs:
         trace = run.config.trace
         if getattr(trace, "path", None) is None:
@@ -421,11 +450,15 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
         options = {} if trace.function is None else {"function": trace.function}
         key = (trace.path, trace.format, trace.function)
         if key not in parsed:
-            parsed.add(key)
             try:
-                FORMATS[trace.format].read(base_dir / trace.path, **options)
+                parsed[key] = FORMATS[trace.format].read(base_dir / trace.path, **options)
             except TraceError as exc:
                 raise ConfigError(f"{path}: trace.path: {exc}") from None
+        if run.name in exits_from_trace:
+            try:
+                _trace_exits(parsed[key], exits_from_trace[run.name])
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: run {run.name}: {exc}") from None
 
 
 @contextlib.contextmanager

@@ -431,6 +431,20 @@ class FixedExitsBehaviour(Spec):
 
 
 @BEHAVIOUR.register
+class TraceExitsBehaviour(Spec):
+    """Each request leaves at the exit the trace gives it: a timestamps file whose lines
+    read ``time,exit`` (exit counted from 1), as a measured server's log has them. The
+    table has one row per exit (``exits``: how many the model has); serve it with
+    ``policy: {name: confidence, threshold: 0.5}``. For latency, not accuracy."""
+    kind: Literal["trace_exits"]
+    exits: Annotated[int, Field(ge=2, le=1000)]
+    from_trace: ClassVar[bool] = True
+
+    def build(self, rng, base_dir):
+        return behaviour.fixed_exits(self.exits, [1 / self.exits] * self.exits)
+
+
+@BEHAVIOUR.register
 class BuiltinBehaviour(Spec):
     """A table shipped in ``workloads/data`` (``digits_ee``: the early-exit MLP trained
     on scikit-learn's digits by ``python -m workloads.digits``, held-out samples)."""

@@ -41,24 +41,44 @@ _SHOWN.maxstring = 60
 _shown = _SHOWN.repr
 
 
+EXIT_STAGE = "exit_stage"  # a timestamps file's optional second field: the exit a request left at
+
+
 def load_timestamps(path) -> Trace:
     """A text file with one arrival time in seconds per line, sorted, finite and >= 0.
 
     Blank lines and lines starting with ``#`` are skipped. Times are used as they are
     (not shifted to start at 0), so a file can encode an initial quiet period.
+
+    A line may add, after a comma, the exit the request left at in a measured server (a
+    whole number from 1, the first exit); then every line must, and the trace gets the
+    column ``exit_stage`` (replayed by ``exits.behaviour: {kind: trace_exits}``).
     """
-    lines, values = [], []
+    lines, values, stages = [], [], []
     for number, line in enumerate(_read_text(path).splitlines(), 1):
         value = line.strip()
         if value and not value.startswith("#"):
+            time, comma, stage = value.partition(",")
             lines.append(number)
-            values.append(value)
+            values.append(time.strip())
+            stages.append(stage.strip() if comma else None)
     if not values:
         raise TraceError(f"{path}: no arrival times (only blank or # lines)")
     where = _where(path, lines)
     times = _numbers(values, np.float64, where)
     _check_sorted(times, values, where)
-    return Trace(times, source=str(path))
+    given = [s is not None for s in stages]
+    if not any(given):
+        return Trace(times, source=str(path))
+    if not all(given):
+        i = given.index(False) if given[0] else given.index(True)
+        raise TraceError(f"{where(i)} {'has no' if given[0] else 'has an'} exit stage after a comma, but line "
+                         f"{lines[0]} {'has one' if given[0] else 'has none'}; give it on every line or on none")
+    exits = _numbers(stages, np.int64, _where(path, lines, "exit stage"))
+    if (exits < 1).any():
+        i = int(np.flatnonzero(exits < 1)[0])
+        raise TraceError(f"{where(i)} exit stage {_shown(stages[i])} is not a whole number >= 1 (the first exit is 1)")
+    return Trace(times, columns={EXIT_STAGE: exits}, source=str(path))
 
 
 def load_twitter_counts(path) -> np.ndarray:

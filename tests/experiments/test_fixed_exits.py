@@ -1,10 +1,11 @@
-"""Replaying a measured server with exits: a behaviour source that fixes each request's
-exit stage by given shares (issue 15, item 7), and host times assumed where no served
-profile exists (exits.host_assumed_ms, issue 15, item 8)."""
+"""Replaying a measured server with exits: each request's exit stage fixed by given
+shares (fixed_exits) or by the trace (trace_exits, issue 15, item 7), and host times
+assumed where no served profile exists (exits.host_assumed_ms, issue 15, item 8)."""
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -100,3 +101,34 @@ def test_padded_batches_with_exits_are_refused(servesim, tmp_path):
     (tmp_path / "x.yaml").write_text(yaml.safe_dump(config))
     outcome = servesim("check", tmp_path / "x.yaml")
     assert outcome.rc == 2 and "serving.batching.allowed_sizes: padded batches are modelled" in outcome.err
+
+
+def _trace_exits_config(trace: dict, exits: int = 4) -> dict:
+    return {"name": "replay", "trace": trace, "model": {"profile": "builtin:cpu_digits_ee", "name": "digits_ee"},
+            "exits": {"ramps": {"block1": "ramp1", "block2": "ramp2", "block3": "ramp3"},
+                      "behaviour": {"kind": "trace_exits", "exits": exits},
+                      "policy": {"name": "confidence", "threshold": 0.5}}}
+
+
+def test_a_trace_gives_each_request_its_exit(servesim, tmp_path):
+    """A measured server's log replayed: request k leaves at the exit its line gives."""
+    (tmp_path / "log.txt").write_text("0.10,1\n0.20,3\n0.30,2\n0.40,4\n0.50,4\n0.60,1\n")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(_trace_exits_config(
+        {"kind": "file", "path": "log.txt", "format": "timestamps"})))
+    assert servesim("run", tmp_path / "r.yaml", "--out", tmp_path / "out", "--quiet").rc == 0
+    [path] = (tmp_path / "out").glob("*/requests.parquet")
+    assert pd.read_parquet(path)["exit_stage"].tolist() == [0, 2, 1, 3, 3, 0]  # counted from 0 in the table
+
+
+@pytest.mark.parametrize("log, trace, message", [
+    ("0.1,5\n", None, "request 0 of"),
+    ("0.1\n", None, "has none (a timestamps file with 'time,exit' lines has it)"),
+    (None, {"kind": "poisson", "rate": 10.0, "count": 5}, "trace_exits takes each request's exit from a timestamps"),
+])
+def test_trace_exits_are_checked_before_any_run(servesim, tmp_path, log, trace, message):
+    if log is not None:
+        (tmp_path / "log.txt").write_text(log)
+    config = _trace_exits_config(trace or {"kind": "file", "path": "log.txt", "format": "timestamps"})
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(config))
+    outcome = servesim("check", tmp_path / "r.yaml")
+    assert outcome.rc == 2 and len(outcome.err_lines) == 1 and message in outcome.err_lines[0], outcome.err_lines

@@ -3,6 +3,8 @@
 A malformed file must fail with the file name, the 1-based line and the offending value.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -265,3 +267,23 @@ def test_load_missing_file(tmp_path, rng):
     path = tmp_path / "absent.csv"
     for name in FORMATS:
         raises_with(lambda: load(path, name, rng=rng), str(path))
+
+
+def test_timestamps_may_carry_each_request_exit(tmp_path):
+    path = tmp_path / "log.txt"
+    path.write_text("# a measured server's log\n0.5,1\n1.0, 3\n1.5,2\n")
+    trace = load_timestamps(path)
+    assert trace.times.tolist() == [0.5, 1.0, 1.5] and trace.columns["exit_stage"].tolist() == [1, 3, 2]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0.5,1\n1.0\n", "line 2: has no exit stage after a comma, but line 1 has one"),
+    ("0.5\n1.0,2\n", "line 2: has an exit stage after a comma, but line 1 has none"),
+    ("0.5,0\n", "line 1: exit stage '0' is not a whole number >= 1 (the first exit is 1)"),
+    ("0.5,two\n", "line 1: exit stage 'two' is not a whole number"),
+])
+def test_timestamps_with_bad_exits_name_the_line(tmp_path, text, message):
+    path = tmp_path / "log.txt"
+    path.write_text(text)
+    with pytest.raises(TraceError, match=re.escape(f"{path} {message}")):
+        load_timestamps(path)
