@@ -22,9 +22,9 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationError, field_validator, model_validator)
 
-from . import cluster_specs, specs  # noqa: F401  (registers the names)
-from workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND
+from workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND, check_assumed_host
 
+from . import cluster_specs, specs  # noqa: F401  (registers the names)
 from .cluster_specs import DeploymentConfig
 from .specs import MAX_REPLICAS
 from .registry import ADAPTERS, BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, PREDICTORS, ROUTERS, TRACES
@@ -93,9 +93,7 @@ class ExitsConfig(Strict):
         if self.host is not None and self.host_assumed_ms is not None:
             raise ValueError("give one of 'host' (a measured host model) and 'host_assumed_ms' (assumed times)")
         if self.host_assumed_ms is not None:
-            missing = [s for s in HOST_STAGES if s not in self.host_assumed_ms]
-            if missing:
-                raise ValueError(f"host_assumed_ms needs every one of {list(HOST_STAGES)} (missing {missing})")
+            check_assumed_host(self.host_assumed_ms)
         return self
 
     @model_validator(mode="after")

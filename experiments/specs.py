@@ -305,16 +305,6 @@ class DynamicBatching(Spec):
     preferred: list[BatchSize] = []
     allowed_sizes: list[BatchSize] = []
 
-    @model_validator(mode="after")
-    def _sizes_fit(self):
-        if any(p > self.max_batch for p in self.preferred):
-            raise ValueError(f"preferred batch sizes must be at most max_batch ({self.max_batch}), "
-                             f"got {self.preferred}")
-        if self.allowed_sizes and max(self.allowed_sizes) != self.max_batch:
-            raise ValueError(f"the largest allowed batch size must be max_batch ({self.max_batch}), "
-                             f"got {self.allowed_sizes}")
-        return self
-
     def build(self, cost_model, slo_ms):
         return batching.DynamicBatcher(self.max_batch, self.max_wait_ms / 1e3, self.timer, self.preferred,
                                        self.allowed_sizes)
@@ -615,13 +605,6 @@ class TTamerPolicy(FittedPolicy):
     name: Literal["ttamer"]
     aggregate: Optional[PositiveInt] = None
 
-    @model_validator(mode="after")
-    def _aggregate_within_bins(self):
-        if self.aggregate is not None and self.aggregate > self.bins:
-            raise ValueError(f"aggregate ({self.aggregate}) must be at most bins ({self.bins}): meta-states group "
-                             f"the bins")
-        return self
-
     def build(self, costs, batch):
         return stopping.TTamer(**self.options())
 
@@ -688,13 +671,6 @@ class ApparatePolicy(Spec):
     emergency: Literal["zero", "scale"] = "zero"
     new_ramp_threshold: float = Field(default=0.0, ge=0, le=1)
     initial_ramps: Optional[list[int]] = None
-
-    @model_validator(mode="after")
-    def _steps(self):
-        if self.min_step > self.initial_step:
-            raise ValueError(f"min_step ({self.min_step!r}) must be at most initial_step ({self.initial_step!r}): "
-                             f"the step halves down to it")
-        return self
 
     def build(self, costs, batch):
         options = {k: v for k, v in self.model_dump().items() if k != "name"}

@@ -49,6 +49,7 @@ SUMMARY_COLUMNS = (
 )
 VERSUS_VANILLA = ("latency_p25_ms", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "throughput_rps")
 
+
 class ResultsError(ValueError):
     """An output folder's own files (results.csv) are not what servesim writes."""
 

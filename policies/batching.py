@@ -104,7 +104,7 @@ class DynamicBatcher:
                              f"got {list(preferred)}")
         self.allowed_sizes = tuple(sorted({_check_size("allowed batch size", a) for a in allowed_sizes}))
         if self.allowed_sizes and self.allowed_sizes[-1] != self.max_batch:
-            raise ValueError(f"the largest allowed batch size must be max_batch ({self.max_batch}), "
+            raise ValueError(f"allowed_sizes: the largest allowed batch size must be max_batch ({self.max_batch}), "
                              f"got {list(allowed_sizes)}")
         self._worker_window = timer == "worker_free"
         self._run = (self.max_batch, None)  # built once: decide runs once per batch

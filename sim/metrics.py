@@ -71,8 +71,8 @@ def summarize(results: Results, slo: Optional[float] = None, warmup: float = 0.0
             "utilisation": round(busy / provisioned, 6) if provisioned > 0 else None,
         },
         "batches": results.batches,
-        "mean_batch_items": (round(float(req.size.sum(where=req.status == COMPLETED)) / results.batches, 6)
-                             if results.batches else None),
+        "mean_batch_items": (round(float(req.size.sum(where=req.status == COMPLETED if skip else done))
+                                   / results.batches, 6) if results.batches else None),
         "replicas": results.replicas,
         "duration_s": round(results.end_time, 6),
         "rejections": dict(results.rejections),

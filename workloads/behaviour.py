@@ -346,7 +346,7 @@ def from_apparate_pickle(path: PathLike, final: Optional[float | Sequence[float]
     name = str(path)
     try:
         with open(path, "rb") as f:
-            p = safe_pickle.load(f)
+            p = safe_pickle.RestrictedUnpickler(f).load()
     except FileNotFoundError:
         raise BehaviourError(f"{name}: no such Apparate pickle") from None
     except safe_pickle.RefusedGlobal as exc:

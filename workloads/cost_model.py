@@ -20,6 +20,7 @@ each sampler keeps its own pre-drawn variates.
 
 from __future__ import annotations
 
+import bisect
 import math
 import sys
 import warnings
@@ -105,9 +106,9 @@ class CostModel:
         2, say) in one only, so the smaller one speaks for this gap.
         """
         sizes = self._measured_sizes
-        if not sizes or not sizes[0] < batch_size < sizes[-1] or batch_size in sizes:
+        right = bisect.bisect_right(sizes, batch_size)
+        if not 0 < right < len(sizes) or sizes[right - 1] == batch_size:  # outside, or measured
             return None
-        right = next(i for i, s in enumerate(sizes) if s > batch_size)
         return self._gap_errors.get((sizes[right - 1], sizes[right]))
 
     def interpolation_report(self, batch_sizes) -> dict[int, float]:

@@ -138,13 +138,18 @@ class HostSamplers:
         return (self.all_left if left == size else self.leave if left else self.exit)(size)
 
 
+def check_assumed_host(ms: Mapping[str, float]) -> None:
+    """Assumed host times give every one of :data:`HOST_STAGES` (ValueError if not)."""
+    missing = [s for s in HOST_STAGES if s not in ms]
+    if missing:
+        raise ValueError(f"host_assumed_ms needs every one of {list(HOST_STAGES)} (missing {missing})")
+
+
 def _assumed_host(ms: Mapping[str, float], largest: int) -> list[CostModel]:
     """Host cost models charging ``ms[stage]`` per call at every batch size up to
     ``largest`` (``turnaround`` defaults to ``batch``, ``all_left`` to ``final``), in the
     order :class:`HostSamplers` takes them."""
-    missing = [s for s in HOST_STAGES if s not in ms]
-    if missing:
-        raise ValueError(f"assumed host times need every one of {list(HOST_STAGES)} (missing {missing})")
+    check_assumed_host(ms)
     times = {**ms, TURNAROUND: ms.get(TURNAROUND, ms["batch"]), ALL_LEFT: ms.get(ALL_LEFT, ms["final"])}
     rows = [("assumed", "host", stage, b, t, t, t, 1) for stage, t in times.items() for b in sorted({1, largest})]
     metadata = {"device": "assumed", "dtype": "n/a", "framework": "n/a", "date": "n/a", "execution_mode": "assumed"}

@@ -31,7 +31,6 @@ from __future__ import annotations
 import codecs
 import collections
 import pickle
-from typing import BinaryIO
 
 import numpy as np
 
@@ -82,8 +81,3 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         raise pickle.UnpicklingError("it holds a persistent reference, which a data file may not")
-
-
-def load(file: BinaryIO):
-    """Unpickle one object from ``file`` with :class:`RestrictedUnpickler`."""
-    return RestrictedUnpickler(file).load()

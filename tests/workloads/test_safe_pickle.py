@@ -131,7 +131,7 @@ def test_numpy_values_round_trip(protocol):
     values = [np.arange(6.0).reshape(2, 3), np.array([True, False]), np.asfortranarray(np.eye(3, dtype=np.float32)),
               np.float32(1.5), np.int64(-3), np.bool_(False), np.array(["a", "bc"]),
               np.array([1, [2, 3], {"k": 4.0}], dtype=object), {1, 2}, frozenset({3}), b"raw", bytearray(b"x"), 2j]
-    loaded = safe_pickle.load(io.BytesIO(pickle.dumps(values, protocol=protocol)))
+    loaded = safe_pickle.RestrictedUnpickler(io.BytesIO(pickle.dumps(values, protocol=protocol))).load()
     for want, got in zip(values, loaded):
         assert type(got) is type(want)
         if isinstance(want, np.ndarray) and want.dtype != object:
@@ -145,10 +145,10 @@ def test_numpy_values_round_trip(protocol):
 def test_numpy_subclasses_are_refused():
     """``_reconstruct`` builds the subtype it is given: only ndarray may be given."""
     with pytest.raises(safe_pickle.RefusedGlobal, match="numpy.*(memmap|matrix|recarray)"):
-        safe_pickle.load(io.BytesIO(pickle.dumps(np.rec.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]))))
+        safe_pickle.RestrictedUnpickler(io.BytesIO(pickle.dumps(np.rec.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")])))).load()
 
 
 def test_persistent_references_are_refused():
     data = b"(lp0\nPsome-id\na."  # protocol 0: a list holding a persistent reference
     with pytest.raises(pickle.UnpicklingError, match="persistent reference"):
-        safe_pickle.load(io.BytesIO(data))
+        safe_pickle.RestrictedUnpickler(io.BytesIO(data)).load()
