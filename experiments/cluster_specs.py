@@ -37,6 +37,7 @@ MAX_WEIGHT = 1e6  # an objective weight: HiGHS takes coefficients past ~1e9 as i
 Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT)]
 MAX_BUDGET = 1024  # cores of one InfAdapter task: each core count is a column of its program
 MAX_LOOKBACK = 10_000  # windows a predictor reads back: an LSTM's sequence length
+Lookback = Annotated[int, Field(gt=0, le=MAX_LOOKBACK)]
 
 
 def _at_most(spec, low: str, high: str):
@@ -91,7 +92,7 @@ class AutoRegressiveSpec(PredictorSpec):
     kind: Literal["ar"]
     order: PositiveInt = 1
     window_s: Seconds = 10
-    lookback: Annotated[int, Field(gt=0, le=MAX_LOOKBACK)] = 12
+    lookback: Lookback = 12
 
     @model_validator(mode="after")
     def _enough_lookback(self):
@@ -128,7 +129,7 @@ class LSTMSpec(PredictorSpec):
     kind: Literal["lstm"]
     train: TRACES.union()
     window_s: Seconds = 10
-    lookback: Annotated[int, Field(gt=0, le=MAX_LOOKBACK)] = 12
+    lookback: Lookback = 12
     horizon_s: Seconds = 20
     hidden: Annotated[int, Field(gt=0, le=4096)] = 25  # units: IPA's has 25
     epochs: Annotated[int, Field(gt=0, le=10_000)] = 30  # each a pass over at most 4,096 windows
