@@ -33,7 +33,8 @@ def _run(args) -> int:
             print(f"{row['run']}: p50 {_num(row['latency_p50_ms'], '.3f')} ms, "
                   f"p99 {_num(row['latency_p99_ms'], '.3f')} ms, "
                   f"{_num(row['throughput_rps'], '.1f')} req/s, dropped {row['dropped']}"
-                  + ("" if slo is None else f", SLO violations {100 * slo:.2f}%"))
+                  + ("" if slo is None else f", SLO violations {100 * slo:.2f}%")
+                  + (", OVERLOADED (fell behind its arrivals)" if row["overloaded"] else ""))
             if row["out_of_range_lookups"]:
                 print(f"{row['run']}: warning: {row['out_of_range_lookups']} stage-latency look-ups fell "
                       f"outside the profiled batch sizes (handled as model.out_of_range says); "

@@ -51,11 +51,39 @@ class ModelConfig(Strict):
     out_of_range: Literal["extrapolate", "clamp", "error"] = "extrapolate"
 
 
+class HostConfig(Strict):
+    """The serving host as a resource shared by launching batches and taking requests in
+    (:mod:`sim.host`). Its intake time per request comes from a served profile (``intake``:
+    the profile model whose stage ``intake`` was measured by ``servesim profile-served``)
+    or, where nothing was measured, from ``intake_assumed_ms``: an assumption, which the
+    key's name says. ``launch_share`` is the part of a batch's profiled time the host spends
+    launching it: 1 on a CPU and for a launch-bound eager GPU server, near 0 with CUDA graphs."""
+
+    intake: Optional[str] = None
+    intake_assumed_ms: Optional[Annotated[float, Field(ge=0, le=1e3)]] = None
+    launch_share: float = Field(1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_intake(self):
+        if (self.intake is None) == (self.intake_assumed_ms is None):
+            raise ValueError("give one of 'intake' (a host model of a served profile, with an 'intake' stage) and "
+                             "'intake_assumed_ms' (an assumed time per request)")
+        return self
+
+
 class ServingConfig(Strict):
     replicas: PositiveInt = Field(1, le=MAX_REPLICAS)
     router: ROUTERS.union() = Field(default_factory=lambda: specs.JSQRouting(name="jsq"))
     batching: BATCHING.union() = Field(default_factory=lambda: specs.DynamicBatching(policy="dynamic", max_batch=1))
     drop_after_ms: Optional[PositiveFloat] = None
+    host: Optional[HostConfig] = None
+
+    @model_validator(mode="after")
+    def _one_process(self):
+        if self.host is not None and self.replicas != 1:
+            raise ValueError(f"host: the serving host models one server process with one worker; "
+                             f"replicas is {self.replicas}")
+        return self
 
     @field_validator("router", mode="before")
     @classmethod
@@ -121,7 +149,7 @@ class RealConfig(Strict):
     point that many times (fresh policies each time): the spread of the real runs is
     the noise floor the simulator's error is read against."""
 
-    model: Literal["digits_torch_ee"]
+    model: Literal["digits_torch_ee", "digits_torch_ee_json"]
     threads: PositiveInt = 1
     calibrate: bool = False
     calibrate_rounds: PositiveInt = 50

@@ -116,11 +116,12 @@ def _calibration(cfg, real_model, max_batch: int, mix):
 
 def _costed_by(cfg, profile, file: Path, path: Path):
     """``cfg`` simulated with ``profile`` (saved to ``file``) in place of ``model.profile``."""
-    for model in {cfg.model.name, cfg.exits.host} - {None}:
+    host = cfg.serving.host
+    for model in {cfg.model.name, cfg.exits.host, host and host.intake} - {None}:
         if model not in profile.models():
             raise ConfigError(f"{path}: real.calibrate: the measured served profile has no model {model!r} "
-                              f"(it has: {', '.join(profile.models())}); model.name and exits.host must name "
-                              f"what servesim profile-served measures")
+                              f"(it has: {', '.join(profile.models())}); model.name, exits.host and "
+                              f"serving.host.intake must name what servesim profile-served measures")
     file.parent.mkdir(parents=True, exist_ok=True)
     profile.save(file)
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"profile": str(file.resolve())})})
@@ -149,6 +150,9 @@ def _compare(run, simulated, reals: list, run_dir: Path) -> dict:
                     f"{name}_rel_error": None if s is None or not r else round(s / r - 1, 6)})
         if len(reals) > 1:
             row.update({f"real_{name}_min": min(measured, default=None), f"real_{name}_max": max(measured, default=None)})
+    # fell behind for good (sim.metrics): the simulator's verdict, and the share of real runs that did
+    row["sim_overloaded"] = summaries["sim"]["overloaded"]
+    row["real_overloaded_share"] = float(np.mean([bool(summary["overloaded"]) for summary in summaries["real"]]))
     row["sim_accuracy"] = summaries["sim"]["accuracy"]
     row["real_accuracy"] = float(np.median([summary["accuracy"] for summary in summaries["real"]]))
     named = [("sim_requests.parquet", "simulated", simulated)] + [

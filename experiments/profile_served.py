@@ -13,7 +13,9 @@ both, with :func:`sim.real.measure_served`, per batch size:
   see :func:`sim.real.measure_served`), which an experiment names in ``exits.host`` for
   the simulator to charge per batch and after each exit's decision, and ``total``, the
   whole time of never-exiting batches, whose spread ``model.noise: {kind: per_batch}``
-  gives each simulated batch.
+  gives each simulated batch; for a model that takes its requests in
+  (``digits_torch_ee_json``), ``intake``, one request's, which ``serving.host.intake``
+  charges on the serving host (:mod:`sim.host`).
 
     servesim profile-served --model digits_torch_ee \\
         --out workloads/profiles/cpu_digits_torch_ee_served.csv
@@ -30,7 +32,7 @@ import numpy as np
 import torch  # the `real` extra: servesim imports this module only when asked to profile
 
 from sim.real import RUN, measure_served
-from workloads.exits import ALL_LEFT, HOST_STAGES, TOTAL, TURNAROUND
+from workloads.exits import ALL_LEFT, HOST_STAGES, INTAKE, TOTAL, TURNAROUND
 from workloads.profile import Profile
 from workloads.profiler_cpu import cpu_metadata
 
@@ -43,6 +45,8 @@ TIMING = ('served: sim.real.measure_served: bursts of b simultaneous requests, e
           "executor's clock where it is made; host rows are the gaps: batch = arrival to first stage, exit = a "
           "ramp head's return to the next stage when nobody left, leave = the same when some left, final = the "
           "last stage's end to the batch's last answer, all_left = the same after a ramp where everyone left; "
+          "intake (a model that parses request bodies) = one request's intake, at batch size 1, wherever it fell (on an "
+          "idle server or between a batch's calls), left out of the gaps; "
           'turnaround = on a busy server (every other never-exiting burst arrives halfway through the batch '
           "before it), the previous batch's last answer to this one's first stage; total = a never-exiting "
           "batch's arrival to its last answer")
@@ -76,7 +80,7 @@ def served_profile(real: RealModel, measured: dict, repeats: str) -> Profile:
         p50, p90, p99 = (round(float(v) * 1e3, 4) for v in np.percentile(seconds, [50, 90, 99]))
         table.append(("cpu", model, stage, b, p50, p90, p99, len(seconds)))
     model_order = (s for pair in zip(real.stages, (*real.heads, None)) for s in pair if s)
-    order = [*model_order, *HOST_STAGES, ALL_LEFT, TURNAROUND, TOTAL]
+    order = [*model_order, *HOST_STAGES, ALL_LEFT, TURNAROUND, INTAKE, TOTAL]
     table.sort(key=lambda r: (r[3], r[1] != real.name, order.index(r[2])))
     metadata = {
         **cpu_metadata(f"torch {'.'.join(torch.__version__.split('.')[:2])}", torch.get_num_threads()),

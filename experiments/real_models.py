@@ -9,6 +9,7 @@ when a real model is asked for: the simulator runs without it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -32,27 +33,61 @@ class RealModel:
 def _digits_torch_ee(rows: Optional[np.ndarray], threads: int) -> RealModel:
     """The torch early-exit MLP on digits (workloads/digits_torch.py): request row k is fed
     held-out input ``rows[k]`` (default: input k), the input its behaviour row was measured on."""
+    from workloads import digits_torch  # noqa: PLC0415  (the `real` extra)
+
+    inputs = digits_torch.held_out_inputs(digits_torch.load_or_train()[1])
+    return _digits_model(inputs if rows is None else inputs[rows], threads)
+
+
+def _digits_torch_ee_json(rows: Optional[np.ndarray], threads: int) -> RealModel:
+    """:func:`_digits_torch_ee`, each request arriving as a JSON body that the host parses:
+    the digit at 16x16 (each pixel sent as a block of 2x2, as a client that upscaled it
+    would), pooled back to 8x8 into the input row its batch reads. Pooling equal values
+    in float64 gives each pixel back exactly, so the model sees the inputs (and gives the
+    answers) of ``digits_torch_ee``; the difference is the host's work per request, some
+    60-100 us on the development machine: the parse-and-decode every serving front end
+    does, on the thread that also runs the batches."""
+    from workloads import digits_torch  # noqa: PLC0415
+
+    inputs = digits_torch.held_out_inputs(digits_torch.load_or_train()[1])
+    inputs = inputs if rows is None else inputs[rows]
+    side = int(round(inputs.shape[1] ** 0.5))
+    bodies = [json.dumps({"image": np.kron(x.astype(np.float64).reshape(side, side),
+                                           np.ones((UPSCALE, UPSCALE))).tolist()}) for x in inputs]
+    received = np.zeros_like(inputs)  # nothing has arrived yet: intake fills each request's row
+
+    def intake(row: int) -> None:
+        image = np.asarray(json.loads(bodies[row])["image"], dtype=np.float64)
+        received[row] = image.reshape(side, UPSCALE, side, UPSCALE).mean(axis=(1, 3)).ravel()
+
+    return _digits_model(received, threads, intake)
+
+
+UPSCALE = 2  # a JSON request's digit is sent at this many times its 8x8 side
+
+
+def _digits_model(inputs: np.ndarray, threads: int, intake: Optional[Callable[[int], None]] = None) -> RealModel:
+    """The digits model serving rows of ``inputs`` (a numpy array the input tensor shares)."""
     import torch  # noqa: PLC0415  (the `real` extra)
 
     from workloads import digits_torch, torch_models  # noqa: PLC0415
 
     torch.set_num_threads(threads)
     ee = torch_models.build("digits_torch_ee")
-    _, split = digits_torch.load_or_train()
-    inputs = digits_torch.held_out_inputs(split)
-    inputs = torch.from_numpy(inputs if rows is None else inputs[rows])
+    tensor = torch.from_numpy(inputs)
     ramps = [ee.ramps[name] for name, _ in ee.blocks[:-1]]
     # Ramp heads end in a softmax, and so does the last block: its output is the final
     # exit's. The modules themselves are called, inside one inference_mode session per
     # batch: the calls the profiler times, with no wrapper between them.
     heads = [lambda h, ramp=ramp: ramp(h).numpy() for _, ramp in ramps] + [digits_torch.final_probabilities]
-    staged = StagedModel(batch=lambda r: inputs[torch.from_numpy(r)], stages=[m for _, m in ee.blocks],
+    staged = StagedModel(batch=lambda r: tensor[torch.from_numpy(r)], stages=[m for _, m in ee.blocks],
                          heads=heads, select=lambda x, keep: x[torch.from_numpy(keep)],
-                         session=torch.inference_mode)
+                         session=torch.inference_mode, intake=intake)
     return RealModel(staged, len(inputs), ee.name, tuple(n for n, _ in ee.blocks), tuple(n for n, _ in ramps))
 
 
-REAL_MODELS: dict[str, Callable[[Optional[np.ndarray], int], RealModel]] = {"digits_torch_ee": _digits_torch_ee}
+REAL_MODELS: dict[str, Callable[[Optional[np.ndarray], int], RealModel]] = {
+    "digits_torch_ee": _digits_torch_ee, "digits_torch_ee_json": _digits_torch_ee_json}
 
 
 def warm_up(model: StagedModel, rows: np.ndarray, max_batch: int) -> None:

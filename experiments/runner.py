@@ -23,12 +23,14 @@ from tqdm import tqdm
 
 from sim import simulate, summarize
 from sim.exits import ExitSetup
+from sim.host import ServingHost
 from traces import FORMATS, TraceError
 from traces.loaders import EXIT_STAGE
 from workloads import PROFILES_DIR, CostModel, ProfileError, ProfileRangeError, load_profile
 from workloads.behaviour import BehaviourError, BehaviourTable
 from workloads.drift import DriftingBehaviour
-from workloads.exits import ExitModel, SegmentCosts
+from workloads.exits import INTAKE, ExitModel, SegmentCosts
+from workloads.noise import Empirical, Percentiles
 
 from . import cluster_runner, store
 from .executors import LOCAL, InProcess, make_executor
@@ -165,6 +167,32 @@ def _trace_exits(trace, n_exits: int) -> np.ndarray:
     return stages.astype(np.int64) - 1
 
 
+def build_host(config: ExperimentConfig, base_dir: Path) -> Optional[ServingHost]:
+    """The run's serving host (``serving.host``), or ``None``: the per-request intake time
+    is assumed, or the mean of the served profile's ``intake`` row (one request's intake,
+    batch size 1) as the ``empirical`` noise model reads its percentiles: a resource's
+    load is its mean, not its median."""
+    host = config.serving.host
+    if host is None:
+        return None
+    if host.intake_assumed_ms is not None:
+        return ServingHost(host.intake_assumed_ms / 1e3, host.launch_share)
+    profile = load_profile(profile_path(config.model.profile, base_dir))
+    if host.intake not in profile.models() or INTAKE not in profile.stages(host.intake):
+        raise ConfigError(f"serving.host.intake: {profile.source} has no model {host.intake!r} with an "
+                          f"{INTAKE!r} stage (servesim profile-served measures one for a model that takes requests "
+                          f"in); models: {', '.join(profile.models())}")
+    try:
+        row = profile.rows_for(host.intake, INTAKE, config.model.hardware)[0]
+    except ProfileError as exc:
+        raise ConfigError(f"serving.host.intake: {exc}") from None
+    if row.batch_size != 1:
+        raise ConfigError(f"serving.host.intake: {profile.source}: the {INTAKE!r} rows of {host.intake!r} are per "
+                          f"request (batch size 1); its first is at batch size {row.batch_size}")
+    seconds = Percentiles(row.latency_p50_ms / 1e3, row.latency_p90_ms / 1e3, row.latency_p99_ms / 1e3)
+    return ServingHost(Empirical().mean(seconds), host.launch_share)
+
+
 @dataclass
 class Prepared:
     """Everything one run is made of before it is served, by the simulator or for real."""
@@ -176,6 +204,7 @@ class Prepared:
     exits: Optional[ExitSetup]
     source_rows: Optional[np.ndarray]
     noise_rng: np.random.Generator
+    host: Optional[ServingHost] = None
 
 
 def prepare(config: ExperimentConfig, base_dir: Path) -> Prepared:
@@ -193,7 +222,7 @@ def prepare(config: ExperimentConfig, base_dir: Path) -> Prepared:
     serving = config.serving
     return Prepared(trace, cost_model, serving.batching.build(cost_model, config.slo_ms),
                     serving.router.build(np.random.default_rng(router_seed)), exits, source_rows,
-                    np.random.default_rng(noise_seed))
+                    np.random.default_rng(noise_seed), build_host(config, base_dir))
 
 
 def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
@@ -205,7 +234,7 @@ def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
         run.trace, run.cost_model, run.batcher, replicas=serving.replicas, router=run.router,
         shared_queue=run.router is None,
         drop_after=None if serving.drop_after_ms is None else serving.drop_after_ms / 1e3,
-        rng=run.noise_rng, progress=progress, exits=run.exits)
+        rng=run.noise_rng, progress=progress, exits=run.exits, host=run.host)
     return results, run.trace, None if run.exits is None else run.exits.policy
 
 
@@ -271,7 +300,7 @@ def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -
         "requests": s.get("requests"), "completed": s.get("completed"),
         "latency_p25_ms": lat.get("p25"), "latency_p50_ms": lat.get("p50"), "latency_p90_ms": lat.get("p90"),
         "latency_p95_ms": lat.get("p95"), "latency_p99_ms": lat.get("p99"), "latency_mean_ms": lat.get("mean"),
-        "throughput_rps": s.get("throughput_rps"), "dropped": s.get("dropped"),
+        "throughput_rps": s.get("throughput_rps"), "overloaded": s.get("overloaded"), "dropped": s.get("dropped"),
         "rejected": s.get("rejected"), "slo_violation_rate": s.get("slo_violation_rate"),
         "accuracy": s.get("accuracy"), "agreement": s.get("agreement"),
         "mean_stages_paid": (s.get("exits") or {}).get("mean_stages_paid"),

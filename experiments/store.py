@@ -43,7 +43,7 @@ OPTIONAL = (CONTROLLER, TIMESERIES, PLANS, ERROR)
 SUMMARY_COLUMNS = (
     "requests", "completed", "latency_p25_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
     "latency_p99_ms", "latency_mean_ms",
-    "throughput_rps", "dropped", "rejected", "slo_violation_rate", "accuracy", "agreement",
+    "throughput_rps", "overloaded", "dropped", "rejected", "slo_violation_rate", "accuracy", "agreement",
     "mean_stages_paid", "cost", "cost_busy_s", "utilisation", "mean_batch_items", "out_of_range_lookups",
     "interpolated_batches", "error",
 )

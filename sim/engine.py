@@ -22,6 +22,7 @@ from traces.trace import Trace
 from .dispatcher import Dispatcher
 from .errors import SimulationError
 from .exits import ExitRun, ExitSetup
+from .host import ServingHost
 from .queue import RequestQueue
 from .records import COMPLETED, RequestLog, RequestTable, Results
 from .worker import Worker
@@ -30,7 +31,7 @@ from .worker import Worker
 def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=None,
              shared_queue: bool = False, drop_after: Optional[float] = None, rng: Optional[np.random.Generator] = None,
              progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True,
-             exits: Optional[ExitSetup] = None) -> Results:
+             exits: Optional[ExitSetup] = None, host: Optional[ServingHost] = None) -> Results:
     """Serve ``trace`` with ``replicas`` workers, each batching with ``batcher``.
 
     ``cost_model`` supplies service times (``cost_model.sampler(rng)``); ``router``
@@ -44,11 +45,17 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
     :mod:`sim.exits`): ``cost_model`` is then only asked for ``batch_latency`` (by
     deadline-aware batchers); segments are costed by ``exits.costs``, each request
     leaves at its own exit, and the table gains the exit columns.
+
+    ``host`` makes the serving host a resource that launches batches and takes requests
+    in (:mod:`sim.host`): batches stretch by the intake of what arrives while the host
+    launches them. It models one server process, so it needs one replica.
     """
     if replicas < 1 or int(replicas) != replicas:
         raise ValueError(f"replicas must be a whole number >= 1, got {replicas!r}")
     if drop_after is not None and not drop_after > 0:
         raise ValueError(f"drop_after must be > 0 seconds, got {drop_after!r}")
+    if host is not None and replicas != 1:
+        raise ValueError(f"a serving host models one server process with one worker; got replicas={replicas!r}")
     rng = rng if rng is not None else np.random.default_rng(0)
     sizes = trace.columns.get("size")
     if exits is not None:
@@ -60,7 +67,8 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
     env = simpy.Environment()
     dispatcher = Dispatcher(env, log, router if router is not None else JoinShortestQueue(),
                             batcher.max_batch, progress)
-    execute = None if exits is None else ExitRun(exits, rng)
+    host_clock = None if host is None else host.clock(trace.times)
+    execute = None if exits is None else ExitRun(exits, rng, host_clock)
     service_time = cost_model.sampler(rng) if exits is None else None
     if getattr(batcher, "allowed_sizes", ()):  # TF-Serving pads a batch up to an allowed size, and pays for it
         if exits is not None:
@@ -69,7 +77,8 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
         service_time = lambda items: unpadded(padded(items))  # noqa: E731
     queues = [RequestQueue(i) for i in range(1 if shared_queue else int(replicas))]
     workers = [Worker(i, queues[0 if shared_queue else i], env, dispatcher, batcher,
-                      service_time, log, drop_after, fast_forward, execute)
+                      service_time, log, drop_after, fast_forward, execute,
+                      host=host_clock if exits is None else None)
                for i in range(int(replicas))]
     dispatcher.attach(queues, workers)
     finished = env.all_of([env.process(worker.run()) for worker in workers])
@@ -104,6 +113,7 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
         out_of_range=dict(getattr(cost_model if exits is None else exits.costs, "out_of_range_requests", {}) or {}),
         interpolated=_interpolated(cost_model, tables) if exits is None else {},
         exit_names=() if exits is None else tuple(exits.costs.model.exit_names),
+        host_busy_s=None if host_clock is None else host_clock.busy,
     )
 
 

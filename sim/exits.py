@@ -82,8 +82,9 @@ class ExitRun:
     been given yet, and per-request outcome arrays that become the table's exit columns.
     Called by a worker as ``done = run(now, members)``."""
 
-    def __init__(self, setup: ExitSetup, rng: np.random.Generator):
+    def __init__(self, setup: ExitSetup, rng: np.random.Generator, host=None):
         table = setup.table
+        self.host_clock = host  # a serving host (sim.host.HostClock) that stretches each batch
         self.samplers = setup.costs.samplers(rng)
         self.host = setup.costs.host_samplers(rng)
         self.scale = setup.costs.batch_scale(rng)
@@ -142,10 +143,20 @@ class ExitRun:
                 running = running[~stop]
             if not running.size and self.saving:
                 break
+        if self.host_clock is not None:
+            t = self._stretch(now, ids, t)
         if self.learns:
             self._pending_feedback(t, active, seen, exit_stage)
         self._free_at[replica] = t
         return t
+
+    def _stretch(self, now: float, ids: np.ndarray, done: float) -> float:
+        """The batch's answers and end as the serving host delays them: each moment of
+        the batch as played on an idle host, mapped by :meth:`sim.host.HostClock.finish_times`."""
+        spans, where = np.unique(np.append(self.finish[ids], done) - now, return_inverse=True)
+        moved = self.host_clock.finish_times(now, spans)[where]
+        self.finish[ids] = moved[:-1]
+        return float(moved[-1])
 
     def _active(self) -> np.ndarray:
         active = self.policy.active_exits()

@@ -15,6 +15,8 @@ from .records import COMPLETED, DROPPED, REJECTED, Results
 
 
 PERCENTILES = (25, 50, 90, 95, 99)
+GROWTH = 0.01  # overloaded: the backlog grew by more than this share of the second half's arrivals...
+ABOVE_FIRST_HALF = 1.5  # ...and ends above this many times the first half's largest backlog
 
 
 def _latency_ms(latency: np.ndarray) -> dict:
@@ -69,6 +71,9 @@ def summarize(results: Results, slo: Optional[float] = None, warmup: float = 0.0
             "provisioned_accelerator_s": round(provisioned, 6),
             "busy_accelerator_s": round(busy, 6),
             "utilisation": round(busy / provisioned, 6) if provisioned > 0 else None,
+            # with a serving host (sim.host): the share of the run its host spent taking requests in and launching
+            **({} if results.host_busy_s is None or not results.end_time
+               else {"host_utilisation": round(results.host_busy_s / results.end_time, 6)}),
         },
         "batches": results.batches,
         "mean_batch_items": (round(float(req.size.sum(where=req.status == COMPLETED if skip else done))
@@ -76,6 +81,7 @@ def summarize(results: Results, slo: Optional[float] = None, warmup: float = 0.0
         "replicas": results.replicas,
         "duration_s": round(results.end_time, 6),
         "rejections": dict(results.rejections),
+        **_keeping_up(arrival, finish),
         # look-ups of a batch size the profile does not cover, per "stage@batch size"
         "profile_out_of_range": {f"{stage}@{size}": count
                                  for (stage, size), count in sorted(results.out_of_range.items())},
@@ -88,6 +94,33 @@ def summarize(results: Results, slo: Optional[float] = None, warmup: float = 0.0
     if req.exits:
         summary.update(_exit_summary({k: v[skip:] for k, v in req.exits.items()}, done, results.exit_names))
     return summary
+
+
+def _keeping_up(arrival: np.ndarray, finish: np.ndarray) -> dict:
+    """Whether the server kept up with its arrivals, from its backlog: the requests that
+    have arrived and are not yet done with (answered, dropped or rejected), halfway
+    through the (measured) arrivals and at the last one. A server that keeps up has a
+    backlog that comes and goes; one that fell behind for good has a backlog that grows
+    with time, so that at the end it is well above anything the first half saw.
+
+    ``overloaded``: the backlog grew over the second half by more than
+    :data:`GROWTH` of the requests that arrived in it, and ends above
+    :data:`ABOVE_FIRST_HALF` times the largest backlog of the first half. Unlike a
+    latency threshold it needs no SLO; unlike utilisation it tells a busy server from a
+    drowning one, even one that falls behind by a few percent of its load.
+    """
+    n = arrival.size
+    if n < 2:
+        return {"backlog_mid": None, "backlog_end": None, "overloaded": None}
+    gone = np.sort(finish[np.isfinite(finish)])
+    mid, end = (arrival[0] + arrival[-1]) / 2, arrival[-1]
+    half = int(np.searchsorted(arrival, mid, side="right"))
+    first = np.arange(1, half + 1) - np.searchsorted(gone, arrival[:half], side="right")
+    backlog_mid = int(half - np.searchsorted(gone, mid, side="right"))
+    backlog_end = int(n - np.searchsorted(gone, end, side="right"))
+    overloaded = (backlog_end - backlog_mid > GROWTH * (n - half)
+                  and backlog_end > ABOVE_FIRST_HALF * (first.max() if first.size else 0))
+    return {"backlog_mid": backlog_mid, "backlog_end": backlog_end, "overloaded": bool(overloaded)}
 
 
 def _exit_summary(exits: dict, done: np.ndarray, names: tuple[str, ...]) -> dict:
@@ -142,6 +175,7 @@ def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> d
         "dropped": int((results.status == DROPPED).sum()),
         "rejected": 0,
         "throughput_rps": round(float(done.sum()) / duration, 6) if duration > 0 else None,
+        **_keeping_up(results.arrival, results.finish),
         "latency_ms": _latency_ms(latency),
         "slo_ms": None if slo is None else slo * 1e3,
         "slo_violation_rate": violations,

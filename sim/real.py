@@ -7,8 +7,9 @@ by stage, and reads real confidences from its real ramp heads. It writes the sam
 per-request :class:`~sim.records.Results`, so every summary, plot and comparison works
 on both.
 
-One worker, one loop, no threads: the loop admits every arrival whose time has come,
-asks the batching policy, and either runs a batch or sleeps until the next arrival or the
+One worker, one loop, no threads: the loop admits every arrival whose time has come
+(taking each in, where the model has an ``intake``: the host's per-request work), asks
+the batching policy, and either runs a batch or sleeps until the next arrival or the
 policy's timer (sleeping coarsely, then spinning for the last stretch, since a sleep can
 overshoot by a scheduler tick). Times are seconds since the replay started, on
 ``time.perf_counter``.
@@ -23,6 +24,7 @@ early, so its final answer comes from that table; the policy never sees it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import time
 from collections import deque
@@ -49,13 +51,17 @@ class StagedModel:
     next; ``heads[i]`` maps stage i's output to class probabilities (a numpy array
     ``(b, classes)``) — for the last exit, the model's own output; ``select(x, keep)``
     keeps the rows of the running activations where ``keep`` is true; a batch runs inside
-    one ``session()`` (e.g. ``torch.inference_mode``), entered once, not per call."""
+    one ``session()`` (e.g. ``torch.inference_mode``), entered once, not per call.
+    ``intake(row)``, where given, is the host's work to take one request in (parse its
+    body into the input ``batch`` reads), done as each request is admitted, on the same
+    thread that runs the batches, as a one-process server does."""
 
     batch: Callable[[np.ndarray], object]
     stages: Sequence[Callable[[object], object]]
     heads: Sequence[Callable[[object], np.ndarray]]
     select: Callable[[object, np.ndarray], object] = lambda x, keep: x[keep]
     session: Callable[[], ContextManager] = contextlib.nullcontext
+    intake: Optional[Callable[[int], None]] = None
 
     @property
     def n_exits(self) -> int:
@@ -123,24 +129,56 @@ def _replay(times: np.ndarray, samples: np.ndarray, model: StagedModel, batcher,
             gc.enable()
 
 
+class _Admission:
+    """The serving loop's intake: the queue, and how many arrivals have been admitted.
+
+    ``admit()`` puts every arrival whose time has come in the queue. Where the model has
+    an ``intake``, each is first taken in (its body parsed) on this thread, and the batch
+    being run polls between its calls, as a one-process server that stays responsive does
+    (an asyncio server awaiting between stages, or threads sharing the interpreter lock):
+    the intake of what arrives during a batch is done *during* it and stretches it —
+    what :mod:`sim.host` models with ``launch_share`` 1."""
+
+    def __init__(self, times: np.ndarray, samples: np.ndarray, intake: Optional[Callable[[int], None]], clock):
+        self.times, self.samples, self.intake, self.clock = times, samples, intake, clock
+        self.queue: deque[int] = deque()
+        self.admitted = 0
+        self.n = times.size
+
+    def admit(self) -> None:
+        times, n, queue, intake = self.times, self.n, self.queue, self.intake
+        k = self.admitted
+        now = self.clock.now()
+        while k < n and times[k] <= now:
+            if intake is not None:
+                intake(self.samples[k])
+                now = self.clock.now()
+            queue.append(k)
+            k += 1
+        self.admitted = k
+
+    def poll(self) -> None:
+        """Between a batch's calls: admit what has arrived, if taking it in is work."""
+        if self.intake is not None and self.admitted < self.n and self.times[self.admitted] <= self.clock.now():
+            self.admit()
+
+
 def _serve(times: np.ndarray, samples: np.ndarray, model: StagedModel, batcher, policy: ExitPolicy, saving: bool,
            drop_after: Optional[float], clock: _Clock) -> tuple["_Outcome", list[tuple[float, float]]]:
     n = times.size
     out = _Outcome(n, model.n_exits)
-    queue: deque[int] = deque()
-    admitted = 0
+    admission = _Admission(times, samples, model.intake, clock)
+    queue = admission.queue
     batches: list[tuple[float, float]] = []
     free_since = NEVER_BUSY  # when the last batch finished (some batchers time from it)
     while True:
+        admission.admit()
         now = clock.now()
-        while admitted < n and times[admitted] <= now:
-            queue.append(admitted)
-            admitted += 1
         if drop_after is not None:
             while queue and times[queue[0]] < now - drop_after:
                 k = queue.popleft()
                 out.drop(k, times[k] + drop_after)
-        draining = admitted == n
+        draining = admission.admitted == n
         if queue:
             limit, wake_at = batcher.decide(now, len(queue), times[queue[0]], draining, free_since)
         elif draining:
@@ -148,6 +186,7 @@ def _serve(times: np.ndarray, samples: np.ndarray, model: StagedModel, batcher, 
         else:
             limit, wake_at = 0, None
         if limit == 0:
+            admitted = admission.admitted
             until = min(times[admitted] if admitted < n else np.inf, np.inf if wake_at is None else wake_at)
             if not np.isfinite(until):
                 raise SimulationError(f"{type(batcher).__name__} leaves {len(queue)} request(s) waiting "
@@ -155,14 +194,20 @@ def _serve(times: np.ndarray, samples: np.ndarray, model: StagedModel, batcher, 
             clock.wait_until(until)
             continue
         members = np.array([queue.popleft() for _ in range(min(limit, len(queue)))], dtype=np.int64)
-        done = free_since = _run_batch(model, policy, saving, members, samples, now, clock, out)
+        done = free_since = _run_batch(model, policy, saving, members, samples, now, clock, out,
+                                       _nothing if model.intake is None else admission.poll)
         batches.append((now, done))
     return out, batches
 
 
+def _nothing() -> None:
+    """What a batch polls where taking requests in costs nothing: they wait for the loop."""
+
+
 def _run_batch(model: StagedModel, policy: ExitPolicy, saving: bool, members: np.ndarray, samples: np.ndarray,
-               start: float, clock: _Clock, out: "_Outcome") -> float:
-    """One batch through the model, exit by exit; returns when it finished.
+               start: float, clock: _Clock, out: "_Outcome", poll: Callable[[], None] = _nothing) -> float:
+    """One batch through the model, exit by exit; returns when it finished. ``poll()``
+    is called after each stage and each head (see :class:`_Admission`).
 
     Kept thin on purpose: every microsecond spent here is host time that the simulator
     has to model (as the measured ``executor`` rows of a host profile), so the batch
@@ -178,9 +223,11 @@ def _run_batch(model: StagedModel, policy: ExitPolicy, saving: bool, members: np
         x = model.batch(samples[members])
         for i, (stage, head) in enumerate(zip(model.stages, model.heads)):
             x = stage(x)
+            poll()
             # the rows of x: those still running (compute_saving), or the whole batch (latency_only)
             rows = slice(None) if whole or not saving else running
             confidence[rows, i], prediction[rows, i], entropy[rows, i] = _read(head(x))
+            poll()
             if not running.size:  # latency_only: the batch runs on though everyone has its answer
                 continue
             cols = np.s_[:, : i + 1] if whole else np.s_[running, : i + 1]
@@ -298,6 +345,8 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
       reading it, the decision, the answers);
     * ``("all_left", -1, b)``: from the return of a ramp head where everyone left to the
       batch's last answer (the decision and the answers only);
+    * ``("intake", -1, 1)``: where the model has an ``intake``, each request's, the time
+      the host took to take it in (left out of whichever gap above it fell in);
     * ``("total", -1, b)``: a never-exiting batch's whole time, arrival to last answer,
       in a third replay of the model *unwrapped*: how its calls vary *together* (a slow
       batch is slow throughout), which the parts' own spreads, taken one by one, cannot
@@ -342,7 +391,9 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
 
     served = StagedModel(batch=model.batch, stages=[timed("stage", i, f) for i, f in enumerate(model.stages)],
                          heads=[timed("head", i, f) for i, f in enumerate(model.heads)], select=model.select,
-                         session=model.session)
+                         session=model.session, intake=None if model.intake is None else timed("intake", -1, model.intake))
+    # ``total`` is the batch alone: a request's intake is the host's, measured apart
+    bare = dataclasses.replace(model, intake=None)
     # How far apart bursts go: each size's batch time, timed on the model unwrapped.
     probe = _Outcome(samples.size, model.n_exits)
     took = {}
@@ -350,6 +401,8 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
         members, spans = rng.choice(samples.size, size=b, replace=b > samples.size), []
         for _ in range(20):
             begin = clock.now()
+            for row in samples[members] if model.intake is not None else ():  # a burst is taken in first
+                model.intake(row)
             _run_batch(model, NeverExit(), True, members, samples, begin, clock, probe)
             spans.append(clock.now() - begin)
         took[b] = 1.2 * float(np.median(spans))
@@ -357,7 +410,7 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
     # Instrumented: both replays, every call timed. Plain: never exiting, the model
     # unwrapped, for the whole batches alone (the timing wrappers themselves cost a few
     # microseconds a call, some 5% of a small batch, which ``total`` must not include).
-    for policy, model_k in ((NeverExit(), served), (_Thinning(leave, rng), served), (NeverExit(), model)):
+    for policy, model_k in ((NeverExit(), served), (_Thinning(leave, rng), served), (NeverExit(), bare)):
         # Each size in a run of RUN bursts, the runs in a fresh order each round: served
         # traffic changes batch size now and then, not at every batch, and a call at a
         # size other than its last costs more (shapes are looked up anew).
@@ -380,7 +433,7 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
         out, _ = _replay(times, rng.choice(samples, size=times.size), model_k, DynamicBatcher(max(sizes)), policy,
                          True, None, clock)
         bursts = _clean_bursts(out, starts, order, busy, warmup * len(sizes) * RUN)
-        if model_k is model:
+        if model_k is bare:
             for _, arrival, ids, _, end, _ in bursts:  # all idle: no busy bursts in this replay
                 found.setdefault(("total", -1, ids.stop - ids.start), []).append(end - arrival)
         else:
@@ -412,9 +465,21 @@ def _clean_bursts(out: "_Outcome", starts: np.ndarray, order: list[int], busy: n
 def _collect(found: dict, calls: list, bursts: list, exit_stage: np.ndarray, last: int) -> None:
     """Add the parts of one instrumented replay's clean ``bursts`` (see
     :func:`measure_served`) to ``found``; ``exit_stage`` (per request) tells how many of
-    a batch were still running at each call."""
+    a batch were still running at each call. Intake calls (``intake``, where the model
+    takes requests in) are host time of their own: each is one ``("intake", -1, 1)``
+    sample, and is not counted again in the gap (``batch``, ``exit``, ...) it falls in."""
+    taken = np.array([(begin, done) for kind, _, begin, done in calls if kind == "intake"]).reshape(-1, 2)
+    if taken.size and bursts:  # those of the measured bursts, not of the warm-up's
+        found.setdefault(("intake", -1, 1), []).extend((taken[:, 1] - taken[:, 0])[taken[:, 0] >= bursts[0][1]])
+    taken_before = np.concatenate(([0.0], np.cumsum(taken[:, 1] - taken[:, 0])))  # intake time before each call
+
+    def gap(t0: float, t1: float) -> float:
+        """From ``t0`` to ``t1``, less the intake done in between."""
+        lo, hi = np.searchsorted(taken[:, 0], [t0, t1])
+        return t1 - t0 - float(taken_before[hi] - taken_before[lo])
+
     groups: dict[float, list] = {}  # a batch's calls, by the time its first stage began
-    for call in calls:
+    for call in (c for c in calls if c[0] != "intake"):
         if call[0] == "stage" and call[1] == 0:
             group = groups.setdefault(call[2], [])
         group.append(call)
@@ -425,21 +490,18 @@ def _collect(found: dict, calls: list, bursts: list, exit_stage: np.ndarray, las
         exits = exit_stage[ids]
         running = [int((exits >= i).sum()) for i in range(last + 2)]  # at exit i; none after the last
         b = running[0]
-        if busy:
-            parts = [(("turnaround", -1, b), group[0][2] - previous)]
-        else:
-            parts = [(("batch", -1, b), group[0][2] - arrival)]
+        parts = [(("turnaround" if busy else "batch", -1, b), gap(previous if busy else arrival, group[0][2]))]
         for c, (kind, i, begin, done) in enumerate(group):
             n = running[i]
             if kind == "stage":
                 parts.append((("stage", i, n), done - begin))
             elif i == last:  # the final exit's head hands over the model's output: host work
-                parts.append((("final", -1, n), end - group[c - 1][3]))
+                parts.append((("final", -1, n), gap(group[c - 1][3], end)))
             else:
                 parts.append((("head", i, n), done - begin))
                 if not running[i + 1]:  # everyone left at this ramp
-                    parts.append((("all_left", -1, n), end - done))
+                    parts.append((("all_left", -1, n), gap(done, end)))
                 else:
-                    parts.append((("leave" if running[i + 1] < n else "exit", -1, n), group[c + 1][2] - done))
+                    parts.append((("leave" if running[i + 1] < n else "exit", -1, n), gap(done, group[c + 1][2])))
         for key, seconds in parts:
             found.setdefault(key, []).append(seconds)

@@ -8,6 +8,7 @@ request. Summaries and plots are computed from these columns only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -231,3 +232,4 @@ class Results:
     out_of_range: dict = field(default_factory=dict)
     interpolated: dict = field(default_factory=dict)  # batch size -> (batches, estimated error), see sim.engine
     exit_names: tuple[str, ...] = ()  # a model with exits: their names, in order
+    host_busy_s: Optional[float] = None  # with a serving host (sim.host): its seconds of intake and launches

@@ -43,7 +43,8 @@ from .records import DROPPED
 class Worker:
     def __init__(self, index: int, queue: RequestQueue, env, dispatcher, batcher,
                  service_time: Callable[[int], float], log, drop_after: Optional[float],
-                 fast_forward: bool = True, execute: Optional[Callable[[float, list, int], float]] = None):
+                 fast_forward: bool = True, execute: Optional[Callable[[float, list, int], float]] = None,
+                 host=None):
         self.index = index
         self.queue = queue
         self.env = env
@@ -55,6 +56,8 @@ class Worker:
         self.fast_forward = fast_forward
         # A model with exits: ``execute(now, members, replica) -> done`` plays the batch (sim.exits)
         self.execute = execute
+        # A serving host (sim.host.HostClock) that stretches batches by its intake work
+        self.host = host
         self.wake = None  # the event this worker waits on, while it waits
         self._timer_at: Optional[float] = None
 
@@ -117,6 +120,7 @@ class Worker:
         decide = self.batcher.decide
         service_time = self.service_time
         execute = self.execute
+        host = self.host
         log = self.log
         arrival, size_of, batch_col = log.arrival, log.size, log.batch
         log_batch = log.batches[self.index].extend
@@ -182,6 +186,8 @@ class Worker:
                     for _ in range(m):
                         batch_col[popleft()] = b
                 done = now + service_time(items)
+                if host is not None:
+                    done = host.finish(now, done - now)
             elif execute is not None:  # exits: requests leave at their own times
                 members = [popleft() for _ in range(min(limit, len(queue)))]
                 for k in members:
@@ -200,6 +206,8 @@ class Worker:
                     m += 1
                 shared.queued_items -= items
                 done = now + service_time(items)
+                if host is not None:
+                    done = host.finish(now, done - now)
             log_batch((now, done, items))
             if done >= horizon:
                 yield env.timeout(done - env.now)

@@ -110,6 +110,7 @@ HOST_STAGES = ("batch", "exit", "leave", "final")
 TOTAL = "total"  # a host model's optional stage: whole never-exiting batches, for PerBatch noise
 TURNAROUND = "turnaround"  # optional: a busy server's time from one batch's last answer to the next's first stage
 ALL_LEFT = "all_left"  # optional: after a ramp where everyone left (``final`` where absent)
+INTAKE = "intake"  # optional: taking a burst of b requests in, read by a serving host (sim.host), not by segments
 
 
 @dataclass(frozen=True)

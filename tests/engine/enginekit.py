@@ -56,6 +56,20 @@ def poisson_trace(rate: float, n: int, seed: int, sizes: Optional[np.ndarray] = 
     return Trace(times, columns=columns, source=f"poisson(rate={rate:g}, n={n}, seed={seed})")
 
 
+class VirtualClock:
+    """The real executor's clock (``sim.real._Clock``), made virtual: a wait jumps to its
+    time, and a stub model's calls move time on by what they stand for."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def wait_until(self, t: float) -> None:
+        self.t = max(self.t, t)
+
+
 # ---------------------------------------------------------------- queueing theory
 
 def mm1_wq(lam: float, mu: float) -> float:

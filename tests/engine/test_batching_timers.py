@@ -12,7 +12,7 @@ from sim import simulate
 from sim.real import StagedModel, _serve, execute
 from traces.trace import Trace
 
-from enginekit import make_cost
+from enginekit import VirtualClock, make_cost
 
 
 def _one_worker(arrivals_ms, batcher, service_ms=10.0):
@@ -50,24 +50,10 @@ def test_engine_replays_preferred_sizes_by_hand():
     assert served == {0: (2.0, [0]), 1: (12.0, [1, 2]), 2: (12.0, [1, 2]), 3: (22.0, [3, 4]), 4: (22.0, [3, 4])}
 
 
-class _VirtualClock:
-    """The real executor's clock, made virtual: a wait jumps to its time, and the stub
-    model's stage moves time on by one batch's service."""
-
-    def __init__(self):
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def wait_until(self, t: float) -> None:
-        self.t = max(self.t, t)
-
-
 def _real_loop(arrivals_ms, batcher, service_ms=10.0):
     """The real executor's serving loop (sim.real._serve) on a virtual clock and a
     one-stage stub model: {request id: (batch start in ms, the ids of its batch)}."""
-    clock = _VirtualClock()
+    clock = VirtualClock()
 
     def stage(x):
         clock.t += service_ms / 1e3

@@ -156,8 +156,9 @@ def test_measure_served_finds_the_stage_time_and_every_host_part():
 
 
 def test_measure_served_draws_burst_sizes_in_the_given_mix():
-    found = measure_served(spinning_model(), np.arange(20), [1, 3], repeats=8, warmup=1, mix=[3, 1])
+    found = measure_served(spinning_model(), np.arange(20), [1, 3], repeats=24, warmup=1, mix=[3, 1])
     # 0.9 * 3/4 + 0.05 = 0.725 of the bursts are of 1: whole batches of 1 far outnumber those of 3
+    # (2.6 times as many drawn; a loaded machine spoils more bursts of 1, which leave less slack)
     assert found[("total", -1, 1)].size > 1.5 * found[("total", -1, 3)].size
     with pytest.raises(ValueError, match="mix must be one non-negative weight per batch size"):
         measure_served(spinning_model(), np.arange(20), [1, 3], repeats=1, warmup=0, mix=[1])

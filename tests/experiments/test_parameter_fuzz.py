@@ -1,5 +1,5 @@
-"""Every numeric parameter of every batching policy, exit policy, load predictor and
-adapter, fuzzed (issue 21): zero, negative, a fraction where a whole number is meant,
+"""Every numeric parameter of every batching policy, the serving host, exit policy, load
+predictor and adapter, fuzzed (issue 21): zero, negative, a fraction where a whole number is meant,
 NaN, ±infinity, huge, and the wrong type. Routers have no numeric parameter.
 
 Each case is one value at one key path of a small working experiment. What must happen
@@ -141,6 +141,9 @@ MEANINGS = {
         "deadline": {"max_batch": BATCH, "slo_ms": POSITIVE},
         "fixed": {"batch_size": BATCH},
     },
+    "serving host": {  # one server process: one replica
+        "assumed": {"intake_assumed_ms": Range(low=0, high=1e3), "launch_share": UNIT},
+    },
     "exit policy": {
         "apparate": {"accuracy_budget": BUDGET_FRACTION, "ramp_budget": NON_NEGATIVE, "max_ramps": COUNT,
                      "tuning_window": REQUESTS, "adjustment_window": REQUESTS, "adjustment_period": REQUESTS,
@@ -199,6 +202,10 @@ def _place(family: str, entry: str, param: str, value) -> tuple[dict, str]:
     if family == "batching":
         config, path = json.loads(json.dumps(SINGLE)), "serving.batching"
         config["serving"]["batching"] = {**BATCHING[entry], param: value}
+    elif family == "serving host":
+        config, path = json.loads(json.dumps(SINGLE)), "serving.host"
+        config["serving"]["replicas"] = 1
+        config["serving"]["host"] = {"intake_assumed_ms": 0.1, "launch_share": 1.0, param: value}
     elif family == "exit policy":
         config, path = json.loads(json.dumps(EXITS)), "exits.policy"
         config["exits"]["policy"] = {**EXIT_POLICIES[entry], param: value}
