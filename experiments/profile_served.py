@@ -17,8 +17,17 @@ both, with :func:`sim.real.measure_served`, per batch size:
   (``digits_torch_ee_json``), ``intake``, one request's, which ``serving.host.intake``
   charges on the serving host (:mod:`sim.host`).
 
+Any early-exit network of :mod:`workloads.torch_models` (ResNet, VGG, BERT builders,
+random weights) can be served too, on the CPU or a GPU (``--device``, ``--dtype``,
+``--input-size``): exits are decided at random, so what is measured is what each exit costs
+where the executor spends it — on a GPU the ``head`` rows hold the device
+synchronisation and the copy that reading a ramp needs, and the ``leave`` rows the
+gather of the rows that go on — whatever the network's accuracy.
+
     servesim profile-served --model digits_torch_ee \\
         --out workloads/profiles/cpu_digits_torch_ee_served.csv
+    servesim profile-served --model resnet18_ee --input-size 64 --batch-sizes 1,2,4,8 --repeats 20 \\
+        --out runs/served/cpu_resnet18_ee_served.csv
 """
 
 from __future__ import annotations
@@ -35,12 +44,15 @@ from sim.real import RUN, measure_served
 from workloads.exits import ALL_LEFT, HOST_STAGES, INTAKE, TOTAL, TURNAROUND
 from workloads.profile import Profile
 from workloads.profiler_cpu import cpu_metadata
+from workloads.profiler_torch import DTYPES, cuda_math, hardware_name
+from workloads.torch_models import MODELS
 
-from .real_models import REAL_MODELS, RealModel, warm_up
+from .real_models import REAL_MODELS, RealModel, served_network, warm_up
 
 BATCH_SIZES = (1, 2, 3, 4, 5, 6, 7, 8)
 TIMING = ('served: sim.real.measure_served: bursts of b simultaneous requests, each its own batch, replayed by '
-          'the real executor, once never exiting and once with each request leaving at each ramp with '
+          'the real executor (host wall clock: on a GPU a stage is its launch, a head its launch, synchronisation '
+          'and copy to the host), once never exiting and once with each request leaving at each ramp with '
           'probability 1/3 (all together with probability 0.15); each stage and head call timed on the '
           "executor's clock where it is made; host rows are the gaps: batch = arrival to first stage, exit = a "
           "ramp head's return to the next stage when nobody left, leave = the same when some left, final = the "
@@ -58,39 +70,57 @@ def host_model(model: str) -> str:
 
 
 def profile_served(name: str, batch_sizes=BATCH_SIZES, repeats: int = 100, warmup: int = 10,
-                   threads: int = 1, seed: int = 0) -> Profile:
-    """Measure the served profile of real model ``name`` (a key of REAL_MODELS) on every
-    row of its inputs; p50/p90/p99 over ``repeats`` batches per size."""
-    real = REAL_MODELS[name](None, threads)
+                   threads: int = 1, seed: int = 0, device: str = "cpu", dtype: str = "fp32",
+                   size: int | None = None) -> Profile:
+    """Measure the served profile of ``name``: a trained real model (a key of REAL_MODELS,
+    on the CPU, on every row of its inputs) or any early-exit network of
+    workloads.torch_models (:func:`served_network`, on ``device`` in ``dtype``, inputs of
+    ``size``); p50/p90/p99 over ``repeats`` batches per size."""
+    if name in REAL_MODELS:
+        if (device, dtype, size) != ("cpu", "fp32", None):
+            raise ValueError(f"{name} is served as trained: on the CPU, in fp32, at its own input size")
+        real = REAL_MODELS[name](None, threads)
+    else:
+        real = served_network(name, device, dtype, size, threads)
     rows = np.arange(real.rows)
     warm_up(real.staged, rows, max(batch_sizes))
     measured = measure_served(real.staged, rows, batch_sizes, repeats=repeats, warmup=warmup, seed=seed)
     return served_profile(real, measured, f"{repeats} timed rounds of {RUN} bursts per size after {warmup} "
-                                          f"untimed, per replay; rows drawn with seed {seed}")
+                                          f"untimed, per replay; rows drawn with seed {seed}", device, dtype)
 
 
-def served_profile(real: RealModel, measured: dict, repeats: str) -> Profile:
+def served_profile(real: RealModel, measured: dict, repeats: str, device: str = "cpu",
+                   dtype: str = "fp32") -> Profile:
     """The profile of ``measured`` (what :func:`sim.real.measure_served` returns, or
-    several of them pooled by :func:`pool`) for ``real``; ``repeats`` says how it was
-    measured, for the metadata."""
+    several of them pooled by :func:`pool`) for ``real``, served on ``device`` in
+    ``dtype``; ``repeats`` says how it was measured, for the metadata."""
+    dev = torch.device(device)
+    hardware = hardware_name(None, dev, torch.get_num_threads())
     names = {"stage": real.stages, "head": real.heads}
-    table = []
+    table, samples = [], {}
     for (what, i, b), seconds in measured.items():
         model, stage = (real.name, names[what][i]) if what in names else (host_model(real.name), what)
-        p50, p90, p99 = (round(float(v) * 1e3, 4) for v in np.percentile(seconds, [50, 90, 99]))
-        table.append(("cpu", model, stage, b, p50, p90, p99, len(seconds)))
+        ms = np.round(np.asarray(seconds, dtype=np.float64) * 1e3, 4)  # 0.1 us: what the clock resolves, compressible
+        p50, p90, p99 = (round(float(v), 4) for v in np.percentile(ms, [50, 90, 99]))
+        table.append((hardware, model, stage, b, p50, p90, p99, len(ms)))
+        samples[(hardware, model, stage, int(b))] = ms
     model_order = (s for pair in zip(real.stages, (*real.heads, None)) for s in pair if s)
     order = [*model_order, *HOST_STAGES, ALL_LEFT, TURNAROUND, INTAKE, TOTAL]
     table.sort(key=lambda r: (r[3], r[1] != real.name, order.index(r[2])))
     metadata = {
         **cpu_metadata(f"torch {'.'.join(torch.__version__.split('.')[:2])}", torch.get_num_threads()),
+        "dtype": str(DTYPES[dtype]).removeprefix("torch."),
+        "hardware": hardware,
         "model": f"{real.name} as served by sim.real.execute; {host_model(real.name)}: the serving host's own time",
         "timing": TIMING,
         "repeats": f"{repeats}; the repeats column holds the calls each point got",
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-    return Profile.from_rows(table, metadata, source="profile_served")
+    if dev.type == "cuda":
+        metadata["device"] = f"cuda:{hardware}"
+        metadata["cuda"] = cuda_math()
+    return Profile.from_rows(table, metadata, source="profile_served", samples=samples)
 
 
 def pool(*measured: dict) -> dict:
@@ -101,18 +131,32 @@ def pool(*measured: dict) -> dict:
 
 def main(argv: list[str] | None = None, prog: str = "servesim profile-served") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, choices=sorted(REAL_MODELS), help="real model to serve")
-    parser.add_argument("--out", required=True, help="CSV to write")
+    networks = sorted(n for n in MODELS if n.endswith("_ee") and n not in REAL_MODELS)
+    parser.add_argument("--model", required=True, help=f"a trained real model ({', '.join(sorted(REAL_MODELS))}) "
+                                                       f"or an early-exit network, random weights ({', '.join(networks)})")
+    parser.add_argument("--out", required=True, help="CSV to write (and its raw samples, <name>.samples.npz)")
     parser.add_argument("--batch-sizes", type=lambda t: [int(s) for s in t.split(",")], default=list(BATCH_SIZES),
                         help=f"comma-separated (default {','.join(map(str, BATCH_SIZES))})")
     parser.add_argument("--repeats", type=int, default=100, help="timed rounds per replay (default 100)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed rounds per replay (default 10)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (networks only; default cpu)")
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="networks only (default fp32)")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="input size: image side or sequence length (networks only; default the model's)")
     args = parser.parse_args(argv)
-    if min(args.batch_sizes) < 1 or args.repeats < 1 or args.warmup < 0 or args.threads < 1:
-        parser.error("batch sizes, --repeats and --threads must be positive, --warmup >= 0")
+    if min(args.batch_sizes) < 1 or args.repeats < 1 or args.warmup < 0 or args.threads < 1 \
+            or (args.input_size is not None and args.input_size < 1):
+        parser.error("batch sizes, --repeats, --threads and --input-size must be positive, --warmup >= 0")
     started = time.perf_counter()
-    profile = profile_served(args.model, args.batch_sizes, args.repeats, args.warmup, args.threads)
+    try:
+        if args.model not in REAL_MODELS and args.model not in networks:
+            raise ValueError(f"unknown model {args.model!r}; choose from {', '.join(sorted(REAL_MODELS) + networks)}")
+        profile = profile_served(args.model, args.batch_sizes, args.repeats, args.warmup, args.threads,
+                                 device=args.device, dtype=args.dtype, size=args.input_size)
+    except ValueError as exc:  # one line, as servesim's other errors
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     profile.save(args.out)
     print(f"wrote {args.out} ({len(profile.rows)} rows) in {time.perf_counter() - started:.1f} s")
     return 0

@@ -1,9 +1,13 @@
 """The real models ``servesim fidelity`` and ``servesim profile-served`` can serve.
 
-Each builder returns a :class:`RealModel`: the :class:`sim.real.StagedModel` the real
-executor drives, and the names of its stages and ramp heads in the project's profiles
-(taken from the same :mod:`workloads.torch_models` object the profiler times, so a served
-profile and a kernel profile name the same things alike). torch is imported only here,
+:data:`REAL_MODELS` are trained models with behaviour tables, which fidelity runs can
+score; :func:`served_network` serves any early-exit network of
+:mod:`workloads.torch_models` (ResNet, VGG, BERT builders) on the CPU or a GPU, for
+measuring served costs only. Each returns a :class:`RealModel`: the
+:class:`sim.real.StagedModel` the real executor drives, and the names of its stages and
+ramp heads in the project's profiles (taken from the same :mod:`workloads.torch_models`
+object the profiler times, so a served profile and a kernel profile name the same
+things alike). torch is imported only here,
 when a real model is asked for: the simulator runs without it.
 """
 
@@ -84,6 +88,43 @@ def _digits_model(inputs: np.ndarray, threads: int, intake: Optional[Callable[[i
                          heads=heads, select=lambda x, keep: x[torch.from_numpy(keep)],
                          session=torch.inference_mode, intake=intake)
     return RealModel(staged, len(inputs), ee.name, tuple(n for n, _ in ee.blocks), tuple(n for n, _ in ramps))
+
+
+def served_network(name: str, device: str = "cpu", dtype: str = "fp32", size: Optional[int] = None,
+                   threads: int = 1, rows: int = 64) -> RealModel:
+    """An early-exit network of :mod:`workloads.torch_models` (random weights, seeded) as
+    the real executor serves it, for ``servesim profile-served``: ``rows`` distinct random
+    inputs on ``device``, the blocks as stages, and as heads each ramp and the last block
+    read through a softmax copied to the host (``.cpu()``: on a GPU, the device
+    synchronisation an exit needs to read its ramp). The gather of the rows that go on
+    is a boolean index on the device. Its behaviour (who exits where) is not the
+    network's: profile-served decides exits at random, so any architecture's served
+    costs can be measured without trained weights."""
+    import torch  # noqa: PLC0415  (the `real` extra)
+
+    from workloads import torch_models  # noqa: PLC0415
+    from workloads.profiler_torch import DTYPES, resolve_device  # noqa: PLC0415
+
+    dev = resolve_device(device)
+    torch.set_num_threads(threads)
+    ee = torch_models.build(name, size)
+    blocks = [b for b, _ in ee.blocks]
+    if sorted(ee.ramps) != sorted(blocks[:-1]):
+        raise ValueError(f"{name}: the real executor needs a ramp after every block but the last; it has ramps "
+                         f"after {sorted(ee.ramps)} of {blocks}")
+    for module in ee.modules():
+        module.to(dev, DTYPES[dtype])
+    torch.manual_seed(0)
+    inputs = ee.make_input(rows).to(device=dev, dtype=DTYPES[dtype] if ee.float_input else None)
+
+    def probabilities(x):
+        return torch.softmax(x.float(), dim=-1).cpu().numpy()
+
+    heads = [lambda h, ramp=ee.ramps[b][1]: probabilities(ramp(h)) for b in blocks[:-1]] + [probabilities]
+    staged = StagedModel(batch=lambda r: inputs[torch.from_numpy(r).to(dev)], stages=[m for _, m in ee.blocks],
+                         heads=heads, select=lambda x, keep: x[torch.from_numpy(keep).to(dev)],
+                         session=torch.inference_mode)
+    return RealModel(staged, rows, ee.name, tuple(blocks), tuple(ee.ramps[b][0] for b in blocks[:-1]))
 
 
 REAL_MODELS: dict[str, Callable[[Optional[np.ndarray], int], RealModel]] = {

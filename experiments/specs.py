@@ -231,13 +231,26 @@ class EmpiricalNoise(Spec):
 
 
 @NOISE.register
-class PerBatchNoise(Spec):
-    """Stages at their medians, each batch scaled by one factor from the measured spread
-    of whole batches: needs exits.host with a ``total`` stage (a served profile)."""
-    kind: Literal["per_batch"]
+class MeasuredNoise(Spec):
+    """Drawn from each point's raw samples (a profile with a samples sidecar): the
+    measured tail, stalls included, not just three percentiles."""
+    kind: Literal["measured"]
 
     def build(self):
-        return noise.PerBatch()
+        return noise.Measured()
+
+
+@NOISE.register
+class PerBatchNoise(Spec):
+    """Stages at their medians, each batch scaled by one factor from the measured spread
+    of whole batches: needs exits.host with a ``total`` stage (a served profile). The
+    spread is drawn from the raw samples of ``total`` where the profile keeps them
+    (``spread: samples``), else, or with ``spread: percentiles``, from its percentiles."""
+    kind: Literal["per_batch"]
+    spread: Literal[noise.SPREADS] = "samples"
+
+    def build(self):
+        return noise.PerBatch(self.spread)
 
 
 @NOISE.register

@@ -25,13 +25,13 @@ import math
 import sys
 import warnings
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from workloads.model import ModelSpec
 from workloads.noise import Deterministic, Noise, Percentiles, Sampler
-from workloads.profile import Profile, ProfileError, ProfileRow
+from workloads.profile import SAMPLES_SUFFIX, Profile, ProfileError, ProfileRow
 
 OUT_OF_RANGE = ("extrapolate", "clamp", "error")
 # A run reports the batch sizes it interpolated where the profile's own data put the
@@ -79,8 +79,16 @@ class CostModel:
         self._warned: set[tuple[str, int]] = set()
         # Per stage: measured batch sizes (ascending) and their percentiles in seconds.
         self._measured = {
-            stage: _measured(profile.rows_for(model, stage, self.hardware)) for stage in self.stages
+            stage: _measured(profile.rows_for(model, stage, self.hardware), profile.samples) for stage in self.stages
         }
+        if getattr(noise, "needs_samples", False):
+            for stage, (sizes, points) in self._measured.items():
+                if any(p.shape is None for p in points):
+                    b = sizes[[p.shape is None for p in points].index(True)]
+                    raise ProfileError(f"{profile.source}: {type(noise).__name__.lower()} noise draws from raw "
+                                       f"samples, and model {model!r} stage {stage!r} on {self.hardware!r} has none "
+                                       f"at batch size {b} (a profile keeps them in its sidecar, "
+                                       f"<name>{SAMPLES_SUFFIX}, written by servesim's profilers)")
         # Per stage: (lo, hi, table) with table[b] the percentiles for lo <= b <= hi.
         self._tables = {stage: _table(*self._measured[stage]) for stage in self.stages}
         # Batch sizes inside every stage's measured range, and their summed medians.
@@ -251,11 +259,16 @@ def _pick_hardware(profile: Profile, model: str, hardware: str | None) -> str:
     return hardware
 
 
-def _measured(rows: tuple[ProfileRow, ...]) -> tuple[tuple[int, ...], tuple[Percentiles, ...]]:
-    """Measured batch sizes and their percentiles, milliseconds converted to seconds."""
+def _measured(rows: tuple[ProfileRow, ...], samples) -> tuple[tuple[int, ...], tuple[Percentiles, ...]]:
+    """Measured batch sizes and their percentiles, milliseconds converted to seconds,
+    with each point's shape (its raw samples over their median, sorted) where kept."""
+    def shape(r: ProfileRow) -> Optional[tuple[float, ...]]:
+        values = samples.get((r.hardware, r.model, r.stage, r.batch_size))
+        return None if values is None else tuple(np.sort(values / np.median(values)).tolist())
+
     return (
         tuple(r.batch_size for r in rows),
-        tuple(Percentiles(r.latency_p50_ms / 1e3, r.latency_p90_ms / 1e3, r.latency_p99_ms / 1e3)
+        tuple(Percentiles(r.latency_p50_ms / 1e3, r.latency_p90_ms / 1e3, r.latency_p99_ms / 1e3, shape(r))
               for r in rows),
     )
 
@@ -288,7 +301,8 @@ def _table(sizes: tuple[int, ...], measured: tuple[Percentiles, ...]) -> tuple[i
     p50, p90, p99 = (np.interp(b, sizes, [getattr(m, q) for m in measured]) for q in ("p50", "p90", "p99"))
     p90 = np.maximum(p90, p50)
     p99 = np.maximum(p99, p90)
-    return lo, hi, [None] * lo + [Percentiles(*p) for p in zip(p50.tolist(), p90.tolist(), p99.tolist())]
+    shapes = [measured[i].shape for i in np.searchsorted(sizes, b, side="right") - 1]  # the measured size at or below
+    return lo, hi, [None] * lo + [Percentiles(*p) for p in zip(p50.tolist(), p90.tolist(), p99.tolist(), shapes)]
 
 
 def _extrapolate(sizes: tuple[int, ...], measured: tuple[Percentiles, ...], batch_size: int) -> Percentiles:
@@ -304,4 +318,4 @@ def _extrapolate(sizes: tuple[int, ...], measured: tuple[Percentiles, ...], batc
 
     p50 = grow("p50")
     p90 = max(grow("p90"), p50)
-    return Percentiles(p50, p90, max(grow("p99"), p90))
+    return Percentiles(p50, p90, max(grow("p99"), p90), last.shape)

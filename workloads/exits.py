@@ -26,7 +26,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from workloads.cost_model import CostModel
-from workloads.noise import Deterministic, Empirical, Noise, PerBatch, Sampler
+from workloads.noise import Deterministic, Empirical, Measured, Noise, PerBatch, Sampler
 from workloads.profile import Profile, ProfileError
 
 KINDS = ("early_exit", "cascade")
@@ -214,8 +214,11 @@ class SegmentCosts:
             if host is None or TOTAL not in profile.stages(host):
                 raise ProfileError(f"{profile.source}: per_batch noise scales each batch by the measured spread of "
                                    f"whole batches: it needs a host model with a {TOTAL!r} stage (a served profile)")
-            self.total = CostModel(profile, host, hardware=hardware, noise=Empirical(), out_of_range=out_of_range,
-                                   stages=(TOTAL,))
+            kept = noise.spread == "samples" and all(
+                (r.hardware, r.model, r.stage, r.batch_size) in profile.samples
+                for r in profile.rows_for(host, TOTAL, hardware))
+            self.total = CostModel(profile, host, hardware=hardware, noise=Measured() if kept else Empirical(),
+                                   out_of_range=out_of_range, stages=(TOTAL,))
         self.max_profiled_batch = min(c.max_profiled_batch for c in (*self._all, *([self.total] if self.total else [])))
 
     def samplers(self, rng: np.random.Generator) -> list[tuple[Sampler, Optional[Sampler]]]:

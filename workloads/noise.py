@@ -4,6 +4,7 @@ A profile gives percentiles, but a simulated server needs one service time per b
 How that time varies is a modelling choice, so it is a small interchangeable object:
 
 * :class:`Empirical` replays the measured spread (p50/p90/p99) of each stage;
+* :class:`Measured` draws each stage from its raw samples, where the profile keeps them;
 * :class:`Deterministic` always takes the median;
 * :class:`PerBatch` takes the medians and scales a whole batch by one factor from the
   measured spread of whole batches (models with exits and a served profile only);
@@ -34,11 +35,12 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
 BLOCK = 4096
+SPREADS = ("samples", "percentiles")  # what PerBatch draws a whole batch's spread from
 
 Sampler = Callable[[int], float]
 
@@ -56,11 +58,14 @@ def _stream(draw_block: Callable[[], np.ndarray]) -> Callable[[], float]:
 
 @dataclass(frozen=True, slots=True)
 class Percentiles:
-    """Service-time percentiles of one stage at one batch size, in seconds."""
+    """Service-time percentiles of one stage at one batch size, in seconds; ``shape``,
+    where the profile keeps the point's raw samples, is them over their median, sorted:
+    the measured distribution, tail included, which :class:`Measured` draws from."""
 
     p50: float
     p90: float
     p99: float
+    shape: Optional[tuple[float, ...]] = None
 
 
 class Noise(Protocol):
@@ -82,6 +87,37 @@ class Deterministic:
         return params.__getitem__
 
 
+@dataclass(frozen=True)
+class Measured:
+    """Draw each stage's time from its measured samples: the median at that batch size
+    times one of the point's raw samples over their median, picked uniformly (a
+    bootstrap). Where the batch size was not measured, the shape of the nearest measured
+    size below it, scaled to the interpolated median.
+
+    Three percentiles cannot carry the rare stalls that set a real p99 (``Empirical``
+    never goes past ``p99 + (p99 - p90) / 9``); the samples can, as often as they were
+    measured. Needs a profile with raw samples for every stage (see
+    :mod:`workloads.profile`)."""
+
+    needs_samples = True
+
+    def prepare(self, stages: Sequence[Percentiles]) -> tuple[tuple[float, tuple[float, ...]], ...]:
+        return tuple((s.p50, s.shape) for s in stages)
+
+    def make_sampler(self, params: Mapping[int, tuple[tuple[float, tuple[float, ...]], ...]], n_stages: int,
+                     rng: np.random.Generator) -> Sampler:
+        uniform = _stream(lambda: rng.random(BLOCK * n_stages))
+
+        def sample(batch_size: int) -> float:
+            total = 0.0
+            for p50, shape in params[batch_size]:
+                total += p50 * shape[int(uniform() * len(shape))]
+            return total
+
+        return sample
+
+
+@dataclass(frozen=True)
 class PerBatch(Deterministic):
     """Each stage at its median, and the whole batch scaled by one random factor.
 
@@ -92,7 +128,15 @@ class PerBatch(Deterministic):
     With this noise the cost model costs stages at their medians, and the model with
     exits (:class:`workloads.exits.SegmentCosts`) scales each batch by a factor drawn from
     the measured spread of whole batches (the ``total`` stage of a served profile's host
-    rows, relative to the sum of medians at that batch size)."""
+    rows, relative to the sum of medians at that batch size): from their raw samples
+    (:class:`Measured`) where the profile keeps them and ``spread`` is ``samples``, else
+    from their percentiles (:class:`Empirical`)."""
+
+    spread: str = "samples"
+
+    def __post_init__(self) -> None:
+        if self.spread not in SPREADS:
+            raise ValueError(f"spread must be one of {SPREADS}, got {self.spread!r}")
 
 
 class _MeanOne:

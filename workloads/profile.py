@@ -11,6 +11,16 @@ instead of quietly skewing results.
 
 Latencies in the table are in milliseconds, as profilers print them; the cost model
 converts to the simulator's seconds.
+
+Three percentiles cannot carry the rare stalls that set a real p99, so a profiler may
+also keep each point's raw samples, in a sidecar beside the CSV (``X.csv`` ->
+``X.samples.npz``, :data:`SAMPLES_SUFFIX`): numpy arrays ``keys`` (one
+``hardware/model/stage/batch_size`` string per point, fields joined by
+:data:`KEY_SEPARATOR`), ``counts`` and ``values_ms`` (every point's samples, one after
+the other). It is loaded without pickle, and checked against the table: a sidecar
+whose point is not a row, whose count is not the row's ``repeats`` or whose median is
+not the row's p50 is stale, and refused. The ``measured`` noise (and ``per_batch``'s
+whole-batch spread) draws from them.
 """
 
 from __future__ import annotations
@@ -20,9 +30,11 @@ import math
 import os
 import reprlib
 import tempfile
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence, Union
+
+import numpy as np
 
 COLUMNS = (
     "hardware",
@@ -42,6 +54,9 @@ PROFILES_DIR = Path(__file__).with_name("profiles")
 # cost it about 15 MB a stage), and latencies near 1e308 ms add up to an infinite one.
 MAX_BATCH_SIZE = 100_000
 MAX_LATENCY_MS = 1e9  # 11.6 days
+SAMPLES_SUFFIX = ".samples.npz"
+KEY_SEPARATOR = "\x1f"  # the ASCII unit separator: in no model, stage or hardware name
+PointKey = tuple[str, str, str, int]  # (hardware, model, stage, batch_size)
 
 # A cell as an error message shows it: the repr of its text (control characters
 # escaped, so the message stays one line), cut short.
@@ -86,19 +101,24 @@ class Profile:
     rows: tuple[ProfileRow, ...]
     metadata: dict[str, str]
     source: str = "<memory>"
+    # raw samples (ms) of some points, by (hardware, model, stage, batch_size): see the module docstring
+    samples: Mapping[PointKey, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rows", tuple(self.rows))
         object.__setattr__(self, "metadata", dict(self.metadata))
+        object.__setattr__(self, "samples", dict(self.samples))
 
     @classmethod
     def from_rows(
-        cls, rows: Iterable[RowLike], metadata: Mapping[str, str], source: str = "<memory>"
+        cls, rows: Iterable[RowLike], metadata: Mapping[str, str], source: str = "<memory>",
+        samples: Mapping[PointKey, Sequence[float]] | None = None,
     ) -> "Profile":
         """Build and check a profile in code (tests, queueing validation, profilers).
 
         A row is a :class:`ProfileRow`, a mapping with exactly the :data:`COLUMNS` keys,
-        or a sequence of values in :data:`COLUMNS` order.
+        or a sequence of values in :data:`COLUMNS` order. ``samples`` are raw samples
+        (ms) of some of the points, checked against their rows.
         """
         checked, wheres = [], []
         for i, values in enumerate(rows, 1):
@@ -107,27 +127,36 @@ class Profile:
             wheres.append(where)
         _check_metadata(metadata, source)
         _check_table(checked, wheres, source)
-        return cls(tuple(checked), dict(metadata), source)
+        kept = {key: np.asarray(v, dtype=np.float64) for key, v in (samples or {}).items()}
+        _check_samples(checked, kept, f"{source} samples")
+        return cls(tuple(checked), dict(metadata), source, kept)
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the table atomically: a temporary file in the same folder, then
-        ``os.replace``, so a reader never sees half a profile."""
+        ``os.replace``, so a reader never sees half a profile; and its raw samples to the
+        sidecar (first, so that a new table never meets an old sidecar), or remove a
+        sidecar a table without samples would leave stale."""
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                for key, value in self.metadata.items():
-                    f.write(f"# {key}: {value}\n")
-                writer = csv.writer(f, lineterminator="\n")
-                writer.writerow(COLUMNS)
-                # repr() of a float round-trips exactly, so load(save(p)) == p.
-                writer.writerows([repr(v) if isinstance(v, float) else v for v in astuple(row)]
-                                 for row in self.rows)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a profile is shared project data
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        sidecar = samples_path(path)
+        if self.samples:
+            _atomic(sidecar, self._write_samples, binary=True)
+        elif sidecar.exists():
+            sidecar.unlink()
+        _atomic(path, self._write_table)
+
+    def _write_table(self, f) -> None:
+        for key, value in self.metadata.items():
+            f.write(f"# {key}: {value}\n")
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        # repr() of a float round-trips exactly, so load(save(p)) == p.
+        writer.writerows([repr(v) if isinstance(v, float) else v for v in astuple(row)] for row in self.rows)
+
+    def _write_samples(self, f) -> None:
+        keys = list(self.samples)
+        np.savez_compressed(f, keys=np.array([KEY_SEPARATOR.join(map(str, k)) for k in keys]),
+                            counts=np.array([self.samples[k].size for k in keys], dtype=np.int64),
+                            values_ms=np.concatenate([self.samples[k] for k in keys]))
 
     def models(self) -> tuple[str, ...]:
         """Model names, in the order first seen."""
@@ -225,7 +254,70 @@ def load_profile(path: Union[str, os.PathLike]) -> Profile:
         raise ProfileError(f"{name}: no header line; expected the columns {','.join(COLUMNS)}")
     _check_metadata(metadata, name)
     _check_table(rows, wheres, name)
-    return Profile(tuple(rows), metadata, name)
+    sidecar = samples_path(path)
+    samples = _read_samples(sidecar) if sidecar.exists() else {}
+    _check_samples(rows, samples, str(sidecar))
+    return Profile(tuple(rows), metadata, name, samples)
+
+
+def samples_path(path: Union[str, os.PathLike]) -> Path:
+    """The raw-samples sidecar of the profile at ``path`` (``X.csv`` -> ``X.samples.npz``)."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".csv") + SAMPLES_SUFFIX)
+
+
+def _atomic(path: Path, write, binary: bool = False) -> None:
+    """``write(f)`` into a temporary file in ``path``'s folder, then ``os.replace``: a
+    reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(f)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a profile is shared project data
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _read_samples(path: Path) -> dict[PointKey, np.ndarray]:
+    """The sidecar's samples by point; any problem with the file is a ProfileError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys, counts, values = data["keys"], data["counts"], data["values_ms"]
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise ProfileError(f"{path}: not a raw-samples sidecar (numpy arrays keys, counts, values_ms): {exc}") from None
+    if keys.ndim != 1 or keys.dtype.kind != "U" or counts.shape != keys.shape or counts.dtype.kind != "i" \
+            or values.ndim != 1 or values.dtype.kind != "f" or (counts < 1).any() or counts.sum() != values.size:
+        raise ProfileError(f"{path}: keys, counts and values_ms do not fit together ({keys.size} keys, "
+                           f"{int(counts.sum()) if counts.dtype.kind == 'i' else '?'} counted, {values.size} values)")
+    samples, start = {}, 0
+    for key, count in zip(keys.tolist(), counts.tolist()):
+        fields = key.split(KEY_SEPARATOR)
+        if len(fields) != 4 or not fields[3].isdigit():
+            raise ProfileError(f"{path}: key {_shown(key)} is not hardware, model, stage and batch size")
+        samples[(fields[0], fields[1], fields[2], int(fields[3]))] = values[start:start + count]
+        start += count
+    return samples
+
+
+def _check_samples(rows: Sequence[ProfileRow], samples: Mapping[PointKey, np.ndarray], where: str) -> None:
+    """Raw samples belong to the table: each to a row, as many as its ``repeats``, all
+    finite and positive, with the row's median (to its 4 printed decimals)."""
+    by_key = {(r.hardware, r.model, r.stage, r.batch_size): r for r in rows}
+    for key, values in samples.items():
+        row = by_key.get(key)
+        if row is None:
+            raise ProfileError(f"{where}: samples of {key!r}, which is not a row of the profile (stale sidecar?)")
+        if values.ndim != 1 or values.size != row.repeats:
+            raise ProfileError(f"{where}: {values.size} samples of {key!r}, whose row says {row.repeats} repeats "
+                               f"(stale sidecar?)")
+        if not (np.isfinite(values).all() and (values > 0).all()):
+            raise ProfileError(f"{where}: samples of {key!r} must be finite and > 0 ms")
+        median = float(np.median(values))
+        if abs(median - row.latency_p50_ms) > 1e-4 + 1e-9 * median:
+            raise ProfileError(f"{where}: the samples of {key!r} have median {median:.6g} ms, its row p50 "
+                               f"{row.latency_p50_ms!r} ms (stale sidecar?)")
 
 
 def _names(names: Iterable[str]) -> str:

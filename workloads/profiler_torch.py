@@ -35,6 +35,10 @@ Timing, per (stage, batch size) point, under ``torch.inference_mode()`` in eval 
 A plain variant of :mod:`workloads.torch_models` is one block, ``forward``: its rows
 are already the whole model, so it gets no ``_e2e`` rows.
 
+Every timed call's span is also kept, to 0.1 us, in the profile's raw-samples sidecar
+(``X.csv`` -> ``X.samples.npz``, see :mod:`workloads.profile`): the ``measured`` noise
+draws from it, rare stalls included, which three percentiles cannot carry.
+
 ``--hardware NAME`` names the rows' hardware (default ``cpu``, or the GPU's name). CPU
 core counts are named by :func:`workloads.variants.cpu_hardware` (``cpu-2c``), and
 such a name must match ``--threads``; with ``--append`` a run adds its rows to an
@@ -167,8 +171,12 @@ class Point:
     spans: np.ndarray
     hosts: np.ndarray
 
+    def samples(self) -> np.ndarray:
+        """The spans (ms) as the profile keeps them: to 0.1 us, what the clocks resolve."""
+        return np.round(self.spans, 4)
+
     def row(self, hardware: str) -> tuple:
-        p50, p90, p99 = (round(float(v), 4) for v in np.percentile(self.spans, [50, 90, 99]))
+        p50, p90, p99 = (round(float(v), 4) for v in np.percentile(self.samples(), [50, 90, 99]))
         return hardware, self.model, self.stage, self.batch, p50, p90, p99, len(self.spans)
 
     def host_ratio(self) -> float:
@@ -296,7 +304,7 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _cuda_math() -> str:
+def cuda_math() -> str:
     """What "fp32" meant on the GPU: whether matmuls and cuDNN convolutions ran as TF32
     (PyTorch's defaults: matmuls not, convolutions yes), and cuDNN's algorithm search."""
     on = {True: "on", False: "off"}
@@ -375,11 +383,12 @@ def measure(model: EEModel, device: str = "cpu", dtype: str = "fp32", batch_size
                             f"from the page cache), load_state_dict on the device, one forward at batch 1; "
                             f"starting the process and importing torch are not included")
     if dev.type == "cuda":
-        metadata["cuda"] = _cuda_math()
+        metadata["cuda"] = cuda_math()
         metadata["launch_bound"] = _launch_bound(points)
     # The model's own rows first (in timing order), then its _e2e rows, then its _load row.
-    rows = [point.row(hardware) for point in sorted(points, key=lambda p: p.model != model.name) + loads]
-    return Profile.from_rows(rows, metadata, source="profiler_torch")
+    measured = sorted(points, key=lambda p: p.model != model.name) + loads
+    return Profile.from_rows([p.row(hardware) for p in measured], metadata, source="profiler_torch",
+                             samples={(hardware, p.model, p.stage, p.batch): p.samples() for p in measured})
 
 
 def append(path: str | os.PathLike, profile: Profile) -> Profile:
@@ -396,7 +405,8 @@ def append(path: str | os.PathLike, profile: Profile) -> Profile:
         values = metadata[key].split(" | ") if key in metadata else []
         if value not in values:
             metadata[key] = " | ".join([*values, value])
-    return Profile.from_rows(old.rows + profile.rows, metadata, source=f"{path} + this run")
+    return Profile.from_rows(old.rows + profile.rows, metadata, source=f"{path} + this run",
+                             samples={**old.samples, **profile.samples})
 
 
 def _positive(text: str) -> int:

@@ -75,6 +75,18 @@ def test_host_time_lands_where_the_host_spends_it():
     np.testing.assert_allclose(res.requests.finish, np.array([left, left, rest, rest]) / 1e3, rtol=1e-12)
 
 
+def test_exits_that_cost_more_than_they_save_make_the_server_slower():
+    """What leaving costs the host at the ramp (a GPU's synchronisation and gather, as
+    a served profile measures them in ``leave``) is charged where it is spent: at 5 ms,
+    more than the 3-4 ms of b2 it spares two requests, the batch with exits ends later
+    than the same batch without exits (every request through both stages, no ramp)."""
+    costly = {**HOST_MS, "leave": {2: 5.0, 4: 5.0}}
+    with_exits, _ = run(4, FirstHalfLeaves(), profile(costly))
+    plain = HOST_MS["batch"][4] + MODEL_MS["b1"][4] + MODEL_MS["b2"][4] + HOST_MS["final"][4]
+    assert with_exits.requests.finish.max() * 1e3 > plain
+    assert with_exits.requests.finish.mean() * 1e3 > plain  # on average too: the leavers wait for the leave
+
+
 class AllLeave(ExitPolicy):
     """Everyone leaves at the ramp."""
 

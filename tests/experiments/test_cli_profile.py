@@ -71,3 +71,33 @@ def test_profile_served_writes_the_model_and_its_host(torch, servesim, tmp_path)
     assert {"batch", "exit", "leave", "final", "all_left", "turnaround", "total"} == set(
         profile.stages("digits_torch_ee_host"))
     assert profile.metadata["timing"].startswith("served: sim.real.measure_served")
+
+
+def test_profile_served_serves_any_early_exit_network(torch, servesim, tmp_path):
+    """A builder's network (random weights), as the executor serves it: its blocks and
+    ramps under their kernel-profile names, every host part, and the raw samples."""
+    from workloads.profile import samples_path
+    from workloads.torch_models import build
+
+    out = tmp_path / "bert.csv"
+    result = servesim("profile-served", "--model", "bert4_ee", "--input-size", "8", "--batch-sizes", "1,2",
+                      "--repeats", "2", "--warmup", "1", "--out", out)
+    assert result.rc == 0, result.err
+    profile = load_profile(out)
+    network = build("bert4_ee", 8)
+    kernel_names = [name for name, _, _ in network.stages()]
+    assert list(profile.stages("bert4_ee")) == kernel_names
+    assert {"batch", "exit", "leave", "final", "total"} <= set(profile.stages("bert4_ee_host"))
+    assert samples_path(out).exists() and len(profile.samples) == len(profile.rows)
+    assert profile.hardware() == ("cpu",)
+
+
+def test_profile_served_keeps_a_trained_model_as_trained(torch, servesim, tmp_path):
+    result = servesim("profile-served", "--model", "digits_torch_ee", "--input-size", "16", "--out",
+                      tmp_path / "x.csv")
+    assert result.rc == 2 and result.err_lines == [
+        "servesim profile-served: error: digits_torch_ee is served as trained: on the CPU, in fp32, at its own "
+        "input size"]
+    result = servesim("profile-served", "--model", "resnet19_ee", "--out", tmp_path / "x.csv")
+    [line] = result.err_lines
+    assert line.startswith("servesim profile-served: error: unknown model 'resnet19_ee'; choose from ")
