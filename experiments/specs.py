@@ -614,9 +614,11 @@ class OptimalNoRecallPolicy(FittedPolicy):
 
 @EXIT_POLICIES.register
 class TTamerPolicy(FittedPolicy):
-    """T-Tamer's recall index; ``aggregate`` = q meta-states of soft state aggregation."""
+    """T-Tamer's recall index; ``aggregate`` = q meta-states of soft state aggregation;
+    ``validate``: check out of fold that recall pays, else decide without it."""
     name: Literal["ttamer"]
     aggregate: Optional[PositiveInt] = None
+    validate: bool = True
 
     def build(self, costs, batch):
         return stopping.TTamer(**self.options())

@@ -29,10 +29,14 @@ exact at the last stage, where ``C`` is piecewise linear with kinks on ``V``, so
 ``E[(σ - R_{n-1})_+] = c_{n-1}``: Weitzman's reservation value. Online, a request
 continues iff ``X > σ(R_i, i+1)``: one table look-up.
 
-**Fitting** (:class:`TTamer`, :class:`OptimalNoRecall`): confidences are mapped to a loss
-proxy, discretised onto a grid of ``bins`` loss values (:class:`LossGrid`), and the
-kernels are counted from the held-out table with additive smoothing
-(:func:`estimate_chain`).
+**Fitting** (:class:`TTamer`, :class:`OptimalNoRecall`): each exit's confidence is mapped
+to a loss proxy — by default its error rate, calibrated by isotonic regression on every
+labelled sample — discretised onto a grid of ``bins`` loss values (:class:`LossGrid`),
+and the kernels are counted with additive smoothing (:func:`estimate_chain`) from
+cross-fitted states: each sample's states come from a calibration fitted on the other
+folds (:func:`cross_fitted_states`), so the chain is not counted from labels the
+calibration has memorised. T-Tamer answers from an earlier exit only where its loss is
+lower than the current exit's beyond the estimates' noise (:meth:`TTamer._states`).
 
 **Soft state aggregation** (``TTamer(aggregate=q)``, :func:`aggregate`): every kernel is
 replaced by a rank-``q`` factorisation ``P_i ≈ A B_i`` through ``q`` meta-states. ``A``
@@ -51,6 +55,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from sklearn.isotonic import IsotonicRegression
+
 from policies.exit import Decision, ExitObservation, ExitPolicy, check_stage_costs
 
 _ATOL = 1e-9
@@ -59,8 +65,11 @@ _TIE = 1e-12
 # Occupancy floor in soft aggregation: a meta-state whose members are all unreachable
 # still gets a defined (uniformly weighted) kernel; too small to move a reachable one.
 _OCCUPANCY_FLOOR = 1e-12
-# Samples per calibration bin: a 0/1 rate from 50 samples has a standard error <= 0.07.
-_CALIBRATION_BIN = 50
+# Cross-fitting folds: each sample's loss state comes from a calibration fitted on the others.
+FOLDS = 5
+# Recall answers from an earlier exit only if its loss is lower than the last exit's by
+# more than this many standard errors of the two estimates together.
+RECALL_Z = 2.0
 LOSSES = ("calibrated", "agreement", "confidence")
 
 
@@ -308,7 +317,9 @@ class LossGrid:
     """Maps each exit's confidence to a loss state. Confidences fall into ``bins`` equal
     bins; ``lut[j, u]`` is the state of confidence bin u at exit j; state s stands for the
     loss ``values[s] = (s + 0.5) / bins``, the midpoint of the s-th of ``bins`` equal loss
-    bins of [0, 1].
+    bins of [0, 1]. ``loss[j, u]`` is the calibrated loss itself and ``se[j, u]`` its
+    standard error (0 for the uncalibrated ``confidence`` proxy), for recall decisions
+    that must not trust a difference smaller than the estimates' noise.
 
     Midpoints make every loss >= 1/(2·bins) > 0 (T-Tamer's Assumption 2.1): a proxy of
     exactly 0 (confidence 1.0, or a calibration bin with no error seen) would claim a
@@ -317,43 +328,90 @@ class LossGrid:
 
     values: np.ndarray  # (bins,) ascending
     lut: np.ndarray     # (n_exits, bins) intp
+    loss: np.ndarray    # (n_exits, bins) float
+    se: np.ndarray      # (n_exits, bins) float
+
+    def bins_of(self, confidence: np.ndarray) -> np.ndarray:
+        """(m, c) confidences (in [0, 1]) -> their confidence bins."""
+        bins = self.values.size
+        u = (np.asarray(confidence) * bins).astype(np.intp)
+        return np.clip(u, 0, bins - 1)
 
     def states(self, confidence: np.ndarray) -> np.ndarray:
         """(m, c) confidences (in [0, 1]) of exits 0..c-1 -> (m, c) loss states."""
-        bins = self.values.size
-        u = (confidence * bins).astype(np.intp)
-        np.minimum(u, bins - 1, out=u)
-        return self.lut[np.arange(confidence.shape[1]), u]
+        return self.lut[np.arange(confidence.shape[1]), self.bins_of(confidence)]
 
 
-def loss_grid(table, bins: int, loss: str, smoothing: float) -> LossGrid:
-    """The loss proxy of each exit as a :class:`LossGrid`.
+def _calibration(confidence: np.ndarray, errors: np.ndarray, bins: int, smoothing: float):
+    """One exit's error rate as a non-increasing function of its confidence (isotonic
+    regression), at each of ``bins`` confidence bins: ``(rate, n)``, the rate of the
+    isotonic block the bin falls in, shrunk by ``smoothing`` pseudo-samples towards the
+    exit's overall rate, and the samples in that block (the estimate's support)."""
+    mean = float(errors.mean())
+    if np.ptp(confidence) == 0:  # one confidence value: one block
+        rate = (errors.sum() + smoothing * mean) / (errors.size + smoothing)
+        return np.full(bins, rate), np.full(bins, errors.size, dtype=np.float64)
+    iso = IsotonicRegression(increasing=False, y_min=0.0, y_max=1.0, out_of_bounds="clip")
+    fitted = iso.fit_transform(confidence, errors.astype(np.float64))
+    # blocks: runs of equal fitted values over the sorted confidences
+    order = np.argsort(confidence, kind="stable")
+    block = np.concatenate(([0], np.cumsum(np.diff(fitted[order]) != 0)))
+    counts = np.bincount(block).astype(np.float64)
+    wrong = np.bincount(block, weights=errors[order].astype(np.float64))
+    rate = (wrong + smoothing * mean) / (counts + smoothing)
+    # each confidence bin [u, u+1)/bins takes the block of the highest sample inside or below it
+    # (the lowest sample, for bins below them all): a bin's own samples decide it where it has any
+    tops = (np.arange(bins) + 1.0) / bins
+    nearest = np.clip(np.searchsorted(confidence[order] * bins, tops * bins, side="left") - 1, 0, order.size - 1)
+    return rate[block[nearest]], counts[block[nearest]]
+
+
+def loss_grid(table, bins: int, loss: str, smoothing: float, rows: Optional[np.ndarray] = None) -> LossGrid:
+    """The loss proxy of each exit as a :class:`LossGrid`, calibrated on ``rows`` of
+    ``table`` (default: all of them).
 
     * ``"confidence"``: loss = 1 - confidence.
-    * ``"calibrated"``: loss = held-out error rate (``~table.correct``) of the exit at that
-      confidence: confidences are cut into equal-mass bins of about 50 held-out samples
-      each, and each bin's rate is smoothed with ``smoothing`` pseudo-samples at the
-      exit's overall error rate. λ·loss is then an expected 0/1 loss.
+    * ``"calibrated"``: loss = the exit's error rate (``~table.correct``) at that
+      confidence, by isotonic regression (error never rises with confidence), each
+      block's rate shrunk with ``smoothing`` pseudo-samples at the exit's overall rate;
+      its standard error is the binomial one of the block. λ·loss is then an expected
+      0/1 loss.
     * ``"agreement"``: the same with ``~table.agrees``: disagreement with the final exit
       (the accuracy notion of Apparate and T-Tamer's experiments).
     """
     n_exits = table.n_exits
     grid = np.arange(bins)
+    values = (grid + 0.5) / bins
     if loss == "confidence":
-        return LossGrid((grid + 0.5) / bins, np.tile(bins - 1 - grid, (n_exits, 1)))
+        lut = np.tile(bins - 1 - grid, (n_exits, 1))
+        return LossGrid(values, lut, values[lut], np.zeros((n_exits, bins)))
     errors = ~np.asarray(table.correct if loss == "calibrated" else table.agrees, dtype=bool)
-    u = np.clip((np.asarray(table.confidence) * bins).astype(np.intp), 0, bins - 1)
-    n_cal = int(np.clip(table.n_samples // _CALIBRATION_BIN, 1, bins))
-    lut = np.empty((n_exits, bins), dtype=np.intp)
+    confidence = np.asarray(table.confidence, dtype=np.float64)
+    if rows is not None:
+        errors, confidence = errors[rows], confidence[rows]
+    rate, support = np.empty((n_exits, bins)), np.empty((n_exits, bins))
     for j in range(n_exits):
-        edges = np.quantile(u[:, j], np.arange(1, n_cal) / n_cal)
-        cal_of_bin = np.searchsorted(edges, grid, side="right")
-        cal = cal_of_bin[u[:, j]]
-        counts = np.bincount(cal, minlength=n_cal)
-        wrong = np.bincount(cal, weights=errors[:, j], minlength=n_cal)
-        rate = (wrong + smoothing * errors[:, j].mean()) / (counts + smoothing)
-        lut[j] = np.minimum((rate[cal_of_bin] * bins).astype(np.intp), bins - 1)
-    return LossGrid((grid + 0.5) / bins, lut)
+        rate[j], support[j] = _calibration(confidence[:, j], errors[:, j], bins, smoothing)
+    lut = np.minimum((rate * bins).astype(np.intp), bins - 1)
+    return LossGrid(values, lut, rate, np.sqrt(rate * (1 - rate) / (support + smoothing)))
+
+
+def cross_fitted_states(table, bins: int, loss: str, smoothing: float, folds: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Every labelled sample's loss states, each calibrated on the other ``folds - 1``
+    folds (cross-fitting): the chain is then counted from all samples, none of them
+    judged by a calibration that has seen its own label (which would make the kernels
+    look surer than they are: isotonic regression fits its own samples closely)."""
+    n = table.n_samples
+    confidence = np.asarray(table.confidence, dtype=np.float64)
+    if loss == "confidence" or folds < 2 or n < 2 * folds:
+        return loss_grid(table, bins, loss, smoothing).states(confidence)
+    fold = rng.permutation(n) % folds
+    states = np.empty(confidence.shape, dtype=np.intp)
+    for f in range(folds):
+        held = fold == f
+        states[held] = loss_grid(table, bins, loss, smoothing, rows=~held).states(confidence[held])
+    return states
 
 
 def estimate_chain(states: np.ndarray, values: np.ndarray, costs: np.ndarray, smoothing: float) -> MarkovChain:
@@ -370,6 +428,28 @@ def estimate_chain(states: np.ndarray, values: np.ndarray, costs: np.ndarray, sm
         marginal = counts.sum(axis=0) / n
         kernels.append((counts + smoothing * marginal) / (counts.sum(axis=1, keepdims=True) + smoothing))
     return MarkovChain(values, initial, kernels, costs)
+
+
+def objective(policy: ExitPolicy, table, costs: np.ndarray, lam: float, loss: str) -> np.ndarray:
+    """The objective of ``policy`` deciding ``table``'s samples exit by exit, per sample:
+    ``λ·loss`` of its answer, measured with the labels (``correct``, or ``agrees`` for
+    the ``agreement`` loss; 1 - confidence for ``confidence``), plus ``(1-λ)`` times the
+    costs of the exits it ran (``costs`` as the chain holds them, already weighted)."""
+    confidence = np.asarray(table.confidence, dtype=np.float64)
+    n, n_exits = confidence.shape
+    if loss == "confidence":
+        lost = 1.0 - confidence
+    else:
+        lost = ~np.asarray(table.correct if loss == "calibrated" else table.agrees, dtype=bool)
+    running, each = np.arange(n), np.empty(n)
+    paid = np.cumsum(costs)
+    for i in range(n_exits):
+        stop, answer = policy.decide(ExitObservation(i, n_exits, confidence[running, : i + 1], None, None))
+        stop = np.ones(running.size, dtype=bool) if i == n_exits - 1 else np.asarray(stop, dtype=bool)
+        done = running[stop]
+        each[done] = lam * lost[done, np.asarray(answer)[stop]] + paid[i]
+        running = running[~stop]
+    return each
 
 
 class _ChainPolicy(ExitPolicy):
@@ -397,9 +477,12 @@ class _ChainPolicy(ExitPolicy):
         raise NotImplementedError
 
     def fit(self, table, stage_costs: Sequence[float]) -> ExitPolicy:
+        """Calibrate each exit's loss on every labelled sample (the online map), and count
+        the chain from cross-fitted states (:func:`cross_fitted_states`, folds drawn with a
+        fixed seed: the same table always gives the same policy)."""
         costs = check_stage_costs(stage_costs, table.n_exits)
         grid = loss_grid(table, self.bins, self.loss, self.smoothing)
-        states = grid.states(np.asarray(table.confidence, dtype=np.float64))
+        states = cross_fitted_states(table, self.bins, self.loss, self.smoothing, FOLDS, np.random.default_rng(0))
         chain = estimate_chain(states, self.lam * grid.values, (1.0 - self.lam) * costs, self.smoothing)
         self.grid, self.chain, self.solution = grid, chain, self._solve(chain)
         return self
@@ -413,7 +496,11 @@ class _ChainPolicy(ExitPolicy):
         solution = self._solved()
         if obs.n_exits != self.chain.n_exits:
             raise ValueError(f"{self.name}: fitted for {self.chain.n_exits} exits, observed {obs.n_exits}")
-        return solution.decide(self.grid.states(obs.confidence))
+        return solution.decide(self._states(obs.confidence))
+
+    def _states(self, confidence: np.ndarray) -> np.ndarray:
+        """The loss states of the exits run so far, as the solved rule reads them."""
+        return self.grid.states(confidence)
 
     @property
     def value(self) -> float:
@@ -451,8 +538,10 @@ class TTamer(_ChainPolicy):
     name = "ttamer"
 
     def __init__(self, lam: float, bins: int = 1000, loss: str = "calibrated",
-                 aggregate: Optional[int] = None, smoothing: float = 1.0):
+                 aggregate: Optional[int] = None, smoothing: float = 1.0, validate: bool = True):
         super().__init__(lam, bins, loss, smoothing)
+        self.validate = bool(validate)
+        self.recalls = True
         if aggregate is not None and (isinstance(aggregate, bool) or int(aggregate) != aggregate
                                       or not 1 <= aggregate <= self.bins):
             raise ValueError(f"TTamer: aggregate must be None or a whole number in [1, bins={self.bins}], "
@@ -462,10 +551,59 @@ class TTamer(_ChainPolicy):
     def _solve(self, chain: MarkovChain) -> RecallIndex:
         return solve_recall(chain if self.aggregate is None else aggregate(chain, self.aggregate))
 
+    def fit(self, table, stage_costs: Sequence[float]) -> ExitPolicy:
+        """Fit the index (see :class:`_ChainPolicy`), then check out of fold that recall
+        pays: each fold is decided by the index fitted on the others, and by the optimal
+        no-recall rule of the same fitted chain, and their objectives (λ·loss measured
+        with the labels, (1-λ)·cost) are summed. Recall's gain rests on comparing
+        estimated losses across exits, and where those estimates are too noisy to rank
+        exits the DP overrates it; then the policy decides as the no-recall rule
+        (``recalls`` False), which a recall policy is free to do."""
+        super().fit(table, stage_costs)
+        self.recalls = True
+        if self.validate and self.loss != "confidence" and table.n_samples >= 2 * FOLDS:
+            fold = np.random.default_rng(1).permutation(table.n_samples) % FOLDS
+            worse = np.empty(table.n_samples)  # recall's objective minus no-recall's, per sample, out of fold
+            for f in range(FOLDS):
+                rows = np.flatnonzero(fold == f)
+                inner = TTamer(self.lam, self.bins, self.loss, self.aggregate, self.smoothing, validate=False)
+                inner.fit(table.take(np.flatnonzero(fold != f)), stage_costs)
+                held = table.take(rows)
+                worse[rows] = objective(inner, held, self.chain.costs, self.lam, self.loss)
+                inner.solution, inner.recalls = solve_no_recall(inner.chain), False
+                worse[rows] -= objective(inner, held, self.chain.costs, self.lam, self.loss)
+            if worse.mean() > RECALL_Z * worse.std() / np.sqrt(worse.size):
+                self.solution, self.recalls = solve_no_recall(self.chain), False
+        return self
+
+    def _states(self, confidence: np.ndarray) -> np.ndarray:
+        return super()._states(confidence) if not self.recalls else self._recallable(confidence)
+
+    def _recallable(self, confidence: np.ndarray) -> np.ndarray:
+        """The loss states the index decides on, where an earlier exit counts only if its
+        calibrated loss is lower than the current exit's by more than :data:`RECALL_Z`
+        standard errors of the difference; any other takes the current exit's state, so
+        it is neither answered from (ties go to the latest exit) nor lets the request
+        stop on a best-so-far that is only noise. An argmin over noisy estimates would
+        otherwise recall on noise, and lose to the last exit's answer as often as it wins."""
+        states = super()._states(confidence)
+        i = states.shape[1] - 1
+        if i:
+            grid = self.grid
+            u = grid.bins_of(confidence)
+            exits = np.arange(i)
+            gap = grid.loss[i, u[:, i]][:, None] - grid.loss[exits, u[:, :i]]
+            noise = np.hypot(grid.se[i, u[:, i]][:, None], grid.se[exits, u[:, :i]])
+            states[:, :i] = np.where(gap > RECALL_Z * noise, states[:, :i], states[:, i:])
+        return states
+
     @property
     def sigma(self) -> np.ndarray:
         """σ table (n_exits, bins) in λ-weighted loss units; row 0 is -inf."""
-        return self._solved().sigma
+        solution = self._solved()
+        if not isinstance(solution, RecallIndex):
+            raise RuntimeError("TTamer: validation found that recall did not pay; it decides without an index")
+        return solution.sigma
 
     def params(self) -> dict:
-        return {**super().params(), "aggregate": self.aggregate}
+        return {**super().params(), "aggregate": self.aggregate, "recalls": self.recalls}
