@@ -615,10 +615,10 @@ class OptimalNoRecallPolicy(FittedPolicy):
 @EXIT_POLICIES.register
 class TTamerPolicy(FittedPolicy):
     """T-Tamer's recall index; ``aggregate`` = q meta-states of soft state aggregation;
-    ``validate``: check out of fold that recall pays, else decide without it."""
+    ``check_recall``: check out of fold that recall does not lose, else decide without it."""
     name: Literal["ttamer"]
     aggregate: Optional[PositiveInt] = None
-    validate: bool = True
+    check_recall: bool = True
 
     def build(self, costs, batch):
         return stopping.TTamer(**self.options())

@@ -538,9 +538,9 @@ class TTamer(_ChainPolicy):
     name = "ttamer"
 
     def __init__(self, lam: float, bins: int = 1000, loss: str = "calibrated",
-                 aggregate: Optional[int] = None, smoothing: float = 1.0, validate: bool = True):
+                 aggregate: Optional[int] = None, smoothing: float = 1.0, check_recall: bool = True):
         super().__init__(lam, bins, loss, smoothing)
-        self.validate = bool(validate)
+        self.check_recall = bool(check_recall)
         self.recalls = True
         if aggregate is not None and (isinstance(aggregate, bool) or int(aggregate) != aggregate
                                       or not 1 <= aggregate <= self.bins):
@@ -561,12 +561,13 @@ class TTamer(_ChainPolicy):
         (``recalls`` False), which a recall policy is free to do."""
         super().fit(table, stage_costs)
         self.recalls = True
-        if self.validate and self.loss != "confidence" and table.n_samples >= 2 * FOLDS:
+        if self.check_recall and self.loss != "confidence" and table.n_samples >= 2 * FOLDS:
             fold = np.random.default_rng(1).permutation(table.n_samples) % FOLDS
             worse = np.empty(table.n_samples)  # recall's objective minus no-recall's, per sample, out of fold
             for f in range(FOLDS):
                 rows = np.flatnonzero(fold == f)
-                inner = TTamer(self.lam, self.bins, self.loss, self.aggregate, self.smoothing, validate=False)
+                inner = TTamer(self.lam, self.bins, self.loss, self.aggregate, self.smoothing,
+                               check_recall=False)
                 inner.fit(table.take(np.flatnonzero(fold != f)), stage_costs)
                 held = table.take(rows)
                 worse[rows] = objective(inner, held, self.chain.costs, self.lam, self.loss)

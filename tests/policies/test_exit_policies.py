@@ -233,7 +233,7 @@ def test_fit_checks_stage_costs_and_decide_needs_fit():
 @pytest.mark.parametrize("loss", ["calibrated", "agreement", "confidence"])
 @pytest.mark.parametrize("lam", [0.2, 0.6, 0.95])
 def test_ttamer_beats_or_ties_optimal_no_recall_on_a_fitted_chain(loss, lam):
-    recall = TTamer(lam, bins=100, loss=loss, validate=False).fit(TABLE, COSTS)  # the DP on the fitted chain
+    recall = TTamer(lam, bins=100, loss=loss, check_recall=False).fit(TABLE, COSTS)  # the DP on the fitted chain
     no_recall = OptimalNoRecall(lam, bins=100, loss=loss).fit(TABLE, COSTS)
     assert recall.value <= no_recall.value + 1e-12
     assert recall.sigma.shape == (TABLE.n_exits, 100)
