@@ -26,7 +26,7 @@ from sim.exits import ExitSetup
 from sim.host import ServingHost
 from traces import FORMATS, TraceError
 from traces.loaders import EXIT_STAGE
-from workloads import PROFILES_DIR, CostModel, ProfileError, ProfileRangeError, load_profile
+from workloads import PROFILES_DIR, CostModel, Profile, ProfileError, ProfileRangeError, load_profile
 from workloads.behaviour import BehaviourError, BehaviourTable
 from workloads.drift import DriftingBehaviour
 from workloads.exits import INTAKE, ExitModel, SegmentCosts
@@ -167,17 +167,16 @@ def _trace_exits(trace, n_exits: int) -> np.ndarray:
     return stages.astype(np.int64) - 1
 
 
-def build_host(config: ExperimentConfig, base_dir: Path) -> Optional[ServingHost]:
+def build_host(config: ExperimentConfig, profile: Profile) -> Optional[ServingHost]:
     """The run's serving host (``serving.host``), or ``None``: the per-request intake time
-    is assumed, or the mean of the served profile's ``intake`` row (one request's intake,
-    batch size 1) as the ``empirical`` noise model reads its percentiles: a resource's
-    load is its mean, not its median."""
+    is assumed, or the mean of ``profile``'s (the run's) ``intake`` row (one request's
+    intake, batch size 1) as the ``empirical`` noise model reads its percentiles: a
+    resource's load is its mean, not its median."""
     host = config.serving.host
     if host is None:
         return None
     if host.intake_assumed_ms is not None:
         return ServingHost(host.intake_assumed_ms / 1e3, host.launch_share)
-    profile = load_profile(profile_path(config.model.profile, base_dir))
     if host.intake not in profile.models() or INTAKE not in profile.stages(host.intake):
         raise ConfigError(f"serving.host.intake: {profile.source} has no model {host.intake!r} with an "
                           f"{INTAKE!r} stage (servesim profile-served measures one for a model that takes requests "
@@ -222,7 +221,7 @@ def prepare(config: ExperimentConfig, base_dir: Path) -> Prepared:
     serving = config.serving
     return Prepared(trace, cost_model, serving.batching.build(cost_model, config.slo_ms),
                     serving.router.build(np.random.default_rng(router_seed)), exits, source_rows,
-                    np.random.default_rng(noise_seed), build_host(config, base_dir))
+                    np.random.default_rng(noise_seed), build_host(config, cost_model.profile))
 
 
 def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
@@ -445,6 +444,7 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
             cost_model = build_cost_model(run.config, base_dir)
             with _at("serving.batching"):
                 run.config.serving.batching.build(cost_model, run.config.slo_ms)
+            build_host(run.config, cost_model.profile)
             exits = run.config.exits
             if exits is not None:
                 key = exits.behaviour.model_dump_json()

@@ -361,8 +361,8 @@ def _calibration(confidence: np.ndarray, errors: np.ndarray, bins: int, smoothin
     rate = (wrong + smoothing * mean) / (counts + smoothing)
     # each confidence bin [u, u+1)/bins takes the block of the highest sample inside or below it
     # (the lowest sample, for bins below them all): a bin's own samples decide it where it has any
-    tops = (np.arange(bins) + 1.0) / bins
-    nearest = np.clip(np.searchsorted(confidence[order] * bins, tops * bins, side="left") - 1, 0, order.size - 1)
+    nearest = np.clip(np.searchsorted(confidence[order] * bins, np.arange(1, bins + 1), side="left") - 1,
+                      0, order.size - 1)
     return rate[block[nearest]], counts[block[nearest]]
 
 
@@ -385,7 +385,7 @@ def loss_grid(table, bins: int, loss: str, smoothing: float, rows: Optional[np.n
     if loss == "confidence":
         lut = np.tile(bins - 1 - grid, (n_exits, 1))
         return LossGrid(values, lut, values[lut], np.zeros((n_exits, bins)))
-    errors = ~np.asarray(table.correct if loss == "calibrated" else table.agrees, dtype=bool)
+    errors = _errors(table, loss)
     confidence = np.asarray(table.confidence, dtype=np.float64)
     if rows is not None:
         errors, confidence = errors[rows], confidence[rows]
@@ -430,17 +430,19 @@ def estimate_chain(states: np.ndarray, values: np.ndarray, costs: np.ndarray, sm
     return MarkovChain(values, initial, kernels, costs)
 
 
+def _errors(table, loss: str) -> np.ndarray:
+    """The labelled 0/1 loss of every sample at every exit: wrong (``calibrated``) or
+    disagreeing with the final exit (``agreement``)."""
+    return ~np.asarray(table.correct if loss == "calibrated" else table.agrees, dtype=bool)
+
+
 def objective(policy: ExitPolicy, table, costs: np.ndarray, lam: float, loss: str) -> np.ndarray:
     """The objective of ``policy`` deciding ``table``'s samples exit by exit, per sample:
-    ``λ·loss`` of its answer, measured with the labels (``correct``, or ``agrees`` for
-    the ``agreement`` loss; 1 - confidence for ``confidence``), plus ``(1-λ)`` times the
-    costs of the exits it ran (``costs`` as the chain holds them, already weighted)."""
+    ``λ·loss`` of its answer, measured with the labels (:func:`_errors`), plus the costs
+    of the exits it ran (``costs`` as the chain holds them, already (1-λ)-weighted)."""
     confidence = np.asarray(table.confidence, dtype=np.float64)
     n, n_exits = confidence.shape
-    if loss == "confidence":
-        lost = 1.0 - confidence
-    else:
-        lost = ~np.asarray(table.correct if loss == "calibrated" else table.agrees, dtype=bool)
+    lost = _errors(table, loss)
     running, each = np.arange(n), np.empty(n)
     paid = np.cumsum(costs)
     for i in range(n_exits):

@@ -154,7 +154,7 @@ class ExitRun:
         """The batch's answers and end as the serving host delays them: each moment of
         the batch as played on an idle host, mapped by :meth:`sim.host.HostClock.finish_times`."""
         spans, where = np.unique(np.append(self.finish[ids], done) - now, return_inverse=True)
-        moved = self.host_clock.finish_times(now, spans)[where]
+        moved = np.array(self.host_clock.finish_times(now, spans.tolist()))[where]
         self.finish[ids] = moved[:-1]
         return float(moved[-1])
 

@@ -82,32 +82,30 @@ class HostClock:
         self.busy += (j - self.taken) * c
         self.taken, self.free = j, free
 
-    def finish_times(self, start: float, spans: np.ndarray) -> np.ndarray:
-        """When work that ends ``spans`` (sorted, seconds) after ``start`` on an idle host
-        ends on this one: ``max(start + span, launched(span))``, where ``launched`` is when
-        the host has done ``launch_share * span`` of launching after its backlog and the
-        intake of what arrives meanwhile. The last span is the batch's own end."""
+    def finish_times(self, start: float, spans) -> list[float]:
+        """When work that ends ``spans`` (ascending, not empty, seconds) after ``start`` on
+        an idle host ends on this one: ``max(start + span, launched(span))``, where
+        ``launched`` is when the host has done ``launch_share * span`` of launching after
+        its backlog and the intake of what arrives meanwhile. The last span is the
+        batch's own end."""
         self._take_in(start)
         arrivals, c, share = self.arrivals, self.intake, self.share
-        n = len(arrivals)
-        j = self.taken
-        owed = max(self.free, start) - start  # backlog of intake, done first
-        out = np.empty(len(spans))
-        extra = owed
-        for k, span in enumerate(spans):
+        n, j = len(arrivals), self.taken
+        extra = max(self.free, start) - start  # intake still owed, done first
+        out = []
+        for span in spans:
             launched = start + share * span + extra
             while j < n and arrivals[j] < launched:
                 launched += c
                 extra += c
                 j += 1
-            end = start + span
-            out[k] = end if end > launched else launched
-        self.busy += (j - self.taken) * c + share * (spans[-1] if len(spans) else 0.0)
-        self.taken, self.free = j, start + share * (spans[-1] if len(spans) else 0.0) + extra
-        if len(spans):
-            self._take_in(out[-1])  # the slack before the batch ends
+            out.append(max(start + span, launched))
+        launches = share * spans[-1]
+        self.busy += (j - self.taken) * c + launches
+        self.taken, self.free = j, start + launches + extra
+        self._take_in(out[-1])  # the slack before the batch ends
         return out
 
     def finish(self, start: float, span: float) -> float:
         """The end of one batch of profiled time ``span`` starting at ``start``."""
-        return float(self.finish_times(start, np.array([span]))[0])
+        return self.finish_times(start, (span,))[0]

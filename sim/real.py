@@ -158,8 +158,8 @@ class _Admission:
         self.admitted = k
 
     def poll(self) -> None:
-        """Between a batch's calls: admit what has arrived, if taking it in is work."""
-        if self.intake is not None and self.admitted < self.n and self.times[self.admitted] <= self.clock.now():
+        """Between a batch's calls (a model with an ``intake``): admit what has arrived."""
+        if self.admitted < self.n and self.times[self.admitted] <= self.clock.now():
             self.admit()
 
 

@@ -185,9 +185,7 @@ class Worker:
                     m = items = min(limit, len(queue))
                     for _ in range(m):
                         batch_col[popleft()] = b
-                done = now + service_time(items)
-                if host is not None:
-                    done = host.finish(now, done - now)
+                done = now + service_time(items) if host is None else host.finish(now, service_time(items))
             elif execute is not None:  # exits: requests leave at their own times
                 members = [popleft() for _ in range(min(limit, len(queue)))]
                 for k in members:
@@ -205,9 +203,7 @@ class Worker:
                     items += size_of[k]
                     m += 1
                 shared.queued_items -= items
-                done = now + service_time(items)
-                if host is not None:
-                    done = host.finish(now, done - now)
+                done = now + service_time(items) if host is None else host.finish(now, service_time(items))
             log_batch((now, done, items))
             if done >= horizon:
                 yield env.timeout(done - env.now)

@@ -78,10 +78,13 @@ class CostModel:
         self.out_of_range_requests: Counter[tuple[str, int]] = Counter()
         self._warned: set[tuple[str, int]] = set()
         # Per stage: measured batch sizes (ascending) and their percentiles in seconds.
+        # Raw samples become shapes only for a noise that draws from them
+        needs_samples = getattr(noise, "needs_samples", False)
+        samples = profile.samples if needs_samples else {}
         self._measured = {
-            stage: _measured(profile.rows_for(model, stage, self.hardware), profile.samples) for stage in self.stages
+            stage: _measured(profile.rows_for(model, stage, self.hardware), samples) for stage in self.stages
         }
-        if getattr(noise, "needs_samples", False):
+        if needs_samples:
             for stage, (sizes, points) in self._measured.items():
                 if any(p.shape is None for p in points):
                     b = sizes[[p.shape is None for p in points].index(True)]

@@ -189,6 +189,7 @@ class SegmentCosts:
     def __init__(self, profile: Profile, model: ExitModel, *, hardware: Optional[str] = None,
                  noise: Noise = Deterministic(), out_of_range: str = "extrapolate", host: Optional[str] = None,
                  host_assumed_ms: Optional[Mapping[str, float]] = None):
+        self.profile = profile  # as CostModel.profile: the table the costs come from
         self.model = model
 
         def cost(model_name: str, stages: tuple[str, ...]) -> CostModel:

@@ -213,3 +213,17 @@ def test_a_fidelity_config_sees_the_host_fall_behind(tmp_path: Path):
         results, _, _ = simulate_config(config, path.parent)
         verdicts[config.serving.host is not None] = summarize(results)["overloaded"]
     assert verdicts == {True: True, False: False}
+
+
+def test_a_host_whose_intake_the_profile_lacks_is_a_config_error_up_front(tmp_path: Path):
+    """``servesim check`` names the key: the profile has no model with an ``intake`` stage."""
+    from experiments.config import ConfigError
+    from experiments.runner import check
+
+    shipped = Path(__file__).parents[2] / "experiments" / "fidelity_digits_intake.yaml"
+    text = shipped.read_text().replace("host: {intake: digits_torch_ee_host, launch_share: 1.0}\n",
+                                       "host: {intake: nobody_host, launch_share: 1.0}\n", 1)
+    path = tmp_path / "x.yaml"
+    path.write_text(text.split("\nsweep:")[0] + "\n")
+    with pytest.raises(ConfigError, match="serving.host.intake: .*no model 'nobody_host'"):
+        check(path)
