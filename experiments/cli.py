@@ -1,4 +1,4 @@
-"""The ``servesim`` command line: run, check, plot, trace-stats, fidelity, profile, profile-served.
+"""The ``servesim`` command line: run, check, plot, fronts, trace-stats, fidelity, profile, profile-served.
 
 Every user error (bad YAML, bad trace, unknown name, missing file) prints one line per
 problem — what, where, how to fix — and exits with status 2; never a traceback.
@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from traces import FORMATS, describe, load as load_trace
 
 from .executors import EXECUTORS, LOCAL
+from .fronts import write_fronts
 from .plots import plot_experiment
 from .runner import USER_ERRORS, check, run_experiment
 
@@ -68,6 +70,14 @@ def _check(args) -> int:
 def _plot(args) -> int:
     for path in plot_experiment(args.dir):
         print(path)
+    return 0
+
+
+def _fronts(args) -> int:
+    path, table = write_fronts(args.dir, args.policy, tuple(args.rival))
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 60):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"table in {path}")
     return 0
 
 
@@ -145,6 +155,14 @@ def parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="(re)draw the plots of an output folder")
     plot.add_argument("dir")
     plot.set_defaults(handler=_plot)
+
+    fronts = sub.add_parser("fronts", help="compare one exit policy's accuracy/p50 front with others' "
+                                           "(run by run, seeds paired) in an output folder")
+    fronts.add_argument("dir")
+    fronts.add_argument("--policy", default="ttamer", help="the policy under test (default: ttamer)")
+    fronts.add_argument("--rival", nargs="+", default=["optimal_no_recall", "confidence"],
+                        help="the policies whose points it should match (default: optimal_no_recall confidence)")
+    fronts.set_defaults(handler=_fronts)
 
     stats = sub.add_parser("trace-stats", help="summarise a trace file")
     stats.add_argument("file")

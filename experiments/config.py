@@ -425,6 +425,26 @@ def _set(data: dict, dotted: str, value: Any, source: str) -> None:
     node[keys[-1]] = value
 
 
+GROUP_LABEL = "label"  # in a group's value: its name in run folders, results and plots, set nowhere
+
+
+def _is_group(key: str) -> bool:
+    """A swept key that names no config field (``workload``, say) is a group: each of
+    its values is a mapping of key paths set together (a model, its ramps and its
+    behaviour), so that axes that belong together are not crossed."""
+    return "." not in key and key not in ExperimentConfig.model_fields
+
+
+def _check_swept_key(key: str, where: str, group: bool = False) -> None:
+    if not isinstance(key, str) or not key:
+        raise ConfigError(f"{where}: a swept key must be a key path such as 'exits.policy' (got {key!r})")
+    if key in ("seed", "seeds", "sweep"):
+        raise ConfigError(f"{where}: sweep.{key}: cannot be swept; list the seeds under 'seeds:' instead")
+    if group and _is_group(key):
+        raise ConfigError(f"{where}: {key!r} is not a config key (a group sets config keys such as "
+                          f"'model.profile' or 'trace', and may name itself with '{GROUP_LABEL}')")
+
+
 def _short_names(keys: list[str]) -> dict[str, str]:
     """The last part of each swept key, or the whole key where two would clash."""
     last = [k.rsplit(".", 1)[-1] for k in keys]
@@ -447,14 +467,25 @@ def expand(config: ExperimentConfig, source: str, seeds: Optional[list[int]] = N
     for key, values in config.sweep.items():
         if not values:
             raise ConfigError(f"{source}: sweep.{key}: needs at least one value")
-        if key in ("seed", "seeds", "sweep"):
-            raise ConfigError(f"{source}: sweep.{key}: cannot be swept; list the seeds under 'seeds:' instead")
+        _check_swept_key(key, source)
+        if _is_group(key):
+            for value in values:
+                if not isinstance(value, dict) or not value:
+                    raise ConfigError(f"{source}: sweep.{key}: {key!r} is no config key, so it is a group: each "
+                                      f"value sets several keys together, as a mapping 'key.path: value' "
+                                      f"(got {_shown(value)})")
+                for inner in value:
+                    if inner != GROUP_LABEL:
+                        _check_swept_key(inner, f"{source}: sweep.{key}", group=True)
     short = _short_names(keys)
     runs, names = [], {}
     for combo in itertools.product(*(config.sweep[k] for k in keys)):
         data = copy.deepcopy(base)
         for key, value in zip(keys, combo):
-            _set(data, key, value, source)
+            settings = value.items() if _is_group(key) else [(key, value)]
+            for path, setting in settings:
+                if path != GROUP_LABEL:
+                    _set(data, path, setting, source)
         swept = _one_line(", ".join(f"{k}={_shown(v)}" for k, v in zip(keys, combo)))
         where = f"\n{source}: (in the sweep point {swept})" if keys else ""
         for seed in seeds:
@@ -498,6 +529,8 @@ def label(value: Any) -> str:
     """A swept value as part of a folder name: its values joined by '-', other
     punctuation as '_'; a long one (a list of regimes, say) is cut and ends in a hash of
     the whole, so names stay unique and within the file system's limit."""
+    if isinstance(value, dict) and GROUP_LABEL in value:
+        return label(value[GROUP_LABEL])
     text = "-".join(map(str, value.values())) if isinstance(value, dict) else str(value)
     # only characters a shell and every file system take as they are
     text = re.sub(r"[^\w.+-]+", "_", text).strip("_")

@@ -4,7 +4,8 @@
 * ``timeseries-<run>.png``: per run, latency (p50, p99) and throughput over time;
 * ``comparison.png``: p50/p99 latency and throughput of every run side by side;
 * ``pareto.png`` (runs with exits): accuracy against p50 and p99 latency, one front per
-  exit policy, one row of panels per combination of the other swept keys;
+  exit policy (with several seeds, a 95% confidence band), one row of panels per
+  combination of the other swept keys;
 * ``latency_cdf_by_policy.png`` (runs with exits): one latency CDF per exit policy
   (seeds pooled), panels as in the Pareto plot;
 * ``controller-<run>.png`` (runs whose exit policy adapts online, e.g. Apparate): its
@@ -26,6 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from . import store  # noqa: E402
 from .config import label as folder_label  # noqa: E402
@@ -165,14 +167,14 @@ def cluster_comparison(results: pd.DataFrame, target: Path) -> None:
     save_figure(fig, target)
 
 
-def _swept(results: pd.DataFrame) -> list[str]:
+def panel_keys(results: pd.DataFrame) -> list[str]:
     """The swept keys of results.csv other than the exit policy (panels of the Pareto plot)."""
     fixed = {"run", "status", "seed", "policy", *store.SUMMARY_COLUMNS}
     return [c for c in results.columns if c not in fixed and not c.endswith("_change")
             and not c.startswith("policy_") and not c.startswith("exits.policy")]
 
 
-def _points(results: pd.DataFrame) -> list[str]:
+def point_keys(results: pd.DataFrame) -> list[str]:
     """Columns that tell one exit-policy setting from another: its name and the swept
     ``exits.policy...`` keys (not the fitted ``policy_*`` values, which differ by seed)."""
     return ["policy"] + [c for c in results.columns if c.startswith("exits.policy")]
@@ -195,6 +197,16 @@ def _label(values) -> str:
     return text if len(text) <= LONGEST_LABEL else text[:LONGEST_LABEL - 1] + "…"
 
 
+def ci_half_width(values: pd.Series | np.ndarray, level: float = 0.95) -> float:
+    """Half-width of the ``level`` confidence interval of the mean of ``values`` (one per
+    seed; Student's t), or NaN with fewer than two."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
+
+
 def _front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
     """Indices of the points no other point beats on both (lower latency, higher accuracy), by latency."""
     order = np.lexsort((-accuracy, latency))
@@ -206,10 +218,10 @@ def _front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
     return np.array(keep, dtype=int)
 
 
-def _panels(ok: pd.DataFrame) -> tuple[list[pd.DataFrame], list[str], dict[str, str]]:
+def panels(ok: pd.DataFrame) -> tuple[list[pd.DataFrame], list[str], dict[str, str]]:
     """The runs split into one panel per combination of the swept keys other than the
     exit policy, each panel's title, and one colour per policy name (the same in all)."""
-    panels = _swept(ok)
+    panels = panel_keys(ok)
     groups = list(ok.groupby(panels, dropna=False, sort=False)) if panels else [((), ok)]
     titles = []
     for key, _ in groups:
@@ -220,21 +232,27 @@ def _panels(ok: pd.DataFrame) -> tuple[list[pd.DataFrame], list[str], dict[str, 
 
 
 def pareto(results: pd.DataFrame, target: Path) -> None:
-    """Accuracy vs p50 and p99 latency, one front per policy (points averaged over seeds)."""
+    """Accuracy vs p50 and p99 latency, one front per policy (points averaged over seeds;
+    with two seeds or more, a band of each front point's 95% confidence interval of
+    accuracy, from the spread over seeds)."""
     ok = results[(results["status"] == "ok") & results["accuracy"].notna()]
     if ok.empty or "policy" not in ok:
         return
-    groups, titles, colours = _panels(ok)
+    groups, titles, colours = panels(ok)
     fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
     for frame, title, row in zip(groups, titles, axes):
-        means = frame.groupby(_points(frame), dropna=False, sort=False)[
-            ["accuracy", "latency_p50_ms", "latency_p99_ms"]].mean().reset_index()
+        points = frame.groupby(point_keys(frame), dropna=False, sort=False)
+        means = points[["accuracy", "latency_p50_ms", "latency_p99_ms"]].mean().reset_index()
+        means["band"] = points["accuracy"].agg(ci_half_width).to_numpy()
         for ax, column, label in ((row[0], "latency_p50_ms", "p50"), (row[1], "latency_p99_ms", "p99")):
             for name, pts in means.groupby("policy", sort=False):
-                lat, acc = pts[column].to_numpy(), pts["accuracy"].to_numpy()
+                lat, acc, band = (pts[c].to_numpy() for c in (column, "accuracy", "band"))
                 front = _front(lat, acc)
                 ax.scatter(lat, acc, s=12, alpha=0.35, color=colours[name])
                 ax.plot(lat[front], acc[front], marker="o", ms=4, lw=1.4, color=colours[name], label=name)
+                if np.isfinite(band[front]).any():
+                    ax.fill_between(lat[front], acc[front] - band[front], acc[front] + band[front],
+                                    color=colours[name], alpha=0.15, lw=0)
             ax.set_xlabel(f"{label} latency (ms)")
             ax.set_ylabel("accuracy")
             ax.grid(True, alpha=0.3)
@@ -250,10 +268,10 @@ def policy_cdf(results: pd.DataFrame, tables: dict[str, pd.DataFrame], target: P
     ok = results[(results["status"] == "ok") & results["run"].isin(list(tables))]
     if ok.empty or "policy" not in ok:
         return
-    groups, titles, colours = _panels(ok)
+    groups, titles, colours = panels(ok)
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.4 * len(groups)), squeeze=False)
     for frame, title, (ax,) in zip(groups, titles, axes):
-        for values, runs in frame.groupby(_points(frame), dropna=False, sort=False):
+        for values, runs in frame.groupby(point_keys(frame), dropna=False, sort=False):
             name = values[0] if isinstance(values, tuple) else values
             cdf_line(ax, _latencies_ms([tables[r] for r in runs["run"]]), color=colours[name], label=_label(values))
         ax.set_title(title, fontsize=8, loc="left")
@@ -278,7 +296,8 @@ def controller(name: str, history: pd.DataFrame, end: float, target: Path) -> No
             top.step(np.append(times, until[-1]), np.append(values, values[-1]), where="post",
                      label=column.removeprefix("threshold_"))
     top.set_ylabel("threshold")
-    top.legend(fontsize=7, title="exit", ncol=2)
+    if top.get_legend_handles_labels()[0]:  # an online policy that never set a threshold has none
+        top.legend(fontsize=7, title="exit", ncol=2)
     top.grid(True, alpha=0.3)
     for start, stop, ramps in zip(times, until, history["active_ramps"].fillna("").astype(str)):
         for ramp in filter(None, ramps.split(";")):
@@ -320,7 +339,7 @@ def save_figure(fig, target: Path) -> None:
     plt.close(fig)
 
 
-def _read_results(path: Path) -> pd.DataFrame:
+def read_results(path: Path) -> pd.DataFrame:
     """results.csv, checked before any of its values names a file: each run is a folder
     of this experiment (a plain name, no path), so a results.csv from elsewhere can
     neither make the plots read outside the folder nor write a plot outside ``plots/``."""
@@ -344,7 +363,7 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
     results_path = out_dir / store.RESULTS
     if not results_path.exists():
         raise FileNotFoundError(f"{results_path}: no results.csv here; is {out_dir} an experiment output folder?")
-    results = _read_results(results_path)
+    results = read_results(results_path)
     plots = out_dir / "plots"
     tables = {}
     for name in results.loc[results["status"] == "ok", "run"]:

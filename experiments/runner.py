@@ -28,7 +28,7 @@ from traces import FORMATS, TraceError
 from traces.loaders import EXIT_STAGE
 from workloads import PROFILES_DIR, CostModel, Profile, ProfileError, ProfileRangeError, load_profile
 from workloads.behaviour import BehaviourError, BehaviourTable
-from workloads.drift import DriftingBehaviour
+from workloads.drift import DriftingBehaviour, RecordedStream
 from workloads.exits import INTAKE, ExitModel, SegmentCosts
 from workloads.noise import Empirical, Percentiles
 
@@ -92,8 +92,8 @@ def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | Se
 
 
 def build_behaviour(config: ExperimentConfig, base_dir: Path, rng: np.random.Generator):
-    """The run's behaviour source: a :class:`BehaviourTable`, or a
-    :class:`DriftingBehaviour` whose rows depend on when a request arrives."""
+    """The run's behaviour source: a :class:`BehaviourTable`, or a stream (one of
+    :data:`STREAMS`) whose rows depend on when a request arrives."""
     exits = config.exits
     path = getattr(exits.behaviour, "path", None)
     if path is not None and not exists(base_dir / path, "exits.behaviour.path"):
@@ -104,8 +104,11 @@ def build_behaviour(config: ExperimentConfig, base_dir: Path, rng: np.random.Gen
         raise ConfigError(f"exits.behaviour: {exc}") from None
 
 
+STREAMS = (DriftingBehaviour, RecordedStream)
+
+
 def _table_of(source) -> BehaviourTable:
-    return source.table if isinstance(source, DriftingBehaviour) else source
+    return source.table if isinstance(source, STREAMS) else source
 
 
 def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, trace,
@@ -115,8 +118,8 @@ def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, t
     every policy), and fit the policy. Also returns, for a plain table, the row of the
     source table behind each row requests draw from (a real executor feeds that input).
 
-    A drifting source is fitted on part of its first regime (what a deployment has
-    before going live) and requests draw from the regime live at their arrival. A
+    A stream is fitted on part of its first regime or scene (what a deployment has
+    before going live) and requests draw from what is live at their arrival. A
     policy whose spec says ``fit_on = "requests"`` (best static thresholds with
     hindsight) is fitted on exactly the rows the requests will draw. A behaviour that
     takes each request's exit from the trace (``from_trace``) is not split: request k
@@ -137,7 +140,7 @@ def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, t
         if getattr(exits.behaviour, "from_trace", False):
             fit = evaluate = table
             samples = _trace_exits(trace, table.n_exits)
-        elif isinstance(source, DriftingBehaviour):
+        elif isinstance(source, STREAMS):
             fit, rest = source.split_bootstrap(exits.fit_fraction, behaviour_rng)
             evaluate, samples = rest.table, rest.draw_samples(times, sample_rng)
         else:

@@ -455,11 +455,32 @@ class BuiltinBehaviour(Spec):
     name: str
 
     def build(self, rng, base_dir):
-        path = BEHAVIOUR_DIR / f"{self.name}.npz"
-        if not path.exists():
-            known = ", ".join(sorted(p.stem for p in BEHAVIOUR_DIR.glob("*.npz")))
-            raise ValueError(f"no built-in behaviour table {self.name!r}; known: {known}")
-        return behaviour.load_table(path)
+        return behaviour.load_table(_shipped(self.name, "behaviour table"))
+
+
+def _shipped(name: str, what: str, sidecar: str = "") -> Path:
+    """``workloads/data/<name>.npz``, or an error listing the shipped ones (those with
+    ``sidecar`` beside them, where one is asked for)."""
+    path = BEHAVIOUR_DIR / f"{name}.npz"
+    if not path.exists():
+        known = sorted(p.stem for p in BEHAVIOUR_DIR.glob("*.npz")
+                       if not sidecar or p.with_name(p.stem + sidecar).exists())
+        raise ValueError(f"no built-in {what} {name!r}; known: {', '.join(known)}")
+    return path
+
+
+@BEHAVIOUR.register
+class RecordedVideoBehaviour(Spec):
+    """A real recording shipped in ``workloads/data`` (``digits_video``: held-out digits
+    filmed in clear, dusk and glare scenes, 30 fps, and the camera network's behaviour on
+    every frame; ``python -m workloads.video``): a request meets the frame on screen when
+    it arrives, and the policy is fitted on footage before the live stream
+    (``fit_fraction`` of the first scene)."""
+    kind: Literal["recorded_video"]
+    name: str = "digits_video"
+
+    def build(self, rng, base_dir):
+        return drift.load_stream(_shipped(self.name, "recorded video", drift.STREAM_SUFFIX))
 
 
 @BEHAVIOUR.register
@@ -596,7 +617,7 @@ class OraclePolicy(Spec):
 class FittedPolicy(Spec):
     """Policies fitted on the held-out split: objective ``lam`` * loss + (1 - lam) * cost."""
     lam: float = Field(gt=0, le=1)
-    bins: Bins = 1000
+    bins: Union[Literal["auto"], Bins] = "auto"
     loss: Optional[Literal[stopping.LOSSES]] = None
 
     def options(self) -> dict:

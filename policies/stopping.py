@@ -31,7 +31,8 @@ continues iff ``X > σ(R_i, i+1)``: one table look-up.
 
 **Fitting** (:class:`TTamer`, :class:`OptimalNoRecall`): each exit's confidence is mapped
 to a loss proxy — by default its error rate, calibrated by isotonic regression on every
-labelled sample — discretised onto a grid of ``bins`` loss values (:class:`LossGrid`),
+labelled sample — discretised onto a grid of ``bins`` loss values (:class:`LossGrid`;
+``"auto"``: the grid of :data:`BIN_CHOICES` that does best out of fold),
 and the kernels are counted with additive smoothing (:func:`estimate_chain`) from
 cross-fitted states: each sample's states come from a calibration fitted on the other
 folds (:func:`cross_fitted_states`), so the chain is not counted from labels the
@@ -67,6 +68,10 @@ _TIE = 1e-12
 _OCCUPANCY_FLOOR = 1e-12
 # Cross-fitting folds: each sample's loss state comes from a calibration fitted on the others.
 FOLDS = 5
+# The state spaces ``bins="auto"`` chooses from, by out-of-fold objective: a coarse grid
+# pools sparse transition counts, a fine one resolves the loss; which wins depends on
+# how many samples there are and how the exits' losses spread.
+BIN_CHOICES = (25, 100, 400)
 # Recall answers from an earlier exit only if its loss is lower than the last exit's by
 # more than this many standard errors of the two estimates together.
 RECALL_Z = 2.0
@@ -457,20 +462,24 @@ def objective(policy: ExitPolicy, table, costs: np.ndarray, lam: float, loss: st
 class _ChainPolicy(ExitPolicy):
     """Fits a loss grid and a Markov chain on the held-out table, solves it, and decides
     by table look-ups. ``chain`` is the estimated chain (λ-weighted losses, (1-λ)-weighted
-    costs), ``solution`` the solved rule, ``value`` its DP value."""
+    costs), ``solution`` the solved rule, ``value`` its DP value. ``bins="auto"`` chooses
+    the grid from :data:`BIN_CHOICES` by validation (:meth:`fit`)."""
 
-    def __init__(self, lam: float, bins: int, loss: str, smoothing: float):
+    def __init__(self, lam: float, bins: Union[int, str], loss: str, smoothing: float):
         name = type(self).__name__
         if not 0 < lam <= 1:
             raise ValueError(f"{name}: lam must be in (0, 1] (at 0 losses vanish and the policy "
                              f"always stops at exit 0), got {lam!r}")
-        if isinstance(bins, bool) or int(bins) != bins or bins < 2:
-            raise ValueError(f"{name}: bins must be a whole number >= 2, got {bins!r}")
+        self.auto_bins = bins == "auto"
+        if not self.auto_bins and (isinstance(bins, (bool, str)) or int(bins) != bins or bins < 2):
+            raise ValueError(f"{name}: bins must be 'auto' or a whole number >= 2, got {bins!r}")
         if loss not in LOSSES:
             raise ValueError(f"{name}: loss must be one of {LOSSES}, got {loss!r}")
         if not 0 < smoothing < np.inf:
             raise ValueError(f"{name}: smoothing must be a positive number of pseudo-counts, got {smoothing!r}")
-        self.lam, self.bins, self.loss, self.smoothing = float(lam), int(bins), loss, float(smoothing)
+        self.lam, self.loss, self.smoothing = float(lam), loss, float(smoothing)
+        self.bins = BIN_CHOICES[1] if self.auto_bins else int(bins)  # "auto": the choice where validation cannot run
+        self.validation: dict[int, dict[str, np.ndarray]] = {}  # bins -> out-of-fold scores, when chosen
         self.grid: Optional[LossGrid] = None
         self.chain: Optional[MarkovChain] = None
         self.solution: Optional[Union[RecallIndex, StoppingRule]] = None
@@ -478,11 +487,51 @@ class _ChainPolicy(ExitPolicy):
     def _solve(self, chain: MarkovChain) -> Union[RecallIndex, StoppingRule]:
         raise NotImplementedError
 
+    def _bin_choices(self) -> tuple[int, ...]:
+        return BIN_CHOICES
+
+    def _inner(self, bins: int) -> "_ChainPolicy":
+        """The same policy at a fixed grid, fitted plainly (what validation scores)."""
+        raise NotImplementedError
+
+    def _validates(self, table) -> bool:
+        return self.loss != "confidence" and table.n_samples >= 2 * FOLDS
+
+    def _out_of_fold(self, table, stage_costs, bins: int) -> dict[str, np.ndarray]:
+        """Per-sample objectives (λ·loss measured with the labels, (1-λ)·cost), each fold
+        decided by :meth:`_inner` fitted on the other folds (fixed folds: deterministic):
+        ``"rule"``, the policy as fitted, and ``"no_recall"``, the optimal no-recall rule
+        of the same fitted chain."""
+        costs = (1.0 - self.lam) * check_stage_costs(stage_costs, table.n_exits)
+        fold = np.random.default_rng(1).permutation(table.n_samples) % FOLDS
+        scores = {"rule": np.empty(table.n_samples), "no_recall": np.empty(table.n_samples)}
+        for f in range(FOLDS):
+            rows = np.flatnonzero(fold == f)
+            inner = self._inner(bins).fit(table.take(np.flatnonzero(fold != f)), stage_costs)
+            held = table.take(rows)
+            scores["rule"][rows] = objective(inner, held, costs, self.lam, self.loss)
+            if isinstance(inner, TTamer):
+                inner.solution, inner.recalls = solve_no_recall(inner.chain), False
+                scores["no_recall"][rows] = objective(inner, held, costs, self.lam, self.loss)
+            else:
+                scores["no_recall"][rows] = scores["rule"][rows]
+        return scores
+
+    def _score(self, scores: dict[str, np.ndarray]) -> np.ndarray:
+        """The per-sample objectives a grid is judged by."""
+        return scores["rule"]
+
     def fit(self, table, stage_costs: Sequence[float]) -> ExitPolicy:
         """Calibrate each exit's loss on every labelled sample (the online map), and count
         the chain from cross-fitted states (:func:`cross_fitted_states`, folds drawn with a
-        fixed seed: the same table always gives the same policy)."""
+        fixed seed: the same table always gives the same policy). With ``bins="auto"``,
+        the grid is the one of :data:`BIN_CHOICES` whose policy, fitted on four folds,
+        does best on the fifth, summed over folds."""
         costs = check_stage_costs(stage_costs, table.n_exits)
+        self.validation = {}
+        if self.auto_bins and self._validates(table):
+            self.validation = {b: self._out_of_fold(table, stage_costs, b) for b in self._bin_choices()}
+            self.bins = min(self.validation, key=lambda b: self._score(self.validation[b]).mean())
         grid = loss_grid(table, self.bins, self.loss, self.smoothing)
         states = cross_fitted_states(table, self.bins, self.loss, self.smoothing, FOLDS, np.random.default_rng(0))
         chain = estimate_chain(states, self.lam * grid.values, (1.0 - self.lam) * costs, self.smoothing)
@@ -519,11 +568,14 @@ class OptimalNoRecall(_ChainPolicy):
 
     name = "optimal_no_recall"
 
-    def __init__(self, lam: float, bins: int = 1000, loss: str = "calibrated", smoothing: float = 1.0):
+    def __init__(self, lam: float, bins: Union[int, str] = "auto", loss: str = "calibrated", smoothing: float = 1.0):
         super().__init__(lam, bins, loss, smoothing)
 
     def _solve(self, chain: MarkovChain) -> StoppingRule:
         return solve_no_recall(chain)
+
+    def _inner(self, bins: int) -> "OptimalNoRecall":
+        return OptimalNoRecall(self.lam, bins, self.loss, self.smoothing)
 
 
 class TTamer(_ChainPolicy):
@@ -539,43 +591,51 @@ class TTamer(_ChainPolicy):
 
     name = "ttamer"
 
-    def __init__(self, lam: float, bins: int = 1000, loss: str = "calibrated",
+    def __init__(self, lam: float, bins: Union[int, str] = "auto", loss: str = "calibrated",
                  aggregate: Optional[int] = None, smoothing: float = 1.0, check_recall: bool = True):
         super().__init__(lam, bins, loss, smoothing)
         self.check_recall = bool(check_recall)
         self.recalls = True
+        most = max(BIN_CHOICES) if self.auto_bins else self.bins
         if aggregate is not None and (isinstance(aggregate, bool) or int(aggregate) != aggregate
-                                      or not 1 <= aggregate <= self.bins):
-            raise ValueError(f"TTamer: aggregate must be None or a whole number in [1, bins={self.bins}], "
+                                      or not 1 <= aggregate <= most):
+            raise ValueError(f"TTamer: aggregate must be None or a whole number in [1, bins={most}], "
                              f"got {aggregate!r}")
         self.aggregate = None if aggregate is None else int(aggregate)
 
     def _solve(self, chain: MarkovChain) -> RecallIndex:
         return solve_recall(chain if self.aggregate is None else aggregate(chain, self.aggregate))
 
+    def _bin_choices(self) -> tuple[int, ...]:
+        return tuple(b for b in BIN_CHOICES if self.aggregate is None or b >= self.aggregate)
+
+    def _inner(self, bins: int) -> "TTamer":
+        return TTamer(self.lam, bins, self.loss, self.aggregate, self.smoothing, check_recall=False)
+
+    def _recall_loses(self, scores: dict[str, np.ndarray]) -> bool:
+        """Recall's out-of-fold objective exceeds no-recall's beyond :data:`RECALL_Z`
+        standard errors of the paired difference."""
+        worse = scores["rule"] - scores["no_recall"]
+        return bool(worse.mean() > RECALL_Z * worse.std() / np.sqrt(worse.size))
+
+    def _score(self, scores: dict[str, np.ndarray]) -> np.ndarray:
+        checked = self.check_recall and self._recall_loses(scores)
+        return scores["no_recall" if checked else "rule"]
+
     def fit(self, table, stage_costs: Sequence[float]) -> ExitPolicy:
         """Fit the index (see :class:`_ChainPolicy`), then check out of fold that recall
         pays: each fold is decided by the index fitted on the others, and by the optimal
         no-recall rule of the same fitted chain, and their objectives (λ·loss measured
-        with the labels, (1-λ)·cost) are summed. Recall's gain rests on comparing
-        estimated losses across exits, and where those estimates are too noisy to rank
-        exits the DP overrates it; then the policy decides as the no-recall rule
-        (``recalls`` False), which a recall policy is free to do."""
+        with the labels, (1-λ)·cost) are compared sample by sample. Recall's gain rests
+        on comparing estimated losses across exits, and where those estimates are too
+        noisy to rank exits the DP overrates it; then the policy decides as the no-recall
+        rule (``recalls`` False), which a recall policy is free to do. With
+        ``bins="auto"`` the grid is judged by what this check would keep."""
         super().fit(table, stage_costs)
         self.recalls = True
-        if self.check_recall and self.loss != "confidence" and table.n_samples >= 2 * FOLDS:
-            fold = np.random.default_rng(1).permutation(table.n_samples) % FOLDS
-            worse = np.empty(table.n_samples)  # recall's objective minus no-recall's, per sample, out of fold
-            for f in range(FOLDS):
-                rows = np.flatnonzero(fold == f)
-                inner = TTamer(self.lam, self.bins, self.loss, self.aggregate, self.smoothing,
-                               check_recall=False)
-                inner.fit(table.take(np.flatnonzero(fold != f)), stage_costs)
-                held = table.take(rows)
-                worse[rows] = objective(inner, held, self.chain.costs, self.lam, self.loss)
-                inner.solution, inner.recalls = solve_no_recall(inner.chain), False
-                worse[rows] -= objective(inner, held, self.chain.costs, self.lam, self.loss)
-            if worse.mean() > RECALL_Z * worse.std() / np.sqrt(worse.size):
+        if self.check_recall and self._validates(table):
+            scores = self.validation.get(self.bins) or self._out_of_fold(table, stage_costs, self.bins)
+            if self._recall_loses(scores):
                 self.solution, self.recalls = solve_no_recall(self.chain), False
         return self
 

@@ -17,19 +17,27 @@ has no time, so this module adds one:
 * :meth:`DriftingBehaviour.split_bootstrap` holds out rows of the first piece's regime,
   what a deployment has seen before going live, to fit static policies on;
 * :func:`video_drift` (short scenes, easy and hard alternating) and :func:`topic_drift`
-  (a few long topic segments, step changes) build the two kinds of stream.
+  (a few long topic segments, step changes) build the two kinds of stream;
+* :class:`RecordedStream` is a real recording instead (:mod:`workloads.video`): one row
+  per frame in capture order, and a request meets the frame on screen when it arrives.
 
-The engine reads ``.table`` exactly as it reads any behaviour table.
+Both have ``draw_samples`` and ``split_bootstrap``; the engine reads ``.table`` exactly as
+it reads any behaviour table.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from workloads.behaviour import _ARRAY_FIELDS, BehaviourTable, synthetic
+from workloads.behaviour import _ARRAY_FIELDS, BehaviourTable, PathLike, load_table, save_table, synthetic
+from workloads.profile import _atomic
+
+STREAM_SUFFIX = ".stream.json"
 
 
 @dataclass(frozen=True)
@@ -204,17 +212,25 @@ def video_drift(rng: np.random.Generator, *, duration_s: float = 600.0, scene_s:
     drawn uniformly from ``regimes[1:]``, scheduled until ``duration_s``; the scene live
     at ``duration_s`` lasts forever. Over a long stream half the time is easy and each
     hard regime gets an equal share of the rest."""
-    if not (duration_s > 0 and scene_s > 0) or len(regimes) < 2:
+    return drifting(regimes, scene_schedule(rng, duration_s, scene_s, len(regimes)),
+                    samples_per_regime=samples_per_regime, n_classes=n_classes, rng=rng)
+
+
+def scene_schedule(rng: np.random.Generator, duration_s: float, scene_s: float,
+                   n_regimes: int) -> list[tuple[float, int]]:
+    """``(start_s, regime)`` scenes of exponential length (mean ``scene_s``) until
+    ``duration_s``, alternating regime 0 (easy, first) and one drawn uniformly from
+    1..``n_regimes`` - 1."""
+    if not (duration_s > 0 and scene_s > 0) or n_regimes < 2:
         raise ValueError(f"need duration_s > 0, scene_s > 0 and at least two regimes, got "
-                         f"{duration_s!r}, {scene_s!r} and {len(regimes)}")
+                         f"{duration_s!r}, {scene_s!r} and {n_regimes}")
     ends = np.cumsum(rng.exponential(scene_s, size=1 + int(4 * duration_s / scene_s)))
     while ends[-1] < duration_s:  # rare: the first draw fell short of the horizon
         ends = np.concatenate([ends, ends[-1] + np.cumsum(rng.exponential(scene_s, size=ends.size))])
     starts = np.concatenate([[0.0], ends[ends < duration_s]])
-    hard = rng.integers(1, len(regimes), size=starts.size)
+    hard = rng.integers(1, n_regimes, size=starts.size)
     live = np.where(np.arange(starts.size) % 2 == 0, 0, hard)
-    return drifting(regimes, list(zip(starts.tolist(), live.tolist())),
-                    samples_per_regime=samples_per_regime, n_classes=n_classes, rng=rng)
+    return list(zip(starts.tolist(), live.tolist()))
 
 
 def topic_drift(rng: np.random.Generator, *, segment_s: float = 300.0, n_segments: int = 4,
@@ -228,3 +244,86 @@ def topic_drift(rng: np.random.Generator, *, segment_s: float = 300.0, n_segment
         raise ValueError(f"need segment_s > 0 and n_segments >= 1, got {segment_s!r} and {n_segments!r}")
     schedule = [(p * segment_s, p % len(regimes)) for p in range(n_segments)]
     return drifting(regimes, schedule, samples_per_regime=samples_per_regime, n_classes=n_classes, rng=rng)
+
+
+class StreamError(ValueError):
+    """A recorded stream's files disagree or are malformed; the message names the file."""
+
+
+@dataclass(frozen=True, eq=False)
+class RecordedStream:
+    """Frames in capture order: row i of ``table`` was captured at ``i / fps``;
+    ``schedule`` is ``((start_s, condition), ...)`` from 0, strictly increasing, naming
+    ``condition_names`` by index (for reports: the frames carry the behaviour)."""
+
+    table: BehaviourTable
+    fps: float
+    schedule: tuple[tuple[float, int], ...]
+    condition_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        starts = [s for s, _ in self.schedule]
+        if not (np.isfinite(self.fps) and self.fps > 0):
+            raise StreamError(f"fps must be a positive number, got {self.fps!r}")
+        if not starts or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
+            raise StreamError(f"scenes must start at 0 and strictly increase, got {starts[:5]!r}...")
+        bad = [c for _, c in self.schedule if not 0 <= c < len(self.condition_names)]
+        if bad:
+            raise StreamError(f"scene condition {bad[0]!r} names none of {self.condition_names!r}")
+
+    @property
+    def duration_s(self) -> float:
+        return self.table.n_samples / self.fps
+
+    def draw_samples(self, arrival_times: Sequence[float] | np.ndarray,
+                     rng: np.random.Generator | None = None) -> np.ndarray:
+        """The frame on screen at each arrival (``rng`` is unused: the stream is the
+        randomness). Past the end the recording loops, as a replayed camera would."""
+        times = np.asarray(arrival_times, dtype=np.float64)
+        if times.size and not (np.isfinite(times).all() and times.min() >= 0):
+            raise ValueError("arrival times must be finite and >= 0")
+        return np.floor(times * self.fps).astype(np.int64) % self.table.n_samples
+
+    def split_bootstrap(self, fraction: float,
+                        rng: np.random.Generator | None = None) -> tuple[BehaviourTable, "RecordedStream"]:
+        """``(bootstrap, live)``: the first ``fraction`` of the first scene's frames, and
+        the stream that starts right after them (its clock and scenes moved back)."""
+        first_end = self.schedule[1][0] if len(self.schedule) > 1 else self.duration_s
+        n_fit = round(fraction * first_end * self.fps)
+        if not 0 < n_fit < self.table.n_samples:
+            raise ValueError(f"bootstrap fraction {fraction!r} of the first scene ({first_end:.1f} s at "
+                             f"{self.fps:g} fps) leaves an empty part")
+        offset = n_fit / self.fps
+        moved = [(max(0.0, s - offset), c) for s, c in self.schedule if s == 0 or s > offset]
+        live = RecordedStream(self.table.take(np.arange(n_fit, self.table.n_samples)), self.fps,
+                              tuple(moved), self.condition_names)
+        return self.table.take(np.arange(n_fit)), live
+
+
+def save_stream(stream: RecordedStream, path: PathLike) -> None:
+    """The table at ``path`` (servesim's ``.npz``: it also loads as a plain table) and the
+    scenes beside it (``<path>.stream.json``), each written atomically."""
+    path = Path(path)
+    save_table(stream.table, path)
+    meta = {"fps": stream.fps, "conditions": list(stream.condition_names),
+            "scenes": [[s, stream.condition_names[c]] for s, c in stream.schedule]}
+    _atomic(_sidecar(path), lambda f: json.dump(meta, f, indent=0))
+
+
+def load_stream(path: PathLike) -> RecordedStream:
+    """A stream written by :func:`save_stream`; any problem names the file."""
+    path = Path(path)
+    table, sidecar = load_table(path), _sidecar(path)
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        names = tuple(meta["conditions"])
+        schedule = tuple((float(s), names.index(c)) for s, c in meta["scenes"])
+        return RecordedStream(table, float(meta["fps"]), schedule, names)
+    except FileNotFoundError:
+        raise StreamError(f"{sidecar}: missing (a recorded stream needs its scenes beside the table)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StreamError(f"{sidecar}: not a recorded stream's scenes ({type(exc).__name__}: {exc})") from None
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".npz") + STREAM_SUFFIX)

@@ -20,12 +20,17 @@ output, fed real held-out digits): the same weights that produced the shipped
 behaviour table ``workloads/data/digits_ee.npz``.
 
     python -m workloads.profiler_cpu --model digits_ee --out workloads/profiles/cpu_digits_ee.csv
+
+``--model mnist1d_ee``: the same network trained on MNIST-1D (40 inputs, not 64).
+
+    python -m workloads.profiler_cpu --model mnist1d_ee --out workloads/profiles/cpu_mnist1d_ee.csv
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import os
 import platform
@@ -106,7 +111,6 @@ def blas_name() -> str:
 # A profiled stage: (name, run, trunk); a trunk stage's output is the next stage's input,
 # a branch's (an early-exit ramp's) is not.
 StageFn = tuple[str, Callable[[np.ndarray], np.ndarray], bool]
-DEFAULT_OUT = {"mlp3": "workloads/profiles/cpu_mlp.csv", "digits_ee": "workloads/profiles/cpu_digits_ee.csv"}
 
 
 def mlp3(rng: np.random.Generator) -> tuple[list[StageFn], Callable[[int], np.ndarray], str]:
@@ -117,20 +121,22 @@ def mlp3(rng: np.random.Generator) -> tuple[list[StageFn], Callable[[int], np.nd
     return stages, lambda batch: rng.standard_normal((batch, MLP3["block1"][0])).astype(np.float32), describe
 
 
-def digits_ee(rng: np.random.Generator) -> tuple[list[StageFn], Callable[[int], np.ndarray], str]:
-    """The trained digits early-exit network (imported here: mlp3 needs only numpy)."""
+def trained_mlp_ee(dataset: str, rng: np.random.Generator) -> tuple[list[StageFn], Callable[[int], np.ndarray], str]:
+    """The early-exit MLP of :mod:`workloads.digits` trained on ``dataset``, fed its real
+    held-out rows (imported here: mlp3 needs only numpy)."""
     from workloads import digits
 
-    net, split, _ = digits.build()
+    net, split, _ = digits.build(dataset=dataset)
     widths = ">".join(map(str, [net.backbone[0][0].shape[0], *(w.shape[1] for w, _ in net.backbone)]))
-    describe = (f"digits_ee: MLP {widths} trained on sklearn digits (workloads/digits.py), float32; "
+    describe = (f"{dataset}_ee: MLP {widths} trained on {dataset} (workloads/digits.py), float32; "
                 f"block1-3 dense+ReLU, block4 dense+ReLU+dense+softmax; ramp1-3 dense "
                 f"{net.ramps[0][0].shape[0]}>{net.ramps[0][0].shape[1]} (avg-pool/{digits.POOL} folded in)"
-                f"+softmax on block1-3's output; table workloads/data/digits_ee.npz")
+                f"+softmax on block1-3's output; table workloads/data/{dataset}_ee.npz")
     return list(net.stages()), lambda batch: split.test_x[:batch].astype(np.float32), describe
 
 
-MODELS = {"mlp3": mlp3, "digits_ee": digits_ee}
+MODELS = {"mlp3": mlp3, **{f"{d}_ee": functools.partial(trained_mlp_ee, d) for d in ("digits", "mnist1d")}}
+DEFAULT_OUT = {name: f"workloads/profiles/cpu_{name}.csv" for name in MODELS} | {"mlp3": "workloads/profiles/cpu_mlp.csv"}
 
 
 def measure(repeats: int, warmup: int, threads: int, model: str = "mlp3") -> Profile:
@@ -169,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="mlp3", help="network to time")
     parser.add_argument("--out", help="CSV to write (default: workloads/profiles/cpu_mlp.csv for mlp3, "
-                                      "workloads/profiles/cpu_digits_ee.csv for digits_ee)")
+                                      "workloads/profiles/cpu_<model>.csv for the others)")
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per (stage, batch size)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed calls before timing")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads")

@@ -128,3 +128,72 @@ def test_recall_needs_a_difference_beyond_the_noise():
     policy = TTamer(0.9).fit(table, [0.5, 0.5])
     _, answer = policy.decide(ExitObservation(1, 2, confidence, None, None))
     assert (answer == 1).mean() > 0.95
+
+
+def _exits_taken(policy, confidence: np.ndarray):
+    """(exit stopped at, exit answered from) of every request."""
+    n = confidence.shape[0]
+    stopped, answered = np.full(n, EXITS - 1), np.full(n, EXITS - 1)
+    running = np.arange(n)
+    for i in range(EXITS):
+        stop, answer = policy.decide(ExitObservation(i, EXITS, confidence[running, : i + 1], None, None))
+        stop = np.ones(running.size, bool) if i == EXITS - 1 else np.asarray(stop, bool)
+        stopped[running[stop]], answered[running[stop]] = i, np.asarray(answer)[stop]
+        running = running[~stop]
+    return stopped, answered
+
+
+class _TrueIndex:
+    """The true chain's recall index, deciding on the true error rates (confidence 1 - p)."""
+
+    def __init__(self, p, start, kernels, lam):
+        self.order = np.argsort(p)
+        self.rank = np.empty(STATES, dtype=np.intp)
+        self.rank[self.order] = np.arange(STATES)
+        self.p = p
+        chain = MarkovChain(values=lam * p[self.order], initial=start[self.order],
+                            kernels=[k[np.ix_(self.order, self.order)] for k in kernels], costs=(1 - lam) * COSTS)
+        self.index = solve_recall(chain)
+
+    def decide(self, obs):
+        state = np.abs((1 - obs.confidence)[..., None] - self.p).argmin(axis=-1)
+        return self.index.decide(self.rank[state])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_given_the_true_model_the_fit_changes_nothing(seed):
+    """Where the data is the true model (confidence = 1 - error rate, 20,000 samples), the
+    fitted policy stops and answers where the true chain's index does, request by
+    request (all but ties and calibration blur at state boundaries: >= 97%). The error
+    rates are drawn at least 0.05 apart, so that the coarsest grid validation may choose
+    (25 bins of 0.04) tells every state apart: two states 0.001 apart (seen with
+    unrestricted draws) are one state to any grid coarser than 1/1000, and no fit on such
+    a grid can follow their different futures."""
+    rng = np.random.default_rng(seed)
+    p, start, kernels = _random_chain(rng)
+    while np.diff(np.sort(p)).min() < 0.05:
+        p, start, kernels = _random_chain(rng)
+    _, table = _draw(p, start, kernels, 20_000, rng)
+    test_states, _ = _draw(p, start, kernels, 10_000, rng)
+    confidence = 1 - p[test_states]
+    fitted = _exits_taken(TTamer(0.8).fit(table, COSTS), confidence)
+    true = _exits_taken(_TrueIndex(p, start, kernels, 0.8), confidence)
+    assert (fitted[0] == true[0]).mean() >= 0.97 and (fitted[1] == true[1]).mean() >= 0.97
+
+
+def test_auto_bins_keeps_the_grid_that_validates_best():
+    from policies.stopping import BIN_CHOICES
+
+    rng = np.random.default_rng(3)
+    p, start, kernels = _random_chain(rng)
+    _, table = _draw(p, start, kernels, 3_000, rng)
+    for policy in (TTamer(0.9), OptimalNoRecall(0.9)):
+        policy.fit(table, COSTS)
+        assert set(policy.validation) == set(BIN_CHOICES)
+        means = {b: policy._score(s).mean() for b, s in policy.validation.items()}
+        assert policy.bins == min(means, key=means.get)
+        assert policy.params()["bins"] == policy.bins
+        again = type(policy)(0.9).fit(table, COSTS)
+        assert again.bins == policy.bins  # the folds are fixed: the same table, the same choice
+    fixed = TTamer(0.9, bins=50).fit(table, COSTS)
+    assert fixed.bins == 50 and fixed.validation == {}

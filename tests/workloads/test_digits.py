@@ -117,7 +117,56 @@ def test_shipped_digits_profile():
 
 
 def test_profiler_measures_the_digits_network(built, monkeypatch):
-    monkeypatch.setattr(digits, "build", lambda: built)  # the profiler trains via build(); reuse it
+    monkeypatch.setattr(digits, "build", lambda dataset: built)  # the profiler trains via build(); reuse it
     profile = measure(repeats=2, warmup=1, threads=1, model="digits_ee")
     assert profile.stages("digits_ee") == STAGES
     assert len(profile.rows) == len(STAGES) * len(BATCH_SIZES)
+
+
+# --- the same recipe on MNIST-1D --------------------------------------------------------
+
+MNIST1D_TABLE = digits.DATA_DIR / "mnist1d_ee.npz"
+
+
+def test_mnist1d_is_the_packages_default_split_and_leaves_global_generators_alone():
+    pytest.importorskip("mnist1d")
+    import random
+
+    before = np.random.get_state()[1].copy(), random.getstate()
+    split = digits.split_mnist1d()
+    assert split.train_x.shape == (4000, 40) and split.test_x.shape == (1000, 40)
+    assert set(np.unique(split.test_y)) == set(range(10))
+    np.testing.assert_array_equal(np.random.get_state()[1], before[0])
+    assert random.getstate() == before[1]
+    again = digits.split_mnist1d(seed=7)  # the data is the package's; the seed only trains
+    np.testing.assert_array_equal(again.test_x, split.test_x)
+
+
+def test_shipped_mnist1d_table_spreads_wider_than_digits(shipped):
+    table = load_table(MNIST1D_TABLE)
+    assert table.exit_names == digits.EXIT_NAMES and table.n_samples == 1000
+    accuracy = table.accuracy()
+    # Measured 0.404, 0.501, 0.646, 0.700 (SE at most 0.016 on 1,000 samples); an MLP on
+    # MNIST-1D reaches about 0.68 in its paper, so 0.6-0.8 is the plausible band.
+    np.testing.assert_allclose(accuracy, [0.404, 0.501, 0.646, 0.700], atol=1e-9)
+    assert np.all(np.diff(accuracy) > 0)
+    assert accuracy[-1] - accuracy[0] > 2 * (shipped.accuracy()[-1] - shipped.accuracy()[0])
+    # The final head is overconfident: its mean confidence far above its accuracy.
+    assert table.confidence[:, -1].mean() > accuracy[-1] + 0.1
+
+
+def test_retraining_reproduces_the_shipped_mnist1d_table(tmp_path):
+    pytest.importorskip("mnist1d")
+    out = tmp_path / "mnist1d_ee.npz"
+    assert digits.main(["--dataset", "mnist1d", "--out", str(out)]) == 0
+    fresh, shipped = load_table(out), load_table(MNIST1D_TABLE)
+    for field in ("prediction", "correct", "agrees"):
+        np.testing.assert_array_equal(getattr(fresh, field), getattr(shipped, field), err_msg=field)
+    np.testing.assert_allclose(fresh.confidence, shipped.confidence, rtol=0, atol=1e-6)
+
+
+def test_shipped_mnist1d_profile_names_every_stage():
+    profile = load_profile(PROFILES_DIR / "cpu_mnist1d_ee.csv")
+    assert profile.models() == ("mnist1d_ee",)
+    assert profile.stages("mnist1d_ee") == STAGES
+    assert profile.metadata["model"].startswith("mnist1d_ee: MLP 40>512")

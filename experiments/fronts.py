@@ -1,0 +1,100 @@
+"""Front against front: where one exit policy's accuracy / p50 front falls short of another's.
+
+A recall policy fitted well is never worse than a no-recall one beyond noise (it may
+always answer from the last exit run), so a front of T-Tamer points that a rival's point
+beats is a finding to explain. A reader checks it point by point: for each point of a
+rival policy (optimal no-recall at some λ, a confidence threshold), is there a point of
+the policy under test at no more than :data:`P50_SLACK` more p50 and no less than
+:data:`ACCURACY_SLACK` less accuracy, in the same panel (the same values of every swept
+key but the exit policy)? Points are means over seeds.
+
+Seeds share their arrivals and samples across policies (common random numbers), so the
+accuracy of two points is compared seed by seed: a rival point is *beyond noise* where
+its paired accuracy lead over the best test point at its speed exceeds the slack by more
+than the 95% confidence half-width of that lead.
+
+    servesim fronts runs/ttamer_pareto            # writes runs/ttamer_pareto/fronts.csv
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import store
+from .plots import ci_half_width, panels, point_keys, read_results
+
+P50_SLACK = 0.02         # a test point may be 2% slower at p50 and still match
+ACCURACY_SLACK = 0.005   # ... and half a point less accurate
+FRONTS = "fronts.csv"
+COLUMNS = ["panel", "rival", "rival_points", "unmatched", "beyond_noise", "no_point_as_fast",
+           "largest_gap", "largest_gap_at_p50_ms"]
+
+
+def compare(results: pd.DataFrame, policy: str = "ttamer",
+            rivals: tuple[str, ...] = ("optimal_no_recall", "confidence")) -> pd.DataFrame:
+    """One row per (panel, rival): how many of the rival's points no ``policy`` point
+    matches (``unmatched``), how many of those beyond the seeds' noise, how many no
+    ``policy`` point is as fast as, and the largest accuracy lead of a rival point over
+    the best ``policy`` point at its p50 (positive: the rival is ahead)."""
+    ok = results[(results["status"] == "ok") & results["accuracy"].notna()]
+    if ok.empty or "policy" not in ok:
+        return pd.DataFrame(columns=COLUMNS)
+    groups, titles, _ = panels(ok)
+    rows = []
+    for frame, title in zip(groups, titles):
+        points = _points_by_seed(frame)
+        tested = [p for p in points if p[0] == policy]
+        for rival in rivals:
+            rows.append({"panel": title, "rival": rival,
+                         **_against(points, tested, [p for p in points if p[0] == rival])})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _points_by_seed(frame: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+    """Each exit-policy setting's runs, indexed by seed: (policy name, swept values...) ->
+    frame of accuracy and latency_p50_ms."""
+    keys = point_keys(frame)
+    return {(values if isinstance(values, tuple) else (values,)): runs.set_index("seed")[["accuracy", "latency_p50_ms"]]
+            for values, runs in frame.groupby(keys, dropna=False, sort=False)}
+
+
+def _against(points: dict, tested: list, rival: list) -> dict:
+    counts = {"rival_points": len(rival), "unmatched": 0, "beyond_noise": 0, "no_point_as_fast": 0,
+              "largest_gap": np.nan, "largest_gap_at_p50_ms": np.nan}
+    means = {p: points[p].mean() for p in tested}
+    for r in rival:
+        runs = points[r]
+        p50, accuracy = runs["latency_p50_ms"].mean(), runs["accuracy"].mean()
+        fast = [p for p in tested if means[p]["latency_p50_ms"] <= (1 + P50_SLACK) * p50]
+        if not fast:
+            counts["unmatched"] += 1
+            counts["no_point_as_fast"] += 1
+            continue
+        best = max(fast, key=lambda p: means[p]["accuracy"])
+        gap = accuracy - means[best]["accuracy"]
+        if np.isnan(counts["largest_gap"]) or gap > counts["largest_gap"]:
+            counts["largest_gap"], counts["largest_gap_at_p50_ms"] = gap, p50
+        if gap > ACCURACY_SLACK:
+            counts["unmatched"] += 1
+            lead = (runs["accuracy"] - points[best]["accuracy"]).dropna()  # paired by seed
+            half = ci_half_width(lead)
+            if lead.mean() - (0 if np.isnan(half) else half) > ACCURACY_SLACK:
+                counts["beyond_noise"] += 1
+    return counts
+
+
+def write_fronts(out_dir: Path | str, policy: str = "ttamer",
+                 rivals: tuple[str, ...] = ("optimal_no_recall", "confidence")) -> tuple[Path, pd.DataFrame]:
+    """:func:`compare` on an experiment folder's results.csv, written to ``fronts.csv`` there."""
+    out_dir = Path(out_dir)
+    path = out_dir / store.RESULTS
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no results.csv here; is {out_dir} an experiment output folder?")
+    table = compare(read_results(path), policy, rivals)
+    target = out_dir / FRONTS
+    with store.atomic_path(target) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    return target, table

@@ -1,0 +1,133 @@
+"""Swept groups (several keys set together), the recorded video behaviour in a config, the
+front-against-front comparison (``servesim fronts``) and the Pareto plot's bands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import fronts
+from experiments.config import ConfigError, expand, load
+from experiments.plots import ci_half_width, pareto
+
+HEAD = """\
+name: groups
+seeds: [1, 2]
+trace: {kind: poisson, rate: 150, count: 400}
+model: {profile: "builtin:cpu_digits_ee", name: digits_ee}
+serving: {batching: {policy: dynamic, max_batch: 16}}
+exits:
+  ramps: {block1: ramp1, block2: ramp2, block3: ramp3}
+  behaviour: {kind: builtin, name: digits_ee}
+  policy: never
+"""
+
+GROUPED = HEAD + """\
+sweep:
+  workload:
+    - {label: digits}
+    - label: mnist1d
+      model.profile: "builtin:cpu_mnist1d_ee"
+      model.name: mnist1d_ee
+      exits.behaviour: {kind: builtin, name: mnist1d_ee}
+      trace: {kind: poisson, rate: 300, count: 400}
+  exits.policy: [never, {name: ttamer, lam: 0.9}]
+"""
+
+
+def test_a_group_sets_its_keys_together_and_is_named_by_its_label(write):
+    path = write("g.yaml", GROUPED)
+    runs = expand(load(path), str(path))
+    assert len(runs) == 2 * 2 * 2
+    assert [r.name for r in runs[:3]] == ["workload=digits,policy=never,seed=1", "workload=digits,policy=never,seed=2",
+                                          "workload=digits,policy=ttamer-0.9,seed=1"]
+    mnist = [r for r in runs if r.name.startswith("workload=mnist1d")]
+    assert {r.config.model.name for r in mnist} == {"mnist1d_ee"}
+    assert {r.config.exits.behaviour.name for r in mnist} == {"mnist1d_ee"}
+    assert {r.config.trace.rate for r in mnist} == {300}
+    assert {r.config.model.name for r in runs if r not in mnist} == {"digits_ee"}  # nothing leaks across
+
+
+@pytest.mark.parametrize("value, message", [
+    ("digits", r"sweep.workload: 'workload' is no config key, so it is a group: each value sets several keys "
+               r"together, as a mapping 'key.path: value' \(got 'digits'\)"),
+    ("{label: a, seed: 3}", r"sweep.workload: sweep.seed: cannot be swept"),
+    ("{label: a, modle.name: x}", r"modle: unknown key; did you mean 'model'\?"),
+    ("{label: a, workload2: x}", r"'workload2' is not a config key"),
+])
+def test_bad_groups_are_named(write, value, message):
+    path = write("g.yaml", HEAD + f"sweep:\n  workload:\n    - {value}\n")
+    with pytest.raises(ConfigError, match=message):
+        expand(load(path), str(path))
+
+
+def test_a_recorded_video_runs_from_yaml_and_frames_follow_the_clock(write, servesim, tmp_path):
+    path = write("v.yaml", HEAD.replace("{kind: builtin, name: digits_ee}", "{kind: recorded_video}")
+                 .replace("count: 400", "count: 3000").replace("seeds: [1, 2]", "seeds: [1]")
+                 + "  semantics: latency_only\n  fit_fraction: 0.1\n"
+                 + "sweep:\n  exits.policy: [never, {name: apparate}]\n")
+    rc, out, err = servesim("run", path, "--out", tmp_path / "out", "--quiet")
+    assert rc == 0, err
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert list(results["status"]) == ["ok", "ok"]
+    assert results["agreement"].iloc[1] >= 0.95  # Apparate's 1% budget, on real frames
+    rc, _, err = servesim("check", write("w.yaml", path.read_text().replace("{kind: recorded_video}",
+                                                                            "{kind: recorded_video, name: cam}")))
+    assert rc == 2 and "no built-in recorded video 'cam'; known: digits_video" in err
+
+
+def _results(rows):
+    """results.csv rows: (policy, spec, seed, accuracy, p50)."""
+    return pd.DataFrame([{"run": f"{spec}-{seed}", "status": "ok", "seed": seed, "exits.policy": spec,
+                          "policy": policy, "accuracy": acc, "latency_p50_ms": p50, "latency_p99_ms": 2 * p50}
+                         for policy, spec, seed, acc, p50 in rows])
+
+
+def test_fronts_count_unmatched_points_and_pair_seeds_for_the_noise():
+    rows = []
+    for seed, wobble in ((1, 0.0), (2, 0.004), (3, -0.004)):
+        rows += [("ttamer", "t1", seed, 0.90 + wobble, 1.00), ("ttamer", "t2", seed, 0.95 + wobble, 2.00),
+                 # matched: 1.5% slower at most, and no more than half a point better
+                 ("optimal_no_recall", "n1", seed, 0.904 + wobble, 0.99),
+                 # unmatched beyond noise: 2 points better at the same p50 in every seed
+                 ("optimal_no_recall", "n2", seed, 0.97 + wobble, 2.00),
+                 # unmatched but within noise: 1 point better on average, seeds disagree
+                 ("confidence", "c1", seed, 0.90 + (0.0, 0.03, 0.0)[seed - 1], 1.00),
+                 # faster than any ttamer point
+                 ("confidence", "c2", seed, 0.5, 0.5)]
+    table = fronts.compare(_results(rows))
+    by = table.set_index("rival")
+    assert by.loc["optimal_no_recall", ["rival_points", "unmatched", "beyond_noise", "no_point_as_fast"]].tolist() == [2, 1, 1, 0]
+    assert by.loc["optimal_no_recall", "largest_gap"] == pytest.approx(0.02)
+    assert by.loc["optimal_no_recall", "largest_gap_at_p50_ms"] == pytest.approx(2.0)
+    assert by.loc["confidence", ["rival_points", "unmatched", "beyond_noise", "no_point_as_fast"]].tolist() == [2, 2, 0, 1]
+    assert by.loc["confidence", "largest_gap"] == pytest.approx(0.01)
+
+
+def test_fronts_cli_writes_its_table(sweep, servesim):
+    rc, out, err = servesim("fronts", sweep.out, "--policy", "none", "--rival", "none")
+    assert rc == 0, err
+    assert (sweep.out / "fronts.csv").exists() and "table in" in out
+
+
+def test_ci_half_width_is_students_t():
+    assert np.isnan(ci_half_width([0.9]))
+    # three values with sd 0.01: t(0.975, 2) = 4.303, / sqrt(3)
+    assert ci_half_width([0.89, 0.90, 0.91]) == pytest.approx(4.3027 * 0.01 / np.sqrt(3), rel=1e-4)
+
+
+def test_pareto_draws_a_band_with_several_seeds(tmp_path, monkeypatch):
+    rows = [(p, f"{p}{k}", seed, 0.8 + 0.05 * k + 0.01 * seed, 1.0 + k) for p in ("ttamer", "confidence")
+            for k in range(3) for seed in (1, 2, 3)]
+    bands = []
+    import matplotlib.axes
+
+    original = matplotlib.axes.Axes.fill_between
+    monkeypatch.setattr(matplotlib.axes.Axes, "fill_between",
+                        lambda self, x, lo, hi, **kw: bands.append((np.asarray(lo), np.asarray(hi))) or original(self, x, lo, hi, **kw))
+    pareto(_results(rows), tmp_path / "pareto.png")
+    assert (tmp_path / "pareto.png").exists()
+    assert len(bands) == 4  # two policies, p50 and p99 panels
+    lo, hi = bands[0]
+    np.testing.assert_allclose(hi - lo, 2 * 4.3027 * 0.01 / np.sqrt(3), rtol=1e-4)
