@@ -268,9 +268,10 @@ def _yaml_loc(loc: tuple, data: Any, missing: bool = False) -> tuple[list[str], 
 def _one_member(found: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
     """The problems ``(type, path, message, got)`` of one union value: pydantic reports
     one per member it tried, but a member whose type the value does not have at all (a
-    ``*_type`` error) says only what else the value could have been. Keep the others;
-    where none is left, merge them into one ("a valid number or a valid list")."""
-    fitting = [f for f in found if not f[0].endswith("_type")]
+    ``*_type`` error, or a literal such as ``'auto'`` it is not) says only what else the
+    value could have been. Keep the others; where none is left, merge them into one ("a
+    valid number or a valid list")."""
+    fitting = [f for f in found if not (f[0].endswith("_type") or f[0] == "literal_error")]
     if fitting or len(found) == 1:
         return fitting or found
     kinds = " or ".join(msg.removeprefix("Input should be ") for _, _, msg, _ in found)

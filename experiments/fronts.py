@@ -13,7 +13,9 @@ accuracy of two points is compared seed by seed: a rival point is *beyond noise*
 its paired accuracy lead over the best test point at its speed exceeds the slack by more
 than the 95% confidence half-width of that lead.
 
-    servesim fronts runs/ttamer_pareto            # writes runs/ttamer_pareto/fronts.csv
+    servesim fronts runs/ttamer_pareto     # writes fronts.csv and front_steps.csv there
+
+:func:`steps` says how densely each front is drawn: its largest step between neighbours.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import numpy as np
 import pandas as pd
 
 from . import store
-from .plots import ci_half_width, panels, point_keys, read_results
+from .plots import ci_half_width, front, panels, point_keys, read_results
 
 P50_SLACK = 0.02         # a test point may be 2% slower at p50 and still match
 ACCURACY_SLACK = 0.005   # ... and half a point less accurate
 FRONTS = "fronts.csv"
+STEPS = "front_steps.csv"
 COLUMNS = ["panel", "rival", "rival_points", "unmatched", "beyond_noise", "no_point_as_fast",
            "largest_gap", "largest_gap_at_p50_ms"]
 
@@ -86,6 +89,31 @@ def _against(points: dict, tested: list, rival: list) -> dict:
     return counts
 
 
+STEP_COLUMNS = ["panel", "policy", "front_points", "largest_accuracy_step", "largest_p50_step"]
+
+
+def steps(results: pd.DataFrame) -> pd.DataFrame:
+    """How densely each policy's p50 front is drawn, per panel: its points (means over
+    seeds, the front as the Pareto plot draws it) and the largest step between
+    neighbours, in accuracy (absolute) and in p50 (relative to the faster one). A front
+    whose steps are small is drawn, not sampled: no unseen point hides between two."""
+    ok = results[(results["status"] == "ok") & results["accuracy"].notna()]
+    if ok.empty or "policy" not in ok:
+        return pd.DataFrame(columns=STEP_COLUMNS)
+    groups, titles, _ = panels(ok)
+    rows = []
+    for frame, title in zip(groups, titles):
+        means = frame.groupby(point_keys(frame), dropna=False, sort=False)[["accuracy", "latency_p50_ms"]].mean()
+        for policy, pts in means.groupby(level=0, sort=False):
+            p50, accuracy = pts["latency_p50_ms"].to_numpy(), pts["accuracy"].to_numpy()
+            on = front(p50, accuracy)
+            p50, accuracy = p50[on], accuracy[on]
+            rows.append({"panel": title, "policy": policy, "front_points": on.size,
+                         "largest_accuracy_step": np.diff(accuracy).max(initial=0.0),
+                         "largest_p50_step": (np.diff(p50) / p50[:-1]).max(initial=0.0)})
+    return pd.DataFrame(rows, columns=STEP_COLUMNS)
+
+
 def write_fronts(out_dir: Path | str, policy: str = "ttamer",
                  rivals: tuple[str, ...] = ("optimal_no_recall", "confidence")) -> tuple[Path, pd.DataFrame]:
     """:func:`compare` on an experiment folder's results.csv, written to ``fronts.csv`` there."""
@@ -93,8 +121,9 @@ def write_fronts(out_dir: Path | str, policy: str = "ttamer",
     path = out_dir / store.RESULTS
     if not path.exists():
         raise FileNotFoundError(f"{path}: no results.csv here; is {out_dir} an experiment output folder?")
-    table = compare(read_results(path), policy, rivals)
-    target = out_dir / FRONTS
-    with store.atomic_path(target) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-    return target, table
+    results = read_results(path)
+    table, drawn = compare(results, policy, rivals), steps(results)
+    for target, frame in ((out_dir / FRONTS, table), (out_dir / STEPS, drawn)):
+        with store.atomic_path(target) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.6g")
+    return out_dir / FRONTS, table

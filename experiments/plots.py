@@ -207,7 +207,7 @@ def ci_half_width(values: pd.Series | np.ndarray, level: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
 
 
-def _front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+def front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
     """Indices of the points no other point beats on both (lower latency, higher accuracy), by latency."""
     order = np.lexsort((-accuracy, latency))
     best, keep = -np.inf, []
@@ -247,11 +247,11 @@ def pareto(results: pd.DataFrame, target: Path) -> None:
         for ax, column, label in ((row[0], "latency_p50_ms", "p50"), (row[1], "latency_p99_ms", "p99")):
             for name, pts in means.groupby("policy", sort=False):
                 lat, acc, band = (pts[c].to_numpy() for c in (column, "accuracy", "band"))
-                front = _front(lat, acc)
+                on = front(lat, acc)
                 ax.scatter(lat, acc, s=12, alpha=0.35, color=colours[name])
-                ax.plot(lat[front], acc[front], marker="o", ms=4, lw=1.4, color=colours[name], label=name)
-                if np.isfinite(band[front]).any():
-                    ax.fill_between(lat[front], acc[front] - band[front], acc[front] + band[front],
+                ax.plot(lat[on], acc[on], marker="o", ms=4, lw=1.4, color=colours[name], label=name)
+                if np.isfinite(band[on]).any():
+                    ax.fill_between(lat[on], acc[on] - band[on], acc[on] + band[on],
                                     color=colours[name], alpha=0.15, lw=0)
             ax.set_xlabel(f"{label} latency (ms)")
             ax.set_ylabel("accuracy")

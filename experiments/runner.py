@@ -320,13 +320,14 @@ def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -
 def versus_vanilla(runs: list[Run], rows: list[dict]) -> list[dict]:
     """With exits, add ``<figure>_change`` columns: the relative change of each figure in
     :data:`store.VERSUS_VANILLA` against the run of the same sweep point and seed whose exit
-    policy is ``never`` (the vanilla model), where the sweep has one. Papers report
-    early-exit gains this way (Apparate: "median latency -40.5%")."""
+    policy is ``never`` with its ramps off (the vanilla model), where the sweep has one.
+    Papers report early-exit gains this way (Apparate: "median latency -40.5%")."""
     def point(run: Run) -> tuple:
         return (run.seed, *(repr(v) for k, v in run.params.items() if not k.startswith("exits.policy")))
 
     vanilla = {point(run): row for run, row in zip(runs, rows)
-               if run.config.exits is not None and run.config.exits.policy.name == "never" and row["status"] == "ok"}
+               if run.config.exits is not None and run.config.exits.policy.name == "never"
+               and run.config.exits.policy.ramps == "off" and row["status"] == "ok"}
     if not vanilla:
         return rows
     for run, row in zip(runs, rows):

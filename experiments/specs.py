@@ -470,17 +470,17 @@ def _shipped(name: str, what: str, sidecar: str = "") -> Path:
 
 
 @BEHAVIOUR.register
-class RecordedVideoBehaviour(Spec):
-    """A real recording shipped in ``workloads/data`` (``digits_video``: held-out digits
-    filmed in clear, dusk and glare scenes, 30 fps, and the camera network's behaviour on
-    every frame; ``python -m workloads.video``): a request meets the frame on screen when
-    it arrives, and the policy is fitted on footage before the live stream
-    (``fit_fraction`` of the first scene)."""
-    kind: Literal["recorded_video"]
-    name: str = "digits_video"
+class RecordingBehaviour(Spec):
+    """A real recording shipped in ``workloads/data``: rows in capture order, each a real
+    network's behaviour on what was live then (``digits_video``: held-out digits filmed
+    in clear, dusk and glare scenes at 30 fps, ``python -m workloads.video``). A request
+    meets the row live when it arrives, and the policy is fitted on the rows before the
+    live stream (``fit_fraction`` of the first scene)."""
+    kind: Literal["recording"]
+    name: str
 
     def build(self, rng, base_dir):
-        return drift.load_stream(_shipped(self.name, "recorded video", drift.STREAM_SUFFIX))
+        return drift.load_stream(_shipped(self.name, "recording", drift.STREAM_SUFFIX))
 
 
 @BEHAVIOUR.register
@@ -568,11 +568,14 @@ Bins = Annotated[int, Field(gt=0, le=MAX_BINS)]
 
 @EXIT_POLICIES.register
 class NeverExitPolicy(Spec):
-    """Vanilla: every request runs to the final exit."""
+    """Vanilla: every request runs to the final exit. ``ramps: off`` (default): the
+    model without its ramps, the baseline of the ``_change`` columns; ``run``: every
+    ramp runs and none is obeyed (the ramps' overhead alone)."""
     name: Literal["never"]
+    ramps: Literal["off", "run"] = "off"
 
     def build(self, costs, batch):
-        return exit_policies.NeverExit()
+        return exit_policies.NeverExit(run_ramps=self.ramps == "run")
 
 
 @EXIT_POLICIES.register

@@ -177,9 +177,29 @@ class _PerExitThreshold(ExitPolicy):
 
 
 class NeverExit(ExitPolicy):
-    """The vanilla model: run every exit, answer with the last."""
+    """Every request answered by the final exit. By default the vanilla model: its
+    ramps switched off (neither run nor paid). Early-exit gains are reported against it,
+    as Apparate's "vanilla" is the model without ramps: a baseline that ran every ramp
+    would count their overhead as a saving the moment a policy switched them off.
+    ``run_ramps``: every ramp runs and none is obeyed (what the ramps alone cost).
+    ``n_exits`` (or :meth:`fit`) tells it how many exits to switch off."""
 
     name = "never"
+
+    def __init__(self, n_exits: Optional[int] = None, run_ramps: bool = False):
+        self.n_exits, self.run_ramps = n_exits, bool(run_ramps)
+
+    def fit(self, table, stage_costs: Sequence[float]) -> "NeverExit":
+        self.n_exits = table.n_exits
+        return self
+
+    def active_exits(self) -> Optional[np.ndarray]:
+        if self.run_ramps or self.n_exits is None:
+            return None
+        return np.arange(self.n_exits) == self.n_exits - 1
+
+    def params(self) -> dict:
+        return {"ramps": "run" if self.run_ramps else "off"}
 
     def decide(self, obs: ExitObservation) -> Decision:
         return _stop_or_last(obs, np.zeros(obs.confidence.shape[0], dtype=bool))

@@ -72,6 +72,8 @@ FOLDS = 5
 # pools sparse transition counts, a fine one resolves the loss; which wins depends on
 # how many samples there are and how the exits' losses spread.
 BIN_CHOICES = (25, 100, 400)
+# Confidence bins of a LossGrid's look-up tables, whatever its number of loss states.
+RESOLUTION = 1000
 # Recall answers from an earlier exit only if its loss is lower than the last exit's by
 # more than this many standard errors of the two estimates together.
 RECALL_Z = 2.0
@@ -319,10 +321,12 @@ def aggregate(chain: MarkovChain, q: int) -> MarkovChain:
 
 @dataclass(frozen=True)
 class LossGrid:
-    """Maps each exit's confidence to a loss state. Confidences fall into ``bins`` equal
-    bins; ``lut[j, u]`` is the state of confidence bin u at exit j; state s stands for the
-    loss ``values[s] = (s + 0.5) / bins``, the midpoint of the s-th of ``bins`` equal loss
-    bins of [0, 1]. ``loss[j, u]`` is the calibrated loss itself and ``se[j, u]`` its
+    """Maps each exit's confidence to a loss state. Confidences fall into
+    :data:`RESOLUTION` equal bins, whatever the number of states (a coarse chain need not
+    blur what the calibration tells apart); ``lut[j, u]`` is the state of confidence bin u
+    at exit j; state s stands for the loss ``values[s] = (s + 0.5) / bins``, the midpoint
+    of the s-th of ``bins`` equal loss bins of [0, 1]. ``loss[j, u]`` is the calibrated
+    loss itself and ``se[j, u]`` its
     standard error (0 for the uncalibrated ``confidence`` proxy), for recall decisions
     that must not trust a difference smaller than the estimates' noise.
 
@@ -332,15 +336,15 @@ class LossGrid:
     recall ratio, a ratio of expected losses, undefined."""
 
     values: np.ndarray  # (bins,) ascending
-    lut: np.ndarray     # (n_exits, bins) intp
-    loss: np.ndarray    # (n_exits, bins) float
-    se: np.ndarray      # (n_exits, bins) float
+    lut: np.ndarray     # (n_exits, RESOLUTION) intp
+    loss: np.ndarray    # (n_exits, RESOLUTION) float
+    se: np.ndarray      # (n_exits, RESOLUTION) float
 
     def bins_of(self, confidence: np.ndarray) -> np.ndarray:
         """(m, c) confidences (in [0, 1]) -> their confidence bins."""
-        bins = self.values.size
-        u = (np.asarray(confidence) * bins).astype(np.intp)
-        return np.clip(u, 0, bins - 1)
+        resolution = self.lut.shape[1]
+        u = (np.asarray(confidence) * resolution).astype(np.intp)
+        return np.clip(u, 0, resolution - 1)
 
     def states(self, confidence: np.ndarray) -> np.ndarray:
         """(m, c) confidences (in [0, 1]) of exits 0..c-1 -> (m, c) loss states."""
@@ -348,10 +352,17 @@ class LossGrid:
 
 
 def _calibration(confidence: np.ndarray, errors: np.ndarray, bins: int, smoothing: float):
-    """One exit's error rate as a non-increasing function of its confidence (isotonic
-    regression), at each of ``bins`` confidence bins: ``(rate, n)``, the rate of the
-    isotonic block the bin falls in, shrunk by ``smoothing`` pseudo-samples towards the
-    exit's overall rate, and the samples in that block (the estimate's support)."""
+    """One exit's error rate as a non-increasing function of its confidence, at the
+    centre of each of ``bins`` confidence bins: ``(rate, n)``, by centred isotonic
+    regression (Oron & Flournoy, 2017): isotonic regression's blocks, each rate shrunk by
+    ``smoothing`` pseudo-samples towards the exit's overall rate and placed at the mean
+    confidence of its samples, linearly interpolated between them (flat beyond the
+    first and last); ``n`` is the samples behind the estimate, interpolated alike.
+
+    Why centred: plain isotonic regression is a step function with a few steps, so whole
+    blocks of requests share one loss state, and a policy fitted on it can only move
+    them all at once: its front jumps where a threshold's glides. Interpolating keeps
+    the map monotone and the blocks' rates, and tells apart confidences inside a block."""
     mean = float(errors.mean())
     if np.ptp(confidence) == 0:  # one confidence value: one block
         rate = (errors.sum() + smoothing * mean) / (errors.size + smoothing)
@@ -364,11 +375,9 @@ def _calibration(confidence: np.ndarray, errors: np.ndarray, bins: int, smoothin
     counts = np.bincount(block).astype(np.float64)
     wrong = np.bincount(block, weights=errors[order].astype(np.float64))
     rate = (wrong + smoothing * mean) / (counts + smoothing)
-    # each confidence bin [u, u+1)/bins takes the block of the highest sample inside or below it
-    # (the lowest sample, for bins below them all): a bin's own samples decide it where it has any
-    nearest = np.clip(np.searchsorted(confidence[order] * bins, np.arange(1, bins + 1), side="left") - 1,
-                      0, order.size - 1)
-    return rate[block[nearest]], counts[block[nearest]]
+    centre = np.bincount(block, weights=confidence[order]) / counts
+    at = (np.arange(bins) + 0.5) / bins
+    return np.interp(at, centre, rate), np.interp(at, centre, counts)
 
 
 def loss_grid(table, bins: int, loss: str, smoothing: float, rows: Optional[np.ndarray] = None) -> LossGrid:
@@ -385,18 +394,18 @@ def loss_grid(table, bins: int, loss: str, smoothing: float, rows: Optional[np.n
       (the accuracy notion of Apparate and T-Tamer's experiments).
     """
     n_exits = table.n_exits
-    grid = np.arange(bins)
-    values = (grid + 0.5) / bins
+    values = (np.arange(bins) + 0.5) / bins
     if loss == "confidence":
-        lut = np.tile(bins - 1 - grid, (n_exits, 1))
-        return LossGrid(values, lut, values[lut], np.zeros((n_exits, bins)))
+        rate = np.tile(1.0 - (np.arange(RESOLUTION) + 0.5) / RESOLUTION, (n_exits, 1))
+        lut = np.minimum((rate * bins).astype(np.intp), bins - 1)
+        return LossGrid(values, lut, values[lut], np.zeros((n_exits, RESOLUTION)))
     errors = _errors(table, loss)
     confidence = np.asarray(table.confidence, dtype=np.float64)
     if rows is not None:
         errors, confidence = errors[rows], confidence[rows]
-    rate, support = np.empty((n_exits, bins)), np.empty((n_exits, bins))
+    rate, support = np.empty((n_exits, RESOLUTION)), np.empty((n_exits, RESOLUTION))
     for j in range(n_exits):
-        rate[j], support[j] = _calibration(confidence[:, j], errors[:, j], bins, smoothing)
+        rate[j], support[j] = _calibration(confidence[:, j], errors[:, j], RESOLUTION, smoothing)
     lut = np.minimum((rate * bins).astype(np.intp), bins - 1)
     return LossGrid(values, lut, rate, np.sqrt(rate * (1 - rate) / (support + smoothing)))
 

@@ -108,7 +108,7 @@ def execute(times: np.ndarray, model: StagedModel, batcher, *, table, samples: n
     if getattr(policy, "learns_online", False) or getattr(policy, "needs_ground_truth", False):
         raise ValueError(f"{type(policy).__name__} is not supported by the real executor yet "
                          f"(online feedback and ground truth are simulator-only for now)")
-    policy = policy or NeverExit()
+    policy = policy or NeverExit(model.n_exits)
     times = np.asarray(times, dtype=np.float64)
     out, batches = _replay(times, samples, model, batcher, policy, semantics == "compute_saving", drop_after, _Clock())
     return out.results(times, table, samples, batches, semantics == "compute_saving")
@@ -207,13 +207,16 @@ def _nothing() -> None:
 def _run_batch(model: StagedModel, policy: ExitPolicy, saving: bool, members: np.ndarray, samples: np.ndarray,
                start: float, clock: _Clock, out: "_Outcome", poll: Callable[[], None] = _nothing) -> float:
     """One batch through the model, exit by exit; returns when it finished. ``poll()``
-    is called after each stage and each head (see :class:`_Admission`).
+    is called after each stage and each head (see :class:`_Admission`). Ramps the policy
+    has switched off (``active_exits``, read at the batch's start) are skipped, as the
+    simulator skips them.
 
     Kept thin on purpose: every microsecond spent here is host time that the simulator
     has to model (as the measured ``executor`` rows of a host profile), so the batch
     runs inside one ``model.session()``, the readings are written straight into three
     preallocated arrays, and the observation is sliced, not copied, while nobody has left."""
     n_exits, last, size = model.n_exits, model.n_exits - 1, members.size
+    active = policy.active_exits()  # ramps switched off are neither run nor decided at
     confidence = np.full((size, n_exits), np.nan)
     prediction = np.full((size, n_exits), -1, dtype=np.int64)
     entropy = np.full((size, n_exits), np.nan)
@@ -224,6 +227,8 @@ def _run_batch(model: StagedModel, policy: ExitPolicy, saving: bool, members: np
         for i, (stage, head) in enumerate(zip(model.stages, model.heads)):
             x = stage(x)
             poll()
+            if active is not None and not active[i] and i != last:
+                continue
             # the rows of x: those still running (compute_saving), or the whole batch (latency_only)
             rows = slice(None) if whole or not saving else running
             confidence[rows, i], prediction[rows, i], entropy[rows, i] = _read(head(x))

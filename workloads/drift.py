@@ -18,8 +18,9 @@ has no time, so this module adds one:
   what a deployment has seen before going live, to fit static policies on;
 * :func:`video_drift` (short scenes, easy and hard alternating) and :func:`topic_drift`
   (a few long topic segments, step changes) build the two kinds of stream;
-* :class:`RecordedStream` is a real recording instead (:mod:`workloads.video`): one row
-  per frame in capture order, and a request meets the frame on screen when it arrives.
+* :class:`RecordedStream` is a real recording instead (:mod:`workloads.video`,
+  :mod:`workloads.langid`): rows in capture order at a fixed rate, and a request meets
+  the row live when it arrives (a camera's frame on screen).
 
 Both have ``draw_samples`` and ``split_bootstrap``; the engine reads ``.table`` exactly as
 it reads any behaviour table.
@@ -252,19 +253,20 @@ class StreamError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class RecordedStream:
-    """Frames in capture order: row i of ``table`` was captured at ``i / fps``;
+    """Rows in capture order (a camera's frames, a text stream's messages): row i of
+    ``table`` was captured at ``i / rate`` (``rate`` rows per second);
     ``schedule`` is ``((start_s, condition), ...)`` from 0, strictly increasing, naming
     ``condition_names`` by index (for reports: the frames carry the behaviour)."""
 
     table: BehaviourTable
-    fps: float
+    rate: float
     schedule: tuple[tuple[float, int], ...]
     condition_names: tuple[str, ...]
 
     def __post_init__(self) -> None:
         starts = [s for s, _ in self.schedule]
-        if not (np.isfinite(self.fps) and self.fps > 0):
-            raise StreamError(f"fps must be a positive number, got {self.fps!r}")
+        if not (np.isfinite(self.rate) and self.rate > 0):
+            raise StreamError(f"rate must be a positive number of rows per second, got {self.rate!r}")
         if not starts or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
             raise StreamError(f"scenes must start at 0 and strictly increase, got {starts[:5]!r}...")
         bad = [c for _, c in self.schedule if not 0 <= c < len(self.condition_names)]
@@ -273,29 +275,29 @@ class RecordedStream:
 
     @property
     def duration_s(self) -> float:
-        return self.table.n_samples / self.fps
+        return self.table.n_samples / self.rate
 
     def draw_samples(self, arrival_times: Sequence[float] | np.ndarray,
                      rng: np.random.Generator | None = None) -> np.ndarray:
-        """The frame on screen at each arrival (``rng`` is unused: the stream is the
-        randomness). Past the end the recording loops, as a replayed camera would."""
+        """The row live at each arrival (a camera: the frame on screen; ``rng`` is
+        unused: the stream is the randomness). Past the end the recording loops."""
         times = np.asarray(arrival_times, dtype=np.float64)
         if times.size and not (np.isfinite(times).all() and times.min() >= 0):
             raise ValueError("arrival times must be finite and >= 0")
-        return np.floor(times * self.fps).astype(np.int64) % self.table.n_samples
+        return np.floor(times * self.rate).astype(np.int64) % self.table.n_samples
 
     def split_bootstrap(self, fraction: float,
                         rng: np.random.Generator | None = None) -> tuple[BehaviourTable, "RecordedStream"]:
-        """``(bootstrap, live)``: the first ``fraction`` of the first scene's frames, and
+        """``(bootstrap, live)``: the first ``fraction`` of the first scene's rows, and
         the stream that starts right after them (its clock and scenes moved back)."""
         first_end = self.schedule[1][0] if len(self.schedule) > 1 else self.duration_s
-        n_fit = round(fraction * first_end * self.fps)
+        n_fit = round(fraction * first_end * self.rate)
         if not 0 < n_fit < self.table.n_samples:
             raise ValueError(f"bootstrap fraction {fraction!r} of the first scene ({first_end:.1f} s at "
-                             f"{self.fps:g} fps) leaves an empty part")
-        offset = n_fit / self.fps
+                             f"{self.rate:g} rows/s) leaves an empty part")
+        offset = n_fit / self.rate
         moved = [(max(0.0, s - offset), c) for s, c in self.schedule if s == 0 or s > offset]
-        live = RecordedStream(self.table.take(np.arange(n_fit, self.table.n_samples)), self.fps,
+        live = RecordedStream(self.table.take(np.arange(n_fit, self.table.n_samples)), self.rate,
                               tuple(moved), self.condition_names)
         return self.table.take(np.arange(n_fit)), live
 
@@ -305,7 +307,7 @@ def save_stream(stream: RecordedStream, path: PathLike) -> None:
     scenes beside it (``<path>.stream.json``), each written atomically."""
     path = Path(path)
     save_table(stream.table, path)
-    meta = {"fps": stream.fps, "conditions": list(stream.condition_names),
+    meta = {"rate": stream.rate, "conditions": list(stream.condition_names),
             "scenes": [[s, stream.condition_names[c]] for s, c in stream.schedule]}
     _atomic(_sidecar(path), lambda f: json.dump(meta, f, indent=0))
 
@@ -318,7 +320,7 @@ def load_stream(path: PathLike) -> RecordedStream:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
         names = tuple(meta["conditions"])
         schedule = tuple((float(s), names.index(c)) for s, c in meta["scenes"])
-        return RecordedStream(table, float(meta["fps"]), schedule, names)
+        return RecordedStream(table, float(meta["rate"]), schedule, names)
     except FileNotFoundError:
         raise StreamError(f"{sidecar}: missing (a recorded stream needs its scenes beside the table)") from None
     except (ValueError, KeyError, TypeError) as exc:

@@ -115,7 +115,7 @@ def record(net: digits.EarlyExitMLP, split: digits.DigitsSplit, seed: int = SEED
 def accuracy_by_condition(stream: RecordedStream) -> dict[str, np.ndarray]:
     """Per-exit accuracy over the frames of each condition."""
     starts = np.array([s for s, _ in stream.schedule])
-    times = np.arange(stream.table.n_samples) / stream.fps
+    times = np.arange(stream.table.n_samples) / stream.rate
     live = np.array([c for _, c in stream.schedule])[np.searchsorted(starts, times, side="right") - 1]
     return {name: stream.table.correct[live == c].mean(axis=0)
             for c, name in enumerate(stream.condition_names) if (live == c).any()}

@@ -91,12 +91,13 @@ def burst(n: int) -> Trace:
     return Trace(np.zeros(n), source=f"burst({n})")
 
 
-def test_no_exits_reproduce_the_plain_model_under_both_semantics():
+def test_vanilla_reproduces_the_model_without_its_ramps_under_both_semantics():
     trace = poisson_trace(300.0, 2000, seed=3)
-    prof = profile()
-    plain = simulate(trace, CostModel(prof, "ee", out_of_range="error"), DynamicBatcher(4, 0))
+    blocks = {s: SEG_MS[s] for s in ("b1", "b2", "b3")}
+    prof = profile({"plain": blocks})
+    plain = simulate(trace, CostModel(prof, "plain", out_of_range="error"), DynamicBatcher(4, 0))
     for semantics in ("latency_only", "compute_saving"):
-        res = run(trace, NeverExit(), semantics, batcher=DynamicBatcher(4, 0))
+        res = run(trace, NeverExit(), semantics, batcher=DynamicBatcher(4, 0), prof=prof)
         np.testing.assert_allclose(res.requests.start, plain.requests.start, rtol=0, atol=1e-9)
         np.testing.assert_allclose(res.requests.finish, plain.requests.finish, rtol=0, atol=1e-9)
         assert (res.requests.exits["exit_stage"] == 2).all()
@@ -106,7 +107,7 @@ def test_no_exits_reproduce_the_plain_model_under_both_semantics():
 
 def test_latency_only_keeps_the_accelerator_timeline_whatever_the_policy():
     trace = poisson_trace(250.0, 3000, seed=4)
-    base = run(trace, NeverExit(), "latency_only", batcher=DynamicBatcher(4, 0))
+    base = run(trace, Scripted(0.0), "latency_only", batcher=DynamicBatcher(4, 0))  # every ramp run, no one leaves
     for policy in (ConfidenceThreshold(0.0), ConfidenceThreshold(0.6), Scripted(0.5)):
         res = run(trace, policy, "latency_only", batcher=DynamicBatcher(4, 0))
         np.testing.assert_array_equal(res.requests.start, base.requests.start)

@@ -86,3 +86,16 @@ def test_online_and_oracle_policies_are_refused():
     beh = table()
     with pytest.raises(ValueError, match="not supported by the real executor"):
         execute(np.zeros(1), model(beh), DynamicBatcher(1), table=beh, samples=np.zeros(1, int), policy=Oracle())
+
+
+@pytest.mark.parametrize("policy, ramp_calls", [(NeverExit(2), 0), (NeverExit(2, run_ramps=True), 6),
+                                                (NeverExit(), 6)])
+def test_vanilla_runs_no_ramp_head_on_the_real_executor_either(policy, ramp_calls):
+    """The simulator skips switched-off ramps; the real executor skips the same calls."""
+    beh, calls = table(), []
+    staged = model(beh)
+    heads = [lambda rows, h=h, i=i: calls.append(i) or h(rows) for i, h in enumerate(staged.heads)]
+    staged = StagedModel(batch=staged.batch, stages=staged.stages, heads=heads)
+    res = execute(np.zeros(6), staged, DynamicBatcher(1, 0.0), table=beh, samples=np.arange(6), policy=policy)
+    assert (res.requests.exits["exit_stage"] == 1).all()
+    assert calls.count(0) == ramp_calls and calls.count(1) == 6

@@ -63,7 +63,7 @@ def test_bad_groups_are_named(write, value, message):
 
 
 def test_a_recorded_video_runs_from_yaml_and_frames_follow_the_clock(write, servesim, tmp_path):
-    path = write("v.yaml", HEAD.replace("{kind: builtin, name: digits_ee}", "{kind: recorded_video}")
+    path = write("v.yaml", HEAD.replace("{kind: builtin, name: digits_ee}", "{kind: recording, name: digits_video}")
                  .replace("count: 400", "count: 3000").replace("seeds: [1, 2]", "seeds: [1]")
                  + "  semantics: latency_only\n  fit_fraction: 0.1\n"
                  + "sweep:\n  exits.policy: [never, {name: apparate}]\n")
@@ -72,9 +72,9 @@ def test_a_recorded_video_runs_from_yaml_and_frames_follow_the_clock(write, serv
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert list(results["status"]) == ["ok", "ok"]
     assert results["agreement"].iloc[1] >= 0.95  # Apparate's 1% budget, on real frames
-    rc, _, err = servesim("check", write("w.yaml", path.read_text().replace("{kind: recorded_video}",
-                                                                            "{kind: recorded_video, name: cam}")))
-    assert rc == 2 and "no built-in recorded video 'cam'; known: digits_video" in err
+    rc, _, err = servesim("check", write("w.yaml", path.read_text().replace("{kind: recording, name: digits_video}",
+                                                                            "{kind: recording, name: cam}")))
+    assert rc == 2 and "no built-in recording 'cam'; known: digits_video" in err
 
 
 def _results(rows):
@@ -131,3 +131,12 @@ def test_pareto_draws_a_band_with_several_seeds(tmp_path, monkeypatch):
     assert len(bands) == 4  # two policies, p50 and p99 panels
     lo, hi = bands[0]
     np.testing.assert_allclose(hi - lo, 2 * 4.3027 * 0.01 / np.sqrt(3), rtol=1e-4)
+
+
+def test_steps_say_how_densely_each_front_is_drawn():
+    rows = [("ttamer", f"t{k}", 1, acc, p50) for k, (acc, p50) in
+            enumerate([(0.80, 1.0), (0.85, 1.04), (0.86, 1.2), (0.84, 1.3)])]  # the last is off the front
+    table = fronts.steps(_results(rows)).set_index("policy")
+    assert table.loc["ttamer", "front_points"] == 3
+    assert table.loc["ttamer", "largest_accuracy_step"] == pytest.approx(0.05)
+    assert table.loc["ttamer", "largest_p50_step"] == pytest.approx(0.16 / 1.04)

@@ -13,9 +13,9 @@ def shipped():
     return load_stream(video.SHIPPED)
 
 
-def _stream(n=300, fps=10.0, schedule=((0.0, 0), (12.0, 1), (20.0, 0))):
+def _stream(n=300, rate=10.0, schedule=((0.0, 0), (12.0, 1), (20.0, 0))):
     table = synthetic(n, [0.7, 0.9], persistence=0.5, n_classes=3, rng=np.random.default_rng(0))
-    return RecordedStream(table, fps, schedule, ("clear", "dusk"))
+    return RecordedStream(table, rate, schedule, ("clear", "dusk"))
 
 
 def test_a_request_meets_the_frame_on_screen_and_the_recording_loops():
@@ -39,7 +39,7 @@ def test_bootstrap_is_the_start_of_the_first_scene_and_the_live_stream_follows_i
 
 def test_bad_streams_are_refused_with_the_field():
     table = synthetic(10, [0.7, 0.9], persistence=0.5, n_classes=3, rng=np.random.default_rng(0))
-    with pytest.raises(StreamError, match="fps"):
+    with pytest.raises(StreamError, match="rate"):
         RecordedStream(table, 0.0, ((0.0, 0),), ("clear",))
     with pytest.raises(StreamError, match="start at 0"):
         RecordedStream(table, 10.0, ((1.0, 0),), ("clear",))
@@ -52,10 +52,10 @@ def test_save_and_load_round_trip_and_a_bad_sidecar_names_its_file(tmp_path):
     path = tmp_path / "cam.npz"
     save_stream(stream, path)
     back = load_stream(path)
-    assert back.table == stream.table and back.fps == stream.fps
+    assert back.table == stream.table and back.rate == stream.rate
     assert back.schedule == stream.schedule and back.condition_names == stream.condition_names
     sidecar = tmp_path / f"cam{STREAM_SUFFIX}"
-    sidecar.write_text(json.dumps({"fps": 10, "conditions": ["clear"], "scenes": [[0, "fog"]]}))
+    sidecar.write_text(json.dumps({"rate": 10, "conditions": ["clear"], "scenes": [[0, "fog"]]}))
     with pytest.raises(StreamError, match=f"{sidecar}.*not a recorded stream"):
         load_stream(path)
     sidecar.unlink()
@@ -78,7 +78,7 @@ def test_render_shifts_by_at_most_a_pixel_with_zero_fill_and_stays_in_range():
 
 
 def test_shipped_recording_drifts_the_way_its_docstring_says(shipped):
-    assert shipped.fps == video.FPS and shipped.table.n_samples == int(video.DURATION_S * video.FPS)
+    assert shipped.rate == video.FPS and shipped.table.n_samples == int(video.DURATION_S * video.FPS)
     assert shipped.table.exit_names == ("ramp1", "ramp2", "ramp3", "final")
     by = video.accuracy_by_condition(shipped)
     # Measured (docstring): clear .662/.829/.914/.945, dusk .430/.454/.612/.770,
