@@ -42,18 +42,23 @@ def compare(results: pd.DataFrame, policy: str = "ttamer",
     matches (``unmatched``), how many of those beyond the seeds' noise, how many no
     ``policy`` point is as fast as, and the largest accuracy lead of a rival point over
     the best ``policy`` point at its p50 (positive: the rival is ahead)."""
-    ok = results[(results["status"] == "ok") & results["accuracy"].notna()]
-    if ok.empty or "policy" not in ok:
-        return pd.DataFrame(columns=COLUMNS)
-    groups, titles, _ = panels(ok)
     rows = []
-    for frame, title in zip(groups, titles):
+    for frame, title in _panels_with_exits(results):
         points = _points_by_seed(frame)
         tested = [p for p in points if p[0] == policy]
         for rival in rivals:
             rows.append({"panel": title, "rival": rival,
                          **_against(points, tested, [p for p in points if p[0] == rival])})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _panels_with_exits(results: pd.DataFrame) -> list[tuple[pd.DataFrame, str]]:
+    """(runs, title) of each panel of the Pareto plot: finished runs with exits."""
+    ok = results[(results["status"] == "ok") & results["accuracy"].notna()]
+    if ok.empty or "policy" not in ok:
+        return []
+    groups, titles, _ = panels(ok)
+    return list(zip(groups, titles))
 
 
 def _points_by_seed(frame: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
@@ -97,12 +102,8 @@ def steps(results: pd.DataFrame) -> pd.DataFrame:
     seeds, the front as the Pareto plot draws it) and the largest step between
     neighbours, in accuracy (absolute) and in p50 (relative to the faster one). A front
     whose steps are small is drawn, not sampled: no unseen point hides between two."""
-    ok = results[(results["status"] == "ok") & results["accuracy"].notna()]
-    if ok.empty or "policy" not in ok:
-        return pd.DataFrame(columns=STEP_COLUMNS)
-    groups, titles, _ = panels(ok)
     rows = []
-    for frame, title in zip(groups, titles):
+    for frame, title in _panels_with_exits(results):
         means = frame.groupby(point_keys(frame), dropna=False, sort=False)[["accuracy", "latency_p50_ms"]].mean()
         for policy, pts in means.groupby(level=0, sort=False):
             p50, accuracy = pts["latency_p50_ms"].to_numpy(), pts["accuracy"].to_numpy()

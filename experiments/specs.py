@@ -449,8 +449,13 @@ class TraceExitsBehaviour(Spec):
 
 @BEHAVIOUR.register
 class BuiltinBehaviour(Spec):
-    """A table shipped in ``workloads/data`` (``digits_ee``: the early-exit MLP trained
-    on scikit-learn's digits by ``python -m workloads.digits``, held-out samples)."""
+    """A table shipped in ``workloads/data``, held-out samples of a real early-exit
+    network: ``digits_ee`` (the MLP trained on scikit-learn's digits by ``python -m
+    workloads.digits``; 4 exits), ``digits_torch_ee`` (its PyTorch twin, ``python -m
+    workloads.digits_torch``; 4 exits) and ``langid_ee`` (a byte-level transformer
+    identifying the language of 1-4 word phrases in 12 languages, ``python -m
+    workloads.langid``; 6 exits: ramp1-5 after blocks 1-5, then final; its profile is
+    ``builtin:cpu_langid_ee``)."""
     kind: Literal["builtin"]
     name: str
 

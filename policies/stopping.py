@@ -30,8 +30,8 @@ exact at the last stage, where ``C`` is piecewise linear with kinks on ``V``, so
 continues iff ``X > σ(R_i, i+1)``: one table look-up.
 
 **Fitting** (:class:`TTamer`, :class:`OptimalNoRecall`): each exit's confidence is mapped
-to a loss proxy — by default its error rate, calibrated by isotonic regression on every
-labelled sample — discretised onto a grid of ``bins`` loss values (:class:`LossGrid`;
+to a loss proxy — by default its error rate, calibrated by centred isotonic regression on
+every labelled sample — discretised onto a grid of ``bins`` loss values (:class:`LossGrid`;
 ``"auto"``: the grid of :data:`BIN_CHOICES` that does best out of fold),
 and the kernels are counted with additive smoothing (:func:`estimate_chain`) from
 cross-fitted states: each sample's states come from a calibration fitted on the other
@@ -351,9 +351,9 @@ class LossGrid:
         return self.lut[np.arange(confidence.shape[1]), self.bins_of(confidence)]
 
 
-def _calibration(confidence: np.ndarray, errors: np.ndarray, bins: int, smoothing: float):
+def _calibration(confidence: np.ndarray, errors: np.ndarray, resolution: int, smoothing: float):
     """One exit's error rate as a non-increasing function of its confidence, at the
-    centre of each of ``bins`` confidence bins: ``(rate, n)``, by centred isotonic
+    centre of each of ``resolution`` equal confidence bins: ``(rate, n)``, by centred isotonic
     regression (Oron & Flournoy, 2017): isotonic regression's blocks, each rate shrunk by
     ``smoothing`` pseudo-samples towards the exit's overall rate and placed at the mean
     confidence of its samples, linearly interpolated between them (flat beyond the
@@ -366,7 +366,7 @@ def _calibration(confidence: np.ndarray, errors: np.ndarray, bins: int, smoothin
     mean = float(errors.mean())
     if np.ptp(confidence) == 0:  # one confidence value: one block
         rate = (errors.sum() + smoothing * mean) / (errors.size + smoothing)
-        return np.full(bins, rate), np.full(bins, errors.size, dtype=np.float64)
+        return np.full(resolution, rate), np.full(resolution, errors.size, dtype=np.float64)
     iso = IsotonicRegression(increasing=False, y_min=0.0, y_max=1.0, out_of_bounds="clip")
     fitted = iso.fit_transform(confidence, errors.astype(np.float64))
     # blocks: runs of equal fitted values over the sorted confidences
@@ -376,7 +376,7 @@ def _calibration(confidence: np.ndarray, errors: np.ndarray, bins: int, smoothin
     wrong = np.bincount(block, weights=errors[order].astype(np.float64))
     rate = (wrong + smoothing * mean) / (counts + smoothing)
     centre = np.bincount(block, weights=confidence[order]) / counts
-    at = (np.arange(bins) + 0.5) / bins
+    at = (np.arange(resolution) + 0.5) / resolution
     return np.interp(at, centre, rate), np.interp(at, centre, counts)
 
 

@@ -6,9 +6,10 @@ return exactly that: an :class:`EEModel` with its backbone stages in order and a
 head branching off after every stage but the last. Weights are the constructors' random
 initialisation: latency does not depend on their values, and nothing is downloaded
 (torchvision is not needed either: the definitions are short and written in plain
-``torch.nn``). The exception is ``digits_torch_ee``, the small trained network of
-:mod:`workloads.digits_torch` that the real-hardware executor serves: its profile times
-the very weights and inputs the executor runs.
+``torch.nn``). The exceptions are ``digits_torch_ee``, the small trained network of
+:mod:`workloads.digits_torch` that the real-hardware executor serves (its profile times
+the very weights and inputs the executor runs), and ``langid_ee``, the trained byte-level
+transformer of :mod:`workloads.langid`, timed on real held-out phrases.
 
 The ramps are the published ones: Apparate's CV ramp (global average pool, then one
 linear layer to the classes) on the CNNs, DeeBERT's highway (the pooler on the first
@@ -38,7 +39,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from workloads import digits_torch
+from workloads import digits_torch, langid
 
 
 @dataclass
@@ -321,6 +322,33 @@ def digits_torch_ee(size: int = 64, seed: int = 0) -> EEModel:
         f"16-unit groups (512>32) + Linear(32, 10) + softmax on block1-3's output")
 
 
+# --- language id ----------------------------------------------------------------------
+
+def langid_ee(size: int = langid.SEQ_LEN, seed: int = langid.SEED, recipe: langid.Recipe | None = None) -> EEModel:
+    """The *trained* early-exit transformer of :mod:`workloads.langid` (its weights from
+    the cache, trained on first use: about 3 minutes), so a profile times the weights
+    the behaviour table ``langid_ee`` comes from; the input is real held-out phrases
+    (UTF-8 bytes padded to 32), cycled past the 4,800 rows. ``size`` is the fixed
+    sequence length (accepted so :func:`build` treats every model alike); ``recipe``
+    replaces the shipped training recipe of ``seed`` (tests train a small one)."""
+    if size != langid.SEQ_LEN:
+        raise ValueError(f"langid_ee reads {langid.SEQ_LEN} bytes per phrase: input size {langid.SEQ_LEN}, got {size}")
+    model, held_out = langid.load_or_train(recipe or langid.Recipe(seed=seed))
+    blocks = [(f"block{i}", stage) for i, stage in enumerate(model.stages, 1)]
+    inputs = torch.from_numpy(langid.encode(held_out.texts))
+    d, layers = langid.D_MODEL, langid.LAYERS
+    return EEModel(
+        "langid_ee", blocks, _with_ramps(blocks, model.ramps),
+        lambda batch: inputs[torch.arange(batch) % len(inputs)],
+        f"(batch, {langid.SEQ_LEN}) UTF-8 byte ids of held-out phrases, {langid.PAD} = padding", False,
+        f"langid_ee: byte-level transformer trained on wordfreq phrases of {len(langid.LANGUAGES)} languages "
+        f"(seed {recipe.seed if recipe else seed}); {layers} x nn.TransformerEncoderLayer(d={d}, "
+        f"heads={langid.HEADS}, ffn={langid.FFN}, ReLU, post-norm, padding mask), sequence {langid.SEQ_LEN}; "
+        f"block1 = byte + position embedding + layer 1, block{layers} = layer {layers} + masked mean-pool + "
+        f"Linear({d}, {len(langid.LANGUAGES)}) + softmax; ramp1-{layers - 1} = the same pooled head on "
+        f"block1-{layers - 1}'s output")
+
+
 # --- plain variants (the menus of workloads.variants) ---------------------------------
 
 def _plain(name: str, module: nn.Module, make_input: Callable[[int], torch.Tensor], input_shape: str,
@@ -591,6 +619,7 @@ def seq2seq(name: str, seq_len: int = 32, out_len: int = 8, **shape) -> EEModel:
 
 MODELS: dict[str, Callable[..., EEModel]] = {
     "digits_torch_ee": digits_torch_ee,
+    "langid_ee": langid_ee,
     "resnet18_ee": resnet18_ee,
     "resnet50_ee": functools.partial(resnet_ee, "resnet50_ee"),
     "resnet101_ee": functools.partial(resnet_ee, "resnet101_ee"),
