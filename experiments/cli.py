@@ -17,7 +17,7 @@ import pandas as pd
 from traces import FORMATS, describe, load as load_trace
 
 from .executors import EXECUTORS, LOCAL
-from .fronts import write_fronts
+from .fronts import LATENCIES, write_fronts
 from .plots import plot_experiment
 from .runner import USER_ERRORS, check, run_experiment
 
@@ -74,7 +74,7 @@ def _plot(args) -> int:
 
 
 def _fronts(args) -> int:
-    path, table = write_fronts(args.dir, args.policy, tuple(args.rival))
+    path, table = write_fronts(args.dir, args.policy, tuple(args.rival), args.latency)
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 60):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"table in {path}")
@@ -162,6 +162,8 @@ def parser() -> argparse.ArgumentParser:
     fronts.add_argument("--policy", default="ttamer", help="the policy under test (default: ttamer)")
     fronts.add_argument("--rival", nargs="+", default=["optimal_no_recall", "confidence"],
                         help="the policies whose points it should match (default: optimal_no_recall confidence)")
+    fronts.add_argument("--latency", choices=sorted(LATENCIES), default="p50",
+                        help="the latency axis (default p50; mean is what fitted stopping rules minimise)")
     fronts.set_defaults(handler=_fronts)
 
     stats = sub.add_parser("trace-stats", help="summarise a trace file")

@@ -39,6 +39,7 @@ from workloads.behaviour import _ARRAY_FIELDS, BehaviourTable, PathLike, load_ta
 from workloads.profile import _atomic
 
 STREAM_SUFFIX = ".stream.json"
+REPLAYS = ("frames", "messages")  # how a recording's rows meet requests (RecordedStream)
 
 
 @dataclass(frozen=True)
@@ -256,15 +257,24 @@ class RecordedStream:
     """Rows in capture order (a camera's frames, a text stream's messages): row i of
     ``table`` was captured at ``i / rate`` (``rate`` rows per second);
     ``schedule`` is ``((start_s, condition), ...)`` from 0, strictly increasing, naming
-    ``condition_names`` by index (for reports: the frames carry the behaviour)."""
+    ``condition_names`` by index: the scenes or topics (the rows carry the behaviour).
+
+    ``replay`` says how requests meet rows. ``"frames"``: a camera, whose every request
+    sees the frame on screen when it arrives (a burst sees one frame). ``"messages"``: a
+    message stream, whose requests are the messages: those arriving in a scene take that
+    scene's rows in order, one each (cycling if they outnumber them), whatever the
+    request rate."""
 
     table: BehaviourTable
     rate: float
     schedule: tuple[tuple[float, int], ...]
     condition_names: tuple[str, ...]
+    replay: str = "frames"
 
     def __post_init__(self) -> None:
         starts = [s for s, _ in self.schedule]
+        if self.replay not in REPLAYS:
+            raise StreamError(f"replay must be one of {REPLAYS}, got {self.replay!r}")
         if not (np.isfinite(self.rate) and self.rate > 0):
             raise StreamError(f"rate must be a positive number of rows per second, got {self.rate!r}")
         if not starts or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
@@ -279,12 +289,23 @@ class RecordedStream:
 
     def draw_samples(self, arrival_times: Sequence[float] | np.ndarray,
                      rng: np.random.Generator | None = None) -> np.ndarray:
-        """The row live at each arrival (a camera: the frame on screen; ``rng`` is
-        unused: the stream is the randomness). Past the end the recording loops."""
+        """Each arrival's row, as ``replay`` says (``rng`` is unused: the stream is the
+        randomness). Frames past the end of the recording loop to its start."""
         times = np.asarray(arrival_times, dtype=np.float64)
         if times.size and not (np.isfinite(times).all() and times.min() >= 0):
             raise ValueError("arrival times must be finite and >= 0")
-        return np.floor(times * self.rate).astype(np.int64) % self.table.n_samples
+        if self.replay == "frames":
+            return np.floor(times * self.rate).astype(np.int64) % self.table.n_samples
+        starts = np.array([s for s, _ in self.schedule])
+        piece = np.searchsorted(starts, times, side="right") - 1
+        first = np.minimum(np.ceil(starts * self.rate).astype(np.int64), self.table.n_samples - 1)
+        ends = np.append(first[1:], self.table.n_samples)
+        counts = np.maximum(ends - first, 1)
+        # the k-th arrival of piece p (times are sorted) takes row first[p] + k mod count
+        order = np.argsort(piece, kind="stable")
+        rank = np.empty(times.size, dtype=np.int64)
+        rank[order] = np.arange(times.size) - np.searchsorted(piece[order], piece[order], side="left")
+        return first[piece] + rank % counts[piece]
 
     def split_bootstrap(self, fraction: float,
                         rng: np.random.Generator | None = None) -> tuple[BehaviourTable, "RecordedStream"]:
@@ -298,8 +319,17 @@ class RecordedStream:
         offset = n_fit / self.rate
         moved = [(max(0.0, s - offset), c) for s, c in self.schedule if s == 0 or s > offset]
         live = RecordedStream(self.table.take(np.arange(n_fit, self.table.n_samples)), self.rate,
-                              tuple(moved), self.condition_names)
+                              tuple(moved), self.condition_names, self.replay)
         return self.table.take(np.arange(n_fit)), live
+
+
+def accuracy_by_condition(stream: RecordedStream) -> dict[str, np.ndarray]:
+    """Per-exit accuracy over the rows of each condition (frames, phrases)."""
+    starts = np.array([s for s, _ in stream.schedule])
+    times = np.arange(stream.table.n_samples) / stream.rate
+    live = np.array([c for _, c in stream.schedule])[np.searchsorted(starts, times, side="right") - 1]
+    return {name: stream.table.correct[live == c].mean(axis=0)
+            for c, name in enumerate(stream.condition_names) if (live == c).any()}
 
 
 def save_stream(stream: RecordedStream, path: PathLike) -> None:
@@ -307,7 +337,7 @@ def save_stream(stream: RecordedStream, path: PathLike) -> None:
     scenes beside it (``<path>.stream.json``), each written atomically."""
     path = Path(path)
     save_table(stream.table, path)
-    meta = {"rate": stream.rate, "conditions": list(stream.condition_names),
+    meta = {"rate": stream.rate, "replay": stream.replay, "conditions": list(stream.condition_names),
             "scenes": [[s, stream.condition_names[c]] for s, c in stream.schedule]}
     _atomic(_sidecar(path), lambda f: json.dump(meta, f, indent=0))
 
@@ -320,7 +350,7 @@ def load_stream(path: PathLike) -> RecordedStream:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
         names = tuple(meta["conditions"])
         schedule = tuple((float(s), names.index(c)) for s, c in meta["scenes"])
-        return RecordedStream(table, float(meta["rate"]), schedule, names)
+        return RecordedStream(table, float(meta["rate"]), schedule, names, meta["replay"])
     except FileNotFoundError:
         raise StreamError(f"{sidecar}: missing (a recorded stream needs its scenes beside the table)") from None
     except (ValueError, KeyError, TypeError) as exc:

@@ -65,6 +65,14 @@ How it is built, and why:
   stage and ramp calls the profiler times, row k = :func:`held_out_phrases` k.
   Confidence = max softmax, entropy in nats, prediction, correct vs the label, agrees
   vs the final exit.
+* **Stream** (:func:`record_stream`, ``--stream``): the same model on 720 s of messages at
+  20 per second whose topic moves every 150 s: in_domain (as trained), rare_words (words
+  of frequency ranks 5,000-20,000, never seen in training), single_rare (one such word),
+  in_domain again; shipped as ``workloads/data/langid_stream.npz`` with its topics
+  beside it (``exits.behaviour: {kind: recording, name: langid_stream}``; requests take
+  the current topic's messages in order). Accuracy per exit, ramp1 to final: in_domain
+  0.669 / 0.731 / 0.770 / 0.770 / 0.777 / 0.782, rare_words 0.547 / 0.598 / 0.612 /
+  0.630 / 0.633 / 0.629, single_rare 0.420 / 0.461 / 0.483 / 0.492 / 0.493 / 0.504.
 * **Cache** (:func:`load_or_train`): the weights are kept where
   :mod:`workloads.digits_torch` keeps its own, keyed by the recipe, torch's version and
   this file's contents. ``main`` stores what it trains, so a profile run right after
@@ -92,6 +100,7 @@ of those are right. 4.4% of phrases are right at ramp1 but wrong at the final he
 (da/sv, es/pt, fr/es, it/es).
 
     python -m workloads.langid --out workloads/data/langid_ee.npz
+    python -m workloads.langid --stream    # workloads/data/langid_stream.npz, after the above
 """
 
 from __future__ import annotations
@@ -114,6 +123,7 @@ from scipy.special import xlogy
 from torch import nn
 
 from workloads.behaviour import BehaviourTable, save_table
+from workloads.drift import RecordedStream, accuracy_by_condition, save_stream
 from workloads.digits_torch import CACHE_ENV, _frozen, _reproducible, _train_ramp
 
 LANGUAGES = ("en", "de", "nl", "sv", "da", "fr", "es", "pt", "it", "ro", "pl", "cs")
@@ -171,18 +181,21 @@ def vocabulary(language: str, top_n: int = TOP_WORDS) -> tuple[tuple[str, ...], 
     return tuple(words), freq / freq.sum()
 
 
-def make_phrases(n: int, rng: np.random.Generator, languages: Sequence[str] = LANGUAGES) -> Phrases:
+def make_phrases(n: int, rng: np.random.Generator, languages: Sequence[str] = LANGUAGES,
+                 most_words: int = MAX_WORDS, ranks: tuple[int, int] = (0, TOP_WORDS)) -> Phrases:
     """``n`` phrases, balanced over ``languages`` (counts differ by at most one), in a
-    random order: each of 1..MAX_WORDS words (uniformly), drawn independently from its
-    language's :func:`vocabulary` by frequency, joined by single spaces (wordfreq's
-    words are already lowercase). Deterministic given ``rng``'s state."""
+    random order: each of 1..``most_words`` words (uniformly), drawn independently by
+    frequency from its language's words of frequency ranks ``ranks`` (default: the
+    :func:`vocabulary` trained on), joined by single spaces (wordfreq's words are
+    already lowercase). Deterministic given ``rng``'s state."""
     languages = tuple(languages)
     labels = rng.permutation(np.arange(n) % len(languages))
-    words = rng.integers(1, MAX_WORDS + 1, size=n)
+    words = rng.integers(1, most_words + 1, size=n)
     texts: list[str] = [""] * n
     for k, language in enumerate(languages):
         rows = np.flatnonzero(labels == k)
-        vocab, p = vocabulary(language)
+        vocab, p = vocabulary(language, ranks[1])
+        vocab, p = vocab[ranks[0]:], p[ranks[0]:] / p[ranks[0]:].sum()
         drawn = rng.choice(len(vocab), size=int(words[rows].sum()), p=p)
         ends = np.cumsum(words[rows])
         for row, end, count in zip(rows, ends, words[rows]):
@@ -374,6 +387,47 @@ def build(recipe: Recipe = Recipe()) -> tuple[LangIdEarlyExit, Phrases, Phrases,
     return model, train_set, test_set, behaviour_table(model, test_set, source)
 
 
+# --- a drifting stream ------------------------------------------------------------------
+#
+# What a deployed language identifier meets is not its training distribution for long:
+# a stream of messages whose topic moves to rarer words (names, jargon) and to one-word
+# messages. Each topic is a phrase distribution; the stream is topic segments in turn,
+# recorded at STREAM_RATE phrases per second with the model's own exits on each.
+
+TOPICS = {  # name: (most words per phrase, frequency ranks of the words)
+    "in_domain": (MAX_WORDS, (0, TOP_WORDS)),      # as trained
+    "rare_words": (MAX_WORDS, (TOP_WORDS, 20_000)),  # words the model never saw
+    "single_rare": (1, (TOP_WORDS, 20_000)),        # one unseen word: the hardest
+}
+STREAM_TOPICS = ("in_domain", "rare_words", "single_rare", "in_domain")
+STREAM_SEGMENT_S = 150.0
+STREAM_RATE = 20.0       # phrases per second
+STREAM_DURATION_S = 720.0  # the four segments, the last one held on past 600 s
+SHIPPED_STREAM = SHIPPED_TABLE.with_name("langid_stream.npz")
+
+
+def record_stream(model: LangIdEarlyExit, seed: int = SEED) -> RecordedStream:
+    """The topic stream, phrase by phrase: segment p of :data:`STREAM_SEGMENT_S` seconds
+    draws its phrases from topic ``STREAM_TOPICS[p]`` (the last lasts to the end)."""
+    names = tuple(TOPICS)
+    schedule = [(p * STREAM_SEGMENT_S, names.index(topic)) for p, topic in enumerate(STREAM_TOPICS)]
+    n = int(STREAM_DURATION_S * STREAM_RATE)
+    segment = np.minimum((np.arange(n) / STREAM_RATE // STREAM_SEGMENT_S).astype(np.int64), len(schedule) - 1)
+    rng = np.random.default_rng([seed, 2])
+    texts, labels = [""] * n, np.empty(n, dtype=np.int64)
+    for p, (_, topic) in enumerate(schedule):
+        rows = np.flatnonzero(segment == p)
+        most, ranks = TOPICS[names[topic]]
+        phrases = make_phrases(rows.size, rng, most_words=most, ranks=ranks)
+        for row, text in zip(rows, phrases.texts):
+            texts[row] = text
+        labels[rows] = phrases.labels
+    stream = Phrases(tuple(texts), labels, np.array([t.count(" ") + 1 for t in texts]))
+    table = behaviour_table(model, stream, f"langid_stream: {STREAM_DURATION_S:g} s at {STREAM_RATE:g} phrases/s, "
+                                           f"topics {' > '.join(STREAM_TOPICS)} (seed {seed})")
+    return RecordedStream(table, STREAM_RATE, tuple(schedule), names, replay="messages")
+
+
 # --- weight cache ---------------------------------------------------------------------
 
 def cache_path(recipe: Recipe = Recipe(), cache_dir: Optional[os.PathLike] = None) -> Path:
@@ -422,8 +476,14 @@ def store(model: LangIdEarlyExit, recipe: Recipe = Recipe(), cache_dir: Optional
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(SHIPPED_TABLE), help="behaviour table (.npz) to write")
+    parser.add_argument("--out", help="behaviour table (.npz) to write (default: workloads/data/langid_ee.npz, "
+                                      "or langid_stream.npz with --stream)")
+    parser.add_argument("--stream", action="store_true",
+                        help="record the drifting topic stream with the cached (or newly trained) model instead")
     args = parser.parse_args(argv)
+    if args.stream:
+        return _record(args.out or str(SHIPPED_STREAM))
+    args.out = args.out or str(SHIPPED_TABLE)
     started = time.perf_counter()
     model, train_set, test_set, table = build()
     seconds = time.perf_counter() - started
@@ -437,6 +497,17 @@ def main(argv: list[str] | None = None) -> int:
         by_words = " ".join(f"{table.correct[test_set.words == k, j].mean():.3f}" for k in range(1, MAX_WORDS + 1))
         print(f"  {name:6s} accuracy {acc:.4f}  agrees with final {agree:.4f}  mean confidence {conf:.3f}"
               f"  | by words 1-{MAX_WORDS}: {by_words}")
+    return 0
+
+
+def _record(out: str) -> int:
+    started = time.perf_counter()
+    model, _ = load_or_train()
+    stream = record_stream(model)
+    save_stream(stream, out)
+    print(f"recorded {stream.table.n_samples} phrases in {time.perf_counter() - started:.1f} s; wrote {out}")
+    for name, accuracy in accuracy_by_condition(stream).items():
+        print(f"  {name:11s} accuracy per exit " + " ".join(f"{a:.3f}" for a in accuracy))
     return 0
 
 

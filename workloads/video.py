@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from workloads import digits
-from workloads.drift import RecordedStream, save_stream, scene_schedule
+from workloads.drift import RecordedStream, accuracy_by_condition, save_stream, scene_schedule
 
 CONDITIONS = ("clear", "dusk", "glare")
 FPS = 30.0
@@ -110,15 +110,6 @@ def record(net: digits.EarlyExitMLP, split: digits.DigitsSplit, seed: int = SEED
     table = digits.behaviour_table(net, frames, split.test_y[digit],
                                    f"digits_video: {duration_s:g} s at {fps:g} fps of held-out digits (seed {seed})")
     return RecordedStream(table, fps, tuple(schedule), CONDITIONS)
-
-
-def accuracy_by_condition(stream: RecordedStream) -> dict[str, np.ndarray]:
-    """Per-exit accuracy over the frames of each condition."""
-    starts = np.array([s for s, _ in stream.schedule])
-    times = np.arange(stream.table.n_samples) / stream.rate
-    live = np.array([c for _, c in stream.schedule])[np.searchsorted(starts, times, side="right") - 1]
-    return {name: stream.table.correct[live == c].mean(axis=0)
-            for c, name in enumerate(stream.condition_names) if (live == c).any()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,7 +80,8 @@ def test_a_recorded_video_runs_from_yaml_and_frames_follow_the_clock(write, serv
 def _results(rows):
     """results.csv rows: (policy, spec, seed, accuracy, p50)."""
     return pd.DataFrame([{"run": f"{spec}-{seed}", "status": "ok", "seed": seed, "exits.policy": spec,
-                          "policy": policy, "accuracy": acc, "latency_p50_ms": p50, "latency_p99_ms": 2 * p50}
+                          "policy": policy, "accuracy": acc, "latency_p50_ms": p50, "latency_p99_ms": 2 * p50,
+                          "latency_mean_ms": 1.5 * p50}
                          for policy, spec, seed, acc, p50 in rows])
 
 
@@ -100,7 +101,7 @@ def test_fronts_count_unmatched_points_and_pair_seeds_for_the_noise():
     by = table.set_index("rival")
     assert by.loc["optimal_no_recall", ["rival_points", "unmatched", "beyond_noise", "no_point_as_fast"]].tolist() == [2, 1, 1, 0]
     assert by.loc["optimal_no_recall", "largest_gap"] == pytest.approx(0.02)
-    assert by.loc["optimal_no_recall", "largest_gap_at_p50_ms"] == pytest.approx(2.0)
+    assert by.loc["optimal_no_recall", "largest_gap_at_ms"] == pytest.approx(2.0)
     assert by.loc["confidence", ["rival_points", "unmatched", "beyond_noise", "no_point_as_fast"]].tolist() == [2, 2, 0, 1]
     assert by.loc["confidence", "largest_gap"] == pytest.approx(0.01)
 
@@ -109,6 +110,14 @@ def test_fronts_cli_writes_its_table(sweep, servesim):
     rc, out, err = servesim("fronts", sweep.out, "--policy", "none", "--rival", "none")
     assert rc == 0, err
     assert (sweep.out / "fronts.csv").exists() and "table in" in out
+    rc, out, err = servesim("fronts", sweep.out, "--latency", "mean")
+    assert rc == 0 and (sweep.out / "fronts-mean.csv").exists() and (sweep.out / "front_steps-mean.csv").exists()
+
+
+def test_fronts_on_another_latency_axis():
+    rows = [("ttamer", "t1", 1, 0.90, 1.0), ("confidence", "c1", 1, 0.95, 1.0)]
+    table = fronts.compare(_results(rows), latency="mean").set_index("rival")
+    assert table.loc["confidence", "largest_gap_at_ms"] == pytest.approx(1.5)
 
 
 def test_ci_half_width_is_students_t():
@@ -139,4 +148,4 @@ def test_steps_say_how_densely_each_front_is_drawn():
     table = fronts.steps(_results(rows)).set_index("policy")
     assert table.loc["ttamer", "front_points"] == 3
     assert table.loc["ttamer", "largest_accuracy_step"] == pytest.approx(0.05)
-    assert table.loc["ttamer", "largest_p50_step"] == pytest.approx(0.16 / 1.04)
+    assert table.loc["ttamer", "largest_latency_step"] == pytest.approx(0.16 / 1.04)

@@ -8,6 +8,7 @@ cleanly without them.
 """
 
 import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,3 +201,19 @@ def test_registered_builder_profiles_the_cached_network(langid, small, built, tm
     assert profile.stages("langid_ee") == STAGES
     with pytest.raises(ValueError, match="input size 32"):
         torch_models.build("langid_ee", 16)
+
+
+def test_shipped_stream_moves_to_words_the_model_never_saw():
+    """The recorded topic stream (``python -m workloads.langid --stream``): its figures as
+    the docstring gives them, and each topic harder than the one before it."""
+    from workloads.drift import accuracy_by_condition, load_stream
+
+    stream = load_stream(Path(__file__).parents[2] / "workloads" / "data" / "langid_stream.npz")
+    assert stream.replay == "messages" and stream.rate == 20.0 and stream.table.n_samples == 14_400
+    assert [(s, stream.condition_names[c]) for s, c in stream.schedule] == [
+        (0.0, "in_domain"), (150.0, "rare_words"), (300.0, "single_rare"), (450.0, "in_domain")]
+    by = accuracy_by_condition(stream)
+    np.testing.assert_allclose(by["in_domain"], [0.669, 0.731, 0.770, 0.770, 0.777, 0.782], atol=6e-4)
+    np.testing.assert_allclose(by["rare_words"][-1], 0.629, atol=6e-4)
+    np.testing.assert_allclose(by["single_rare"][-1], 0.504, atol=6e-4)
+    assert by["in_domain"][-1] > by["rare_words"][-1] + 0.1 > by["single_rare"][-1] + 0.2

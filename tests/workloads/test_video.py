@@ -5,7 +5,7 @@ import pytest
 
 from workloads import video
 from workloads.behaviour import synthetic
-from workloads.drift import STREAM_SUFFIX, RecordedStream, StreamError, load_stream, save_stream
+from workloads.drift import STREAM_SUFFIX, RecordedStream, StreamError, accuracy_by_condition, load_stream, save_stream
 
 
 @pytest.fixture(scope="module")
@@ -13,9 +13,9 @@ def shipped():
     return load_stream(video.SHIPPED)
 
 
-def _stream(n=300, rate=10.0, schedule=((0.0, 0), (12.0, 1), (20.0, 0))):
+def _stream(n=300, rate=10.0, schedule=((0.0, 0), (12.0, 1), (20.0, 0)), replay="frames"):
     table = synthetic(n, [0.7, 0.9], persistence=0.5, n_classes=3, rng=np.random.default_rng(0))
-    return RecordedStream(table, rate, schedule, ("clear", "dusk"))
+    return RecordedStream(table, rate, schedule, ("clear", "dusk"), replay)
 
 
 def test_a_request_meets_the_frame_on_screen_and_the_recording_loops():
@@ -24,6 +24,17 @@ def test_a_request_meets_the_frame_on_screen_and_the_recording_loops():
     np.testing.assert_array_equal(stream.draw_samples([30.0, 30.25]), [0, 2])  # 300 frames = 30 s, then again
     with pytest.raises(ValueError, match="finite and >= 0"):
         stream.draw_samples([-1.0])
+
+
+def test_messages_take_their_scenes_rows_in_order_one_each():
+    stream = _stream(replay="messages")  # scenes' rows: [0, 120), [120, 200), [200, 300)
+    times = [0.0, 0.0, 0.0, 1.0, 12.5, 12.5, 25.0, 99.0]
+    np.testing.assert_array_equal(stream.draw_samples(times), [0, 1, 2, 3, 120, 121, 200, 201])
+    burst = stream.draw_samples(np.full(85, 13.0))  # more arrivals than the scene's 80 rows: they cycle
+    np.testing.assert_array_equal(burst, 120 + np.arange(85) % 80)
+    fit, live = stream.split_bootstrap(0.25)
+    assert live.replay == "messages"
+    np.testing.assert_array_equal(live.draw_samples([0.0, 9.0]), [0, 90])  # rows 30 and 120 of the original
 
 
 def test_bootstrap_is_the_start_of_the_first_scene_and_the_live_stream_follows_it():
@@ -45,6 +56,8 @@ def test_bad_streams_are_refused_with_the_field():
         RecordedStream(table, 10.0, ((1.0, 0),), ("clear",))
     with pytest.raises(StreamError, match="names none"):
         RecordedStream(table, 10.0, ((0.0, 2),), ("clear",))
+    with pytest.raises(StreamError, match="replay must be one of"):
+        RecordedStream(table, 10.0, ((0.0, 0),), ("clear",), "bytes")
 
 
 def test_save_and_load_round_trip_and_a_bad_sidecar_names_its_file(tmp_path):
@@ -54,8 +67,9 @@ def test_save_and_load_round_trip_and_a_bad_sidecar_names_its_file(tmp_path):
     back = load_stream(path)
     assert back.table == stream.table and back.rate == stream.rate
     assert back.schedule == stream.schedule and back.condition_names == stream.condition_names
+    assert back.replay == "frames"
     sidecar = tmp_path / f"cam{STREAM_SUFFIX}"
-    sidecar.write_text(json.dumps({"rate": 10, "conditions": ["clear"], "scenes": [[0, "fog"]]}))
+    sidecar.write_text(json.dumps({"rate": 10, "replay": "frames", "conditions": ["clear"], "scenes": [[0, "fog"]]}))
     with pytest.raises(StreamError, match=f"{sidecar}.*not a recorded stream"):
         load_stream(path)
     sidecar.unlink()
@@ -80,7 +94,7 @@ def test_render_shifts_by_at_most_a_pixel_with_zero_fill_and_stays_in_range():
 def test_shipped_recording_drifts_the_way_its_docstring_says(shipped):
     assert shipped.rate == video.FPS and shipped.table.n_samples == int(video.DURATION_S * video.FPS)
     assert shipped.table.exit_names == ("ramp1", "ramp2", "ramp3", "final")
-    by = video.accuracy_by_condition(shipped)
+    by = accuracy_by_condition(shipped)
     # Measured (docstring): clear .662/.829/.914/.945, dusk .430/.454/.612/.770,
     # glare .560/.624/.700/.747; each over thousands of frames.
     np.testing.assert_allclose(by["clear"], [0.662, 0.829, 0.914, 0.945], atol=6e-4)
