@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -224,28 +224,35 @@ def train(seed: int = SEED) -> tuple[DigitsEarlyExit, DigitsSplit]:
     return _frozen(model), split
 
 
+def cache_root(cache_dir: Optional[os.PathLike] = None) -> Path:
+    """Where trained weights are kept: ``cache_dir``, else ``$SERVESIM_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/servesim`` (``~/.cache/servesim``)."""
+    return Path(cache_dir or os.environ.get(CACHE_ENV) or (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "servesim"))
+
+
 def cache_path(seed: int = SEED, cache_dir: Optional[os.PathLike] = None) -> Path:
-    """Where :func:`load_or_train` keeps the weights: ``cache_dir``, else ``$SERVESIM_CACHE_DIR``,
-    else ``$XDG_CACHE_HOME/servesim`` (``~/.cache/servesim``)."""
-    root = cache_dir or os.environ.get(CACHE_ENV) or (
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "servesim")
+    """Where :func:`load_or_train` keeps the weights (:func:`cache_root`), keyed by the
+    seed, torch's version and this file's contents."""
     recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-    return Path(root) / f"digits_torch_ee-seed{seed}-torch{torch.__version__}-{recipe}.pt"
+    return cache_root(cache_dir) / f"digits_torch_ee-seed{seed}-torch{torch.__version__}-{recipe}.pt"
 
 
-def load_or_train(seed: int = SEED, cache_dir: Optional[os.PathLike] = None) -> tuple[DigitsEarlyExit, DigitsSplit]:
-    """:func:`train`'s result, from the cache when a readable entry exists; otherwise
-    trained and cached (written atomically). Same weights either way."""
-    path = cache_path(seed, cache_dir)
+def load_weights(path: Path, empty: Callable[[], nn.Module]) -> Optional[nn.Module]:
+    """The module ``empty()`` builds, with the weights cached at ``path``, frozen; or
+    ``None`` where there is no readable entry (the caller trains)."""
     try:
         state = torch.load(path, weights_only=True)
         with torch.device("meta"):  # no initialisation: it would draw from the caller's RNG
-            model = DigitsEarlyExit()
+            model = empty()
         model.load_state_dict(state, assign=True)
-        return _frozen(model), split_digits(seed)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):  # absent or unreadable: retrain
-        pass
-    model, split = train(seed)
+        return _frozen(model)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):  # absent or unreadable
+        return None
+
+
+def save_weights(model: nn.Module, path: Path) -> Path:
+    """Write ``model``'s weights to ``path`` atomically and return it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
@@ -255,6 +262,18 @@ def load_or_train(seed: int = SEED, cache_dir: Optional[os.PathLike] = None) -> 
     except BaseException:
         os.unlink(tmp)
         raise
+    return path
+
+
+def load_or_train(seed: int = SEED, cache_dir: Optional[os.PathLike] = None) -> tuple[DigitsEarlyExit, DigitsSplit]:
+    """:func:`train`'s result, from the cache when a readable entry exists; otherwise
+    trained and cached (written atomically). Same weights either way."""
+    path = cache_path(seed, cache_dir)
+    model = load_weights(path, DigitsEarlyExit)
+    if model is not None:
+        return model, split_digits(seed)
+    model, split = train(seed)
+    save_weights(model, path)
     return model, split
 
 

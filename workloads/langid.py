@@ -109,9 +109,7 @@ import argparse
 import functools
 import hashlib
 import os
-import pickle
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +122,7 @@ from torch import nn
 
 from workloads.behaviour import BehaviourTable, save_table
 from workloads.drift import RecordedStream, accuracy_by_condition, save_stream
-from workloads.digits_torch import CACHE_ENV, _frozen, _reproducible, _train_ramp
+from workloads.digits_torch import _frozen, _reproducible, _train_ramp, cache_root, load_weights, save_weights
 
 LANGUAGES = ("en", "de", "nl", "sv", "da", "fr", "es", "pt", "it", "ro", "pl", "cs")
 TOP_WORDS = 5000
@@ -431,29 +429,21 @@ def record_stream(model: LangIdEarlyExit, seed: int = SEED) -> RecordedStream:
 # --- weight cache ---------------------------------------------------------------------
 
 def cache_path(recipe: Recipe = Recipe(), cache_dir: Optional[os.PathLike] = None) -> Path:
-    """Where :func:`load_or_train` keeps the weights (the directory of
-    :func:`workloads.digits_torch.cache_path`), keyed by the recipe, torch's version and
+    """Where :func:`load_or_train` keeps the weights (the folder of
+    :func:`workloads.digits_torch.cache_root`), keyed by the recipe, torch's version and
     this file's contents."""
-    root = cache_dir or os.environ.get(CACHE_ENV) or (
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "servesim")
     code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
     key = f"seed{recipe.seed}-{recipe.train_phrases}-{recipe.ramp_phrases}-{recipe.test_phrases}"
-    return Path(root) / f"langid_ee-{key}-torch{torch.__version__}-{code}.pt"
+    return cache_root(cache_dir) / f"langid_ee-{key}-torch{torch.__version__}-{code}.pt"
 
 
 def load_or_train(recipe: Recipe = Recipe(), cache_dir: Optional[os.PathLike] = None
                   ) -> tuple[LangIdEarlyExit, Phrases]:
     """The trained model and its held-out phrases, from the cache when a readable entry
     exists, else trained (minutes) and cached atomically. Same weights either way."""
-    path = cache_path(recipe, cache_dir)
-    try:
-        state = torch.load(path, weights_only=True)
-        with torch.device("meta"):  # no initialisation: it would draw from the caller's RNG
-            model = LangIdEarlyExit()
-        model.load_state_dict(state, assign=True)
-        return _frozen(model), held_out_phrases(recipe)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):  # absent or unreadable: retrain
-        pass
+    model = load_weights(cache_path(recipe, cache_dir), LangIdEarlyExit)
+    if model is not None:
+        return model, held_out_phrases(recipe)
     model, _, test_set = train(recipe)
     store(model, recipe, cache_dir)
     return model, test_set
@@ -461,17 +451,7 @@ def load_or_train(recipe: Recipe = Recipe(), cache_dir: Optional[os.PathLike] = 
 
 def store(model: LangIdEarlyExit, recipe: Recipe = Recipe(), cache_dir: Optional[os.PathLike] = None) -> Path:
     """Write ``model``'s weights to :func:`cache_path` (atomically) and return the path."""
-    path = cache_path(recipe, cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(model.state_dict(), f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return save_weights(model, cache_path(recipe, cache_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -187,7 +187,7 @@ def test_registered_builder_profiles_the_cached_network(langid, small, built, tm
 
     from workloads import profiler_torch, torch_models
 
-    monkeypatch.setenv(langid.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv("SERVESIM_CACHE_DIR", str(tmp_path))  # workloads.digits_torch.CACHE_ENV
     model = torch_models.build("langid_ee", recipe=small)  # trains (small) and caches
     assert langid.cache_path(small).is_file()
     assert tuple(name for name, _, _ in model.stages()) == STAGES
