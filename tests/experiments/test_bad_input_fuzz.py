@@ -437,7 +437,7 @@ FUNCTIONS_HEADER = ["HashOwner", "HashApp", "HashFunction", "Trigger", *MINUTES]
 BAD_COUNTS = (st.integers(-10**6, -1).map(str) | st.floats(0.01, 1e6).filter(lambda x: x != int(x)).map(repr)
               | st.sampled_from(["nan", "inf", "1e3", "", "0x10", str(10**30), str(2**63)]) | WORDS)
 BAD_TIMES = (st.floats(max_value=-1e-9, allow_infinity=False).map(repr)
-             | st.sampled_from(["nan", "inf", "-inf", "1e400", "0x1F", "1,5", "--1", "1.2.3"]) | WORDS)
+             | st.sampled_from(["nan", "inf", "-inf", "1e400", "0x1F", "1;5", "--1", "1.2.3"]) | WORDS)
 
 
 CSV_MUTATIONS = ["blank", "binary", "bad value", "missing column", "renamed column", "repeated column", "long row",
