@@ -187,16 +187,22 @@ class NeverExit(ExitPolicy):
     name = "never"
 
     def __init__(self, n_exits: Optional[int] = None, run_ramps: bool = False):
-        self.n_exits, self.run_ramps = n_exits, bool(run_ramps)
+        self.run_ramps = bool(run_ramps)
+        self._active = self._final_only(n_exits)
+
+    def _final_only(self, n_exits: Optional[int]) -> Optional[np.ndarray]:
+        if self.run_ramps or n_exits is None:
+            return None
+        active = np.arange(n_exits) == n_exits - 1
+        active.flags.writeable = False
+        return active
 
     def fit(self, table, stage_costs: Sequence[float]) -> "NeverExit":
-        self.n_exits = table.n_exits
+        self._active = self._final_only(table.n_exits)
         return self
 
     def active_exits(self) -> Optional[np.ndarray]:
-        if self.run_ramps or self.n_exits is None:
-            return None
-        return np.arange(self.n_exits) == self.n_exits - 1
+        return self._active
 
     def params(self) -> dict:
         return {"ramps": "run" if self.run_ramps else "off"}
