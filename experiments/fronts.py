@@ -135,7 +135,8 @@ def write_fronts(out_dir: Path | str, policy: str = "ttamer",
     results = read_results(path)
     suffix = "" if latency == "p50" else f"-{latency}"
     targets = [out_dir / name.replace(".csv", f"{suffix}.csv") for name in (FRONTS, STEPS)]
-    for target, frame in zip(targets, (compare(results, policy, rivals, latency), steps(results, latency))):
+    tables = compare(results, policy, rivals, latency), steps(results, latency)
+    for target, frame in zip(targets, tables):
         with store.atomic_path(target) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.6g")
-    return targets[0], pd.read_csv(targets[0])
+    return targets[0], tables[0]

@@ -509,21 +509,20 @@ class _ChainPolicy(ExitPolicy):
     def _out_of_fold(self, table, stage_costs, bins: int) -> dict[str, np.ndarray]:
         """Per-sample objectives (λ·loss measured with the labels, (1-λ)·cost), each fold
         decided by :meth:`_inner` fitted on the other folds (fixed folds: deterministic):
-        ``"rule"``, the policy as fitted, and ``"no_recall"``, the optimal no-recall rule
-        of the same fitted chain."""
+        ``"rule"``, the policy as fitted, and for a recall policy ``"no_recall"``, the
+        optimal no-recall rule of the same fitted chain."""
         costs = (1.0 - self.lam) * check_stage_costs(stage_costs, table.n_exits)
         fold = np.random.default_rng(1).permutation(table.n_samples) % FOLDS
-        scores = {"rule": np.empty(table.n_samples), "no_recall": np.empty(table.n_samples)}
+        recall = isinstance(self, TTamer)
+        scores = {name: np.empty(table.n_samples) for name in ("rule", "no_recall")[: 1 + recall]}
         for f in range(FOLDS):
             rows = np.flatnonzero(fold == f)
             inner = self._inner(bins).fit(table.take(np.flatnonzero(fold != f)), stage_costs)
             held = table.take(rows)
             scores["rule"][rows] = objective(inner, held, costs, self.lam, self.loss)
-            if isinstance(inner, TTamer):
+            if recall:
                 inner.solution, inner.recalls = solve_no_recall(inner.chain), False
                 scores["no_recall"][rows] = objective(inner, held, costs, self.lam, self.loss)
-            else:
-                scores["no_recall"][rows] = scores["rule"][rows]
         return scores
 
     def _score(self, scores: dict[str, np.ndarray]) -> np.ndarray:

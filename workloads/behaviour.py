@@ -14,7 +14,8 @@ Where tables come from:
 * :func:`load_table` / :func:`save_table`: the project's own ``.npz`` format, below;
 * :func:`from_apparate_pickle`: Apparate's artefact pickles (``p["conf"/"acc"][ramp][i]``);
 * :func:`synthetic`: a generator with chosen per-exit accuracies and cross-exit persistence;
-* :mod:`workloads.digits`: a real early-exit network trained on scikit-learn's digits.
+* :func:`from_probabilities`: a real network's exit probabilities and the true labels
+  (:mod:`workloads.digits`, :mod:`workloads.langid`, :mod:`workloads.video` use it).
 
 File format (``.npz``, version 1; read with ``allow_pickle=False``, so loading a table
 never runs code). ``n`` = samples >= 1, ``E`` = exits >= 1:
@@ -231,6 +232,24 @@ def _check_values(src: str, names: tuple[str, ...], confidence: np.ndarray, corr
     _first_bad(src, names, "correct", correct,
                correct.astype(np.int8) + correct[:, -1:] + agrees == 2,
                "it contradicts 'agrees' and the final exit's 'correct' (any two of the three imply the third)")
+
+
+def from_probabilities(probabilities: np.ndarray, labels: np.ndarray, exit_names: Sequence[str],
+                       source: str) -> BehaviourTable:
+    """The table of a network whose exits gave ``probabilities`` (n, exits, classes) on
+    inputs whose true classes are ``labels`` (n,): confidence = max softmax, prediction
+    = argmax, entropy in nats, correct vs the label, agrees vs the final exit."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    prediction = probs.argmax(axis=2).astype(np.int32)
+    return BehaviourTable(
+        confidence=probs.max(axis=2),
+        correct=prediction == np.asarray(labels)[:, None],
+        agrees=prediction == prediction[:, -1:],
+        prediction=prediction,
+        entropy=-xlogy(probs, probs).sum(axis=2),
+        exit_names=tuple(exit_names),
+        source=source,
+    )
 
 
 def save_table(table: BehaviourTable, path: PathLike) -> None:

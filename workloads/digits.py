@@ -56,7 +56,6 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
-from scipy.special import xlogy
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -64,7 +63,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from workloads.behaviour import BehaviourTable, save_table
+from workloads.behaviour import BehaviourTable, from_probabilities, save_table
 
 HIDDEN = 512
 N_BLOCKS = 4
@@ -213,17 +212,7 @@ def train(split: DigitsSplit, seed: int = SEED) -> EarlyExitMLP:
 
 def behaviour_table(net: EarlyExitMLP, pixels: np.ndarray, labels: np.ndarray, source: str) -> BehaviourTable:
     """Per-sample behaviour of every exit of ``net`` on ``pixels`` with true ``labels``."""
-    probs = net.exit_probabilities(pixels).astype(np.float64)
-    prediction = probs.argmax(axis=2).astype(np.int32)
-    return BehaviourTable(
-        confidence=probs.max(axis=2),
-        correct=prediction == np.asarray(labels)[:, None],
-        agrees=prediction == prediction[:, -1:],
-        prediction=prediction,
-        entropy=-xlogy(probs, probs).sum(axis=2),
-        exit_names=EXIT_NAMES,
-        source=source,
-    )
+    return from_probabilities(net.exit_probabilities(pixels), labels, EXIT_NAMES, source)
 
 
 def build(seed: int = SEED, dataset: str = "digits") -> tuple[EarlyExitMLP, DigitsSplit, BehaviourTable]:

@@ -117,10 +117,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from scipy.special import xlogy
 from torch import nn
 
-from workloads.behaviour import BehaviourTable, save_table
+from workloads.behaviour import BehaviourTable, from_probabilities, save_table
 from workloads.drift import RecordedStream, accuracy_by_condition, save_stream
 from workloads.digits_torch import _frozen, _reproducible, _train_ramp, cache_root, load_weights, save_weights
 
@@ -364,17 +363,7 @@ def train(recipe: Recipe = Recipe()) -> tuple[LangIdEarlyExit, Phrases, Phrases]
 
 def behaviour_table(model: LangIdEarlyExit, phrases: Phrases, source: str) -> BehaviourTable:
     """Per-phrase behaviour of every exit, row k = phrase k of ``phrases``."""
-    probs = model.exit_probabilities(encode(phrases.texts)).astype(np.float64)
-    prediction = probs.argmax(axis=2).astype(np.int32)
-    return BehaviourTable(
-        confidence=probs.max(axis=2),
-        correct=prediction == phrases.labels[:, None],
-        agrees=prediction == prediction[:, -1:],
-        prediction=prediction,
-        entropy=-xlogy(probs, probs).sum(axis=2),
-        exit_names=EXIT_NAMES,
-        source=source,
-    )
+    return from_probabilities(model.exit_probabilities(encode(phrases.texts)), phrases.labels, EXIT_NAMES, source)
 
 
 def build(recipe: Recipe = Recipe()) -> tuple[LangIdEarlyExit, Phrases, Phrases, BehaviourTable]:
