@@ -31,13 +31,17 @@ continues iff ``X > σ(R_i, i+1)``: one table look-up.
 
 **Fitting** (:class:`TTamer`, :class:`OptimalNoRecall`): each exit's confidence is mapped
 to a loss proxy — by default its error rate, calibrated by centred isotonic regression on
-every labelled sample — discretised onto a grid of ``bins`` loss values (:class:`LossGrid`;
+every labelled sample — discretised into ``bins`` loss states (:class:`LossGrid`;
 ``"auto"``: the grid of :data:`BIN_CHOICES` that does best out of fold),
 and the kernels are counted with additive smoothing (:func:`estimate_chain`) from
 cross-fitted states: each sample's states come from a calibration fitted on the other
-folds (:func:`cross_fitted_states`), so the chain is not counted from labels the
+folds (:func:`cross_fitted_losses`), so the chain is not counted from labels the
 calibration has memorised. T-Tamer answers from an earlier exit only where its loss is
-lower than the current exit's beyond the estimates' noise (:meth:`TTamer._states`).
+lower than the current exit's beyond the estimates' noise (:meth:`TTamer._losses`).
+Online, the fitted rule reads each exit's calibrated loss itself, not its grid state, and
+interpolates σ (or, without recall, the gap between stopping and going on) between the
+states its samples occupy (:class:`Support`): a state holds many requests, and a rule on
+states alone moves them all at once as λ changes.
 
 **Soft state aggregation** (``TTamer(aggregate=q)``, :func:`aggregate`): every kernel is
 replaced by a rank-``q`` factorisation ``P_i ≈ A B_i`` through ``q`` meta-states. ``A``
@@ -210,6 +214,14 @@ class RecallIndex:
         k = self.sigma.shape[1]
         return np.arange(k)[None, :, None] < self.threshold[1:, None, :]
 
+    def stops(self, i: int, best: np.ndarray, current: np.ndarray, at: np.ndarray,
+              states: np.ndarray) -> np.ndarray:
+        """The rule on losses between the support's values: stop after exit i (< n-1) iff
+        ``best <= σ(current, i+1)``, with σ read at ``states`` (sitting at losses ``at``)
+        and interpolated linearly between them (flat beyond). Where ``at`` are those
+        states' values, at them it is :meth:`decide`."""
+        return best <= np.interp(current, at, self.sigma[i + 1, states])
+
 
 @dataclass(frozen=True)
 class StoppingRule:
@@ -218,6 +230,7 @@ class StoppingRule:
 
     value: float
     stop: np.ndarray
+    gap: np.ndarray    # (n-1, K): loss of stopping minus expected cost of going on
 
     def decide(self, states: np.ndarray) -> Decision:
         i = states.shape[1] - 1
@@ -229,6 +242,15 @@ class StoppingRule:
     def stop_table(self) -> np.ndarray:
         """``stop[i, X, r]`` with a length-1 ``X`` axis, for ``evaluate(..., recall=False)``."""
         return self.stop[:, None, :]
+
+    def stops(self, i: int, best: np.ndarray, current: np.ndarray, at: np.ndarray,
+              states: np.ndarray) -> np.ndarray:
+        """The rule on losses between the support's values: stop after exit i (< n-1) iff
+        the gap (stop minus go on), read at ``states`` (sitting at losses ``at``) and
+        interpolated linearly at ``current``, is <= 0 (``best`` is ignored: the answer
+        is the current exit). Where ``at`` are those states' values, at them it is
+        :meth:`decide`."""
+        return np.interp(current, at, self.gap[i, states]) <= 0
 
 
 def _crossing(values: np.ndarray, cont: np.ndarray) -> np.ndarray:
@@ -269,13 +291,14 @@ def solve_recall(chain: MarkovChain) -> RecallIndex:
 
 def solve_no_recall(chain: MarkovChain) -> StoppingRule:
     """Markov optimal stopping without recall (the answer is the last exit opened)."""
-    stop = np.zeros((chain.n_exits - 1, chain.values.size), dtype=bool)
+    gap = np.zeros((chain.n_exits - 1, chain.values.size))
 
     def stage(i, answer, cont):
-        stop[i] = answer[0] <= cont[0]
+        gap[i] = answer[0] - cont[0]
         return np.minimum(answer, cont)
 
-    return StoppingRule(_backward(chain, False, stage), stop)
+    value = _backward(chain, False, stage)
+    return StoppingRule(value, gap <= 0, gap)
 
 
 def evaluate(chain: MarkovChain, stop: np.ndarray, recall: bool = True) -> float:
@@ -321,34 +344,68 @@ def aggregate(chain: MarkovChain, q: int) -> MarkovChain:
 
 @dataclass(frozen=True)
 class LossGrid:
-    """Maps each exit's confidence to a loss state. Confidences fall into
-    :data:`RESOLUTION` equal bins, whatever the number of states (a coarse chain need not
-    blur what the calibration tells apart); ``lut[j, u]`` is the state of confidence bin u
-    at exit j; state s stands for the loss ``values[s] = (s + 0.5) / bins``, the midpoint
-    of the s-th of ``bins`` equal loss bins of [0, 1]. ``loss[j, u]`` is the calibrated
-    loss itself and ``se[j, u]`` its
-    standard error (0 for the uncalibrated ``confidence`` proxy), for recall decisions
-    that must not trust a difference smaller than the estimates' noise.
+    """Maps each exit's confidence to a calibrated loss and a loss state. Confidences fall
+    into :data:`RESOLUTION` equal bins, whatever the number of states (a coarse chain
+    need not blur what the calibration tells apart); ``loss[j, u]`` is the calibrated
+    loss of confidence bin u at exit j and ``se[j, u]`` its standard error (0 for the
+    uncalibrated ``confidence`` proxy), for recall decisions that must not trust a
+    difference smaller than the estimates' noise. State s holds the losses in the s-th
+    of ``bins`` equal bins of [0, 1]."""
 
-    Midpoints make every loss >= 1/(2·bins) > 0 (T-Tamer's Assumption 2.1): a proxy of
-    exactly 0 (confidence 1.0, or a calibration bin with no error seen) would claim a
-    certainty that finite held-out data cannot support, and would make the no-recall /
-    recall ratio, a ratio of expected losses, undefined."""
-
-    values: np.ndarray  # (bins,) ascending
-    lut: np.ndarray     # (n_exits, RESOLUTION) intp
+    bins: int
     loss: np.ndarray    # (n_exits, RESOLUTION) float
     se: np.ndarray      # (n_exits, RESOLUTION) float
 
     def bins_of(self, confidence: np.ndarray) -> np.ndarray:
         """(m, c) confidences (in [0, 1]) -> their confidence bins."""
-        resolution = self.lut.shape[1]
+        resolution = self.loss.shape[1]
         u = (np.asarray(confidence) * resolution).astype(np.intp)
         return np.clip(u, 0, resolution - 1)
 
+    def losses(self, confidence: np.ndarray) -> np.ndarray:
+        """(m, c) confidences (in [0, 1]) of exits 0..c-1 -> (m, c) calibrated losses."""
+        return self.loss[np.arange(confidence.shape[1]), self.bins_of(confidence)]
+
+    def state_of(self, losses: np.ndarray) -> np.ndarray:
+        """Losses in [0, 1] -> their loss states."""
+        return np.minimum((np.asarray(losses) * self.bins).astype(np.intp), self.bins - 1)
+
     def states(self, confidence: np.ndarray) -> np.ndarray:
         """(m, c) confidences (in [0, 1]) of exits 0..c-1 -> (m, c) loss states."""
-        return self.lut[np.arange(confidence.shape[1]), self.bins_of(confidence)]
+        return self.state_of(self.losses(confidence))
+
+
+@dataclass(frozen=True)
+class Support:
+    """Where a fitted chain's states sit: ``values[s]``, the mean loss of the samples in
+    state s (over all exits; the bin's midpoint where none fell), is the loss the chain
+    gives the state; ``anchors[i] = (at, states)``, the states exit i's samples occupy
+    and their mean loss at exit i, is where the online rule reads the solved table and
+    between which it interpolates. Means, not bin midpoints: a state's value is then the
+    loss its requests have, so a request at a state's mean is decided as that state, and
+    empty states — whose kernel rows are only the smoothing prior — are never read.
+
+    Every value is > 0 unless an exit never erred (T-Tamer's Assumption 2.1 asks for
+    positive losses: the no-recall / recall ratio is a ratio of expected losses)."""
+
+    values: np.ndarray
+    anchors: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+
+def support(losses: np.ndarray, states: np.ndarray, bins: int) -> Support:
+    """The :class:`Support` of samples with ``losses`` (n, E) in ``states`` (n, E)."""
+    def means(loss, state):
+        count = np.bincount(state, minlength=bins)
+        return count, np.bincount(state, weights=loss, minlength=bins) / np.maximum(count, 1)
+
+    count, mean = means(losses.ravel(), states.ravel())
+    values = np.where(count > 0, mean, (np.arange(bins) + 0.5) / bins)
+    anchors = []
+    for j in range(losses.shape[1]):
+        count, mean = means(losses[:, j], states[:, j])
+        occupied = np.flatnonzero(count)
+        anchors.append((mean[occupied], occupied))
+    return Support(values, tuple(anchors))
 
 
 def _calibration(confidence: np.ndarray, errors: np.ndarray, resolution: int, smoothing: float):
@@ -394,11 +451,9 @@ def loss_grid(table, bins: int, loss: str, smoothing: float, rows: Optional[np.n
       (the accuracy notion of Apparate and T-Tamer's experiments).
     """
     n_exits = table.n_exits
-    values = (np.arange(bins) + 0.5) / bins
     if loss == "confidence":
         rate = np.tile(1.0 - (np.arange(RESOLUTION) + 0.5) / RESOLUTION, (n_exits, 1))
-        lut = np.minimum((rate * bins).astype(np.intp), bins - 1)
-        return LossGrid(values, lut, values[lut], np.zeros((n_exits, RESOLUTION)))
+        return LossGrid(bins, rate, np.zeros((n_exits, RESOLUTION)))
     errors = _errors(table, loss)
     confidence = np.asarray(table.confidence, dtype=np.float64)
     if rows is not None:
@@ -406,26 +461,26 @@ def loss_grid(table, bins: int, loss: str, smoothing: float, rows: Optional[np.n
     rate, support = np.empty((n_exits, RESOLUTION)), np.empty((n_exits, RESOLUTION))
     for j in range(n_exits):
         rate[j], support[j] = _calibration(confidence[:, j], errors[:, j], RESOLUTION, smoothing)
-    lut = np.minimum((rate * bins).astype(np.intp), bins - 1)
-    return LossGrid(values, lut, rate, np.sqrt(rate * (1 - rate) / (support + smoothing)))
+    return LossGrid(bins, rate, np.sqrt(rate * (1 - rate) / (support + smoothing)))
 
 
-def cross_fitted_states(table, bins: int, loss: str, smoothing: float, folds: int,
+def cross_fitted_losses(table, bins: int, loss: str, smoothing: float, folds: int,
                         rng: np.random.Generator) -> np.ndarray:
-    """Every labelled sample's loss states, each calibrated on the other ``folds - 1``
-    folds (cross-fitting): the chain is then counted from all samples, none of them
-    judged by a calibration that has seen its own label (which would make the kernels
-    look surer than they are: isotonic regression fits its own samples closely)."""
+    """Every labelled sample's calibrated losses (n, E), each calibrated on the other
+    ``folds - 1`` folds (cross-fitting): the chain is then counted from all samples,
+    none of them judged by a calibration that has seen its own label (which would make
+    the kernels look surer than they are: isotonic regression fits its own samples
+    closely)."""
     n = table.n_samples
     confidence = np.asarray(table.confidence, dtype=np.float64)
     if loss == "confidence" or folds < 2 or n < 2 * folds:
-        return loss_grid(table, bins, loss, smoothing).states(confidence)
+        return loss_grid(table, bins, loss, smoothing).losses(confidence)
     fold = rng.permutation(n) % folds
-    states = np.empty(confidence.shape, dtype=np.intp)
+    losses = np.empty(confidence.shape)
     for f in range(folds):
         held = fold == f
-        states[held] = loss_grid(table, bins, loss, smoothing, rows=~held).states(confidence[held])
-    return states
+        losses[held] = loss_grid(table, bins, loss, smoothing, rows=~held).losses(confidence[held])
+    return losses
 
 
 def estimate_chain(states: np.ndarray, values: np.ndarray, costs: np.ndarray, smoothing: float) -> MarkovChain:
@@ -490,6 +545,7 @@ class _ChainPolicy(ExitPolicy):
         self.bins = BIN_CHOICES[1] if self.auto_bins else int(bins)  # "auto": the choice where validation cannot run
         self.validation: dict[int, dict[str, np.ndarray]] = {}  # bins -> out-of-fold scores, when chosen
         self.grid: Optional[LossGrid] = None
+        self.support: Optional[Support] = None
         self.chain: Optional[MarkovChain] = None
         self.solution: Optional[Union[RecallIndex, StoppingRule]] = None
 
@@ -531,7 +587,7 @@ class _ChainPolicy(ExitPolicy):
 
     def fit(self, table, stage_costs: Sequence[float]) -> ExitPolicy:
         """Calibrate each exit's loss on every labelled sample (the online map), and count
-        the chain from cross-fitted states (:func:`cross_fitted_states`, folds drawn with a
+        the chain from cross-fitted states (:func:`cross_fitted_losses`, folds drawn with a
         fixed seed: the same table always gives the same policy). With ``bins="auto"``,
         the grid is the one of :data:`BIN_CHOICES` whose policy, fitted on four folds,
         does best on the fifth, summed over folds."""
@@ -541,8 +597,10 @@ class _ChainPolicy(ExitPolicy):
             self.validation = {b: self._out_of_fold(table, stage_costs, b) for b in self._bin_choices()}
             self.bins = min(self.validation, key=lambda b: self._score(self.validation[b]).mean())
         grid = loss_grid(table, self.bins, self.loss, self.smoothing)
-        states = cross_fitted_states(table, self.bins, self.loss, self.smoothing, FOLDS, np.random.default_rng(0))
-        chain = estimate_chain(states, self.lam * grid.values, (1.0 - self.lam) * costs, self.smoothing)
+        losses = cross_fitted_losses(table, self.bins, self.loss, self.smoothing, FOLDS, np.random.default_rng(0))
+        states = grid.state_of(losses)
+        self.support = support(losses, states, self.bins)
+        chain = estimate_chain(states, self.lam * self.support.values, (1.0 - self.lam) * costs, self.smoothing)
         self.grid, self.chain, self.solution = grid, chain, self._solve(chain)
         return self
 
@@ -552,14 +610,27 @@ class _ChainPolicy(ExitPolicy):
         return self.solution
 
     def decide(self, obs: ExitObservation) -> Decision:
+        """Decide on each exit's calibrated loss itself, not on its grid state: the
+        solved rule is interpolated between the grid's values (``stops``). On the grid's
+        states alone, every request in a state moves at once as λ changes, and the
+        policy's front jumps where a threshold's glides."""
         solution = self._solved()
         if obs.n_exits != self.chain.n_exits:
             raise ValueError(f"{self.name}: fitted for {self.chain.n_exits} exits, observed {obs.n_exits}")
-        return solution.decide(self._states(obs.confidence))
+        losses, answer = self._losses(obs.confidence)
+        m, seen = losses.shape
+        i = seen - 1
+        if i == obs.n_exits - 1:
+            return np.ones(m, dtype=bool), answer
+        best = losses[np.arange(m), answer]
+        at, states = self.support.anchors[i]
+        return solution.stops(i, self.lam * best, self.lam * losses[:, i], self.lam * at, states), answer
 
-    def _states(self, confidence: np.ndarray) -> np.ndarray:
-        """The loss states of the exits run so far, as the solved rule reads them."""
-        return self.grid.states(confidence)
+    def _losses(self, confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The calibrated losses of the exits run so far, as the rule reads them, and the
+        exit each request would answer from (here always the last)."""
+        losses = self.grid.losses(confidence)
+        return losses, np.full(losses.shape[0], losses.shape[1] - 1, dtype=np.int64)
 
     @property
     def value(self) -> float:
@@ -647,26 +718,24 @@ class TTamer(_ChainPolicy):
                 self.solution, self.recalls = solve_no_recall(self.chain), False
         return self
 
-    def _states(self, confidence: np.ndarray) -> np.ndarray:
-        return super()._states(confidence) if not self.recalls else self._recallable(confidence)
-
-    def _recallable(self, confidence: np.ndarray) -> np.ndarray:
-        """The loss states the index decides on, where an earlier exit counts only if its
+    def _losses(self, confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The losses the index decides on, where an earlier exit counts only if its
         calibrated loss is lower than the current exit's by more than :data:`RECALL_Z`
-        standard errors of the difference; any other takes the current exit's state, so
+        standard errors of the difference; any other takes the current exit's loss, so
         it is neither answered from (ties go to the latest exit) nor lets the request
         stop on a best-so-far that is only noise. An argmin over noisy estimates would
-        otherwise recall on noise, and lose to the last exit's answer as often as it wins."""
-        states = super()._states(confidence)
-        i = states.shape[1] - 1
-        if i:
-            grid = self.grid
-            u = grid.bins_of(confidence)
-            exits = np.arange(i)
-            gap = grid.loss[i, u[:, i]][:, None] - grid.loss[exits, u[:, :i]]
-            noise = np.hypot(grid.se[i, u[:, i]][:, None], grid.se[exits, u[:, :i]])
-            states[:, :i] = np.where(gap > RECALL_Z * noise, states[:, :i], states[:, i:])
-        return states
+        otherwise recall on noise, and lose to the last exit's answer as often as it
+        wins. The answer is the exit of smallest loss so far."""
+        losses, last = super()._losses(confidence)
+        i = losses.shape[1] - 1
+        if not self.recalls or not i:
+            return losses, last
+        u = self.grid.bins_of(confidence)
+        se = self.grid.se[np.arange(i + 1), u]
+        gap = losses[:, i:] - losses[:, :i]
+        noise = np.hypot(se[:, i:], se[:, :i])
+        losses[:, :i] = np.where(gap > RECALL_Z * noise, losses[:, :i], losses[:, i:])
+        return losses, (i - np.argmin(losses[:, ::-1], axis=1)).astype(np.int64)
 
     @property
     def sigma(self) -> np.ndarray:

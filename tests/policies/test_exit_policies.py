@@ -243,14 +243,22 @@ def test_ttamer_beats_or_ties_optimal_no_recall_on_a_fitted_chain(loss, lam):
 
 
 def test_ttamer_decide_follows_the_sigma_table_and_recalls_the_best_exit():
+    """Online, a request continues iff λ·(best calibrated loss so far) exceeds σ read at
+    the current exit's loss, interpolated between the states that exit's samples occupy;
+    a request sitting at an occupied state's mean loss is decided by that state's σ."""
     policy = TTamer(0.9, bins=100, loss="confidence").fit(TABLE, COSTS)
-    states = policy.grid.states(TABLE.confidence)
+    losses = policy.grid.losses(TABLE.confidence)
     for i in range(TABLE.n_exits - 1):
         stop, answer = policy.decide(observe(TABLE, i))
-        best = states[:, : i + 1].min(axis=1)
-        sigma = policy.sigma[i + 1, states[:, i]]
-        np.testing.assert_array_equal(stop, ~(policy.chain.values[best] > sigma))
-        np.testing.assert_array_equal(states[np.arange(TABLE.n_samples), answer], best)
+        best = losses[:, : i + 1].min(axis=1)
+        at, states = policy.support.anchors[i]
+        sigma = np.interp(0.9 * losses[:, i], 0.9 * at, policy.sigma[i + 1, states])
+        np.testing.assert_array_equal(stop, ~(0.9 * best > sigma))
+        np.testing.assert_array_equal(losses[np.arange(TABLE.n_samples), answer], best)
+        # the anchors: the states exit i's samples occupy, at their mean loss
+        state = policy.grid.states(TABLE.confidence)[:, i]
+        np.testing.assert_array_equal(states, np.unique(state))
+        np.testing.assert_allclose(at, [losses[state == s, i].mean() for s in states])
     _, answer = policy.decide(observe(TABLE, TABLE.n_exits - 1))
     assert (answer < TABLE.n_exits - 1).any()  # the noisy confidences make recall pay somewhere
 
