@@ -16,6 +16,7 @@ import pandas as pd
 
 from traces import FORMATS, describe, load as load_trace
 
+from .config import load
 from .executors import EXECUTORS, LOCAL
 from .fronts import LATENCIES, write_fronts
 from .plots import plot_experiment
@@ -64,6 +65,11 @@ def _check(args) -> int:
     runs = check(args.file)
     print(f"{args.file}: OK, {len(runs)} run(s): " + ", ".join(r.name for r in runs[:10])
           + (" ..." if len(runs) > 10 else ""))
+    refine = load(args.file).refine
+    if refine is not None:
+        print(f"then up to {refine.rounds} round(s) refining {refine.key} ({', '.join(refine.fields)}) where "
+              f"neighbours differ by > {refine.accuracy_step:g} accuracy and > {refine.latency_step:.0%} "
+              f"{refine.latency} latency")
     return 0
 
 

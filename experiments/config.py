@@ -183,6 +183,29 @@ class ClusterConfig(Strict):
         return {"name": value} if isinstance(value, str) else value
 
 
+# A front is drawn, not sampled, where no two neighbours are further apart than this in
+# accuracy *and* (relative) latency: what refinement aims at, and what fronts reports.
+STEP_ACCURACY = 0.01
+STEP_LATENCY = 0.05
+
+
+class RefineConfig(Strict):
+    """Draw fronts instead of sampling them: after the sweep, wherever two neighbouring
+    values of ``key`` (a swept key whose values are mappings, such as ``exits.policy``)
+    differ only in one of ``fields`` (``lam``, ``threshold``) and their results differ
+    by more than ``accuracy_step`` in accuracy *and* by more than ``latency_step``
+    (relative) in ``latency``, the midpoint is run too, with every seed; ``rounds``
+    times at most. A step small in either figure leaves no room on the front for a
+    point to hide in; one large in both does."""
+
+    key: str
+    fields: list[str] = Field(min_length=1)
+    accuracy_step: PositiveFloat = STEP_ACCURACY
+    latency_step: PositiveFloat = STEP_LATENCY
+    latency: Literal["p50", "mean", "p99"] = "p50"
+    rounds: int = Field(default=4, ge=1, le=8)
+
+
 class ExperimentConfig(Strict):
     """One experiment: a ``model`` served by ``serving`` (with ``exits``, and ``real`` for
     fidelity runs), or a ``cluster`` serving a pipeline under an adapter."""
@@ -200,6 +223,7 @@ class ExperimentConfig(Strict):
     real: Optional[RealConfig] = None
     cluster: Optional[ClusterConfig] = None
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    refine: Optional[RefineConfig] = None
 
     @model_validator(mode="after")
     def _model_or_cluster(self):
@@ -460,7 +484,6 @@ def expand(config: ExperimentConfig, source: str, seeds: Optional[list[int]] = N
     numbers), so policies are compared on the same requests.
     """
     seeds = seeds or config.seeds or [config.seed]
-    base = config.model_dump(mode="json", exclude={"sweep", "seeds"})
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:
         raise ConfigError(f"{source}: seeds: seed {repeated[0]} is listed twice (got {seeds!r})")
@@ -478,35 +501,62 @@ def expand(config: ExperimentConfig, source: str, seeds: Optional[list[int]] = N
                 for inner in value:
                     if inner != GROUP_LABEL:
                         _check_swept_key(inner, f"{source}: sweep.{key}", group=True)
-    short = _short_names(keys)
-    runs, names = [], {}
-    for combo in itertools.product(*(config.sweep[k] for k in keys)):
-        data = copy.deepcopy(base)
-        for key, value in zip(keys, combo):
-            settings = value.items() if _is_group(key) else [(key, value)]
-            for path, setting in settings:
-                if path != GROUP_LABEL:
-                    _set(data, path, setting, source)
-        swept = _one_line(", ".join(f"{k}={_shown(v)}" for k, v in zip(keys, combo)))
-        where = f"\n{source}: (in the sweep point {swept})" if keys else ""
-        for seed in seeds:
-            data["seed"] = seed
-            try:
-                point = ExperimentConfig.model_validate(data)
-            except ValidationError as exc:
-                raise ConfigError(f"{_format_errors(source, exc, data=data)}{where}") from None
-            problem = _check_point(point, source)
-            if problem:
-                raise ConfigError(f"{problem}{where}")
-            params = dict(zip(keys, combo))
-            parts = [f"{short[k]}={label(v)}" for k, v in params.items()] + [f"seed={seed}"]
-            name = ",".join(parts)
-            if name in names:
-                raise ConfigError(f"{source}: sweep: two runs would share the folder {name!r} "
-                                  f"({names[name]} and {swept}); make the swept values distinct")
-            names[name] = swept
-            runs.append(Run(name=name, params=params, seed=seed, config=point))
+    _check_refine(config, source)
+    names: dict[str, str] = {}
+    return [run for combo in itertools.product(*(config.sweep[k] for k in keys))
+            for run in point_runs(config, source, dict(zip(keys, combo)), seeds, names)]
+
+
+def point_runs(config: ExperimentConfig, source: str, params: dict[str, Any], seeds: list[int],
+               names: dict[str, str]) -> list[Run]:
+    """The runs of one sweep point (``params``: a value for every swept key), one per
+    seed; ``names`` (folder name -> the point, shown) holds the folders already taken
+    and gains these."""
+    data = config.model_dump(mode="json", exclude={"sweep", "seeds", "refine"})
+    for key, value in params.items():
+        settings = value.items() if _is_group(key) else [(key, value)]
+        for path, setting in settings:
+            if path != GROUP_LABEL:
+                _set(data, path, setting, source)
+    swept = _one_line(", ".join(f"{k}={_shown(v)}" for k, v in params.items()))
+    where = f"\n{source}: (in the sweep point {swept})" if params else ""
+    short = _short_names(list(params))
+    runs = []
+    for seed in seeds:
+        data["seed"] = seed
+        try:
+            point = ExperimentConfig.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{_format_errors(source, exc, data=data)}{where}") from None
+        problem = _check_point(point, source)
+        if problem:
+            raise ConfigError(f"{problem}{where}")
+        name = ",".join([f"{short[k]}={label(v)}" for k, v in params.items()] + [f"seed={seed}"])
+        if name in names:
+            raise ConfigError(f"{source}: sweep: two runs would share the folder {name!r} "
+                              f"({names[name]} and {swept}); make the swept values distinct")
+        names[name] = swept
+        runs.append(Run(name=name, params=dict(params), seed=seed, config=point))
     return runs
+
+
+def _check_refine(config: ExperimentConfig, source: str) -> None:
+    """``refine.key`` is swept, and some of its values are mappings with a number in
+    one of ``refine.fields`` (what refinement bisects)."""
+    refine = config.refine
+    if refine is None:
+        return
+    if refine.key not in config.sweep:
+        raise ConfigError(f"{source}: refine.key: {refine.key!r} is not swept; refinement bisects the values of a "
+                          f"swept key (swept: {', '.join(config.sweep) or 'none'})")
+    if not any(isinstance(value, dict) and any(_is_number(value.get(f)) for f in refine.fields)
+               for value in config.sweep[refine.key]):
+        raise ConfigError(f"{source}: refine.fields: no value of sweep.{refine.key} is a mapping with a number "
+                          f"in {refine.fields} (got {_shown(config.sweep[refine.key][0])} first)")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_point(config: ExperimentConfig, source: str) -> Optional[str]:
@@ -543,4 +593,4 @@ def label(value: Any) -> str:
 
 def dump(config: ExperimentConfig) -> str:
     """The resolved config as YAML (every default filled in), for the run's folder."""
-    return yaml.safe_dump(config.model_dump(mode="json", exclude={"sweep", "seeds"}), sort_keys=False)
+    return yaml.safe_dump(config.model_dump(mode="json", exclude={"sweep", "seeds", "refine"}), sort_keys=False)

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import store
+from .config import STEP_ACCURACY, STEP_LATENCY
 from .plots import ci_half_width, front, panels, point_keys, read_results
 
 LATENCY_SLACK = 0.02     # a test point may be 2% slower and still match
@@ -101,14 +102,17 @@ def _against(points: dict, tested: list, rival: list) -> dict:
     return counts
 
 
-STEP_COLUMNS = ["panel", "policy", "front_points", "largest_accuracy_step", "largest_latency_step"]
+STEP_COLUMNS = ["panel", "policy", "front_points", "largest_accuracy_step", "largest_latency_step", "wide_steps"]
 
 
 def steps(results: pd.DataFrame, latency: str = "p50") -> pd.DataFrame:
     """How densely each policy's front is drawn, per panel: its points (means over
     seeds, the front as the Pareto plot draws it) and the largest step between
-    neighbours, in accuracy (absolute) and in latency (relative to the faster one). A front
-    whose steps are small is drawn, not sampled: no unseen point hides between two."""
+    neighbours, in accuracy (absolute) and in latency (relative to the faster one), and
+    ``wide_steps``: how many steps exceed :data:`~experiments.config.STEP_ACCURACY` in
+    accuracy *and* :data:`~experiments.config.STEP_LATENCY` in latency. A front with no
+    wide step is drawn, not sampled: no unseen point hides between two (a step small in
+    either figure leaves no room for one)."""
     rows = []
     for frame, title in _panels_with_exits(results):
         column = LATENCIES[latency]
@@ -117,9 +121,11 @@ def steps(results: pd.DataFrame, latency: str = "p50") -> pd.DataFrame:
             times, accuracy = pts[column].to_numpy(), pts["accuracy"].to_numpy()
             on = front(times, accuracy)
             times, accuracy = times[on], accuracy[on]
+            rise, slower = np.diff(accuracy), np.diff(times) / times[:-1]
             rows.append({"panel": title, "policy": policy, "front_points": on.size,
-                         "largest_accuracy_step": np.diff(accuracy).max(initial=0.0),
-                         "largest_latency_step": (np.diff(times) / times[:-1]).max(initial=0.0)})
+                         "largest_accuracy_step": rise.max(initial=0.0),
+                         "largest_latency_step": slower.max(initial=0.0),
+                         "wide_steps": int(((rise > STEP_ACCURACY) & (slower > STEP_LATENCY)).sum())})
     return pd.DataFrame(rows, columns=STEP_COLUMNS)
 
 

@@ -34,7 +34,8 @@ from workloads.noise import Empirical, Percentiles
 
 from . import cluster_runner, store
 from .executors import LOCAL, InProcess, make_executor
-from .config import ConfigError, ExperimentConfig, Run, dump, expand, load
+from .config import ConfigError, ExperimentConfig, Run, dump, expand, load, point_runs
+from .refine import midpoints
 
 BUILTIN = "builtin:"
 USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, BehaviourError, FileNotFoundError,
@@ -374,29 +375,49 @@ def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int]
     outcome = SweepOutcome(out_dir)
     summaries: dict[str, dict] = {}
     errors: dict[str, str] = {}
-    todo = []
-    for run in runs:
-        done = manifest.summary(run.name, dump(run.config)) if resume else None
-        if done is not None and not _summary_reads(run, done):
-            done = None  # a summary of another shape than this version writes: recompute it
-        if done is not None:
-            summaries[run.name] = done
-            outcome.reused += 1
-        else:
-            todo.append(run)
+    done_runs: list[Run] = []
 
     def rows() -> list[dict]:
-        return versus_vanilla(runs, [result_row(run, summaries.get(run.name), errors.get(run.name))
-                                     for run in runs if run.name in summaries or run.name in errors])
+        finished = [run for run in done_runs if run.name in summaries or run.name in errors]
+        return versus_vanilla(finished, [result_row(run, summaries.get(run.name), errors.get(run.name))
+                                         for run in finished])
 
-    task = functools.partial(attempt, base_dir=base_dir)
-    alone = isinstance(pool, InProcess) and len(todo) == 1 and show_progress
-    if todo:
-        with pool, tqdm(total=len(todo), desc=f"{config.name}: runs", unit="run", disable=not show_progress) as bar:
-            for result in pool.map(_with_progress(task) if alone else task, todo, lost):
-                _record(result, out_dir, manifest, summaries, errors)
-                store.write_rows(out_dir / store.RESULTS, rows())  # results.csv grows as runs finish
-                bar.update()
+    def serve(batch: list[Run], desc: str) -> None:
+        """Run ``batch`` (or keep its finished runs, with ``resume``), results.csv growing."""
+        todo = []
+        for run in batch:
+            done = manifest.summary(run.name, dump(run.config)) if resume else None
+            if done is not None and not _summary_reads(run, done):
+                done = None  # a summary of another shape than this version writes: recompute it
+            if done is not None:
+                summaries[run.name] = done
+                outcome.reused += 1
+            else:
+                todo.append(run)
+        done_runs.extend(batch)
+        task = functools.partial(attempt, base_dir=base_dir)
+        alone = isinstance(pool, InProcess) and len(todo) == 1 and show_progress
+        if todo:
+            if not held:  # the pool is entered once, when a first run needs it (Ray starts then)
+                held.append(stack.enter_context(pool))
+            with tqdm(total=len(todo), desc=desc, unit="run", disable=not show_progress) as bar:
+                for result in pool.map(_with_progress(task) if alone else task, todo, lost):
+                    _record(result, out_dir, manifest, summaries, errors)
+                    store.write_rows(out_dir / store.RESULTS, rows())  # results.csv grows as runs finish
+                    bar.update()
+
+    held: list = []
+    with contextlib.ExitStack() as stack:
+        serve(runs, f"{config.name}: runs")
+        if config.refine is not None:
+            names = {run.name: run.name for run in runs}
+            seeds = list(dict.fromkeys(run.seed for run in runs))
+            for round_ in range(1, config.refine.rounds + 1):
+                wanted = midpoints(config.refine, done_runs, summaries)
+                if not wanted:
+                    break
+                serve([run for params in wanted for run in point_runs(config, str(path), params, seeds, names)],
+                      f"{config.name}: refining ({round_}/{config.refine.rounds})")
     outcome.rows = rows()
     store.write_rows(out_dir / store.RESULTS, outcome.rows)
     return outcome

@@ -144,8 +144,12 @@ def test_pareto_draws_a_band_with_several_seeds(tmp_path, monkeypatch):
 
 def test_steps_say_how_densely_each_front_is_drawn():
     rows = [("ttamer", f"t{k}", 1, acc, p50) for k, (acc, p50) in
-            enumerate([(0.80, 1.0), (0.85, 1.04), (0.86, 1.2), (0.84, 1.3)])]  # the last is off the front
+            enumerate([(0.80, 1.0), (0.85, 1.04), (0.855, 1.2), (0.84, 1.3)])]  # the last is off the front
     table = fronts.steps(_results(rows)).set_index("policy")
     assert table.loc["ttamer", "front_points"] == 3
     assert table.loc["ttamer", "largest_accuracy_step"] == pytest.approx(0.05)
     assert table.loc["ttamer", "largest_latency_step"] == pytest.approx(0.16 / 1.04)
+    # 0.80 -> 0.85 is 5 points but 4% slower; 0.85 -> 0.855 is 15% slower but half a point: neither is wide
+    assert table.loc["ttamer", "wide_steps"] == 0
+    rows[1] = ("ttamer", "t1", 1, 0.85, 1.06)
+    assert fronts.steps(_results(rows)).set_index("policy").loc["ttamer", "wide_steps"] == 1
