@@ -69,7 +69,7 @@ def _check(args) -> int:
     if refine is not None:
         print(f"then up to {refine.rounds} round(s) refining {refine.key} ({', '.join(refine.fields)}) where "
               f"neighbours differ by > {refine.accuracy_step:g} accuracy and > {refine.latency_step:.0%} "
-              f"{refine.latency} latency")
+              f"{' or '.join(refine.latencies)} latency")
     return 0
 
 

@@ -7,7 +7,6 @@ whose lines read ``FILE: key.path: what is wrong (got VALUE)``.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import hashlib
 import re
@@ -194,15 +193,15 @@ class RefineConfig(Strict):
     values of ``key`` (a swept key whose values are mappings, such as ``exits.policy``)
     differ only in one of ``fields`` (``lam``, ``threshold``) and their results differ
     by more than ``accuracy_step`` in accuracy *and* by more than ``latency_step``
-    (relative) in ``latency``, the midpoint is run too, with every seed; ``rounds``
-    times at most. A step small in either figure leaves no room on the front for a
-    point to hide in; one large in both does."""
+    (relative) in any of ``latencies``, the midpoint is run too, with every seed;
+    ``rounds`` times at most. A step small in either figure leaves no room on the front
+    for a point to hide in; one large in both does."""
 
     key: str
     fields: list[str] = Field(min_length=1)
     accuracy_step: PositiveFloat = STEP_ACCURACY
     latency_step: PositiveFloat = STEP_LATENCY
-    latency: Literal["p50", "mean", "p99"] = "p50"
+    latencies: list[Literal["p50", "mean", "p99"]] = Field(default_factory=lambda: ["p50"], min_length=1)
     rounds: int = Field(default=4, ge=1, le=8)
 
 
@@ -549,13 +548,14 @@ def _check_refine(config: ExperimentConfig, source: str) -> None:
     if refine.key not in config.sweep:
         raise ConfigError(f"{source}: refine.key: {refine.key!r} is not swept; refinement bisects the values of a "
                           f"swept key (swept: {', '.join(config.sweep) or 'none'})")
-    if not any(isinstance(value, dict) and any(_is_number(value.get(f)) for f in refine.fields)
+    if not any(isinstance(value, dict) and any(is_number(value.get(f)) for f in refine.fields)
                for value in config.sweep[refine.key]):
         raise ConfigError(f"{source}: refine.fields: no value of sweep.{refine.key} is a mapping with a number "
                           f"in {refine.fields} (got {_shown(config.sweep[refine.key][0])} first)")
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A YAML number (a bool is not one)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -5,7 +5,7 @@ fast with the parameter, two neighbours can sit 10 points of accuracy apart, and
 rival point that falls between them looks like a win it may not be. Refinement draws the
 front instead: it compares each pair of neighbouring values (means over seeds), and where
 a pair differs by more than ``accuracy_step`` in accuracy *and* by more than
-``latency_step`` (relative) in latency it asks for the midpoint, with every seed; the
+``latency_step`` (relative) in one of its ``latencies`` it asks for the midpoint, with every seed; the
 runner repeats this for ``rounds`` rounds at most (:class:`~experiments.config.RefineConfig`).
 
 Which pairs are neighbours: runs whose other swept values are equal and whose values of
@@ -19,26 +19,20 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .config import RefineConfig, Run
+from .config import RefineConfig, Run, is_number
 
 
 def _field(value: Any, fields: list[str]) -> Optional[str]:
     """The first of ``fields`` that ``value`` (a swept value) holds as a number."""
     if not isinstance(value, dict):
         return None
-    for field in fields:
-        number = value.get(field)
-        if isinstance(number, (int, float)) and not isinstance(number, bool):
-            return field
-    return None
+    return next((field for field in fields if is_number(value.get(field))), None)
 
 
-def _figures(summary: dict, latency: str) -> Optional[tuple[float, float]]:
-    accuracy = summary.get("accuracy")
-    millis = (summary.get("latency_ms") or {}).get(latency)
-    if accuracy is None or millis is None:
-        return None
-    return float(accuracy), float(millis)
+def _figures(summary: dict, latencies: list[str]) -> Optional[tuple[float, ...]]:
+    """(accuracy, each latency) of a finished run's summary."""
+    figures = [summary.get("accuracy")] + [(summary.get("latency_ms") or {}).get(x) for x in latencies]
+    return None if None in figures else tuple(map(float, figures))
 
 
 def midpoints(refine: RefineConfig, runs: list[Run], summaries: dict[str, dict]) -> list[dict[str, Any]]:
@@ -50,7 +44,7 @@ def midpoints(refine: RefineConfig, runs: list[Run], summaries: dict[str, dict])
     for run in runs:
         value = run.params.get(refine.key)
         field = _field(value, refine.fields)
-        figures = _figures(summaries.get(run.name) or {}, refine.latency)
+        figures = _figures(summaries.get(run.name) or {}, refine.latencies)
         if field is None:
             continue
         others = tuple((k, repr(v)) for k, v in run.params.items() if k != refine.key)
@@ -66,9 +60,9 @@ def midpoints(refine: RefineConfig, runs: list[Run], summaries: dict[str, dict])
         for a, b in zip(at, at[1:]):
             if a not in means or b not in means:
                 continue
-            (acc_a, lat_a), (acc_b, lat_b) = means[a], means[b]
+            (acc_a, *lat_a), (acc_b, *lat_b) = means[a], means[b]
             wide = (abs(acc_b - acc_a) > refine.accuracy_step
-                    and abs(lat_b - lat_a) > refine.latency_step * min(lat_a, lat_b))
+                    and any(abs(y - x) > refine.latency_step * min(x, y) for x, y in zip(lat_a, lat_b)))
             middle = float(f"{(a + b) / 2:.6g}")
             if wide and a < middle < b:
                 params = dict(line["params"])

@@ -375,10 +375,10 @@ def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int]
     outcome = SweepOutcome(out_dir)
     summaries: dict[str, dict] = {}
     errors: dict[str, str] = {}
-    done_runs: list[Run] = []
+    swept: list[Run] = []  # the runs served or kept so far, in order: the sweep, then each refinement
 
     def rows() -> list[dict]:
-        finished = [run for run in done_runs if run.name in summaries or run.name in errors]
+        finished = [run for run in swept if run.name in summaries or run.name in errors]
         return versus_vanilla(finished, [result_row(run, summaries.get(run.name), errors.get(run.name))
                                          for run in finished])
 
@@ -394,7 +394,7 @@ def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int]
                 outcome.reused += 1
             else:
                 todo.append(run)
-        done_runs.extend(batch)
+        swept.extend(batch)
         task = functools.partial(attempt, base_dir=base_dir)
         alone = isinstance(pool, InProcess) and len(todo) == 1 and show_progress
         if todo:
@@ -413,7 +413,7 @@ def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int]
             names = {run.name: run.name for run in runs}
             seeds = list(dict.fromkeys(run.seed for run in runs))
             for round_ in range(1, config.refine.rounds + 1):
-                wanted = midpoints(config.refine, done_runs, summaries)
+                wanted = midpoints(config.refine, swept, summaries)
                 if not wanted:
                     break
                 serve([run for params in wanted for run in point_runs(config, str(path), params, seeds, names)],

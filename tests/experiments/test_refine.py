@@ -17,8 +17,8 @@ def _run(value, seed=1, workload="a") -> Run:
     return Run(name=f"{workload}-{value}-{seed}", params=params, seed=seed, config=None)
 
 
-def _summary(accuracy, p50):
-    return {"accuracy": accuracy, "latency_ms": {"p50": p50}}
+def _summary(accuracy, p50, mean=None):
+    return {"accuracy": accuracy, "latency_ms": {"p50": p50, "mean": p50 if mean is None else mean}}
 
 
 def test_only_steps_large_in_both_figures_are_bisected():
@@ -34,6 +34,15 @@ def test_only_steps_large_in_both_figures_are_bisected():
             summaries[run.name] = _summary(*figures[lam])
     wanted = midpoints(REFINE, runs, summaries)
     assert wanted == [{"workload": {"label": "a"}, "exits.policy": {"name": "ttamer", "lam": 0.55}}]
+
+
+def test_a_step_wide_in_any_latency_asked_for_is_bisected():
+    """On an idle server p50 hardly moves while the mean does: asked for both, the step is wide."""
+    runs = [_run({"name": "ttamer", "lam": 0.3}), _run({"name": "ttamer", "lam": 0.4})]
+    summaries = {runs[0].name: _summary(0.60, 1.0, mean=1.0), runs[1].name: _summary(0.72, 1.01, mean=1.4)}
+    assert midpoints(REFINE, runs, summaries) == []
+    both = REFINE.model_copy(update={"latencies": ["p50", "mean"]})
+    assert [w["exits.policy"]["lam"] for w in midpoints(both, runs, summaries)] == [0.35]
 
 
 def test_neighbours_share_everything_but_the_field_and_failed_runs_are_no_neighbours():
