@@ -16,6 +16,7 @@ import pandas as pd
 
 from traces import FORMATS, describe, load as load_trace
 
+from .cluster_runner import ceiling_warnings
 from .config import load
 from .executors import EXECUTORS, LOCAL
 from .fronts import LATENCIES, write_fronts
@@ -26,7 +27,8 @@ from .runner import USER_ERRORS, check, run_experiment
 def _run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / Path(args.file).stem
     outcome = run_experiment(args.file, out, jobs=args.jobs, seed=args.seed, force=args.force, resume=args.resume,
-                             executor=args.executor, address=args.address, show_progress=not args.quiet)
+                             executor=args.executor, address=args.address, show_progress=not args.quiet,
+                             warn=lambda line: print(f"warning: {line}", file=sys.stderr))
     ok = [r for r in outcome.rows if r["status"] == "ok"]
     if ok:
         plot_experiment(out)
@@ -65,6 +67,8 @@ def _check(args) -> int:
     runs = check(args.file)
     print(f"{args.file}: OK, {len(runs)} run(s): " + ", ".join(r.name for r in runs[:10])
           + (" ..." if len(runs) > 10 else ""))
+    for line in ceiling_warnings(runs):
+        print(f"warning: {line}", file=sys.stderr)
     refine = load(args.file).refine
     if refine is not None:
         print(f"then up to {refine.rounds} round(s) refining {refine.key} ({', '.join(refine.fields)}) where "

@@ -125,6 +125,30 @@ def run_cluster(run: Run, base_dir: Path) -> tuple[dict, dict[str, bytes]]:
                      store.PLANS: store.columns_bytes(plan_rows(results))}
 
 
+def ceiling_warnings(runs: list[Run]) -> list[str]:
+    """One line per group of compared cluster runs (same seed and swept values but the
+    adapter) whose adapters may provision different numbers of cores: a cheaper
+    adapter then wins on a smaller ceiling, not on its decisions."""
+    groups: dict[tuple, dict[str, Optional[int]]] = {}
+    for run in runs:
+        cluster = run.config.cluster
+        if cluster is None:
+            continue
+        adapter = cluster.adapter
+        ceiling = adapter.ceiling({task: list(ds) for task, ds in (adapter.initial or cluster.initial).items()})
+        shown = f"{adapter.name}: no ceiling of its own" if ceiling is None else \
+            f"{adapter.name}: {ceiling[0]} cores ({ceiling[1]})"
+        point = (run.seed, *(repr(v) for k, v in run.params.items() if not k.startswith("cluster.adapter")))
+        groups.setdefault(point, {})[shown] = None if ceiling is None else ceiling[0]
+    lines = []
+    for ceilings in groups.values():
+        text = "; ".join(ceilings)
+        if len(set(ceilings.values())) > 1 and text not in lines:
+            lines.append(text)
+    return [f"cluster.adapter: the compared adapters may provision different numbers of cores ({text}); give "
+            f"them one ceiling (budget, max_cores, max_replicas) for a fair comparison" for text in lines]
+
+
 def request_columns(results: ClusterResults) -> dict[str, np.ndarray]:
     columns = {"arrival": results.arrival, "finish": results.finish, "status": results.status,
                "dropped_at": results.dropped_at}

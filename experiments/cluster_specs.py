@@ -205,6 +205,12 @@ class AdapterSpec(Spec):
     def _interval(self) -> dict:
         return {} if self.interval_s is None else {"interval_s": self.interval_s}
 
+    def ceiling(self, start: dict[str, list[DeploymentConfig]]) -> Optional[tuple[int, str]]:
+        """The most cores this adapter's plans may provision, and the setting that says
+        so (``start``: the plan the run starts with); ``None`` where it sets no ceiling
+        of its own. Compared adapters should share one (:func:`experiments.cluster_runner.ceiling_warnings`)."""
+        return None
+
 
 @ADAPTERS.register
 class StaticSpec(AdapterSpec):
@@ -214,6 +220,9 @@ class StaticSpec(AdapterSpec):
 
     def build(self, context: Context):
         return autoscaling.StaticAdapter(**self._interval())
+
+    def ceiling(self, start):
+        return sum(d.replicas * d.cores for ds in start.values() for d in ds), "the start plan's cores"
 
 
 @ADAPTERS.register
@@ -229,6 +238,10 @@ class HPASpec(AdapterSpec):
     max_replicas: Annotated[int, Field(gt=0, le=MAX_REPLICAS)] = 20
 
     _replica_range = model_validator(mode="after")(lambda self: _at_most(self, "min_replicas", "max_replicas"))
+
+    def ceiling(self, start):
+        cores = [d.cores for ds in start.values() for d in ds if self.variant in (None, d.variant)]
+        return (self.max_replicas * cores[0], "max_replicas x cores") if len(cores) == 1 else None
 
     def build(self, context: Context):
         task = context.only_task(self.name)
@@ -251,6 +264,9 @@ class VPASpec(AdapterSpec):
 
     _core_range = model_validator(mode="after")(lambda self: _at_most(self, "min_cores", "max_cores"))
 
+    def ceiling(self, start):
+        return self.max_cores, "max_cores"
+
     def build(self, context: Context):
         task = context.only_task(self.name)
         return scaling.VPA(task, context.variant_of(task, self.name, self.variant), percentile=self.percentile,
@@ -271,6 +287,9 @@ class VariantSetSpec(AdapterSpec):
     predictor: PREDICTORS.union() = Field(default_factory=lambda: EWMASpec(kind="ewma", margin=0.1))
 
     _cores_within_budget = model_validator(mode="after")(lambda self: _at_most(self, "min_cores", "budget"))
+
+    def ceiling(self, start):
+        return self.budget, "budget"
 
     def variants(self, context: Context, task: str):
         if context.core_mode != "lanes":

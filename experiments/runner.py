@@ -296,7 +296,8 @@ def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -
     if cluster is not None:  # the adapter, and the figures only a cluster has
         row["adapter"] = cluster.adapter.name
         row.update({"pipeline_accuracy": s.get("pipeline_accuracy"),
-                    "mean_cores": (s.get("cost") or {}).get("mean_cores")})
+                    "mean_cores": (s.get("cost") or {}).get("mean_cores"),
+                    "peak_cores": (s.get("cost") or {}).get("peak_cores")})
     lat = s.get("latency_ms") or {}
     cost = s.get("cost") or {}
     values = {
@@ -353,14 +354,18 @@ class SweepOutcome:
 
 def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int] = None, seed: Optional[int] = None,
                    force: bool = False, resume: bool = False, executor: str = LOCAL, address: Optional[str] = None,
-                   show_progress: bool = True) -> SweepOutcome:
+                   show_progress: bool = True, warn=None) -> SweepOutcome:
     """Run every point of the experiment in ``path`` into ``out_dir`` on ``executor``
-    (``jobs`` at a time; see :func:`experiments.executors.make_executor`)."""
+    (``jobs`` at a time; see :func:`experiments.executors.make_executor`). ``warn(line)``
+    is told, before anything runs, what makes the sweep's comparison unfair
+    (:func:`experiments.cluster_runner.ceiling_warnings`)."""
     path, out_dir = Path(path), Path(out_dir)
     config = load(path)
     runs = expand(config, str(path), None if seed is None else [seed])
     base_dir = path.resolve().parent
     validate_runs(runs, path, base_dir)
+    for line in cluster_runner.ceiling_warnings(runs):
+        (warn or (lambda _line: None))(line)
     pool = make_executor(executor, jobs, address)
     if resume and force:
         raise ConfigError("--resume and --force contradict each other: keep finished runs, or recompute them")

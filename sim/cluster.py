@@ -94,6 +94,13 @@ class ClusterResults:
         """Cores provisioned, integrated over the run (a replica costs from request to release)."""
         return float(sum(r.cores * (r.released - r.requested) for r in self.replicas))
 
+    def peak_cores(self) -> int:
+        """The most cores provisioned at once. During a rolling change the old replicas
+        stay until the new ones have loaded, so this may exceed every plan's own cores."""
+        changes = sorted([(r.requested, r.cores) for r in self.replicas]
+                         + [(r.released, -r.cores) for r in self.replicas])  # a release before a request at a tie
+        return int(np.max(np.cumsum([c for _, c in changes]), initial=0))
+
     def cores_over_time(self, times: np.ndarray, by: str = "task") -> dict[str, np.ndarray]:
         """Cores provisioned at each of ``times``, per task (``by="task"``) or per
         ``task/variant`` (``by="variant"``)."""

@@ -152,7 +152,9 @@ def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> d
     requests: ``accuracy`` is InfAdapter's *average accuracy* (each request's variant's
     accuracy, averaged over requests and, in a pipeline, over tasks), ``pipeline_accuracy``
     IPA's PAS (the product over tasks), and ``per_task`` each task's mean. Cost is the
-    cores provisioned, integrated over the run (core-seconds), and their mean over time.
+    cores provisioned, integrated over the run (core-seconds), their mean over time and
+    their peak (``peak_cores``: what a hard budget would have to admit, rolling changes
+    included).
     """
     n = results.arrival.size
     done = results.status == COMPLETED
@@ -183,7 +185,8 @@ def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> d
         "pipeline_accuracy": round(float(stacked.prod(axis=0).mean()), 9) if stacked.size else None,
         "per_task_accuracy": {t: round(float(a.mean()), 9) if a.size else None for t, a in per_task.items()},
         "variant_share": share,
-        "cost": {"core_s": round(cost, 6), "mean_cores": round(cost / duration, 6) if duration > 0 else None},
+        "cost": {"core_s": round(cost, 6), "mean_cores": round(cost / duration, 6) if duration > 0 else None,
+                 "peak_cores": results.peak_cores()},
         "replicas_started": len(results.replicas),
         "plans": len(results.plans),
         "duration_s": round(duration, 6),

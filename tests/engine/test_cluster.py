@@ -89,6 +89,7 @@ def test_a_rolling_change_switches_when_the_new_replicas_have_loaded():
     a, b = sorted(res.replicas, key=lambda r: r.variant)
     assert (a.requested, a.released) == (0.0, 15.0) and (b.requested, b.ready) == (10.0, 15.0)
     assert res.cost_core_seconds() == pytest.approx(15.0 + (res.end_time - 10.0))
+    assert res.peak_cores() == 2  # a and b both held from 10 s to 15 s: each plan has 1 core
 
 
 def test_a_restart_leaves_the_task_without_capacity_until_the_new_replica_loads():
@@ -98,6 +99,7 @@ def test_a_restart_leaves_the_task_without_capacity_until_the_new_replica_loads(
     # requests of [10, 13) waited past 2 s for the reload and were dropped; the rest were served
     assert (res.status[waiting & (res.arrival < 12.95)] == DROPPED).all()
     assert (res.status[res.arrival >= 13.0] == COMPLETED).all()
+    assert res.peak_cores() == 2  # the old replica goes as the new one is requested: never both
     np.testing.assert_allclose(res.finish[res.status == DROPPED], res.arrival[res.status == DROPPED] + 2.0)
     assert (res.dropped_at[res.status == DROPPED] == 0).all()
 

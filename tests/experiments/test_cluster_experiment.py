@@ -67,6 +67,14 @@ def finished(tmp_path_factory):
     return folder / "out"
 
 
+def test_peak_cores_are_reported_and_bound_the_mean(finished):
+    results = pd.read_csv(finished / store.RESULTS).set_index("adapter")
+    assert (results["peak_cores"] >= results["mean_cores"]).all()
+    assert results.loc["static", "peak_cores"] == 6
+    # the budget bounds InfAdapter's plans, not its rollouts: old and new replicas overlap
+    assert results.loc["infadapter", "peak_cores"] > 12
+
+
 def test_every_adapter_ran_on_the_same_arrivals(finished):
     results = pd.read_csv(finished / store.RESULTS)
     assert results["status"].eq("ok").all() and sorted(results["adapter"]) == ["infadapter", "ms", "static", "vpa"]
@@ -113,6 +121,19 @@ def test_cluster_config_errors_name_the_key(write, servesim, tmp_path, change, m
     path = write("bad.yaml", EXPERIMENT.replace(*change))
     result = servesim("check", path)
     assert result.rc == 2 and message in result.err, result.err
+
+
+def test_adapters_compared_on_different_ceilings_are_warned_of(write, servesim, tmp_path):
+    """InfAdapter and MS+ on a 12-core budget, VPA up to 12 cores, static on its start
+    plan's 6: the comparison is unfair to whoever has less, and check says so."""
+    (tmp_path / "profile.csv").write_text(profile_text())
+    result = servesim("check", write("c.yaml", EXPERIMENT))
+    assert result.rc == 0
+    assert result.err.count("warning: ") == 1
+    assert ("the compared adapters may provision different numbers of cores (infadapter: 12 cores (budget); "
+            "ms: 12 cores (budget); vpa: 12 cores (max_cores); static: 6 cores (the start plan's cores))") in result.err
+    fair = servesim("check", write("d.yaml", EXPERIMENT.replace("    - static\n", "")))
+    assert fair.rc == 0 and "warning" not in fair.err
 
 
 DETECTOR_MS = {"yolov5n": 25.0, "yolov5s": 55.0, "yolov5m": 130.0, "yolov5l": 250.0, "yolov5x": 500.0}
