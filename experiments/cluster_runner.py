@@ -26,6 +26,7 @@ from workloads.variants import FAMILIES, PIPELINES, Pipeline
 from . import store
 from .cluster_specs import Context
 from .config import ConfigError, Run
+from .files import profile_path
 
 def resolve_pipeline(name: str) -> Pipeline:
     """A built-in pipeline, or one task's family served alone."""
@@ -59,8 +60,6 @@ def parts(config, base_dir: Path, seed: int):
     """The pipeline, variant costs, start plan and adapter of one cluster config (every
     problem a ConfigError naming its key): all but the trace, so `servesim check` and a
     run's up-front validation build them without placing arrivals."""
-    from .runner import profile_path  # noqa: PLC0415  (runner imports this module)
-
     cluster = config.cluster
     pipeline = resolve_pipeline(cluster.pipeline)
     profile = load_profile(profile_path(cluster.profile, base_dir, "cluster.profile"))

@@ -26,7 +26,7 @@ from sim.exits import ExitSetup
 from sim.host import ServingHost
 from traces import FORMATS, TraceError
 from traces.loaders import EXIT_STAGE
-from workloads import PROFILES_DIR, CostModel, Profile, ProfileError, ProfileRangeError, load_profile
+from workloads import CostModel, Profile, ProfileError, ProfileRangeError, load_profile
 from workloads.behaviour import BehaviourError, BehaviourTable
 from workloads.drift import DriftingBehaviour, RecordedStream
 from workloads.exits import INTAKE, ExitModel, SegmentCosts
@@ -35,38 +35,11 @@ from workloads.noise import Empirical, Percentiles
 from . import cluster_runner, store
 from .executors import LOCAL, InProcess, make_executor
 from .config import ConfigError, ExperimentConfig, Run, dump, expand, load, point_runs
+from .files import exists, profile_path
 from .refine import midpoints
 
-BUILTIN = "builtin:"
 USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, BehaviourError, FileNotFoundError,
                store.ResultsError)
-
-
-def exists(path: Path, key: str) -> bool:
-    """Whether the file a setting (``key``) names exists; a path the system cannot even
-    look up (too long, say) is that setting's error, not a traceback."""
-    try:
-        return path.exists()
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot use the path {str(path)[:80]!r}... ({exc.strerror or exc})") from None
-
-
-def profile_path(name: str, base_dir: Path, key: str = "model.profile") -> Path:
-    """The file a profile setting (``key``) names: ``builtin:NAME`` or a path relative to the YAML."""
-    if name.startswith(BUILTIN):
-        stem = name[len(BUILTIN):]
-        path = PROFILES_DIR / (stem if stem.endswith(".csv") else f"{stem}.csv")
-        # a built-in name is a file of workloads/profiles, never a path out of it
-        if "/" in stem or "\\" in stem or not exists(path, key):
-            known = ", ".join(sorted(BUILTIN + p.stem for p in PROFILES_DIR.glob("*.csv")))
-            raise ConfigError(f"{key}: no built-in profile {name!r}; known: {known}")
-        return path
-    path = base_dir / name
-    # Fix: a missing profile file used to surface as the loader's bare "PATH: no such
-    # profile file", without the key that names it; config errors name their key path.
-    if not exists(path, key):
-        raise ConfigError(f"{key}: no such profile file {str(path)!r}")
-    return path
 
 
 def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | SegmentCosts:
