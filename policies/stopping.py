@@ -458,10 +458,10 @@ def loss_grid(table, bins: int, loss: str, smoothing: float, rows: Optional[np.n
     confidence = np.asarray(table.confidence, dtype=np.float64)
     if rows is not None:
         errors, confidence = errors[rows], confidence[rows]
-    rate, support = np.empty((n_exits, RESOLUTION)), np.empty((n_exits, RESOLUTION))
+    rate, samples = np.empty((n_exits, RESOLUTION)), np.empty((n_exits, RESOLUTION))
     for j in range(n_exits):
-        rate[j], support[j] = _calibration(confidence[:, j], errors[:, j], RESOLUTION, smoothing)
-    return LossGrid(bins, rate, np.sqrt(rate * (1 - rate) / (support + smoothing)))
+        rate[j], samples[j] = _calibration(confidence[:, j], errors[:, j], RESOLUTION, smoothing)
+    return LossGrid(bins, rate, np.sqrt(rate * (1 - rate) / (samples + smoothing)))
 
 
 def cross_fitted_losses(table, bins: int, loss: str, smoothing: float, folds: int,
@@ -611,7 +611,8 @@ class _ChainPolicy(ExitPolicy):
 
     def decide(self, obs: ExitObservation) -> Decision:
         """Decide on each exit's calibrated loss itself, not on its grid state: the
-        solved rule is interpolated between the grid's values (``stops``). On the grid's
+        solved rule is interpolated between the states the samples occupy (``stops``,
+        :class:`Support`). On the grid's
         states alone, every request in a state moves at once as λ changes, and the
         policy's front jumps where a threshold's glides."""
         solution = self._solved()
