@@ -27,6 +27,7 @@ from . import store
 from .cluster_specs import Context
 from .config import ConfigError, Run
 from .files import profile_path
+from .prices import check_hardware, priced
 
 def resolve_pipeline(name: str) -> Pipeline:
     """A built-in pipeline, or one task's family served alone."""
@@ -63,6 +64,12 @@ def parts(config, base_dir: Path, seed: int):
     cluster = config.cluster
     pipeline = resolve_pipeline(cluster.pipeline)
     profile = load_profile(profile_path(cluster.profile, base_dir, "cluster.profile"))
+    if cluster.resource is not None:
+        for task in pipeline.tasks:
+            for variant in task.variants:  # one with no rows at all is VariantCosts' error
+                if profile.hardware(variant.model):
+                    check_hardware("cluster.resource", cluster.resource, config.resources[cluster.resource],
+                                   variant.model, profile.hardware(variant.model))
     try:
         costs = VariantCosts(profile, pipeline, noise=cluster.noise.build(), load_times=cluster.load_times_s)
     except ValueError as exc:
@@ -119,6 +126,7 @@ def run_cluster(run: Run, base_dir: Path) -> tuple[dict, dict[str, bytes]]:
     slo = None if config.slo_ms is None else config.slo_ms / 1e3
     summary = {"run": run.name, "seed": run.seed, "params": run.params, "trace": trace.source,
                "adapter": config.cluster.adapter.name, **summarize_cluster(results, accuracy, slo)}
+    summary["cost"] = priced(summary["cost"], config.cluster.resource, config.resources, results.cost_core_seconds())
     return summary, {store.REQUESTS: store.requests_bytes(request_columns(results)),
                      store.TIMESERIES: store.columns_bytes(timeseries(results, config.cluster.sample_s)),
                      store.PLANS: store.columns_bytes(plan_rows(results))}

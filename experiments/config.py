@@ -70,12 +70,26 @@ class HostConfig(Strict):
         return self
 
 
+class ResourceConfig(Strict):
+    """One entry of the price table (``resources:``): what a replica holds. ``kind``:
+    CPU ``cores``, a whole ``gpu`` or a ``mig`` slice; ``hardware``: the profile
+    hardware its service times are measured on (a model served on it must be costed
+    by that hardware's rows, never another's; for ``cores``, the family ``cpu`` of
+    ``cpu-<n>c``); ``price_per_s``: the price of one unit for one second, in the
+    currency the table is written in."""
+
+    kind: Literal["cores", "gpu", "mig"]
+    hardware: str
+    price_per_s: NonNegativeFloat
+
+
 class ServingConfig(Strict):
     replicas: PositiveInt = Field(1, le=MAX_REPLICAS)
     router: ROUTERS.union() = Field(default_factory=lambda: specs.JSQRouting(name="jsq"))
     batching: BATCHING.union() = Field(default_factory=lambda: specs.DynamicBatching(policy="dynamic", max_batch=1))
     drop_after_ms: Optional[PositiveFloat] = None
     host: Optional[HostConfig] = None
+    resource: Optional[str] = None  # a name of the top-level price table; each replica holds one unit
 
     @model_validator(mode="after")
     def _one_process(self):
@@ -175,6 +189,7 @@ class ClusterConfig(Strict):
     drop_after_ms: Union[None, PositiveFloat, dict[str, PositiveFloat]] = None
     load_times_s: dict[str, PositiveFloat] = Field(default_factory=dict)
     sample_s: PositiveFloat = 1.0
+    resource: Optional[str] = None  # a name of the top-level price table (kind cores); a replica holds its cores
 
     @field_validator("adapter", mode="before")
     @classmethod
@@ -221,6 +236,7 @@ class ExperimentConfig(Strict):
     exits: Optional[ExitsConfig] = None
     real: Optional[RealConfig] = None
     cluster: Optional[ClusterConfig] = None
+    resources: dict[str, ResourceConfig] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     refine: Optional[RefineConfig] = None
 
@@ -237,6 +253,15 @@ class ExperimentConfig(Strict):
         if self.cluster is not None and self.warmup_s:
             raise ValueError(f"warmup_s: cluster runs summarise every request; a warm-up is for one model's "
                              f"runs (got {self.warmup_s!r})")
+        for key, name in (("serving.resource", self.serving.resource),
+                          ("cluster.resource", getattr(self.cluster, "resource", None))):
+            if name is not None and name not in self.resources:
+                raise ValueError(f"{key}: no resource {name!r} in the price table 'resources' "
+                                 f"(it has: {', '.join(self.resources) or 'none'})")
+        if self.cluster is not None and self.cluster.resource is not None \
+                and self.resources[self.cluster.resource].kind != "cores":
+            raise ValueError(f"cluster.resource: a cluster's replicas hold CPU cores; resource "
+                             f"{self.cluster.resource!r} is of kind {self.resources[self.cluster.resource].kind!r}")
         if self.cluster is not None:
             extra = [k for k in ("exits", "real") if getattr(self, k) is not None]
             if extra or self.serving != ServingConfig():
@@ -359,7 +384,8 @@ def _format_errors(source: str, error: ValidationError, prefix: str = "", data: 
 @functools.cache
 def _known_keys() -> list[str]:
     """Every key a config may hold, at any depth (for "did you mean" hints)."""
-    models = [ExperimentConfig, ModelConfig, ServingConfig, ExitsConfig, RealConfig, ClusterConfig, DeploymentConfig]
+    models = [ExperimentConfig, ModelConfig, ServingConfig, ExitsConfig, RealConfig, ClusterConfig, DeploymentConfig,
+              ResourceConfig, RefineConfig]
     for registry in (TRACES, NOISE, BATCHING, ROUTERS, BEHAVIOUR, EXIT_POLICIES, PREDICTORS, ADAPTERS):
         models += [registry.get(name) for name in registry.names()]
     return sorted({key for model in models for key in model.model_fields})

@@ -36,6 +36,7 @@ from . import cluster_runner, store
 from .executors import LOCAL, InProcess, make_executor
 from .config import ConfigError, ExperimentConfig, Run, dump, expand, load, point_runs
 from .files import exists, profile_path
+from .prices import check_hardware, priced
 from .refine import midpoints
 
 USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, BehaviourError, FileNotFoundError,
@@ -50,6 +51,10 @@ def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | Se
                       else [("model.name", config.model.name)]):
         if name not in profile.models():
             raise ConfigError(f"{key}: {name!r} is not in {profile.source}; it has: {', '.join(profile.models())}")
+    resource = config.serving.resource
+    for model in (exits.cascade if exits and exits.cascade else [config.model.name]) if resource else ():
+        measured = (config.model.hardware,) if config.model.hardware else profile.hardware(model)
+        check_hardware("serving.resource", resource, config.resources[resource], model, measured)
     options = dict(hardware=config.model.hardware, noise=config.model.noise.build(),
                    out_of_range=config.model.out_of_range)
     if exits is None:
@@ -224,6 +229,8 @@ def run_one(run: Run, base_dir: Path, progress=None) -> tuple[dict, dict[str, by
     slo = None if run.config.slo_ms is None else run.config.slo_ms / 1e3
     warmup = run.config.warmup_s
     summary = summarize(results, slo, warmup)
+    summary["cost"] = priced(summary["cost"], run.config.serving.resource, run.config.resources,
+                             summary["cost"]["provisioned_accelerator_s"])  # a replica holds one unit
     summary = {"run": run.name, "seed": run.seed, "params": run.params,
                "trace": trace.source, **summary}
     if policy is not None:
@@ -282,7 +289,8 @@ def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -
         "accuracy": s.get("accuracy"), "agreement": s.get("agreement"),
         "mean_stages_paid": (s.get("exits") or {}).get("mean_stages_paid"),
         "cost": cost.get("core_s") if cluster is not None else cost.get("provisioned_accelerator_s"),
-        "cost_busy_s": cost.get("busy_accelerator_s"), "utilisation": cost.get("utilisation"),
+        "cost_busy_s": cost.get("busy_accelerator_s"), "cost_money": cost.get("money"),
+        "utilisation": cost.get("utilisation"),
         "mean_batch_items": s.get("mean_batch_items"),
         "out_of_range_lookups": sum((s.get("profile_out_of_range") or {}).values()),
         "interpolated_batches": sum(v["batches"] for v in (s.get("profile_interpolation") or {}).values()),

@@ -44,7 +44,7 @@ SUMMARY_COLUMNS = (
     "requests", "completed", "latency_p25_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
     "latency_p99_ms", "latency_mean_ms",
     "throughput_rps", "overloaded", "dropped", "rejected", "slo_violation_rate", "accuracy", "agreement",
-    "mean_stages_paid", "cost", "cost_busy_s", "utilisation", "mean_batch_items", "out_of_range_lookups",
+    "mean_stages_paid", "cost", "cost_busy_s", "cost_money", "utilisation", "mean_batch_items", "out_of_range_lookups",
     "interpolated_batches", "error",
 )
 VERSUS_VANILLA = ("latency_p25_ms", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "throughput_rps")
