@@ -51,23 +51,25 @@ def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | Se
                       else [("model.name", config.model.name)]):
         if name not in profile.models():
             raise ConfigError(f"{key}: {name!r} is not in {profile.source}; it has: {', '.join(profile.models())}")
-    resource = config.serving.resource
-    for model in (exits.cascade if exits and exits.cascade else [config.model.name]) if resource else ():
-        measured = (config.model.hardware,) if config.model.hardware else profile.hardware(model)
-        check_hardware("serving.resource", resource, config.resources[resource], model, measured)
     options = dict(hardware=config.model.hardware, noise=config.model.noise.build(),
                    out_of_range=config.model.out_of_range)
     if exits is None:
-        return CostModel(profile, config.model.name, **options)
-    try:
-        model = (ExitModel.cascade(profile, exits.cascade) if exits.cascade
-                 else ExitModel.early_exit(profile, config.model.name, exits.ramps))
-    except ValueError as exc:  # ProfileError included: it names the stage
-        raise ConfigError(f"exits.{'cascade' if exits.cascade else 'ramps'}: {exc}") from None
-    try:
-        return SegmentCosts(profile, model, host=exits.host, host_assumed_ms=exits.host_assumed_ms, **options)
-    except ProfileError as exc:
-        raise ConfigError(f"exits.host: {exc}") from None
+        costs = CostModel(profile, config.model.name, **options)
+    else:
+        try:
+            model = (ExitModel.cascade(profile, exits.cascade) if exits.cascade
+                     else ExitModel.early_exit(profile, config.model.name, exits.ramps))
+        except ValueError as exc:  # ProfileError included: it names the stage
+            raise ConfigError(f"exits.{'cascade' if exits.cascade else 'ramps'}: {exc}") from None
+        try:
+            costs = SegmentCosts(profile, model, host=exits.host, host_assumed_ms=exits.host_assumed_ms, **options)
+        except ProfileError as exc:
+            raise ConfigError(f"exits.host: {exc}") from None
+    resource = config.serving.resource  # checked once the model's own rows are known to exist
+    for name in (exits.cascade if exits and exits.cascade else [config.model.name]) if resource else ():
+        measured = (config.model.hardware,) if config.model.hardware else profile.hardware(name)
+        check_hardware("serving.resource", resource, config.resources[resource], name, measured)
+    return costs
 
 
 def build_behaviour(config: ExperimentConfig, base_dir: Path, rng: np.random.Generator):

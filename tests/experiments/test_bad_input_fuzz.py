@@ -28,7 +28,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from experiments import cli
-from experiments.config import ExperimentConfig, ModelConfig, ServingConfig
+from experiments.config import ExperimentConfig, ModelConfig, ResourceConfig, ServingConfig
 from experiments.registry import BATCHING, NOISE, ROUTERS, TRACES
 from experiments.specs import DynamicBatching, LogNormalNoise, PoissonTrace
 from workloads import PROFILES_DIR
@@ -139,6 +139,7 @@ NUMBERS = {
     "serving.batching.max_batch": (False, True, None),
     "serving.batching.max_wait_ms": (True, False, None),
     "serving.drop_after_ms": (False, False, None),
+    "resources.cpu-core.price_per_s": (True, False, None),
 }
 
 
@@ -152,7 +153,8 @@ BASE = {
     "trace": {"kind": "poisson", "rate": 2000.0, "count": 200},
     "model": {"profile": "builtin:cpu_mlp", "name": "mlp3", "noise": {"kind": "lognormal", "cv": 0.5}},
     "serving": {"replicas": 2, "router": "jsq", "batching": {"policy": "dynamic", "max_batch": 4, "max_wait_ms": 1.0},
-                "drop_after_ms": 200.0},
+                "drop_after_ms": 200.0, "resource": "cpu-core"},
+    "resources": {"cpu-core": {"kind": "cores", "hardware": "cpu", "price_per_s": 0.01}},
 }
 EXITS = {"trace": BASE["trace"], "model": {"profile": "builtin:cpu_digits_ee", "name": "digits_ee"},
          "exits": {"ramps": {"block1": "ramp1", "block2": "ramp2", "block3": "ramp3"},
@@ -162,7 +164,7 @@ CLUSTER = {"trace": BASE["trace"],
                        "initial": {"classification": [{"variant": "resnet18"}]}, "adapter": "static"}}
 # the mappings of BASE and the model that says which keys each may hold
 MAPPINGS = {"": ExperimentConfig, "trace.": PoissonTrace, "model.": ModelConfig, "model.noise.": LogNormalNoise,
-            "serving.": ServingConfig, "serving.batching.": DynamicBatching}
+            "serving.": ServingConfig, "serving.batching.": DynamicBatching, "resources.cpu-core.": ResourceConfig}
 
 
 def dump(config) -> bytes:
@@ -248,6 +250,14 @@ def unknown_name(draw) -> Bad:
         "ramp position": (["block1", "block2", "block3", "block4"],
                           lambda n: put(EXITS, "exits.ramps", {"block1": "ramp1", n: "ramp2"}),
                           ("exits.ramps:", "has no stage")),
+        "resource": (["cpu-core"], lambda n: put(BASE, "serving.resource", n), ("serving.resource:", "no resource")),
+        "resource kind": (["cores", "gpu", "mig"], lambda n: put(BASE, "resources.cpu-core.kind", n),
+                          ("resources.cpu-core.kind:",)),
+        "resource hardware": (["cpu"], lambda n: put(BASE, "resources.cpu-core.hardware", n),
+                              ("serving.resource:", "own hardware's profile")),
+        "refined key": (["serving.replicas"], lambda n: {**BASE, "sweep": {"serving.replicas": [1, 2]},
+                                                         "refine": {"key": n, "fields": ["lam"]}},
+                        ("refine.key:", "is not swept")),
         "pipeline": (["classification"], lambda n: put(CLUSTER, "cluster.pipeline", n),
                      ("cluster.pipeline:", "unknown pipeline")),
         "adapter": (["static"], lambda n: put(CLUSTER, "cluster.adapter", n), ("cluster.adapter:",)),
