@@ -71,7 +71,8 @@ def parts(config, base_dir: Path, seed: int):
                     check_hardware("cluster.resource", cluster.resource, config.resources[cluster.resource],
                                    variant.model, profile.hardware(variant.model))
     try:
-        costs = VariantCosts(profile, pipeline, noise=cluster.noise.build(), load_times=cluster.load_times_s)
+        costs = VariantCosts(profile, pipeline, noise=cluster.noise.build(), load_times=cluster.load_times_s,
+                             device=device_of(config))
     except ValueError as exc:
         raise ConfigError(f"cluster.profile: {exc}") from None
     initial = initial_plan(config, pipeline)
@@ -104,6 +105,13 @@ def simulate_cluster_config(config, base_dir: Path, seed: int) -> tuple[ClusterR
     except ValueError as exc:  # a profile that lacks a core count a plan asked for, and the like
         raise ConfigError(f"cluster: {exc}") from None
     return results, pipeline, trace
+
+
+def device_of(config) -> Optional[str]:
+    """The hardware of the accelerator a replica's units are, or None for CPU cores."""
+    name = config.cluster.resource
+    resource = None if name is None else config.resources[name]
+    return None if resource is None or resource.kind == "cores" else resource.hardware
 
 
 def drop_limits(drop_after_ms, tasks: list[str]) -> Optional[dict[str, float]]:

@@ -189,7 +189,7 @@ class ClusterConfig(Strict):
     drop_after_ms: Union[None, PositiveFloat, dict[str, PositiveFloat]] = None
     load_times_s: dict[str, PositiveFloat] = Field(default_factory=dict)
     sample_s: PositiveFloat = 1.0
-    resource: Optional[str] = None  # a name of the top-level price table (kind cores); a replica holds its cores
+    resource: Optional[str] = None  # a name of the top-level price table; a replica holds ``cores`` units of it
 
     @field_validator("adapter", mode="before")
     @classmethod
@@ -259,9 +259,10 @@ class ExperimentConfig(Strict):
                 raise ValueError(f"{key}: no resource {name!r} in the price table 'resources' "
                                  f"(it has: {', '.join(self.resources) or 'none'})")
         if self.cluster is not None and self.cluster.resource is not None \
-                and self.resources[self.cluster.resource].kind != "cores":
-            raise ValueError(f"cluster.resource: a cluster's replicas hold CPU cores; resource "
-                             f"{self.cluster.resource!r} is of kind {self.resources[self.cluster.resource].kind!r}")
+                and self.resources[self.cluster.resource].kind != "cores" and self.cluster.core_mode != "lanes":
+            raise ValueError(f"cluster.core_mode: a replica's {self.resources[self.cluster.resource].kind} devices "
+                             f"serve as lanes, one batch per device; set core_mode: lanes (got "
+                             f"{self.cluster.core_mode!r})")
         if self.cluster is not None:
             extra = [k for k in ("exits", "real") if getattr(self, k) is not None]
             if extra or self.serving != ServingConfig():

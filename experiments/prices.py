@@ -20,8 +20,9 @@ def measured_on(resource: ResourceConfig, hardware: str) -> bool:
 
 
 def check_hardware(key: str, name: str, resource: ResourceConfig, model: str, measured: tuple[str, ...]) -> None:
-    """A :class:`ConfigError` at ``key`` unless ``model`` was measured on ``resource``'s hardware."""
-    if not measured or not all(measured_on(resource, h) for h in measured):
+    """A :class:`ConfigError` at ``key`` unless ``model`` was measured (among the
+    hardware ``measured``) on ``resource``'s hardware."""
+    if not any(measured_on(resource, h) for h in measured):
         raise ConfigError(f"{key}: resource {name!r} is hardware {resource.hardware!r}, but the profile measured "
                           f"{model!r} on {', '.join(measured) or 'nothing'}; a replica's service time must come "
                           f"from its own hardware's profile (got {name!r})")

@@ -8,7 +8,9 @@ service time at batch 1 (InfAdapter's capacity against cores). One
 simulation can never disagree about what a variant costs.
 
 A variant's latency is its profile ``model`` (every stage of it, summed) on the
-hardware :func:`workloads.variants.cpu_hardware` names for the cores its lane runs on;
+hardware :func:`workloads.variants.cpu_hardware` names for the cores its lane runs on
+or, where replicas hold whole accelerators (``device``: a GPU's or a MIG slice's
+hardware name), on that device, one per lane;
 its cold start is the ``load`` stage of ``<model>_load`` (``python -m
 workloads.profiler_torch --load-time``), median, at batch 1.
 """
@@ -36,11 +38,14 @@ class VariantCosts:
     """Cost models of ``pipeline``'s variants in ``profile`` (built on first use).
 
     ``load_times`` (seconds, by variant name) overrides or stands in for measured load
-    times; a variant with neither is an error naming it."""
+    times; a variant with neither is an error naming it. ``device``: the hardware of the
+    accelerator a replica's units are (one per lane), instead of CPU cores."""
 
     def __init__(self, profile: Profile, pipeline: Pipeline, *, noise: Noise = Deterministic(),
-                 out_of_range: str = "extrapolate", load_times: Optional[Mapping[str, float]] = None):
+                 out_of_range: str = "extrapolate", load_times: Optional[Mapping[str, float]] = None,
+                 device: Optional[str] = None):
         self.profile, self.pipeline, self.noise, self.out_of_range = profile, pipeline, noise, out_of_range
+        self.device = device
         self.load_times = dict(load_times or {})
         self._models: dict[tuple[str, int], CostModel] = {}
         for task in pipeline.tasks:
@@ -61,10 +66,14 @@ class VariantCosts:
         model = self._model(task, variant)
         key = (model, cores)
         if key not in self._models:
-            hardware = cpu_hardware(cores)
+            if self.device is not None and cores != 1:
+                raise ProfileError(f"a lane runs on one {self.device!r} device, not {cores}: serve a replica's "
+                                   f"devices as lanes (core_mode: lanes)")
+            hardware = cpu_hardware(cores) if self.device is None else self.device
             if hardware not in self.profile.hardware(model):
+                unit = f"{cores} core(s)" if self.device is None else "its device"
                 raise ProfileError(f"{self.profile.source}: {model!r} (variant {variant!r}) was not measured on "
-                                   f"{cores} core(s) ({hardware!r}); it was on: "
+                                   f"{unit} ({hardware!r}); it was on: "
                                    f"{', '.join(self.profile.hardware(model))}")
             self._models[key] = CostModel(self.profile, model, hardware=hardware, noise=self.noise,
                                           out_of_range=self.out_of_range)
@@ -94,7 +103,8 @@ class VariantCosts:
             raise ProfileError(f"{self.profile.source}: no load time for variant {variant!r} (no model {model!r}, "
                                f"stage {LOAD_STAGE!r}; measure it with the profiler's --load-time, or give it)")
         measured = self.profile.hardware(model)
-        hardware = min(measured, key=lambda h: (cpu_cores(h) is None, cpu_cores(h) or 0, h))
+        hardware = (self.device if self.device in measured
+                    else min(measured, key=lambda h: (cpu_cores(h) is None, cpu_cores(h) or 0, h)))
         return CostModel(self.profile, model, hardware=hardware, stages=(LOAD_STAGE,)).batch_latency(1)
 
     def p99(self, task: str, variant: str, cores: int, batch: int) -> float:

@@ -66,10 +66,63 @@ def test_a_cluster_run_costs_its_core_seconds(write, servesim, tmp_path):
      "serving.resource: no resource 'a100' in the price table 'resources' (it has: cpu-core, h100)"),
     (PRICED, ("price_per_s: 0.25", "price_per_s: -1"), "resources.cpu-core.price_per_s"),
     (CLUSTER, ("resource: core", "resource: h100"),
-     "cluster.resource: a cluster's replicas hold CPU cores; resource 'h100' is of kind 'gpu'"),
+     "cluster.resource: resource 'h100' is hardware 'h100', but the profile measured 'resnet18' on cpu-1c, cpu-2c"),
     (CLUSTER, ("hardware: cpu, price_per_s: 0.5", "hardware: cpu-9c, price_per_s: 0.5"),
      "cluster.resource: resource 'core' is hardware 'cpu-9c', but the profile measured"),
 ])
 def test_resources_that_do_not_fit_are_named(write, servesim, text, change, message):
     result = servesim("check", write("bad.yaml", text.replace(*change)))
     assert result.rc == 2 and message in result.err, result.err
+
+
+# A GPU-costed ResNet family, by hand: every variant on one H100 (2 ms + 0.5 ms per item)
+# and on one CPU core (100 times slower), so the rows a run used are plain to see.
+GPU_MS = {"resnet18": 1.0, "resnet34": 1.5, "resnet50": 2.0, "resnet101": 3.0, "resnet152": 4.0}
+
+
+def gpu_profile() -> str:
+    rows = ["hardware,model,stage,batch_size,latency_p50_ms,latency_p90_ms,latency_p99_ms,repeats"]
+    for model, ms in GPU_MS.items():
+        for b in (1, 2, 4, 8):
+            for hardware, scale in (("h100", 1), ("cpu-1c", 100)):
+                lat = scale * ms * (1 + 0.25 * (b - 1))
+                rows.append(f"{hardware},{model},forward,{b},{lat},{lat},{lat},20")
+        rows.append(f"h100,{model}_load,load,1,2000,2000,2000,3")
+    return "# device: test\n# dtype: float16\n# framework: none\n# date: 2026-12-06\n# execution_mode: eager\n" \
+        + "\n".join(rows) + "\n"
+
+
+GPU_CLUSTER = """\
+name: gpus
+slo_ms: 100
+trace: {kind: poisson, rate: 20, duration: 60}
+resources:
+  h100: {kind: gpu, hardware: h100, price_per_s: 0.002}
+cluster:
+  pipeline: classification
+  profile: profile.csv
+  initial: {classification: [{variant: resnet50, replicas: 1, cores: 2}]}
+  adapter: static
+  resource: h100
+"""
+
+
+def test_a_cluster_of_gpus_is_costed_by_the_gpu_rows_and_priced_per_gpu_second(write, servesim, tmp_path):
+    (tmp_path / "profile.csv").write_text(gpu_profile())
+    rc, _, err = servesim("run", write("g.yaml", GPU_CLUSTER), "--out", tmp_path / "out", "--quiet")
+    assert rc == 0, err
+    summary = _summary(tmp_path / "out")
+    # 20 req/s on two H100 lanes at 2 ms: requests rarely queue, so the median is the
+    # GPU's batch-1 time, not the CPU row's 200 ms
+    assert summary["latency_ms"]["p50"] == pytest.approx(2.0, rel=0.05)
+    cost = summary["cost"]
+    assert cost["peak_cores"] == 2 and cost["resource_s"] == pytest.approx(2 * summary["duration_s"], rel=1e-6)
+    assert cost["money"] == pytest.approx(0.002 * cost["resource_s"], rel=1e-6)
+
+
+def test_gpus_serve_as_lanes(write, servesim, tmp_path):
+    (tmp_path / "profile.csv").write_text(gpu_profile())
+    result = servesim("check", write("g.yaml", GPU_CLUSTER.replace("  resource: h100", "  resource: h100\n"
+                                                                                       "  core_mode: threads")))
+    assert result.rc == 2
+    assert "cluster.core_mode: a replica's gpu devices serve as lanes, one batch per device" in result.err
