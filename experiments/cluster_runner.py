@@ -72,7 +72,7 @@ def parts(config, base_dir: Path, seed: int):
                                    variant.model, profile.hardware(variant.model))
     try:
         costs = VariantCosts(profile, pipeline, noise=cluster.noise.build(), load_times=cluster.load_times_s,
-                             device=device_of(config))
+                             device=getattr(accelerator(config), "hardware", None))
     except ValueError as exc:
         raise ConfigError(f"cluster.profile: {exc}") from None
     initial = initial_plan(config, pipeline)
@@ -107,11 +107,12 @@ def simulate_cluster_config(config, base_dir: Path, seed: int) -> tuple[ClusterR
     return results, pipeline, trace
 
 
-def device_of(config) -> Optional[str]:
-    """The hardware of the accelerator a replica's units are, or None for CPU cores."""
+def accelerator(config):
+    """The resource (of kind ``gpu`` or ``mig``) whose devices a replica's units are, or
+    None where they are CPU cores."""
     name = config.cluster.resource
     resource = None if name is None else config.resources[name]
-    return None if resource is None or resource.kind == "cores" else resource.hardware
+    return None if resource is None or resource.kind == "cores" else resource
 
 
 def drop_limits(drop_after_ms, tasks: list[str]) -> Optional[dict[str, float]]:
@@ -142,7 +143,7 @@ def run_cluster(run: Run, base_dir: Path) -> tuple[dict, dict[str, bytes]]:
 
 def ceiling_warnings(runs: list[Run]) -> list[str]:
     """One line per group of compared cluster runs (same seed and swept values but the
-    adapter) whose adapters may provision different numbers of cores: a cheaper
+    adapter) whose adapters may provision different amounts of their resource: a cheaper
     adapter then wins on a smaller ceiling, not on its decisions."""
     groups: dict[tuple, dict[str, Optional[int]]] = {}
     for run in runs:
@@ -151,8 +152,9 @@ def ceiling_warnings(runs: list[Run]) -> list[str]:
             continue
         adapter = cluster.adapter
         ceiling = adapter.ceiling({task: list(ds) for task, ds in (adapter.initial or cluster.initial).items()})
+        unit = {None: "cores", "gpu": "GPUs", "mig": "MIG slices"}[getattr(accelerator(run.config), "kind", None)]
         shown = f"{adapter.name}: no ceiling of its own" if ceiling is None else \
-            f"{adapter.name}: {ceiling[0]} cores ({ceiling[1]})"
+            f"{adapter.name}: {ceiling[0]} {unit} ({ceiling[1]})"
         point = (run.seed, *(repr(v) for k, v in run.params.items() if not k.startswith("cluster.adapter")))
         groups.setdefault(point, {})[shown] = None if ceiling is None else ceiling[0]
     lines = []
@@ -160,7 +162,7 @@ def ceiling_warnings(runs: list[Run]) -> list[str]:
         text = "; ".join(ceilings)
         if len(set(ceilings.values())) > 1 and text not in lines:
             lines.append(text)
-    return [f"cluster.adapter: the compared adapters may provision different numbers of cores ({text}); give "
+    return [f"cluster.adapter: the compared adapters may provision different amounts of their resource ({text}); give "
             f"them one ceiling (budget, max_cores, max_replicas) for a fair comparison" for text in lines]
 
 

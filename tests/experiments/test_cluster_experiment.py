@@ -130,7 +130,7 @@ def test_adapters_compared_on_different_ceilings_are_warned_of(write, servesim, 
     result = servesim("check", write("c.yaml", EXPERIMENT))
     assert result.rc == 0
     assert result.err.count("warning: ") == 1
-    assert ("the compared adapters may provision different numbers of cores (infadapter: 12 cores (budget); "
+    assert ("the compared adapters may provision different amounts of their resource (infadapter: 12 cores (budget); "
             "ms: 12 cores (budget); vpa: 12 cores (max_cores); static: 6 cores (the start plan's cores))") in result.err
     fair = servesim("check", write("d.yaml", EXPERIMENT.replace("    - static\n", "")))
     assert fair.rc == 0 and "warning" not in fair.err
