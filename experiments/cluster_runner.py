@@ -27,7 +27,7 @@ from . import store
 from .cluster_specs import Context
 from .config import ConfigError, Run
 from .files import profile_path
-from .prices import check_hardware, priced
+from .prices import as_served_on, check_hardware, priced
 
 def resolve_pipeline(name: str) -> Pipeline:
     """A built-in pipeline, or one task's family served alone."""
@@ -63,13 +63,14 @@ def parts(config, base_dir: Path, seed: int):
     run's up-front validation build them without placing arrivals."""
     cluster = config.cluster
     pipeline = resolve_pipeline(cluster.pipeline)
-    profile = load_profile(profile_path(cluster.profile, base_dir, "cluster.profile"))
+    resource = None if cluster.resource is None else config.resources[cluster.resource]
+    profile = as_served_on(load_profile(profile_path(cluster.profile, base_dir, "cluster.profile")), resource)
     if cluster.resource is not None:
         for task in pipeline.tasks:
             for variant in task.variants:  # one with no rows at all is VariantCosts' error
                 if profile.hardware(variant.model):
-                    check_hardware("cluster.resource", cluster.resource, config.resources[cluster.resource],
-                                   variant.model, profile.hardware(variant.model))
+                    check_hardware("cluster.resource", cluster.resource, resource, variant.model,
+                                   profile.hardware(variant.model))
     try:
         costs = VariantCosts(profile, pipeline, noise=cluster.noise.build(), load_times=cluster.load_times_s,
                              device=getattr(accelerator(config), "hardware", None))
@@ -108,7 +109,7 @@ def simulate_cluster_config(config, base_dir: Path, seed: int) -> tuple[ClusterR
 
 
 def accelerator(config):
-    """The resource (of kind ``gpu`` or ``mig``) whose devices a replica's units are, or
+    """The resource (of kind ``gpu``, ``mig`` or ``share``) whose devices a replica's units are, or
     None where they are CPU cores."""
     name = config.cluster.resource
     resource = None if name is None else config.resources[name]
@@ -152,7 +153,7 @@ def ceiling_warnings(runs: list[Run]) -> list[str]:
             continue
         adapter = cluster.adapter
         ceiling = adapter.ceiling({task: list(ds) for task, ds in (adapter.initial or cluster.initial).items()})
-        unit = {None: "cores", "gpu": "GPUs", "mig": "MIG slices"}[getattr(accelerator(run.config), "kind", None)]
+        unit = {None: "cores", "gpu": "GPUs", "mig": "MIG slices", "share": "GPU shares"}[getattr(accelerator(run.config), "kind", None)]
         shown = f"{adapter.name}: no ceiling of its own" if ceiling is None else \
             f"{adapter.name}: {ceiling[0]} {unit} ({ceiling[1]})"
         point = (run.seed, *(repr(v) for k, v in run.params.items() if not k.startswith("cluster.adapter")))

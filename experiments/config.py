@@ -72,15 +72,25 @@ class HostConfig(Strict):
 
 class ResourceConfig(Strict):
     """One entry of the price table (``resources:``): what a replica holds. ``kind``:
-    CPU ``cores``, a whole ``gpu`` or a ``mig`` slice; ``hardware``: the profile
-    hardware its service times are measured on (a model served on it must be costed
-    by that hardware's rows, never another's; for ``cores``, the family ``cpu`` of
-    ``cpu-<n>c``); ``price_per_s``: the price of one unit for one second, in the
-    currency the table is written in."""
+    CPU ``cores``, a whole ``gpu``, a ``mig`` slice, or a ``share`` of a GPU time-shared
+    with others (MPS); ``hardware``: the profile hardware its service times are measured
+    on (a model served on it must be costed by that hardware's rows, never another's;
+    for ``cores``, the family ``cpu`` of ``cpu-<n>c``; for a ``share``, the whole
+    GPU's); ``slowdown`` (a ``share`` only, required): how many times slower the GPU's
+    kernels run beside their neighbours, as measured; ``price_per_s``: the price of one
+    unit for one second, in the currency the table is written in."""
 
-    kind: Literal["cores", "gpu", "mig"]
+    kind: Literal["cores", "gpu", "mig", "share"]
     hardware: str
     price_per_s: NonNegativeFloat
+    slowdown: Optional[float] = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _slowdown_of_a_share(self):
+        if (self.kind == "share") != (self.slowdown is not None):
+            raise ValueError(f"slowdown: a 'share' of a GPU needs its measured slowdown (>= 1), and only a share "
+                             f"has one (kind {self.kind!r}, got slowdown {self.slowdown!r})")
+        return self
 
 
 class ServingConfig(Strict):

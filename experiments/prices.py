@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from workloads.profile import Profile
+from workloads.variant_costs import LOAD_STAGE
 from workloads.variants import cpu_cores
 
 from .config import ConfigError, ResourceConfig
@@ -26,6 +28,15 @@ def check_hardware(key: str, name: str, resource: ResourceConfig, model: str, me
         raise ConfigError(f"{key}: resource {name!r} is hardware {resource.hardware!r}, but the profile measured "
                           f"{model!r} on {', '.join(measured) or 'nothing'}; a replica's service time must come "
                           f"from its own hardware's profile (got {name!r})")
+
+
+def as_served_on(profile: Profile, resource: Optional[ResourceConfig]) -> Profile:
+    """The profile a replica on ``resource`` is costed by: a ``share`` of a GPU runs its
+    kernels ``slowdown`` times slower than the whole GPU measured (loading its weights
+    is not slowed); any other resource, as measured."""
+    if resource is None or resource.kind != "share":
+        return profile
+    return profile.slowed(resource.hardware, resource.slowdown, keep=(LOAD_STAGE,))
 
 
 def priced(cost: dict, name: Optional[str], resources: dict[str, ResourceConfig], resource_s: float) -> dict:

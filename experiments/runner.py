@@ -36,7 +36,7 @@ from . import cluster_runner, store
 from .executors import LOCAL, InProcess, make_executor
 from .config import ConfigError, ExperimentConfig, Run, dump, expand, load, point_runs
 from .files import exists, profile_path
-from .prices import check_hardware, priced
+from .prices import as_served_on, check_hardware, priced
 from .refine import midpoints
 
 USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, BehaviourError, FileNotFoundError,
@@ -45,7 +45,9 @@ USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, Behavio
 
 def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | SegmentCosts:
     """The run's costs: a :class:`CostModel`, or per-segment costs for a model with exits."""
-    profile = load_profile(profile_path(config.model.profile, base_dir))
+    resource = config.serving.resource
+    profile = as_served_on(load_profile(profile_path(config.model.profile, base_dir)),
+                           None if resource is None else config.resources[resource])
     exits = config.exits
     for key, name in ([("exits.cascade", m) for m in exits.cascade] if exits and exits.cascade
                       else [("model.name", config.model.name)]):
@@ -65,7 +67,7 @@ def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | Se
             costs = SegmentCosts(profile, model, host=exits.host, host_assumed_ms=exits.host_assumed_ms, **options)
         except ProfileError as exc:
             raise ConfigError(f"exits.host: {exc}") from None
-    resource = config.serving.resource  # checked once the model's own rows are known to exist
+    # the resource is checked once the model's own rows are known to exist
     for name in (exits.cascade if exits and exits.cascade else [config.model.name]) if resource else ():
         measured = (config.model.hardware,) if config.model.hardware else profile.hardware(name)
         check_hardware("serving.resource", resource, config.resources[resource], name, measured)

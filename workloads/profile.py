@@ -30,7 +30,7 @@ import math
 import os
 import reprlib
 import tempfile
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence, Union
 
@@ -157,6 +157,25 @@ class Profile:
         np.savez_compressed(f, keys=np.array([KEY_SEPARATOR.join(map(str, k)) for k in keys]),
                             counts=np.array([self.samples[k].size for k in keys], dtype=np.int64),
                             values_ms=np.concatenate([self.samples[k] for k in keys]))
+
+    def slowed(self, hardware: str, factor: float, keep: tuple[str, ...] = ()) -> "Profile":
+        """This profile with every latency measured on ``hardware`` (percentiles and raw
+        samples) multiplied by ``factor``, except the stages named in ``keep``: a device
+        time-shared with others (MPS) runs the same kernels ``factor`` times slower, as
+        measured beside its neighbours."""
+        if not factor >= 1 or not math.isfinite(factor):
+            raise ValueError(f"slowdown must be a finite number >= 1, got {factor!r}")
+
+        def slow(row: ProfileRow) -> ProfileRow:
+            if row.hardware != hardware or row.stage in keep:
+                return row
+            return replace(row, latency_p50_ms=row.latency_p50_ms * factor, latency_p90_ms=row.latency_p90_ms * factor,
+                           latency_p99_ms=row.latency_p99_ms * factor)
+
+        samples = {key: values * factor if key[0] == hardware and key[2] not in keep else values
+                   for key, values in self.samples.items()}
+        return Profile(tuple(map(slow, self.rows)), self.metadata, f"{self.source} (x{factor:g} on {hardware})",
+                       samples)
 
     def models(self) -> tuple[str, ...]:
         """Model names, in the order first seen."""

@@ -126,3 +126,41 @@ def test_gpus_serve_as_lanes(write, servesim, tmp_path):
                                                                                        "  core_mode: threads")))
     assert result.rc == 2
     assert "cluster.core_mode: a replica's gpu devices serve as lanes, one batch per device" in result.err
+
+
+SHARED = GPU_CLUSTER.replace("h100: {kind: gpu, hardware: h100, price_per_s: 0.002}",
+                             "h100: {kind: gpu, hardware: h100, price_per_s: 0.002}\n"
+                             "  h100-mps: {kind: share, hardware: h100, slowdown: 1.5, price_per_s: 0.0007}")
+
+
+def test_a_time_shared_gpu_runs_the_gpu_rows_its_measured_slowdown_slower(write, servesim, tmp_path):
+    """A replica on an MPS share of an H100 measured 1.5 times slower: the cluster's
+    median is 1.5 x the H100's 2 ms, and so is a single model's; its load time is not slowed."""
+    (tmp_path / "profile.csv").write_text(gpu_profile())
+    rc, _, err = servesim("run", write("c.yaml", SHARED.replace("resource: h100", "resource: h100-mps")),
+                          "--out", tmp_path / "cluster", "--quiet")
+    assert rc == 0, err
+    assert _summary(tmp_path / "cluster")["latency_ms"]["p50"] == pytest.approx(3.0, rel=0.05)
+    single = """\
+name: one
+trace: {kind: poisson, rate: 20, count: 400}
+model: {profile: profile.csv, name: resnet50, hardware: h100}
+resources:
+  h100-mps: {kind: share, hardware: h100, slowdown: 1.5, price_per_s: 0.0007}
+serving: {resource: h100-mps}
+"""
+    rc, _, err = servesim("run", write("s.yaml", single), "--out", tmp_path / "single", "--quiet")
+    assert rc == 0, err
+    summary = _summary(tmp_path / "single")
+    assert summary["latency_ms"]["p50"] == pytest.approx(3.0, rel=0.02)
+    assert summary["cost"]["money"] == pytest.approx(0.0007 * summary["cost"]["resource_s"], rel=1e-6)
+
+
+@pytest.mark.parametrize("entry", ["{kind: share, hardware: h100, price_per_s: 0.001}",
+                                   "{kind: gpu, hardware: h100, slowdown: 2, price_per_s: 0.001}",
+                                   "{kind: share, hardware: h100, slowdown: 0.5, price_per_s: 0.001}"])
+def test_a_share_and_only_a_share_has_a_measured_slowdown(write, servesim, tmp_path, entry):
+    (tmp_path / "profile.csv").write_text(gpu_profile())
+    result = servesim("check", write("c.yaml", GPU_CLUSTER.replace(
+        "h100: {kind: gpu, hardware: h100, price_per_s: 0.002}", f"h100: {entry}")))
+    assert result.rc == 2 and "resources.h100" in result.err and "slowdown" in result.err, result.err

@@ -123,3 +123,21 @@ def test_per_batch_noise_takes_whole_batches_from_their_samples_unless_told_othe
                       Empirical)
     with pytest.raises(ValueError, match="spread must be one of"):
         PerBatch("stalls")
+
+
+def test_a_slowed_profile_scales_one_hardwares_rows_and_samples_and_keeps_the_rest():
+    """``Profile.slowed``: a time-shared device's profile is the device's, its kernels
+    slower by the measured factor; other hardware and the kept stages are as measured."""
+    samples = {("hw", "m", "s", 1): STALLS, ("other", "m", "s", 1): STALLS, ("hw", "m", "load", 1): STALLS}
+    rows = [(h, m, stage, b, *np.round(np.percentile(STALLS, [50, 90, 99]), 4).tolist(), STALLS.size)
+            for (h, m, stage, b) in samples]
+    profile = Profile.from_rows(rows, METADATA, samples=samples)
+    slowed = profile.slowed("hw", 1.5, keep=("load",))
+    by_key = {(r.hardware, r.stage): r for r in slowed.rows}
+    assert by_key[("hw", "s")].latency_p99_ms == pytest.approx(1.5 * np.percentile(STALLS, 99), rel=1e-3)
+    assert by_key[("other", "s")].latency_p50_ms == pytest.approx(1.0)
+    assert by_key[("hw", "load")].latency_p50_ms == pytest.approx(1.0)
+    np.testing.assert_allclose(slowed.samples[("hw", "m", "s", 1)], 1.5 * STALLS)
+    np.testing.assert_array_equal(slowed.samples[("other", "m", "s", 1)], STALLS)
+    with pytest.raises(ValueError, match="slowdown must be a finite number >= 1"):
+        profile.slowed("hw", 0.9)
