@@ -102,7 +102,7 @@ def simulate_cluster_config(config, base_dir: Path, seed: int) -> tuple[ClusterR
         results = simulate_cluster(trace, tasks, pipeline.edges, {t.name: [v.name for v in t.variants]
                                                                   for t in pipeline.tasks},
                                    ClusterCosts(costs.service(service_seed), costs.load_time), adapter, initial,
-                                   drop_after=drop, core_mode=cluster.core_mode)
+                                   drop_after=drop, core_mode=cluster.core_mode, batching=cluster.batching.build)
     except ValueError as exc:  # a profile that lacks a core count a plan asked for, and the like
         raise ConfigError(f"cluster: {exc}") from None
     return results, pipeline, trace

@@ -21,6 +21,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationError, field_validator, model_validator)
 
+from policies.batching import DynamicBatcher
 from workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND, check_assumed_host
 
 from . import cluster_specs, specs  # noqa: F401  (registers the names)
@@ -179,6 +180,21 @@ class RealConfig(Strict):
     repeats: PositiveInt = 1
 
 
+class ClusterBatching(Strict):
+    """How every deployment of a cluster forms its batches, up to its plan's ``batch``
+    (the adapter chooses that size): a free lane takes what is queued at once
+    (``max_wait_ms: 0``) or waits up to ``max_wait_ms`` for more, the window opening at
+    the oldest request's enqueueing (``oldest_arrival``: Triton's queue delay,
+    TF-Serving's batch timeout) or when the lane is free (``worker_free``: Ray Serve,
+    TorchServe), as ``serving.batching``'s dynamic policy does."""
+
+    max_wait_ms: NonNegativeFloat = 0.0
+    timer: Literal["oldest_arrival", "worker_free"] = "oldest_arrival"
+
+    def build(self, batch: int):
+        return DynamicBatcher(batch, self.max_wait_ms / 1e3, self.timer)
+
+
 class ClusterConfig(Strict):
     """A cluster serving a pipeline under an adapter (``sim.cluster``). ``pipeline`` names
     one of ``workloads.variants.PIPELINES`` or, for one task alone, of ``FAMILIES``;
@@ -200,6 +216,7 @@ class ClusterConfig(Strict):
     load_times_s: dict[str, PositiveFloat] = Field(default_factory=dict)
     sample_s: PositiveFloat = 1.0
     resource: Optional[str] = None  # a name of the top-level price table; a replica holds ``cores`` units of it
+    batching: ClusterBatching = Field(default_factory=lambda: ClusterBatching())
 
     @field_validator("adapter", mode="before")
     @classmethod
@@ -396,7 +413,7 @@ def _format_errors(source: str, error: ValidationError, prefix: str = "", data: 
 def _known_keys() -> list[str]:
     """Every key a config may hold, at any depth (for "did you mean" hints)."""
     models = [ExperimentConfig, ModelConfig, ServingConfig, ExitsConfig, RealConfig, ClusterConfig, DeploymentConfig,
-              ResourceConfig, RefineConfig]
+              ResourceConfig, RefineConfig, ClusterBatching]
     for registry in (TRACES, NOISE, BATCHING, ROUTERS, BEHAVIOUR, EXIT_POLICIES, PREDICTORS, ADAPTERS):
         models += [registry.get(name) for name in registry.names()]
     return sorted({key for model in models for key in model.model_fields})

@@ -20,6 +20,12 @@ carries it out as a cluster would:
 * **Drops**: a request that waited longer than its task's ``drop_after`` when a replica
   next looks at the queue is dropped (it counts as an SLO violation), as Triton's queue
   timeout and IPA's queues do.
+* **Batching**: a free lane asks its deployment's batching policy (built by
+  ``batching(batch)`` for the plan's ``batch``, :mod:`policies.batching`) whether to
+  start a batch of what its deployment has queued or to wait, until a request is
+  queued or the policy's timer fires. The default takes what is queued, up to
+  ``batch``, at once; a dynamic batcher's window (Triton's queue delay, TF-Serving's
+  batch timeout) waits for more.
 * **Cores**: a replica with ``c`` cores serves either as ``c`` single-threaded *lanes*
   (``core_mode="lanes"``, each running its own batches from the replica's queue:
   TF-Serving's batch threads, as InfAdapter configured it) or as one lane whose batches
@@ -41,6 +47,7 @@ import numpy as np
 import simpy
 
 from policies.autoscaling import Adapter, ClusterObservation, Plan
+from policies.batching import NEVER_BUSY, BatchingPolicy, DynamicBatcher
 from traces.trace import Trace
 
 from .errors import SimulationError
@@ -129,10 +136,11 @@ class _Replica:
 
 
 class _Deployment:
-    """A (task, variant, cores) deployment: its queue, replicas, batch size and sampler."""
+    """A (task, variant, cores) deployment: its queue, replicas, batching policy (for the
+    plan's batch) and sampler."""
 
-    def __init__(self, key: Key, batch: int, sampler: Callable[[int], float], variant_index: int):
-        self.key, self.batch, self.sampler, self.variant_index = key, batch, sampler, variant_index
+    def __init__(self, key: Key, batcher: BatchingPolicy, sampler: Callable[[int], float], variant_index: int):
+        self.key, self.batcher, self.sampler, self.variant_index = key, batcher, sampler, variant_index
         self.queue: deque[tuple[int, float]] = deque()  # (request, enqueued at)
         self.replicas: list[_Replica] = []
         self.idle: list[tuple[_Replica, simpy.Event]] = []  # lanes waiting for work
@@ -144,8 +152,10 @@ class _Deployment:
 
 class _Cluster:
     def __init__(self, env: simpy.Environment, trace: Trace, tasks: Sequence[str], edges, variants, costs,
-                 adapter: Adapter, drop_after: Mapping[str, Optional[float]], core_mode: str):
+                 adapter: Adapter, drop_after: Mapping[str, Optional[float]], core_mode: str,
+                 batching: Callable[[int], BatchingPolicy]):
         self.env, self.costs, self.adapter, self.core_mode = env, costs, adapter, core_mode
+        self.batching = batching
         self.tasks = tuple(tasks)
         self.variants = {t: tuple(v) for t, v in variants.items()}
         self.succ = {t: [b for a, b in edges if a == t] for t in self.tasks}
@@ -236,29 +246,41 @@ class _Cluster:
         if replica.retired:
             return
         replica.ready = env.now
+        free_since = NEVER_BUSY
         while not replica.retired:
             queue = dep.queue
+            now = env.now
+            while queue and (self.status[queue[0][0]] != COMPLETED  # dropped on another branch
+                             or limit is not None and now - queue[0][1] > limit):
+                rid, enqueued = queue.popleft()
+                if self.status[rid] == COMPLETED:
+                    self.drop(task, rid, enqueued + limit)
             if not queue:
                 event = env.event()
                 dep.idle.append((replica, event))
                 yield event
                 continue
-            now = env.now
+            size, wake_at = dep.batcher.decide(now, len(queue), queue[0][1], False, free_since)
+            if size == 0:  # wait for more, until the policy's timer
+                waiting = (replica, env.event())
+                dep.idle.append(waiting)
+                yield waiting[1] | env.timeout(wake_at - now)
+                if waiting in dep.idle:  # the timer fired first
+                    dep.idle.remove(waiting)
+                continue
             members = []
-            while queue and len(members) < dep.batch:
+            while queue and len(members) < size:
                 rid, enqueued = queue.popleft()
                 if limit is not None and now - enqueued > limit:
                     self.drop(task, rid, enqueued + limit)
                 elif self.status[rid] == COMPLETED:
                     members.append(rid)
-            if not members:
-                continue
             service = dep.sampler(len(members))
             replica.busy_lanes += 1
             yield env.timeout(service)
             replica.busy_lanes -= 1
             dep.busy_core_seconds += service * cores_per_lane
-            done = env.now
+            done = free_since = env.now
             for rid in members:
                 self.variant[task][rid] = dep.variant_index
                 self.task_done(task, rid, done)
@@ -293,8 +315,10 @@ class _Cluster:
                 raise SimulationError(f"plan: task {task!r} has no variant {variant!r}; "
                                       f"its variants are {list(self.variants[task])}")
             sampler = self.costs.service(task, variant, 1 if self.core_mode == "lanes" else cores)
-            dep = self.deployments[key] = _Deployment(key, batch, sampler, self.variants[task].index(variant))
-        dep.batch = batch
+            dep = self.deployments[key] = _Deployment(key, self.batching(batch), sampler,
+                                                      self.variants[task].index(variant))
+        if dep.batcher.max_batch != batch:
+            dep.batcher = self.batching(batch)
         return dep
 
     # --- plans -----------------------------------------------------------------------
@@ -361,16 +385,19 @@ class _Cluster:
 
 def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[str, str]],
                      variants: Mapping[str, Sequence[str]], costs: ClusterCosts, adapter: Adapter, initial: Plan, *,
-                     drop_after: Optional[Mapping[str, float]] = None, core_mode: str = "lanes") -> ClusterResults:
+                     drop_after: Optional[Mapping[str, float]] = None, core_mode: str = "lanes",
+                     batching: Callable[[int], BatchingPolicy] = DynamicBatcher) -> ClusterResults:
     """Serve ``trace`` through the pipeline ``tasks``/``edges`` (a DAG; every request
     enters at its sources), starting from ``initial`` (its replicas are ready at time 0,
     as a cluster already running) and adapted by ``adapter``; ``variants[task]`` are the
     variant names a plan may use for it; ``drop_after`` (seconds, per task) is the
-    longest a request may wait in a task's queue."""
+    longest a request may wait in a task's queue; ``batching(batch)`` builds a
+    deployment's batching policy for its plan's ``batch`` (default: take what is
+    queued, up to ``batch``, at once)."""
     if core_mode not in CORE_MODES:
         raise ValueError(f"core_mode must be one of {CORE_MODES}, got {core_mode!r}")
     env = simpy.Environment()
-    cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode)
+    cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode, batching)
     cluster.apply(initial, warm=True)
     env.process(cluster.arrivals())
     env.process(cluster.adapting())

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from policies.autoscaling import ClusterObservation, Deployment, Plan, StaticAdapter
+from policies.batching import DynamicBatcher
 from sim.cluster import ClusterCosts, simulate_cluster
 from sim.errors import SimulationError
 from sim.records import COMPLETED, DROPPED
@@ -60,6 +61,18 @@ def test_a_replica_batches_what_is_queued_up_to_its_batch():
     res = run([0.0, 0.01, 0.02, 0.03], initial=plan(t=[Deployment("a", 1, batch=2)]))
     # the first runs alone; the next three wait; two go together, then the last
     np.testing.assert_allclose(res.finish, [0.1, 0.2, 0.2, 0.3])
+
+
+def test_a_batching_window_waits_for_more_up_to_its_timer():
+    """Batch 2 with a 50 ms window (Triton's queue delay): the first request waits for
+    the second, 20 ms later, and they run together; a lone request runs when its window
+    closes; by default (no window) each runs at once."""
+    window = lambda batch: DynamicBatcher(batch, 0.05)  # noqa: E731
+    two = plan(t=[Deployment("a", 1, batch=2)])
+    res = run([0.0, 0.02, 1.0], initial=two, batching=window)
+    np.testing.assert_allclose(res.finish, [0.12, 0.12, 1.15])
+    greedy = run([0.0, 0.02, 1.0], initial=two)
+    np.testing.assert_allclose(greedy.finish, [0.1, 0.2, 1.1])
 
 
 def test_a_pipeline_adds_up_its_tasks_and_a_diamond_waits_for_both_branches():

@@ -136,6 +136,24 @@ def test_adapters_compared_on_different_ceilings_are_warned_of(write, servesim, 
     assert fair.rc == 0 and "warning" not in fair.err
 
 
+def test_a_batching_window_holds_requests_for_company_at_low_load(write, servesim, tmp_path):
+    """5 req/s on a batch of 4 with a 50 ms window: batches seldom fill, so nearly every
+    request waits its window out: the median grows by about 50 ms."""
+    (tmp_path / "profile.csv").write_text(profile_text())
+    config = EXPERIMENT.split("sweep:")[0].replace("[40, 160, 60]", "[5, 5, 5]").replace(
+        "{variant: resnet152, cores: 6}", "{variant: resnet18, cores: 1, batch: 4}").replace(
+        "  adapter: {name: infadapter, budget: 12, capacity_slo_ms: 750, probe_cores: [1, 2, 4, 8]}",
+        "  adapter: static")
+    p50 = {}
+    for wait in (0, 50):
+        text = config + f"  batching: {{max_wait_ms: {wait}}}\n"
+        rc, _, err = servesim("run", write(f"w{wait}.yaml", text), "--out", tmp_path / f"w{wait}", "--quiet")
+        assert rc == 0, err
+        p50[wait] = pd.read_csv(tmp_path / f"w{wait}" / store.RESULTS)["latency_p50_ms"].iloc[0]
+    assert p50[0] == pytest.approx(20.0, rel=0.1)  # resnet18's 20 ms at batch 1
+    assert 40 < p50[50] - p50[0] < 60
+
+
 DETECTOR_MS = {"yolov5n": 25.0, "yolov5s": 55.0, "yolov5m": 130.0, "yolov5l": 250.0, "yolov5x": 500.0}
 PIPELINE = """\
 name: video
