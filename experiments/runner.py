@@ -388,16 +388,13 @@ def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int]
         task = functools.partial(attempt, base_dir=base_dir)
         alone = isinstance(pool, InProcess) and len(todo) == 1 and show_progress
         if todo:
-            if not held:  # the pool is entered once, when a first run needs it (Ray starts then)
-                held.append(stack.enter_context(pool))
             with tqdm(total=len(todo), desc=desc, unit="run", disable=not show_progress) as bar:
                 for result in pool.map(_with_progress(task) if alone else task, todo, lost):
                     _record(result, out_dir, manifest, summaries, errors)
                     store.write_rows(out_dir / store.RESULTS, rows())  # results.csv grows as runs finish
                     bar.update()
 
-    held: list = []
-    with contextlib.ExitStack() as stack:
+    with pool:
         serve(runs, f"{config.name}: runs")
         if config.refine is not None:
             names = {run.name: run.name for run in runs}

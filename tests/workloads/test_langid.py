@@ -7,7 +7,6 @@ The shipped table and profile tests need neither torch nor wordfreq; the others 
 cleanly without them.
 """
 
-import datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 
 from workloads import PROFILES_DIR, ExitModel, SegmentCosts, load_profile
 from workloads.behaviour import load_table
+from shipped import assert_profiled_here_with_torch
 
 EXIT_NAMES = ("ramp1", "ramp2", "ramp3", "ramp4", "ramp5", "final")
 STAGES = ("block1", "ramp1", "block2", "ramp2", "block3", "ramp3", "block4", "ramp4", "block5", "ramp5", "block6")
@@ -91,10 +91,7 @@ def test_shipped_table_is_a_builtin_behaviour(shipped):
 
 def test_shipped_profile_names_every_stage_at_every_batch_size():
     profile = load_profile(SHIPPED_PROFILE)
-    meta = profile.metadata
-    assert meta["device"].startswith("cpu:") and meta["dtype"] == "float32" and meta["threads"] == "1"
-    assert meta["model"].startswith("langid_ee:") and meta["framework"].startswith("torch ")
-    datetime.date.fromisoformat(meta["date"])
+    assert_profiled_here_with_torch(profile, "langid_ee")
     assert profile.stages("langid_ee") == STAGES
     assert profile.stages("langid_ee_e2e") == ("forward",)
     for stage in STAGES:
