@@ -67,10 +67,10 @@ def parts(config, base_dir: Path, seed: int):
     profile = as_served_on(load_profile(profile_path(cluster.profile, base_dir, "cluster.profile")), resource)
     if cluster.resource is not None:
         for task in pipeline.tasks:
-            for variant in task.variants:  # one with no rows at all is VariantCosts' error
-                if profile.hardware(variant.model):
-                    check_hardware("cluster.resource", cluster.resource, resource, variant.model,
-                                   profile.hardware(variant.model))
+            for variant in task.variants:
+                measured = profile.hardware(variant.model)
+                if measured:  # a variant with no rows at all is VariantCosts' error
+                    check_hardware("cluster.resource", cluster.resource, resource, variant.model, measured)
     try:
         costs = VariantCosts(profile, pipeline, noise=cluster.noise.build(), load_times=cluster.load_times_s,
                              device=getattr(accelerator(config), "hardware", None))
@@ -142,6 +142,9 @@ def run_cluster(run: Run, base_dir: Path) -> tuple[dict, dict[str, bytes]]:
                      store.PLANS: store.columns_bytes(plan_rows(results))}
 
 
+UNITS = {None: "cores", "gpu": "GPUs", "mig": "MIG slices", "share": "GPU shares"}  # by accelerator kind
+
+
 def ceiling_warnings(runs: list[Run]) -> list[str]:
     """One line per group of compared cluster runs (same seed and swept values but the
     adapter) whose adapters may provision different amounts of their resource: a cheaper
@@ -153,7 +156,7 @@ def ceiling_warnings(runs: list[Run]) -> list[str]:
             continue
         adapter = cluster.adapter
         ceiling = adapter.ceiling({task: list(ds) for task, ds in (adapter.initial or cluster.initial).items()})
-        unit = {None: "cores", "gpu": "GPUs", "mig": "MIG slices", "share": "GPU shares"}[getattr(accelerator(run.config), "kind", None)]
+        unit = UNITS[getattr(accelerator(run.config), "kind", None)]
         shown = f"{adapter.name}: no ceiling of its own" if ceiling is None else \
             f"{adapter.name}: {ceiling[0]} {unit} ({ceiling[1]})"
         point = (run.seed, *(repr(v) for k, v in run.params.items() if not k.startswith("cluster.adapter")))
