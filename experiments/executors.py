@@ -27,9 +27,8 @@ EXECUTORS = (LOCAL, RAY)
 
 
 class Executor:
-    """The interface: ``with executor:`` holds what it needs for the sweep (a Ray
-    connection, made on first use); ``map(fn, runs, lost)`` yields ``fn(run)`` for each
-    run as it finishes."""
+    """The interface: ``with executor:`` holds what it needs (a Ray connection) for the
+    sweep; ``map(fn, runs, lost)`` yields ``fn(run)`` for each run as it finishes."""
 
     def __enter__(self):
         return self
@@ -67,18 +66,20 @@ class ProcessPool(Executor):
 
 class RayExecutor(Executor):
     """Runs as Ray tasks of one CPU each: on a new local Ray instance of ``jobs`` CPUs
-    (all of this machine's when ``jobs`` is None), or on the cluster at ``address``,
-    connected when the first runs are mapped. A local instance it started is shut down
-    at the end of the ``with`` block."""
+    (all of this machine's when ``jobs`` is None), or on the cluster at ``address``.
+    A local instance it started is shut down at the end."""
 
     def __init__(self, jobs: Optional[int] = None, address: Optional[str] = None):
         self.jobs, self.address = jobs, address
         self.ray = None
 
+    def __enter__(self):
+        self.ray = self._connect()
+        return self
+
     def __exit__(self, *exc) -> None:
-        if self.ray is not None and not self.address:
+        if not self.address:
             self.ray.shutdown()
-        self.ray = None
 
     def _connect(self):
         try:
@@ -99,8 +100,6 @@ class RayExecutor(Executor):
         return ray
 
     def map(self, fn: Callable, runs: Sequence, lost: Callable) -> Iterator:
-        if self.ray is None:  # connected on first use: a sweep whose runs are all kept starts no Ray
-            self.ray = self._connect()
         ray = self.ray
         task, shared = ray.remote(num_cpus=1, max_retries=0)(_apply), ray.put(fn)
         pending = {task.remote(shared, run): run for run in runs}
