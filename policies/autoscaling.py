@@ -76,7 +76,10 @@ class ClusterObservation:
     """What a deployed autoscaler can know at ``now``: the per-second arrival counts at
     the pipeline so far (``counts[i]`` = second i), the plan in force, and per
     (task, variant, cores) deployment the mean busy cores and the ready replicas over the
-    last ``window_s`` seconds — never a future arrival."""
+    last ``window_s`` seconds — never a future arrival. ``exits``: for a deployment of a
+    variant with exits that answered requests in that window, the share answered at each
+    of its exits (what a server with exits can count: where requests left, not whether
+    they were right), so an adapter can size for the capacity early exits free."""
 
     now: float
     counts: np.ndarray
@@ -84,6 +87,7 @@ class ClusterObservation:
     busy_cores: Mapping[tuple[str, str, int], float] = field(default_factory=dict)
     ready: Mapping[tuple[str, str, int], int] = field(default_factory=dict)
     window_s: float = 0.0
+    exits: Mapping[tuple[str, str, int], tuple[float, ...]] = field(default_factory=dict)
 
 
 class Adapter(Protocol):

@@ -26,6 +26,13 @@ carries it out as a cluster would:
   queued or the policy's timer fires. The default takes what is queued, up to
   ``batch``, at once; a dynamic batcher's window (Triton's queue delay, TF-Serving's
   batch timeout) waits for more.
+* **Exits**: a variant may be a model with exits (an early-exit network or a cascade,
+  :mod:`sim.exits`): ``costs.exits(task, variant, units)`` gives its
+  :class:`~sim.exits.ExitRun`, which plays each batch exit by exit under its exit policy
+  (Apparate's controller, T-Tamer, thresholds). Each request then leaves the task at its
+  own exit's time and goes on downstream from there; the lane is busy until the batch
+  ends (the last exit under ``compute_saving``, the whole model under ``latency_only``).
+  The adapter sees each deployment's exit mix (:class:`ClusterObservation` ``exits``).
 * **Cores**: a replica with ``c`` cores serves either as ``c`` single-threaded *lanes*
   (``core_mode="lanes"``, each running its own batches from the replica's queue:
   TF-Serving's batch threads, as InfAdapter configured it) or as one lane whose batches
@@ -40,7 +47,7 @@ it, so accuracy follows from the variants' menus (:func:`summarize_cluster`).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -51,6 +58,7 @@ from policies.batching import NEVER_BUSY, BatchingPolicy, DynamicBatcher
 from traces.trace import Trace
 
 from .errors import SimulationError
+from .exits import ExitRun
 from .records import COMPLETED, DROPPED
 
 CORE_MODES = ("lanes", "threads")
@@ -62,10 +70,14 @@ class ClusterCosts:
     """What the engine needs to know about the variants: ``service(task, variant, cores)``
     gives a sampler ``batch_size -> seconds`` for one lane (a lane has 1 core in
     ``lanes`` mode and ``cores`` threads in ``threads`` mode); ``load_time(task, variant)``
-    is a replica's provisioning delay in seconds."""
+    is a replica's provisioning delay in seconds; ``exits(task, variant, cores)``, where
+    given, the :class:`~sim.exits.ExitRun` of a variant with exits on lanes of ``cores``
+    (one per (task, variant, cores): its policy and samplers are that deployment's), or
+    ``None`` for a plain variant."""
 
     service: Callable[[str, str, int], Callable[[int], float]]
     load_time: Callable[[str, str], float]
+    exits: Optional[Callable[[str, str, int], Optional[ExitRun]]] = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +96,10 @@ class ClusterResults:
     dropped; ``status``; ``dropped_at``: index of the task it was dropped at, or -1;
     ``variant[task]``: index into ``variants[task]`` of the variant that served it, -1 if
     it never got there), every replica's life, every plan with the time it was decided,
-    and the run's end time."""
+    and the run's end time. ``exits[task]``: for a task where some variant has exits, the
+    exit columns of :data:`sim.exits.EXIT_COLUMNS` (``exit_stage`` -1 where a request was
+    not served by a variant with exits) and ``exit_names[task][k]`` the exit names of
+    its k-th variant (empty for a plain one)."""
 
     tasks: tuple[str, ...]
     arrival: np.ndarray
@@ -96,6 +111,8 @@ class ClusterResults:
     replicas: list[ReplicaRecord]
     plans: list[tuple[float, Plan]]
     end_time: float
+    exits: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    exit_names: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
 
     def cost_core_seconds(self) -> float:
         """Cores provisioned, integrated over the run (a replica costs from request to release)."""
@@ -139,12 +156,16 @@ class _Deployment:
     """A (task, variant, cores) deployment: its queue, replicas, batching policy (for the
     plan's batch) and sampler."""
 
-    def __init__(self, key: Key, batcher: BatchingPolicy, sampler: Callable[[int], float], variant_index: int):
+    def __init__(self, key: Key, batcher: BatchingPolicy, sampler: Callable[[int], float], variant_index: int,
+                 execute: Optional[ExitRun] = None):
         self.key, self.batcher, self.sampler, self.variant_index = key, batcher, sampler, variant_index
+        self.execute = execute  # a variant with exits plays its batches through this
         self.queue: deque[tuple[int, float]] = deque()  # (request, enqueued at)
         self.replicas: list[_Replica] = []
         self.idle: list[tuple[_Replica, simpy.Event]] = []  # lanes waiting for work
         self.busy_core_seconds = 0.0
+        # requests answered at each exit so far (a plain variant has one exit: its output)
+        self.answered = np.zeros(1 if execute is None else execute.n_exits, dtype=np.int64)
 
     def alive(self) -> list[_Replica]:
         return [r for r in self.replicas if not r.retired]
@@ -179,6 +200,8 @@ class _Cluster:
         self.records: list[_Replica] = []
         self.counts = np.zeros(int(np.ceil(trace.times[-1])) + 2 if n else 1)
         self.arrived = 0
+        self.lanes = 0
+        self.exit_runs: dict[tuple[str, str, int], Optional[ExitRun]] = {}
 
     # --- requests --------------------------------------------------------------------
     def arrivals(self):
@@ -238,7 +261,7 @@ class _Cluster:
             self.dropped_at[rid] = self.tasks.index(task)
 
     # --- replicas --------------------------------------------------------------------
-    def lane(self, replica: _Replica, dep: _Deployment, cores_per_lane: int):
+    def lane(self, replica: _Replica, dep: _Deployment, cores_per_lane: int, lane: int):
         env = self.env
         task = dep.key[0]
         limit = self.drop_after.get(task)
@@ -275,17 +298,37 @@ class _Cluster:
                     self.drop(task, rid, enqueued + limit)
                 elif self.status[rid] == COMPLETED:
                     members.append(rid)
-            service = dep.sampler(len(members))
+            if dep.execute is None:
+                service = dep.sampler(len(members))
+            else:  # each request leaves at its own exit; those leaving before the end go on at once
+                done = dep.execute(now, members, lane)
+                service = done - now
+                answers = dep.execute.finish[members]
+                for t in np.unique(answers[answers < done]).tolist():
+                    leaving = [rid for rid, a in zip(members, answers) if a == t]
+                    env.timeout(t - now).callbacks.append(lambda _e, g=leaving, t=t: self.answered(dep, g, t))
+                members = [rid for rid, a in zip(members, answers) if a >= done]
             replica.busy_lanes += 1
             yield env.timeout(service)
             replica.busy_lanes -= 1
             dep.busy_core_seconds += service * cores_per_lane
-            done = free_since = env.now
-            for rid in members:
-                self.variant[task][rid] = dep.variant_index
-                self.task_done(task, rid, done)
+            if dep.execute is None:
+                done = env.now
+            free_since = done
+            self.answered(dep, members, done)
         if not replica.busy_lanes:
             replica.release(env.now)
+
+    def answered(self, dep: _Deployment, members: list[int], now: float) -> None:
+        """``dep``'s answers for ``members`` are out at ``now``: on to the next tasks."""
+        task = dep.key[0]
+        if dep.execute is None:
+            dep.answered[0] += len(members)
+        else:
+            dep.answered += np.bincount(dep.execute.exit_stage[members], minlength=dep.answered.size)
+        for rid in members:
+            self.variant[task][rid] = dep.variant_index
+            self.task_done(task, rid, now)
 
     def add_replica(self, dep: _Deployment, warm: bool = False) -> _Replica:
         task, variant, cores = dep.key
@@ -295,7 +338,8 @@ class _Cluster:
         self.records.append(replica)
         lanes, per_lane = (cores, 1) if self.core_mode == "lanes" else (1, cores)
         for _ in range(lanes):
-            self.env.process(self.lane(replica, dep, per_lane))
+            self.lanes += 1  # a lane's number: an exit run's host tells a busy lane's batches apart
+            self.env.process(self.lane(replica, dep, per_lane, self.lanes))
         return replica
 
     def retire(self, replica: _Replica) -> None:
@@ -314,12 +358,44 @@ class _Cluster:
             if variant not in self.variants[task]:
                 raise SimulationError(f"plan: task {task!r} has no variant {variant!r}; "
                                       f"its variants are {list(self.variants[task])}")
-            sampler = self.costs.service(task, variant, 1 if self.core_mode == "lanes" else cores)
+            per_lane = 1 if self.core_mode == "lanes" else cores
+            sampler = self.costs.service(task, variant, per_lane)
             dep = self.deployments[key] = _Deployment(key, self.batching(batch), sampler,
-                                                      self.variants[task].index(variant))
+                                                      self.variants[task].index(variant),
+                                                      self.exit_run(task, variant, per_lane))
         if dep.batcher.max_batch != batch:
             dep.batcher = self.batching(batch)
         return dep
+
+    def exit_run(self, task: str, variant: str, per_lane: int) -> Optional[ExitRun]:
+        """The variant's exit run on lanes of ``per_lane`` units (one for all its deployments
+        of that size, so an online policy learns from all their batches), or None."""
+        key = (task, variant, per_lane)
+        if key not in self.exit_runs:
+            self.exit_runs[key] = None if self.costs.exits is None else self.costs.exits(task, variant, per_lane)
+        return self.exit_runs[key]
+
+    def exit_columns(self) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, tuple[tuple[str, ...], ...]]]:
+        """Per task with exits, each request's exit columns from the run that served it,
+        and the exit names of each of its variants (ClusterResults' ``exits``, ``exit_names``)."""
+        columns, names = {}, {}
+        served = self.status == COMPLETED
+        for task in self.tasks:
+            runs = [(variant, run) for (t, variant, _), run in self.exit_runs.items() if t == task and run is not None]
+            if not runs:
+                continue
+            merged: dict[str, np.ndarray] = {}
+            for _, run in runs:
+                mine = run.exit_stage >= 0  # a request is served at a task by one deployment
+                for name, column in run.columns(served & mine).items():
+                    if name not in merged:
+                        merged[name] = np.full(column.shape, -1 if name != "correct" and name != "agrees" else False,
+                                               dtype=column.dtype)
+                    merged[name][mine] = column[mine]
+            columns[task] = merged
+            exit_names = {variant: tuple(run.table.exit_names) for variant, run in runs}
+            names[task] = tuple(exit_names.get(v, ()) for v in self.variants[task])
+        return columns, names
 
     # --- plans -----------------------------------------------------------------------
     def apply(self, plan: Plan, warm: bool = False) -> None:
@@ -370,6 +446,7 @@ class _Cluster:
     def adapting(self):
         interval = self.adapter.interval_s
         last = {key: dep.busy_core_seconds for key, dep in self.deployments.items()}
+        answered = {key: dep.answered.copy() for key, dep in self.deployments.items()}
         while self.arrived < self.arrival.size:
             yield self.env.timeout(interval)
             now = self.env.now
@@ -377,7 +454,14 @@ class _Cluster:
                     for key, dep in self.deployments.items()}
             last = {key: dep.busy_core_seconds for key, dep in self.deployments.items()}
             ready = {key: sum(1 for r in dep.alive() if r.ready is not None) for key, dep in self.deployments.items()}
-            observation = ClusterObservation(now, self.counts[:int(now)].copy(), self.plan, busy, ready, interval)
+            exits = {}
+            for key, dep in self.deployments.items():
+                new = dep.answered - answered.get(key, 0)
+                if dep.execute is not None and new.sum():
+                    exits[key] = tuple((new / new.sum()).tolist())
+            answered = {key: dep.answered.copy() for key, dep in self.deployments.items()}
+            observation = ClusterObservation(now, self.counts[:int(now)].copy(), self.plan, busy, ready, interval,
+                                             exits)
             plan = self.adapter.decide(observation)
             if plan is not None and plan != self.plan:
                 self.apply(plan)
@@ -411,5 +495,6 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     end = float(max(np.max(cluster.finish, initial=0.0), np.max(trace.times, initial=0.0)))
     records = [ReplicaRecord(*r.deployment.key, min(r.requested, end), r.ready if r.ready is not None else np.inf,
                              min(end, r.released if r.released is not None else end)) for r in cluster.records]
+    exits, names = cluster.exit_columns()
     return ClusterResults(cluster.tasks, cluster.arrival, cluster.finish, cluster.status, cluster.dropped_at,
-                          cluster.variant, cluster.variants, records, cluster.plans, end)
+                          cluster.variant, cluster.variants, records, cluster.plans, end, exits, names)

@@ -144,6 +144,18 @@ def _exit_summary(exits: dict, done: np.ndarray, names: tuple[str, ...]) -> dict
     }
 
 
+def _cluster_exits(results, done: np.ndarray) -> dict:
+    """Per task and variant with exits, :func:`_exit_summary`'s ``exits`` over the
+    completed requests that variant served."""
+    out: dict = {}
+    for task, exits in results.exits.items():
+        for k, names in enumerate(results.exit_names[task]):
+            served = done & (results.variant[task] == k)
+            if names and served.any():
+                out.setdefault(task, {})[results.variants[task][k]] = _exit_summary(exits, served, names)["exits"]
+    return out
+
+
 def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> dict:
     """The summary of a cluster run (:class:`sim.cluster.ClusterResults`) as plain JSON-able
     values, in the shape of :func:`summarize`'s where the figures are the same.
@@ -151,7 +163,11 @@ def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> d
     ``accuracy[task][k]`` is the accuracy of the task's k-th variant. Over completed
     requests: ``accuracy`` is InfAdapter's *average accuracy* (each request's variant's
     accuracy, averaged over requests and, in a pipeline, over tasks), ``pipeline_accuracy``
-    IPA's PAS (the product over tasks), and ``per_task`` each task's mean. Cost is the
+    IPA's PAS (the product over tasks), and ``per_task`` each task's mean; a request
+    served by a variant with exits scores its own answer (right or wrong, from the
+    behaviour table) instead of the menu's figure, and the summary gains ``agreement``
+    (with the variant's final exit; 1 for a plain variant, averaged over tasks) and
+    ``exits`` (per task and variant, where requests left). Cost is the
     cores provisioned, integrated over the run (core-seconds), their mean over time and
     their peak (``peak_cores``: what a hard budget would have to admit, rolling changes
     included).
@@ -162,10 +178,15 @@ def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> d
     violations = None
     if slo is not None and n:
         violations = round(float(((latency > slo).sum() + (n - int(done.sum()))) / n), 9)
-    per_task = {}
+    per_task, agreement = {}, {}
     for task in results.tasks:
         table = np.asarray(accuracy[task], dtype=float)
         per_task[task] = table[results.variant[task][done]] if done.any() else np.array([])
+        exits = results.exits.get(task)
+        if exits is not None and done.any():  # a request served with exits scores its own answer
+            left = exits["exit_stage"][done] >= 0
+            per_task[task] = np.where(left, exits["correct"][done], per_task[task])
+            agreement[task] = np.where(left, exits["agrees"][done], True)
     stacked = np.vstack(list(per_task.values())) if done.any() else np.zeros((1, 0))
     cost = results.cost_core_seconds()
     duration = float(results.end_time)
@@ -185,6 +206,8 @@ def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> d
         "pipeline_accuracy": round(float(stacked.prod(axis=0).mean()), 9) if stacked.size else None,
         "per_task_accuracy": {t: round(float(a.mean()), 9) if a.size else None for t, a in per_task.items()},
         "variant_share": share,
+        **({"agreement": round(float(np.mean([a.mean() for a in agreement.values()])), 9),
+            "exits": _cluster_exits(results, done)} if agreement else {}),
         "cost": {"core_s": round(cost, 6), "mean_cores": round(cost / duration, 6) if duration > 0 else None,
                  "peak_cores": results.peak_cores()},
         "replicas_started": len(results.replicas),
