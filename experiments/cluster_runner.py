@@ -18,14 +18,17 @@ import numpy as np
 
 from policies.autoscaling import Deployment, Plan
 from sim.cluster import ClusterCosts, ClusterResults, simulate_cluster
+from sim.exits import ExitRun
 from sim.metrics import summarize_cluster
 from workloads import load_profile
+from workloads.exits import SegmentCosts
 from workloads.variant_costs import VariantCosts
-from workloads.variants import FAMILIES, PIPELINES, Pipeline
+from workloads.variants import FAMILIES, PIPELINES, Pipeline, cpu_hardware
 
 from . import store
 from .cluster_specs import Context
 from .config import ConfigError, Run
+from .exit_setup import exit_setup, segment_costs
 from .files import profile_path
 from .prices import as_served_on, check_hardware, priced
 
@@ -78,31 +81,98 @@ def parts(config, base_dir: Path, seed: int):
         raise ConfigError(f"cluster.profile: {exc}") from None
     initial = initial_plan(config, pipeline)
     drop_limits(cluster.drop_after_ms, [t.name for t in pipeline.tasks])  # a config error up front
+    exits = exit_costs(config, pipeline, profile)
     try:
-        adapter = cluster.adapter.build(Context(pipeline, costs, initial, cluster.core_mode, seed, base_dir))
+        adapter = cluster.adapter.build(Context(pipeline, costs, initial, cluster.core_mode, seed, base_dir, exits))
     except (ValueError, ImportError) as exc:  # ImportError: the LSTM predictor without torch
         raise ConfigError(f"cluster.adapter: {exc}") from None
-    return pipeline, costs, initial, adapter
+    return pipeline, costs, initial, adapter, exits
+
+
+def exit_costs(config, pipeline: Pipeline, profile) -> dict[tuple[str, str], SegmentCosts]:
+    """Per (task, variant) named in ``cluster.exits``, its segments costed on one lane's
+    unit (a core, or the accelerator) with the cluster's noise."""
+    cluster = config.cluster
+    tasks = {v.name: t for t in pipeline.tasks for v in t.variants}
+    out = {}
+    for name, exits in cluster.exits.items():
+        key = f"cluster.exits.{name}"
+        if name not in tasks:
+            raise ConfigError(f"{key}: pipeline {pipeline.name!r} has no variant {name!r}; its variants: "
+                              f"{', '.join(tasks)}")
+        if cluster.core_mode != "lanes":
+            raise ConfigError(f"{key}: a variant with exits serves on lanes of one unit each (core_mode: lanes), "
+                              f"got core_mode {cluster.core_mode!r}")
+        task = tasks[name]
+        model = exits.model or task.variant(name).model
+        if not exits.cascade and model not in profile.models():
+            raise ConfigError(f"{key}.model: {model!r} is not in {profile.source}; it has: "
+                              f"{', '.join(profile.models())}")
+        device = getattr(accelerator(config), "hardware", None)
+        options = dict(hardware=cpu_hardware(1) if device is None else device, noise=cluster.noise.build())
+        out[(task.name, name)] = segment_costs(exits, profile, model, options, key)
+    return out
+
+
+def exit_runs(config, pipeline: Pipeline, costs: dict, base_dir: Path, trace, seed) -> Optional[object]:
+    """``ClusterCosts.exits``: each variant with exits as an :class:`~sim.exits.ExitRun`.
+    Its behaviour, the row each request draws and its fitted policy come from the seed
+    and its (task, variant) alone, so every adapter of a sweep meets the same samples;
+    a variant's final exit must score its menu accuracy (else accuracy with and without
+    exits would not compare)."""
+    setups = {}
+    for (task, variant), segments in costs.items():
+        t = [x.name for x in pipeline.tasks].index(task)
+        v = [x.name for x in pipeline.task(task).variants].index(variant)
+        behaviour_seed, sample_seed, noise_seed = np.random.SeedSequence([seed, t, v]).spawn(3)
+        key = f"cluster.exits.{variant}"
+        setup, _ = exit_setup(config.cluster.exits[variant], segments, base_dir, trace, behaviour_seed,
+                              sample_seed, key)
+        final = setup.table.correct[:, -1]
+        menu = pipeline.task(task).variant(variant).accuracy
+        spread = 3 * np.sqrt(menu * (1 - menu) / final.size) + MENU_TOLERANCE
+        if abs(final.mean() - menu) > spread:
+            raise ConfigError(f"{key}.behaviour: its final exit scores {final.mean():.4f} on {final.size} samples, "
+                              f"but the menu gives {variant!r} {menu:.4f} (more than {spread:.4f} apart); the variant "
+                              f"with exits must be the menu's model")
+        setups[(task, variant)] = setup, noise_seed
+    if not setups:
+        return None
+
+    def exits(task: str, variant: str, units: int):
+        if (task, variant) not in setups:
+            return None
+        setup, noise_seed = setups[(task, variant)]
+        return ExitRun(setup, np.random.default_rng(noise_seed))
+
+    return exits
+
+
+# How far a variant's final-exit accuracy may sit from its menu's beyond 3 standard errors:
+# half a point, the rounding of a published top-1 figure.
+MENU_TOLERANCE = 0.005
 
 
 def build(config, base_dir: Path, seed: int):
     """:func:`parts`, the trace, and the seed of the service-time streams."""
-    trace_seed, noise_seed = np.random.SeedSequence(seed).spawn(2)
-    pipeline, costs, initial, adapter = parts(config, base_dir, seed)
+    trace_seed, noise_seed, exits_seed = np.random.SeedSequence(seed).spawn(3)
+    pipeline, costs, initial, adapter, exits = parts(config, base_dir, seed)
     trace = config.trace.build(np.random.default_rng(trace_seed), base_dir)
-    return trace, pipeline, costs, initial, adapter, int(noise_seed.generate_state(1)[0])
+    runs = exit_runs(config, pipeline, exits, base_dir, trace, int(exits_seed.generate_state(1)[0]))
+    return trace, pipeline, costs, initial, adapter, int(noise_seed.generate_state(1)[0]), runs
 
 
 def simulate_cluster_config(config, base_dir: Path, seed: int) -> tuple[ClusterResults, Pipeline, object]:
-    trace, pipeline, costs, initial, adapter, service_seed = build(config, base_dir, seed)
+    trace, pipeline, costs, initial, adapter, service_seed, exits = build(config, base_dir, seed)
     cluster = config.cluster
     tasks = [t.name for t in pipeline.order()]
     drop = drop_limits(cluster.drop_after_ms, tasks)
     try:
         results = simulate_cluster(trace, tasks, pipeline.edges, {t.name: [v.name for v in t.variants]
                                                                   for t in pipeline.tasks},
-                                   ClusterCosts(costs.service(service_seed), costs.load_time), adapter, initial,
-                                   drop_after=drop, core_mode=cluster.core_mode, batching=cluster.batching.build)
+                                   ClusterCosts(costs.service(service_seed), costs.load_time, exits), adapter,
+                                   initial, drop_after=drop, core_mode=cluster.core_mode,
+                                   batching=cluster.batching.build)
     except ValueError as exc:  # a profile that lacks a core count a plan asked for, and the like
         raise ConfigError(f"cluster: {exc}") from None
     return results, pipeline, trace

@@ -9,15 +9,16 @@ cores for InfAdapter, p99 latency and throughput per batch for IPA), never the p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Mapping, Optional
 
 import numpy as np
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from policies import autoscaling, ipa, predictors, scaling
+from workloads.exits import SegmentCosts
 from workloads.variant_costs import VariantCosts
 from workloads.variants import Pipeline
 
@@ -154,8 +155,8 @@ _trained: dict[tuple, predictors.LSTMPredictor] = {}
 @dataclass(frozen=True)
 class Context:
     """What adapters are built from: the pipeline, its variant costs, the start plan,
-    the serving mode (``lanes`` or ``threads``), the run's seed, and the folder paths
-    in the YAML are relative to."""
+    the serving mode (``lanes`` or ``threads``), the run's seed, the folder paths
+    in the YAML are relative to, and per (task, variant) with exits its segments' costs."""
 
     pipeline: Pipeline
     costs: VariantCosts
@@ -163,6 +164,7 @@ class Context:
     core_mode: str
     seed: int
     base_dir: Path
+    exits: Mapping[tuple[str, str], SegmentCosts] = field(default_factory=dict)
 
     def only_task(self, adapter: str) -> str:
         if len(self.pipeline.tasks) != 1:

@@ -195,6 +195,14 @@ class ClusterBatching(Strict):
         return DynamicBatcher(batch, self.max_wait_ms / 1e3, self.timer)
 
 
+class ClusterExitsConfig(ExitsConfig):
+    """A cluster variant with exits: ``exits``' keys, and ``model``, the profile model
+    whose stages and ramp heads they name (default: the variant's own profile model; an
+    imported profile keeps the ramps in ``<model>_ee``)."""
+
+    model: Optional[str] = None
+
+
 class ClusterConfig(Strict):
     """A cluster serving a pipeline under an adapter (``sim.cluster``). ``pipeline`` names
     one of ``workloads.variants.PIPELINES`` or, for one task alone, of ``FAMILIES``;
@@ -204,7 +212,9 @@ class ClusterConfig(Strict):
     already loaded (an adapter may bring its own, ``adapter.initial``: a VPA baseline
     starts on its variant); ``drop_after_ms``: the longest a request waits in a task's
     queue (one value for every task, or per task name);
-    ``core_mode``: a replica's cores as parallel ``lanes`` or as ``threads`` of one."""
+    ``core_mode``: a replica's cores as parallel ``lanes`` or as ``threads`` of one;
+    ``exits``: per variant name, the exits that variant runs with (its replicas serve it as
+    an early-exit model or a cascade under the exit policy given; lanes only)."""
 
     pipeline: str
     profile: str
@@ -217,6 +227,7 @@ class ClusterConfig(Strict):
     sample_s: PositiveFloat = 1.0
     resource: Optional[str] = None  # a name of the top-level price table; a replica holds ``cores`` units of it
     batching: ClusterBatching = Field(default_factory=lambda: ClusterBatching())
+    exits: dict[str, ClusterExitsConfig] = Field(default_factory=dict)
 
     @field_validator("adapter", mode="before")
     @classmethod

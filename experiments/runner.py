@@ -25,16 +25,15 @@ from sim import simulate, summarize
 from sim.exits import ExitSetup
 from sim.host import ServingHost
 from traces import FORMATS, TraceError
-from traces.loaders import EXIT_STAGE
 from workloads import CostModel, Profile, ProfileError, ProfileRangeError, load_profile
-from workloads.behaviour import BehaviourError, BehaviourTable
-from workloads.drift import DriftingBehaviour, RecordedStream
-from workloads.exits import INTAKE, ExitModel, SegmentCosts
+from workloads.behaviour import BehaviourError
+from workloads.exits import INTAKE, SegmentCosts
 from workloads.noise import Empirical, Percentiles
 
 from . import cluster_runner, store
 from .executors import LOCAL, InProcess, make_executor
 from .config import ConfigError, ExperimentConfig, Run, dump, expand, load, point_runs
+from .exit_setup import behaviour, exit_setup, segment_costs, table_of, trace_exits
 from .files import exists, profile_path
 from .prices import as_served_on, check_hardware, priced
 from .refine import midpoints
@@ -55,102 +54,13 @@ def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | Se
             raise ConfigError(f"{key}: {name!r} is not in {profile.source}; it has: {', '.join(profile.models())}")
     options = dict(hardware=config.model.hardware, noise=config.model.noise.build(),
                    out_of_range=config.model.out_of_range)
-    if exits is None:
-        costs = CostModel(profile, config.model.name, **options)
-    else:
-        try:
-            model = (ExitModel.cascade(profile, exits.cascade) if exits.cascade
-                     else ExitModel.early_exit(profile, config.model.name, exits.ramps))
-        except ValueError as exc:  # ProfileError included: it names the stage
-            raise ConfigError(f"exits.{'cascade' if exits.cascade else 'ramps'}: {exc}") from None
-        try:
-            costs = SegmentCosts(profile, model, host=exits.host, host_assumed_ms=exits.host_assumed_ms, **options)
-        except ProfileError as exc:
-            raise ConfigError(f"exits.host: {exc}") from None
+    costs = (CostModel(profile, config.model.name, **options) if exits is None
+             else segment_costs(exits, profile, config.model.name, options))
     # the resource is checked once the model's own rows are known to exist
     for name in (exits.cascade if exits and exits.cascade else [config.model.name]) if resource else ():
         measured = (config.model.hardware,) if config.model.hardware else profile.hardware(name)
         check_hardware("serving.resource", resource, config.resources[resource], name, measured)
     return costs
-
-
-def build_behaviour(config: ExperimentConfig, base_dir: Path, rng: np.random.Generator):
-    """The run's behaviour source: a :class:`BehaviourTable`, or a stream (one of
-    :data:`STREAMS`) whose rows depend on when a request arrives."""
-    exits = config.exits
-    path = getattr(exits.behaviour, "path", None)
-    if path is not None and not exists(base_dir / path, "exits.behaviour.path"):
-        raise ConfigError(f"exits.behaviour.path: no such file {str(base_dir / path)!r}")
-    try:
-        return exits.behaviour.build(rng, base_dir)
-    except ValueError as exc:
-        raise ConfigError(f"exits.behaviour: {exc}") from None
-
-
-STREAMS = (DriftingBehaviour, RecordedStream)
-
-
-def _table_of(source) -> BehaviourTable:
-    return source.table if isinstance(source, STREAMS) else source
-
-
-def build_exits(config: ExperimentConfig, costs: SegmentCosts, base_dir: Path, trace,
-                behaviour_seed, sample_seed) -> tuple[ExitSetup, Optional[np.ndarray]]:
-    """Split the behaviour into a held-out part that fits the policy and a part that
-    requests draw from (by a seeded index: the same request meets the same sample under
-    every policy), and fit the policy. Also returns, for a plain table, the row of the
-    source table behind each row requests draw from (a real executor feeds that input).
-
-    A stream is fitted on part of its first regime or scene (what a deployment has
-    before going live) and requests draw from what is live at their arrival. A
-    policy whose spec says ``fit_on = "requests"`` (best static thresholds with
-    hindsight) is fitted on exactly the rows the requests will draw. A behaviour that
-    takes each request's exit from the trace (``from_trace``) is not split: request k
-    meets the row of the exit the trace's ``exit_stage`` column gives it.
-    """
-    exits = config.exits
-    times = trace.times
-    behaviour_rng = np.random.default_rng(behaviour_seed)
-    source = build_behaviour(config, base_dir, behaviour_rng)
-    table = _table_of(source)
-    if table.n_exits != costs.model.n_exits:
-        raise ConfigError(f"exits.behaviour: the table {table.source} has {table.n_exits} exits "
-                          f"({', '.join(table.exit_names)}) but the model has {costs.model.n_exits} "
-                          f"({', '.join(costs.model.exit_names)})")
-    sample_rng = np.random.default_rng(sample_seed)
-    source_rows = None
-    try:
-        if getattr(exits.behaviour, "from_trace", False):
-            fit = evaluate = table
-            samples = _trace_exits(trace, table.n_exits)
-        elif isinstance(source, STREAMS):
-            fit, rest = source.split_bootstrap(exits.fit_fraction, behaviour_rng)
-            evaluate, samples = rest.table, rest.draw_samples(times, sample_rng)
-        else:
-            fit_rows, source_rows = table.split_rows(exits.fit_fraction, behaviour_rng)
-            fit, evaluate = table.take(fit_rows), table.take(source_rows)
-            samples = sample_rng.integers(0, evaluate.n_samples, size=times.size)
-        if getattr(exits.policy, "fit_on", "held_out") == "requests":
-            fit = evaluate.take(samples)
-        policy = exits.policy.build(costs, exits.cost_batch).fit(fit, costs.stage_costs(exits.cost_batch))
-    except ValueError as exc:
-        raise ConfigError(f"exits.policy: {exc}") from None
-    return ExitSetup(costs, evaluate, samples, policy, exits.semantics), source_rows
-
-
-def _trace_exits(trace, n_exits: int) -> np.ndarray:
-    """Row k of a ``trace_exits`` table (one row per exit) for each request k: its
-    ``exit_stage`` from the trace, counted from 1."""
-    stages = trace.columns.get(EXIT_STAGE)
-    if stages is None:
-        raise ConfigError(f"exits.behaviour: trace_exits takes each request's exit from the trace's "
-                          f"{EXIT_STAGE!r} column, and {trace.source} has none (a timestamps file with "
-                          f"'time,exit' lines has it)")
-    if stages.size and stages.max() > n_exits:
-        k = int(np.argmax(stages > n_exits))
-        raise ConfigError(f"exits.behaviour: request {k} of {trace.source} left at exit {int(stages[k])}, but the "
-                          f"model has {n_exits} exits")
-    return stages.astype(np.int64) - 1
 
 
 def build_host(config: ExperimentConfig, profile: Profile) -> Optional[ServingHost]:
@@ -202,8 +112,8 @@ def prepare(config: ExperimentConfig, base_dir: Path) -> Prepared:
     trace_seed, noise_seed, router_seed, sample_seed, behaviour_seed = np.random.SeedSequence(config.seed).spawn(5)
     trace = config.trace.build(np.random.default_rng(trace_seed), base_dir)
     cost_model = build_cost_model(config, base_dir)
-    exits, source_rows = (None, None) if config.exits is None else build_exits(
-        config, cost_model, base_dir, trace, behaviour_seed, sample_seed)
+    exits, source_rows = (None, None) if config.exits is None else exit_setup(
+        config.exits, cost_model, base_dir, trace, behaviour_seed, sample_seed)
     serving = config.serving
     return Prepared(trace, cost_model, serving.batching.build(cost_model, config.slo_ms),
                     serving.router.build(np.random.default_rng(router_seed)), exits, source_rows,
@@ -461,7 +371,7 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
             if exits is not None:
                 key = exits.behaviour.model_dump_json()
                 if key not in tables:
-                    tables[key] = _table_of(build_behaviour(run.config, base_dir, np.random.default_rng(0))).n_exits
+                    tables[key] = table_of(behaviour(run.config.exits, base_dir, np.random.default_rng(0))).n_exits
                 if tables[key] != cost_model.model.n_exits:
                     raise ConfigError(f"exits.behaviour: the table has {tables[key]} exits but the model has "
                                       f"{cost_model.model.n_exits} ({', '.join(cost_model.model.exit_names)})")
@@ -497,7 +407,7 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
                 raise ConfigError(f"{path}: trace.path: {exc}") from None
         if run.name in exits_from_trace:
             try:
-                _trace_exits(parsed[key], exits_from_trace[run.name])
+                trace_exits(parsed[key], exits_from_trace[run.name])
             except ConfigError as exc:
                 raise ConfigError(f"{path}: run {run.name}: {exc}") from None
 
