@@ -89,9 +89,9 @@ def parts(config, base_dir: Path, seed: int):
     return pipeline, costs, initial, adapter, exits
 
 
-def exit_costs(config, pipeline: Pipeline, profile) -> dict[tuple[str, str], SegmentCosts]:
+def exit_costs(config, pipeline: Pipeline, profile) -> dict[tuple[str, str], tuple[SegmentCosts, str]]:
     """Per (task, variant) named in ``cluster.exits``, its segments costed on one lane's
-    unit (a core, or the accelerator) with the cluster's noise."""
+    unit (a core, or the accelerator) with the cluster's noise, and its semantics."""
     cluster = config.cluster
     tasks = {v.name: t for t in pipeline.tasks for v in t.variants}
     out = {}
@@ -110,7 +110,7 @@ def exit_costs(config, pipeline: Pipeline, profile) -> dict[tuple[str, str], Seg
                               f"{', '.join(profile.models())}")
         device = getattr(accelerator(config), "hardware", None)
         options = dict(hardware=cpu_hardware(1) if device is None else device, noise=cluster.noise.build())
-        out[(task.name, name)] = segment_costs(exits, profile, model, options, key)
+        out[(task.name, name)] = segment_costs(exits, profile, model, options, key), exits.semantics
     return out
 
 
@@ -121,7 +121,7 @@ def exit_runs(config, pipeline: Pipeline, costs: dict, base_dir: Path, trace, se
     a variant's final exit must score its menu accuracy (else accuracy with and without
     exits would not compare)."""
     setups = {}
-    for (task, variant), segments in costs.items():
+    for (task, variant), (segments, _) in costs.items():
         t = [x.name for x in pipeline.tasks].index(task)
         v = [x.name for x in pipeline.task(task).variants].index(variant)
         behaviour_seed, sample_seed, noise_seed = np.random.SeedSequence([seed, t, v]).spawn(3)

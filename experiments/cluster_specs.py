@@ -156,7 +156,8 @@ _trained: dict[tuple, predictors.LSTMPredictor] = {}
 class Context:
     """What adapters are built from: the pipeline, its variant costs, the start plan,
     the serving mode (``lanes`` or ``threads``), the run's seed, the folder paths
-    in the YAML are relative to, and per (task, variant) with exits its segments' costs."""
+    in the YAML are relative to, and per (task, variant) with exits its segments' costs
+    and semantics."""
 
     pipeline: Pipeline
     costs: VariantCosts
@@ -164,7 +165,7 @@ class Context:
     core_mode: str
     seed: int
     base_dir: Path
-    exits: Mapping[tuple[str, str], SegmentCosts] = field(default_factory=dict)
+    exits: Mapping[tuple[str, str], tuple[SegmentCosts, str]] = field(default_factory=dict)  # and semantics
 
     def only_task(self, adapter: str) -> str:
         if len(self.pipeline.tasks) != 1:
@@ -320,6 +321,32 @@ class InfAdapterSpec(VariantSetSpec):
         return scaling.InfAdapterPolicy(task, self.variants(context, task), self.budget, self.predictor.build(context),
                                         alpha=self.alpha, beta=self.beta, min_cores=self.min_cores,
                                         stabilization=self.stabilization, **self._interval())
+
+
+@ADAPTERS.register
+class ExitAwareInfAdapterSpec(InfAdapterSpec):
+    """InfAdapter sizing each variant served with exits (``cluster.exits``) for the
+    capacity its observed exit mix frees (:class:`policies.scaling.ExitAwareInfAdapter`)."""
+
+    name: Literal["infadapter_exits"]
+
+    def build(self, context: Context):
+        task = context.only_task(self.name)
+        exit_costs = {}
+        for (t, variant), (segments, semantics) in context.exits.items():
+            if t == task:  # under latency_only every request pays the whole path, ramps included
+                plain = context.costs.cost_model(task, variant, 1).batch_latency(1)
+                to_exit = np.cumsum(segments.exit_latency(1))
+                if semantics == "latency_only":
+                    to_exit = np.full(to_exit.size, to_exit[-1])
+                exit_costs[variant] = (plain, tuple(to_exit.tolist()))
+        if not exit_costs:
+            raise ValueError(f"adapter {self.name!r} plans for exits, and no variant of {task!r} has any "
+                             f"(cluster.exits); use 'infadapter'")
+        return scaling.ExitAwareInfAdapter(task, self.variants(context, task), self.budget,
+                                           self.predictor.build(context), alpha=self.alpha, beta=self.beta,
+                                           min_cores=self.min_cores, stabilization=self.stabilization,
+                                           exit_costs=exit_costs, **self._interval())
 
 
 @ADAPTERS.register

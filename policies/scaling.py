@@ -9,6 +9,8 @@ cannot peek at anything a deployed system would not know.
 * :class:`InfAdapterPolicy` — InfAdapter: a *set* of variants and their cores, by the
   program of :mod:`policies.infadapter`, every 30 s, following a falling prediction
   only after ``stabilization`` consecutive lower ones.
+* :class:`ExitAwareInfAdapter` — InfAdapter planning each variant served with exits
+  at the capacity its observed exit mix frees.
 * :class:`ModelSwitching` — MS+ (InfAdapter's baseline): the one variant, with the
   fewest cores that carry the predicted load, that maximises the same objective.
 * :class:`VPA` — the Kubernetes VPA for one variant: cores = the P90 of a decaying
@@ -25,8 +27,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -108,6 +110,43 @@ class InfAdapterPolicy(_VariantSet):
                 return None
         self._lower, self._planned_for = 0, problem.load
         return _allocation_plan(self.task, self.variants, infadapter.solve(problem))
+
+
+@dataclass
+class ExitAwareInfAdapter(InfAdapterPolicy):
+    """InfAdapter that sizes for the capacity early exits free.
+
+    InfAdapter's capacity tables are load tests of each variant run whole. A variant
+    served with exits leaves part of its requests early and, under ``compute_saving``,
+    serves more per core; how much depends on the exit mix, which drifts with the inputs.
+    So each decision takes the latest mix the deployment reported
+    (:class:`ClusterObservation` ``exits``) and scales the variant's capacity by
+    ``plain / Σ share_k · to_exit_k``: its whole model's time at batch 1 over the mean time
+    a request spends to its exit (``exit_costs[variant] = (plain, to_exit)``, seconds).
+    Scaling capacity by a speed-up is conservative for an SLO well above a request's
+    service time (a server k times faster meets the same SLO at a rate at least k times
+    higher); a mix that leaves late makes it below 1 (the ramps cost without saving).
+    Until a variant has reported a mix it is planned as the whole model."""
+
+    exit_costs: Mapping[str, tuple[float, tuple[float, ...]]] = field(default_factory=dict)
+    _mix: dict[str, tuple[float, ...]] = field(default_factory=dict, init=False)
+
+    def speedup(self, variant: str) -> float:
+        if variant not in self.exit_costs or variant not in self._mix:
+            return 1.0
+        plain, to_exit = self.exit_costs[variant]
+        return plain / float(np.dot(self._mix[variant], to_exit))
+
+    def _problem(self, observation: ClusterObservation) -> Optional[infadapter.AllocationProblem]:
+        for (task, variant, _), shares in observation.exits.items():
+            if task == self.task:
+                self._mix[variant] = shares
+        problem = super()._problem(observation)
+        if problem is None:
+            return None
+        freed = tuple(replace(v, capacity=tuple(int(c * self.speedup(v.name)) for c in v.capacity))
+                      for v in self.variants)
+        return replace(problem, variants=freed)
 
 
 @dataclass

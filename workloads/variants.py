@@ -234,5 +234,14 @@ VIDEO = Pipeline("video", (YOLOV5, RESNET), (("detection", "classification"),))
 NLP = Pipeline("nlp", (LANGUAGE_ID, TRANSLATION, SUMMARISATION),
                (("language-id", "translation"), ("translation", "summarisation")))
 
+# The image classifiers with stage and ramp profiles measured on an H100 (shared data
+# ``h100-stage-profiles``: ``vgg13`` and ``resnet50``, imported by ``servesim profile
+# import``), by torchvision's published ImageNet-1k top-1 of their V1 weights.
+GPU_CLASSIFIERS = _menu("classification", "ImageNet-1k top-1 (torchvision V1 weights)", [
+    ("vgg13", 69.928, "vgg13"), ("resnet50", 76.130, "resnet50")])
+
 FAMILIES: dict[str, Task] = {task.name: task for task in (RESNET, YOLOV5, LANGUAGE_ID, TRANSLATION, SUMMARISATION)}
-PIPELINES: dict[str, Pipeline] = {pipeline.name: pipeline for pipeline in (VIDEO, NLP)}
+# The GPU-profiled classifiers served alone (their task keeps the name "classification")
+CLASSIFICATION_GPU = Pipeline("classification_gpu", (GPU_CLASSIFIERS,))
+
+PIPELINES: dict[str, Pipeline] = {pipeline.name: pipeline for pipeline in (VIDEO, NLP, CLASSIFICATION_GPU)}

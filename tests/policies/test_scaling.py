@@ -10,7 +10,7 @@ import pytest
 from policies import infadapter, ipa
 from policies.autoscaling import ClusterObservation, Deployment, Plan
 from policies.predictors import LastValue
-from policies.scaling import HPA, VPA, InfAdapterPolicy, IPAPolicy, ModelSwitching
+from policies.scaling import HPA, VPA, ExitAwareInfAdapter, InfAdapterPolicy, IPAPolicy, ModelSwitching
 
 
 def observe(now, plan, busy=None, ready=None, counts=(0,)):
@@ -84,6 +84,28 @@ def test_infadapter_policy_plans_the_programs_optimum_and_stabilises_scale_down(
     assert decisions[3].cores() < plan.cores()
     # a prediction that is not lower than the last plan's is followed at once
     assert policy.decide(observe(180.0, decisions[3], counts=[40])).cores() == plan.cores()
+
+
+def test_the_exit_aware_infadapter_plans_at_the_capacity_the_observed_exit_mix_frees():
+    # b with exits: its whole model takes 10 ms, a request leaving at exit 0 4 ms, at exit 1
+    # 12 ms (the ramp costs). Half leaving at each: 8 ms a request, capacity x 10/8 = 1.25.
+    costs = {"b": (0.010, (0.004, 0.012))}
+    aware = ExitAwareInfAdapter("t", toy_variants(), budget=10, predictor=LastValue(), exit_costs=costs)
+    plain = InfAdapterPolicy("t", toy_variants(), budget=10, predictor=LastValue())
+    start = Plan({"t": (Deployment("b", 1, cores=8),)})
+    # no mix seen yet: planned as the whole model, as InfAdapter plans it
+    assert aware.decide(observe(30.0, start, counts=[40])) == plain.decide(observe(30.0, start, counts=[40]))
+    assert aware.speedup("b") == 1.0
+    seen = ClusterObservation(60.0, np.asarray([45.0]), start, {}, {}, 15.0, {("t", "b", 8): (0.5, 0.5)})
+    assert aware.speedup("a") == 1.0
+    plan = aware.decide(seen)
+    assert aware.speedup("b") == pytest.approx(1.25)
+    # b now carries 6.25 req/s a core: 45 req/s on 8 cores (50 >= 45), where whole it took 9
+    assert {d.variant: d.total_cores for d in plan.tasks["t"]} == {"b": 8}
+    assert {d.variant: d.total_cores for d in plain.decide(observe(60.0, start, counts=[45])).tasks["t"]} == {"b": 9}
+    # exits that mostly leave late cost more than the whole model: planned below it
+    aware.decide(ClusterObservation(90.0, np.asarray([45.0]), plan, {}, {}, 15.0, {("t", "b", 8): (0.0, 1.0)}))
+    assert aware.speedup("b") == pytest.approx(10 / 12)
 
 
 def test_model_switching_runs_one_variant_on_the_least_cores_that_carry_the_load():

@@ -148,7 +148,9 @@ def test_every_menu_is_sorted_and_keyed_by_its_task_name():
         assert task.name == name
         accuracies = [x.accuracy for x in task.variants]
         assert accuracies == sorted(accuracies) and all(0 < a < 1 for a in accuracies)
-    assert {name: p.name for name, p in PIPELINES.items()} == {"video": "video", "nlp": "nlp"}
+    assert {name: p.name for name, p in PIPELINES.items()} == {"video": "video", "nlp": "nlp",
+                                                               "classification_gpu": "classification_gpu"}
+    assert [x.name for x in PIPELINES["classification_gpu"].tasks[0].variants] == ["vgg13", "resnet50"]
     # The research notes' ROUGE-L order is also the distillation order 1-1 ... 12-6.
     assert [x.name.removeprefix("distilbart-xsum-") for x in SUMMARISATION.variants] == [
         "1-1", "12-1", "6-6", "12-3", "9-6", "12-6"]
