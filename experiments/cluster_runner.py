@@ -28,7 +28,7 @@ from workloads.variants import FAMILIES, PIPELINES, Pipeline, cpu_hardware
 from . import store
 from .cluster_specs import Context
 from .config import ConfigError, Run
-from .exit_setup import exit_setup, segment_costs
+from .exit_setup import behaviour, check_exits, exit_setup, segment_costs, table_of
 from .files import profile_path
 from .prices import as_served_on, check_hardware, priced
 
@@ -81,7 +81,7 @@ def parts(config, base_dir: Path, seed: int):
         raise ConfigError(f"cluster.profile: {exc}") from None
     initial = initial_plan(config, pipeline)
     drop_limits(cluster.drop_after_ms, [t.name for t in pipeline.tasks])  # a config error up front
-    exits = exit_costs(config, pipeline, profile)
+    exits = exit_costs(config, pipeline, profile, base_dir, seed)
     try:
         adapter = cluster.adapter.build(Context(pipeline, costs, initial, cluster.core_mode, seed, base_dir, exits))
     except (ValueError, ImportError) as exc:  # ImportError: the LSTM predictor without torch
@@ -89,9 +89,11 @@ def parts(config, base_dir: Path, seed: int):
     return pipeline, costs, initial, adapter, exits
 
 
-def exit_costs(config, pipeline: Pipeline, profile) -> dict[tuple[str, str], tuple[SegmentCosts, str]]:
-    """Per (task, variant) named in ``cluster.exits``, its segments costed on one lane's
-    unit (a core, or the accelerator) with the cluster's noise, and its semantics."""
+def exit_costs(config, pipeline: Pipeline, profile, base_dir: Path, seed: int) -> dict:
+    """Per (task, variant) named in ``cluster.exits``: its segments costed on one lane's
+    unit (a core, or the accelerator) with the cluster's noise, and its semantics. Its
+    behaviour's final exit must score the menu's accuracy for that variant, or accuracy
+    with and without exits would not compare; that is checked here, before any run."""
     cluster = config.cluster
     tasks = {v.name: t for t in pipeline.tasks for v in t.variants}
     out = {}
@@ -110,31 +112,40 @@ def exit_costs(config, pipeline: Pipeline, profile) -> dict[tuple[str, str], tup
                               f"{', '.join(profile.models())}")
         device = getattr(accelerator(config), "hardware", None)
         options = dict(hardware=cpu_hardware(1) if device is None else device, noise=cluster.noise.build())
-        out[(task.name, name)] = segment_costs(exits, profile, model, options, key), exits.semantics
-    return out
-
-
-def exit_runs(config, pipeline: Pipeline, costs: dict, base_dir: Path, trace, seed) -> Optional[object]:
-    """``ClusterCosts.exits``: each variant with exits as an :class:`~sim.exits.ExitRun`.
-    Its behaviour, the row each request draws and its fitted policy come from the seed
-    and its (task, variant) alone, so every adapter of a sweep meets the same samples;
-    a variant's final exit must score its menu accuracy (else accuracy with and without
-    exits would not compare)."""
-    setups = {}
-    for (task, variant), (segments, _) in costs.items():
-        t = [x.name for x in pipeline.tasks].index(task)
-        v = [x.name for x in pipeline.task(task).variants].index(variant)
-        behaviour_seed, sample_seed, noise_seed = np.random.SeedSequence([seed, t, v]).spawn(3)
-        key = f"cluster.exits.{variant}"
-        setup, _ = exit_setup(config.cluster.exits[variant], segments, base_dir, trace, behaviour_seed,
-                              sample_seed, key)
-        final = setup.table.correct[:, -1]
-        menu = pipeline.task(task).variant(variant).accuracy
+        segments = segment_costs(exits, profile, model, options, key)
+        behaviour_seed, _, _ = variant_seeds(seed, pipeline, task.name, name)
+        table = table_of(behaviour(exits, base_dir, np.random.default_rng(behaviour_seed), key))
+        check_exits(table, segments, key)
+        final = table.correct[:, -1]
+        menu = task.variant(name).accuracy
         spread = 3 * np.sqrt(menu * (1 - menu) / final.size) + MENU_TOLERANCE
         if abs(final.mean() - menu) > spread:
             raise ConfigError(f"{key}.behaviour: its final exit scores {final.mean():.4f} on {final.size} samples, "
-                              f"but the menu gives {variant!r} {menu:.4f} (more than {spread:.4f} apart); the variant "
+                              f"but the menu gives {name!r} {menu:.4f} (more than {spread:.4f} apart); the variant "
                               f"with exits must be the menu's model")
+        out[(task.name, name)] = segments, exits.semantics
+    return out
+
+
+def variant_seeds(seed: int, pipeline: Pipeline, task: str, variant: str) -> list:
+    """The behaviour, sample and segment-noise seeds of a variant with exits: from the run's
+    seed and the variant's place in the pipeline alone, so every adapter of a sweep meets
+    the same table and the same rows."""
+    exits_seed = int(np.random.SeedSequence(seed).spawn(3)[2].generate_state(1)[0])
+    t = [x.name for x in pipeline.tasks].index(task)
+    v = [x.name for x in pipeline.task(task).variants].index(variant)
+    return np.random.SeedSequence([exits_seed, t, v]).spawn(3)
+
+
+def exit_runs(config, pipeline: Pipeline, costs: dict, base_dir: Path, trace, seed: int) -> Optional[object]:
+    """``ClusterCosts.exits``: each variant with exits as an :class:`~sim.exits.ExitRun`
+    (behaviour split, samples drawn, policy fitted: :func:`experiments.exit_setup.exit_setup`).
+    Lanes of a variant with exits are all one unit (:func:`exit_costs`), so it has one."""
+    setups = {}
+    for (task, variant), (segments, _) in costs.items():
+        behaviour_seed, sample_seed, noise_seed = variant_seeds(seed, pipeline, task, variant)
+        setup, _ = exit_setup(config.cluster.exits[variant], segments, base_dir, trace, behaviour_seed,
+                              sample_seed, f"cluster.exits.{variant}")
         setups[(task, variant)] = setup, noise_seed
     if not setups:
         return None
@@ -155,10 +166,10 @@ MENU_TOLERANCE = 0.005
 
 def build(config, base_dir: Path, seed: int):
     """:func:`parts`, the trace, and the seed of the service-time streams."""
-    trace_seed, noise_seed, exits_seed = np.random.SeedSequence(seed).spawn(3)
+    trace_seed, noise_seed = np.random.SeedSequence(seed).spawn(2)
     pipeline, costs, initial, adapter, exits = parts(config, base_dir, seed)
     trace = config.trace.build(np.random.default_rng(trace_seed), base_dir)
-    runs = exit_runs(config, pipeline, exits, base_dir, trace, int(exits_seed.generate_state(1)[0]))
+    runs = exit_runs(config, pipeline, exits, base_dir, trace, seed)
     return trace, pipeline, costs, initial, adapter, int(noise_seed.generate_state(1)[0]), runs
 
 
@@ -244,6 +255,8 @@ def request_columns(results: ClusterResults) -> dict[str, np.ndarray]:
     columns = {"arrival": results.arrival, "finish": results.finish, "status": results.status,
                "dropped_at": results.dropped_at}
     columns.update({f"variant_{task}": results.variant[task] for task in results.tasks})
+    for task, exits in results.exits.items():  # where a variant of the task has exits
+        columns.update({f"{name}_{task}": column for name, column in exits.items()})
     return columns
 
 

@@ -73,10 +73,7 @@ def exit_setup(exits, costs: SegmentCosts, base_dir: Path, trace, behaviour_seed
     behaviour_rng = np.random.default_rng(behaviour_seed)
     source = behaviour(exits, base_dir, behaviour_rng, key)
     table = table_of(source)
-    if table.n_exits != costs.model.n_exits:
-        raise ConfigError(f"{key}.behaviour: the table {table.source} has {table.n_exits} exits "
-                          f"({', '.join(table.exit_names)}) but the model has {costs.model.n_exits} "
-                          f"({', '.join(costs.model.exit_names)})")
+    check_exits(table, costs, key)
     sample_rng = np.random.default_rng(sample_seed)
     source_rows = None
     try:
@@ -96,6 +93,14 @@ def exit_setup(exits, costs: SegmentCosts, base_dir: Path, trace, behaviour_seed
     except ValueError as exc:
         raise ConfigError(f"{key}.policy: {exc}") from None
     return ExitSetup(costs, evaluate, samples, policy, exits.semantics), source_rows
+
+
+def check_exits(table: BehaviourTable, costs: SegmentCosts, key: str = "exits") -> None:
+    """The behaviour has one column per exit of the model."""
+    if table.n_exits != costs.model.n_exits:
+        raise ConfigError(f"{key}.behaviour: the table {table.source} has {table.n_exits} exits "
+                          f"({', '.join(table.exit_names)}) but the model has {costs.model.n_exits} "
+                          f"({', '.join(costs.model.exit_names)})")
 
 
 def trace_exits(trace, n_exits: int, key: str = "exits") -> np.ndarray:
