@@ -27,7 +27,7 @@ from workloads.variants import FAMILIES, PIPELINES, Pipeline, cpu_hardware
 
 from . import store
 from .cluster_specs import Context
-from .config import ConfigError, Run
+from .config import GROUP_LABEL, ConfigError, Run
 from .exit_setup import behaviour, check_exits, exit_setup, segment_costs, table_of
 from .files import profile_path
 from .prices import as_served_on, check_hardware, priced
@@ -240,7 +240,8 @@ def ceiling_warnings(runs: list[Run]) -> list[str]:
         unit = UNITS[getattr(accelerator(run.config), "kind", None)]
         shown = f"{adapter.name}: no ceiling of its own" if ceiling is None else \
             f"{adapter.name}: {ceiling[0]} {unit} ({ceiling[1]})"
-        point = (run.seed, *(repr(v) for k, v in run.params.items() if not k.startswith("cluster.adapter")))
+        point = (run.seed, *(repr(_without_adapter(v)) for k, v in run.params.items()
+                             if not k.startswith("cluster.adapter")))
         groups.setdefault(point, {})[shown] = None if ceiling is None else ceiling[0]
     lines = []
     for ceilings in groups.values():
@@ -249,6 +250,13 @@ def ceiling_warnings(runs: list[Run]) -> list[str]:
             lines.append(text)
     return [f"cluster.adapter: the compared adapters may provision different amounts of their resource ({text}); give "
             f"them one ceiling (budget, max_cores, max_replicas) for a fair comparison" for text in lines]
+
+
+def _without_adapter(value):
+    """A swept value as compared runs share it: a group's keys but its label and adapter."""
+    if not isinstance(value, dict) or GROUP_LABEL not in value:
+        return value
+    return {k: v for k, v in value.items() if k != GROUP_LABEL and not k.startswith("cluster.adapter")}
 
 
 def request_columns(results: ClusterResults) -> dict[str, np.ndarray]:

@@ -136,6 +136,22 @@ def test_adapters_compared_on_different_ceilings_are_warned_of(write, servesim, 
     assert fair.rc == 0 and "warning" not in fair.err
 
 
+def test_adapters_set_in_a_group_are_compared_and_warned_of_too(write, servesim, tmp_path):
+    """Adapters swept inside a group (with other keys the compared runs share) are still
+    the compared adapters: only the label and the adapter keys tell the runs apart."""
+    (tmp_path / "profile.csv").write_text(profile_text())
+    grouped = EXPERIMENT[:EXPERIMENT.index("sweep:")] + """\
+sweep:
+  arm:
+    - {label: adaptive, cluster.adapter: {name: infadapter, budget: 12, probe_cores: [1, 2, 4]}, cluster.sample_s: 2}
+    - {label: fixed, cluster.adapter: static, cluster.sample_s: 2}
+    - {label: alone, cluster.adapter: static, cluster.sample_s: 5}
+"""
+    result = servesim("check", write("g.yaml", grouped))
+    assert result.rc == 0 and result.err.count("warning: ") == 1, result.err
+    assert "(infadapter: 12 cores (budget); static: 6 cores (the start plan's cores))" in result.err
+
+
 def test_a_batching_window_holds_requests_for_company_at_low_load(write, servesim, tmp_path):
     """5 req/s on a batch of 4 with a 50 ms window: batches seldom fill, so nearly every
     request waits its window out: the median grows by about 50 ms."""
