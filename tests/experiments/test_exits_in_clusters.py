@@ -38,7 +38,7 @@ EXPERIMENT = f"""\
 name: gpu-exits
 seeds: [1]
 slo_ms: 20
-trace: {{kind: poisson, rate: 1500, duration: 30}}
+trace: {{kind: poisson, rate: 1500, duration: 20}}
 resources:
   h100: {{kind: gpu, hardware: h100, price_per_s: 0.001}}
 cluster:
@@ -144,3 +144,22 @@ def test_a_variant_with_exits_serves_on_lanes(write, servesim, tmp_path):
         "(core_mode: lanes), got core_mode 'threads'" in result.err, result.err
     lanes = servesim("check", write("good.yaml", text.replace("  core_mode: threads\n", "")))
     assert lanes.rc == 0, lanes.err
+
+
+@pytest.mark.parametrize("policy, semantics", [("{name: ttamer, lam: 0.9}", "compute_saving"),
+                                               ("apparate", "latency_only"),
+                                               ("{name: branchynet}", "compute_saving")])
+def test_any_exit_policy_serves_a_cluster_variant(write, servesim, tmp_path, policy, semantics):
+    """T-Tamer (fitted offline), Apparate's online controller and BranchyNet's thresholds
+    each serve the variant: every request answered at some exit, accuracy from the answers."""
+    (tmp_path / "profile.csv").write_text(profile_text())
+    text = EXPERIMENT.replace("{name: confidence, threshold: 0.8}", f"{policy}, semantics: {semantics}").replace(
+        "{name: infadapter, budget: 4, min_cores: 1, capacity_slo_ms: 20, interval_s: 10}", "static")
+    result = servesim("run", write("p.yaml", text), "--out", tmp_path / "out", "--quiet")
+    assert result.rc == 0, result.err
+    results, summaries = _runs(tmp_path / "out")
+    assert results["status"][0] == "ok" and results["completed"][0] == results["requests"][0]
+    share = summaries[results["run"][0]]["exits"]["classification"]["resnet50"]
+    assert sum(share["share"].values()) == pytest.approx(1)
+    assert share["mean_stages_paid"] == (2 if semantics == "latency_only" else pytest.approx(1 + share["share"]["final"]))
+    assert 0.6 < results["accuracy"][0] < 0.8
