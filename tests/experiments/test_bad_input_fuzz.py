@@ -162,6 +162,8 @@ EXITS = {"trace": BASE["trace"], "model": {"profile": "builtin:cpu_digits_ee", "
 CLUSTER = {"trace": BASE["trace"],
            "cluster": {"pipeline": "classification", "profile": "builtin:cpu_video",
                        "initial": {"classification": [{"variant": "resnet18"}]}, "adapter": "static"}}
+CLUSTER_EXITS = {"ramps": {"forward": "ramp1"}, "policy": "never",
+                 "behaviour": {"kind": "synthetic", "accuracy": [0.5, 0.69758], "n_classes": 1000}}
 # the mappings of BASE and the model that says which keys each may hold
 MAPPINGS = {"": ExperimentConfig, "trace.": PoissonTrace, "model.": ModelConfig, "model.noise.": LogNormalNoise,
             "serving.": ServingConfig, "serving.batching.": DynamicBatching, "resources.cpu-core.": ResourceConfig}
@@ -264,6 +266,11 @@ def unknown_name(draw) -> Bad:
         "variant": (["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
                     lambda n: put(CLUSTER, "cluster.initial.classification", [{"variant": n}]),
                     ("cluster.initial.classification.0.variant:",)),
+        "variant with exits": (["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
+                               lambda n: put(CLUSTER, "cluster.exits", {n: CLUSTER_EXITS}),
+                               ("cluster.exits.", "pipeline 'classification' has no variant")),
+        "model with exits": (["resnet18"], lambda n: put(CLUSTER, "cluster.exits", {"resnet18": {**CLUSTER_EXITS, "model": n}}),
+                             ("cluster.exits.resnet18.model:", "is not in")),
     }
     what = draw(st.sampled_from(sorted(cases)))
     known, config, names = cases[what]
