@@ -1,4 +1,4 @@
-"""The ``servesim`` command line: run, check, plot, fronts, trace-stats, fidelity, profile, profile-served.
+"""The ``servesim`` command line: run, check, plot, fronts, seeds, trace-stats, fidelity, profile, profile-served.
 
 Every user error (bad YAML, bad trace, unknown name, missing file) prints one line per
 problem — what, where, how to fix — and exits with status 2; never a traceback.
@@ -22,6 +22,7 @@ from .executors import EXECUTORS, LOCAL
 from .fronts import LATENCIES, write_fronts
 from .plots import plot_experiment
 from .runner import USER_ERRORS, check, run_experiment
+from .seeds import shown, write_seeds
 
 
 def _run(args) -> int:
@@ -88,6 +89,14 @@ def _fronts(args) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 60):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"table in {path}")
+    return 0
+
+
+def _seeds(args) -> int:
+    path, table = write_seeds(args.dir)
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 70):
+        print(shown(table).to_string(index=False))
+    print(f"table in {path} (mean, 95% confidence half-width over seeds, min, max)")
     return 0
 
 
@@ -175,6 +184,11 @@ def parser() -> argparse.ArgumentParser:
     fronts.add_argument("--latency", choices=sorted(LATENCIES), default="p50",
                         help="the latency axis (default p50; mean is what fitted stopping rules minimise)")
     fronts.set_defaults(handler=_fronts)
+
+    seeds = sub.add_parser("seeds", help="average each sweep point of an output folder over its seeds "
+                                         "(mean, 95%% confidence interval, range)")
+    seeds.add_argument("dir")
+    seeds.set_defaults(handler=_seeds)
 
     stats = sub.add_parser("trace-stats", help="summarise a trace file")
     stats.add_argument("file")
