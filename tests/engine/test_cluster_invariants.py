@@ -1,4 +1,4 @@
-"""Invariants of the cluster engine under random plans, batching windows and drops
+"""Invariants of the cluster engine under random plans, batching windows, drops and exits
 (hypothesis): every request is served or dropped, never lost across rolling changes and
 restarts; a served request leaves no earlier than its arrival plus the service of every
 task on its path; a dropped one leaves when its wait ran out; and the same inputs give
@@ -11,9 +11,13 @@ from hypothesis import given, settings, strategies as st
 
 from policies.autoscaling import ClusterObservation, Deployment, Plan
 from policies.batching import DynamicBatcher
+from policies.exit import ConfidenceThreshold
 from sim.cluster import ClusterCosts, simulate_cluster
+from sim.exits import ExitRun, ExitSetup
 from sim.records import COMPLETED, DROPPED
+from test_exits import RAMPS, profile, seg_ms, table
 from traces.trace import Trace
+from workloads.exits import ExitModel, SegmentCosts
 
 SECONDS = {"a": 0.02, "b": 0.05}  # per batch of one; a batch of b items takes (1 + b) / 2 times that
 
@@ -59,22 +63,32 @@ def clusters(draw):
                 drop=draw(st.sampled_from([None, 0.4])))
 
 
-def _simulate(case):
+def _exits(n: int):
+    """Variant "a" as the three-exit network of test_exits, confident at 0.5 (compute_saving)."""
+    prof = profile()
+    segments = SegmentCosts(prof, ExitModel.early_exit(prof, "ee", RAMPS))
+    setup = ExitSetup(segments, table(), np.arange(n) % 64, ConfidenceThreshold(0.5))
+    return lambda task, variant, cores: ExitRun(setup, np.random.default_rng(7)) if variant == "a" else None
+
+
+def _simulate(case, exits: bool = False):
+    costs = _costs() if not exits else ClusterCosts(_costs().service, _costs().load_time, _exits(case["times"].size))
     return simulate_cluster(Trace(case["times"], source="test"), case["tasks"], case["edges"],
-                            {t: ("a", "b") for t in case["tasks"]}, _costs(), Scripted(case["changes"]),
+                            {t: ("a", "b") for t in case["tasks"]}, costs, Scripted(case["changes"]),
                             case["initial"], drop_after=None if case["drop"] is None else
                             {t: case["drop"] for t in case["tasks"]},
                             batching=lambda batch: DynamicBatcher(batch, case["wait"], case["timer"]))
 
 
 @settings(max_examples=150, deadline=None, derandomize=True, database=None)
-@given(clusters())
-def test_no_request_is_lost_late_or_early_and_runs_repeat(case):
-    res = _simulate(case)
+@given(clusters(), st.booleans())
+def test_no_request_is_lost_late_or_early_and_runs_repeat(case, exits):
+    res = _simulate(case, exits)
     assert set(np.unique(res.status)) <= {COMPLETED, DROPPED}
     assert not np.isnan(res.finish).any()
     served = res.status == COMPLETED
-    fastest = min(SECONDS.values()) * len(case["tasks"])  # one item, the fastest variant, at every task
+    # one item, the fastest variant, at every task (with exits, "a" may answer at its first exit)
+    fastest = min(SECONDS["b"], seg_ms(0, 1) / 1e3 if exits else SECONDS["a"]) * len(case["tasks"])
     assert (res.finish[served] >= res.arrival[served] + fastest - 1e-9).all()
     for task in case["tasks"]:
         assert (res.variant[task][served] >= 0).all()  # every task on a served request's path served it
@@ -84,6 +98,14 @@ def test_no_request_is_lost_late_or_early_and_runs_repeat(case):
     else:  # it left when its wait at some task ran out: no earlier than arrival + the limit
         assert (res.finish[dropped] >= res.arrival[dropped] + case["drop"] - 1e-9).all()
     assert res.cost_core_seconds() > 0 and res.peak_cores() >= 1
-    again = _simulate(case)
+    if exits:  # a request a served at some task left it at one of its exits
+        for task in case["tasks"]:
+            by_a = served & (res.variant[task] == 0)
+            if task not in res.exits:  # "a" never ran at this task
+                assert not (res.variant[task] == 0).any()
+                continue
+            assert (res.exits[task]["exit_stage"][by_a] >= 0).all()
+            assert (res.exits[task]["exit_stage"][res.variant[task] == 1] == -1).all()
+    again = _simulate(case, exits)
     np.testing.assert_array_equal(again.finish, res.finish)
     np.testing.assert_array_equal(again.status, res.status)
