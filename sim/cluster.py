@@ -70,9 +70,10 @@ class ClusterCosts:
     """What the engine needs to know about the variants: ``service(task, variant, cores)``
     gives a sampler ``batch_size -> seconds`` for one lane (a lane has 1 core in
     ``lanes`` mode and ``cores`` threads in ``threads`` mode); ``load_time(task, variant)``
-    is a replica's provisioning delay in seconds; ``exits(task, variant, cores)``, where
-    given, the :class:`~sim.exits.ExitRun` of a variant with exits on lanes of ``cores``
-    (one per (task, variant, cores): its policy and samplers are that deployment's), or
+    is a replica's provisioning delay in seconds; ``exits(task, variant, units)``, where
+    given, the :class:`~sim.exits.ExitRun` of a variant with exits on lanes of ``units``
+    cores or devices (asked once per (task, variant, units): every lane of that size
+    plays its batches through it, so an online policy learns from all of them), or
     ``None`` for a plain variant."""
 
     service: Callable[[str, str, int], Callable[[int], float]]
@@ -388,10 +389,8 @@ class _Cluster:
             for _, run in runs:
                 mine = run.exit_stage >= 0  # a request is served at a task by one deployment
                 for name, column in run.columns(served & mine).items():
-                    if name not in merged:
-                        merged[name] = np.full(column.shape, -1 if name != "correct" and name != "agrees" else False,
-                                               dtype=column.dtype)
-                    merged[name][mine] = column[mine]
+                    blank = np.full_like(column, False if column.dtype == bool else -1)
+                    merged.setdefault(name, blank)[mine] = column[mine]
             columns[task] = merged
             exit_names = {variant: tuple(run.table.exit_names) for variant, run in runs}
             names[task] = tuple(exit_names.get(v, ()) for v in self.variants[task])

@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data" / "h100-stage-profiles"
 YAMLS = sorted((REPO / "experiments").glob("h100_*.yaml"))
-RUNS = {path.stem: 3 for path in YAMLS} | {"exits_autoscaling": 36}  # 2 traces x 6 arms x 3 seeds
+RUNS = {path.stem: 3 for path in YAMLS} | {"exits_autoscaling": 54}  # 2 traces x 9 arms x 3 seeds
 TWITTER = REPO.parent / "shared" / "data" / "twitter-trace"
 
 
