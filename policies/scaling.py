@@ -123,10 +123,13 @@ class ExitAwareInfAdapter(InfAdapterPolicy):
     (:class:`ClusterObservation` ``exits``) and scales the variant's capacity by
     ``plain / Σ share_k · to_exit_k``: its whole model's time at batch 1 over the mean time
     a request spends to its exit (``exit_costs[variant] = (plain, to_exit)``, seconds).
-    Scaling capacity by a speed-up is conservative for an SLO well above a request's
-    service time (a server k times faster meets the same SLO at a rate at least k times
-    higher); a mix that leaves late makes it below 1 (the ramps cost without saving).
-    Until a variant has reported a mix it is planned as the whole model."""
+    Scaling capacity by the mean speed-up is exact for a server whose every service time
+    shrinks k times (it meets the same SLO at a rate at least k times higher); a mix of
+    exits is not that (a request that runs to the end still takes the whole model), so it
+    is an approximation that holds where the SLO is many service times long and queueing,
+    driven by the mean, dominates the tail. A mix that leaves late makes the factor below
+    1 (the ramps cost without saving). Until a variant has reported a mix it is planned as
+    the whole model."""
 
     exit_costs: Mapping[str, tuple[float, tuple[float, ...]]] = field(default_factory=dict)
     _mix: dict[str, tuple[float, ...]] = field(default_factory=dict, init=False)
