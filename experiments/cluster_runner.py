@@ -183,10 +183,24 @@ def simulate_cluster_config(config, base_dir: Path, seed: int) -> tuple[ClusterR
                                                                   for t in pipeline.tasks},
                                    ClusterCosts(costs.service(service_seed), costs.load_time, exits), adapter,
                                    initial, drop_after=drop, core_mode=cluster.core_mode,
-                                   batching=cluster.batching.build)
+                                   batching=cluster.batching.build, routing=routing(config, pipeline, seed))
     except ValueError as exc:  # a profile that lacks a core count a plan asked for, and the like
         raise ConfigError(f"cluster: {exc}") from None
     return results, pipeline, trace
+
+
+def routing(config, pipeline: Pipeline, seed: int):
+    """``simulate_cluster``'s ``routing``: each deployment's own router (``cluster.router``),
+    on a random stream of the run's seed and the deployment alone."""
+    router_seed = int(np.random.SeedSequence(seed).spawn(4)[3].generate_state(1)[0])
+    tasks = [t.name for t in pipeline.tasks]
+
+    def build(key: tuple[str, str, int]):
+        task, variant, cores = key
+        v = [x.name for x in pipeline.task(task).variants].index(variant)
+        return config.cluster.router.build(np.random.default_rng([router_seed, tasks.index(task), v, cores]))
+
+    return build
 
 
 def accelerator(config):

@@ -214,7 +214,9 @@ class ClusterConfig(Strict):
     queue (one value for every task, or per task name);
     ``core_mode``: a replica's cores as parallel ``lanes`` or as ``threads`` of one;
     ``exits``: per variant name, the exits that variant runs with (its replicas serve it as
-    an early-exit model or a cascade under the exit policy given; lanes only)."""
+    an early-exit model or a cascade under the exit policy given; lanes only);
+    ``router``: how each deployment splits its requests over its replicas (``shared``:
+    one queue they all pull from)."""
 
     pipeline: str
     profile: str
@@ -227,9 +229,10 @@ class ClusterConfig(Strict):
     sample_s: PositiveFloat = 1.0
     resource: Optional[str] = None  # a name of the top-level price table; a replica holds ``cores`` units of it
     batching: ClusterBatching = Field(default_factory=lambda: ClusterBatching())
+    router: ROUTERS.union() = Field(default_factory=lambda: specs.SharedQueue(name="shared"))
     exits: dict[str, ClusterExitsConfig] = Field(default_factory=dict)
 
-    @field_validator("adapter", mode="before")
+    @field_validator("adapter", "router", mode="before")
     @classmethod
     def _adapter_by_name(cls, value):
         return {"name": value} if isinstance(value, str) else value

@@ -39,7 +39,10 @@ carries it out as a cluster would:
   run on ``c`` threads (``"threads"``: the service time of the ``c``-core profile).
 
 Requests are dispatched to a task's deployments by smooth weighted round robin over the
-quotas (deterministic: same plan, same split). A request's end-to-end latency is from
+quotas (deterministic: same plan, same split). Within a deployment its replicas share one
+queue, or a router (:mod:`policies.routing`) sends each request to one replica's own
+queue: one that is ready, or one still loading while none is; a replica that goes away
+hands its queue back to be routed again. A request's end-to-end latency is from
 its arrival to the end of its last sink task; each task records the variant that served
 it, so accuracy follows from the variants' menus (:func:`summarize_cluster`).
 """
@@ -55,6 +58,7 @@ import simpy
 
 from policies.autoscaling import Adapter, ClusterObservation, Plan
 from policies.batching import NEVER_BUSY, BatchingPolicy, DynamicBatcher
+from policies.routing import Router
 from traces.trace import Trace
 
 from .errors import SimulationError
@@ -138,7 +142,8 @@ class ClusterResults:
 
 
 class _Replica:
-    """One replica: its lanes are SimPy processes pulling from the deployment's queue."""
+    """One replica: its lanes are SimPy processes pulling from its queue, which is the
+    deployment's own where no router splits it (one queue shared by every replica)."""
 
     def __init__(self, deployment: "_Deployment", now: float, ready_at: float):
         self.deployment = deployment
@@ -147,6 +152,10 @@ class _Replica:
         self.released: Optional[float] = None
         self.retired = False
         self.busy_lanes = 0
+        shared = deployment.router is None
+        self.queue: deque[tuple[int, float]] = deployment.queue if shared else deque()  # (request, enqueued at)
+        self.idle: list[tuple[_Replica, simpy.Event]] = deployment.idle if shared else []  # lanes waiting for work
+        self.in_flight = 0  # requests in its batches now: with the queue, what a router counts
 
     def release(self, now: float) -> None:
         if self.released is None:
@@ -154,13 +163,14 @@ class _Replica:
 
 
 class _Deployment:
-    """A (task, variant, cores) deployment: its queue, replicas, batching policy (for the
-    plan's batch) and sampler."""
+    """A (task, variant, cores) deployment: its queue (or, with a router, its replicas'
+    queues), replicas, batching policy (for the plan's batch) and sampler."""
 
     def __init__(self, key: Key, batcher: BatchingPolicy, sampler: Callable[[int], float], variant_index: int,
-                 execute: Optional[ExitRun] = None):
+                 execute: Optional[ExitRun] = None, router: Optional[Router] = None):
         self.key, self.batcher, self.sampler, self.variant_index = key, batcher, sampler, variant_index
         self.execute = execute  # a variant with exits plays its batches through this
+        self.router = router  # None: one queue shared by every replica
         self.queue: deque[tuple[int, float]] = deque()  # (request, enqueued at)
         self.replicas: list[_Replica] = []
         self.idle: list[tuple[_Replica, simpy.Event]] = []  # lanes waiting for work
@@ -175,9 +185,9 @@ class _Deployment:
 class _Cluster:
     def __init__(self, env: simpy.Environment, trace: Trace, tasks: Sequence[str], edges, variants, costs,
                  adapter: Adapter, drop_after: Mapping[str, Optional[float]], core_mode: str,
-                 batching: Callable[[int], BatchingPolicy]):
+                 batching: Callable[[int], BatchingPolicy], routing: Optional[Callable[[Key], Optional[Router]]]):
         self.env, self.costs, self.adapter, self.core_mode = env, costs, adapter, core_mode
-        self.batching = batching
+        self.batching, self.routing = batching, routing
         self.tasks = tuple(tasks)
         self.variants = {t: tuple(v) for t, v in variants.items()}
         self.succ = {t: [b for a, b in edges if a == t] for t in self.tasks}
@@ -203,6 +213,7 @@ class _Cluster:
         self.arrived = 0
         self.lanes = 0
         self.exit_runs: dict[tuple[str, str, int], Optional[ExitRun]] = {}
+        self.orphans: list[tuple[_Deployment, int, float]] = []  # queued at a replica that went away
 
     # --- requests --------------------------------------------------------------------
     def arrivals(self):
@@ -232,9 +243,16 @@ class _Cluster:
         self.enqueue(best[0], rid, enqueued)
 
     def enqueue(self, dep: _Deployment, rid: int, enqueued: float) -> None:
-        dep.queue.append((rid, enqueued))
-        if dep.idle:
-            _, event = dep.idle.pop()
+        """Queue ``rid`` at ``dep``: in its one queue, or at the replica its router picks
+        among those serving (among those loading while none is ready)."""
+        target = dep
+        if dep.router is not None:
+            alive = dep.alive()
+            candidates = [r for r in alive if r.ready is not None] or alive
+            target = candidates[dep.router.choose([len(r.queue) + r.in_flight for r in candidates])]
+        target.queue.append((rid, enqueued))
+        if target.idle:
+            _, event = target.idle.pop()
             event.succeed()
 
     def task_done(self, task: str, rid: int, now: float) -> None:
@@ -271,8 +289,8 @@ class _Cluster:
             return
         replica.ready = env.now
         free_since = NEVER_BUSY
+        queue, idle = replica.queue, replica.idle
         while not replica.retired:
-            queue = dep.queue
             now = env.now
             while queue and (self.status[queue[0][0]] != COMPLETED  # dropped on another branch
                              or limit is not None and now - queue[0][1] > limit):
@@ -281,16 +299,16 @@ class _Cluster:
                     self.drop(task, rid, enqueued + limit)
             if not queue:
                 event = env.event()
-                dep.idle.append((replica, event))
+                idle.append((replica, event))
                 yield event
                 continue
             size, wake_at = dep.batcher.decide(now, len(queue), queue[0][1], False, free_since)
             if size == 0:  # wait for more, until the policy's timer
                 waiting = (replica, env.event())
-                dep.idle.append(waiting)
+                idle.append(waiting)
                 yield waiting[1] | env.timeout(wake_at - now)
-                if waiting in dep.idle:  # the timer fired first
-                    dep.idle.remove(waiting)
+                if waiting in idle:  # the timer fired first
+                    idle.remove(waiting)
                 continue
             members = []
             while queue and len(members) < size:
@@ -299,6 +317,7 @@ class _Cluster:
                     self.drop(task, rid, enqueued + limit)
                 elif self.status[rid] == COMPLETED:
                     members.append(rid)
+            taken = len(members)
             if dep.execute is None:
                 service = dep.sampler(len(members))
             else:  # each request leaves at its own exit; those leaving before the end go on at once
@@ -310,8 +329,10 @@ class _Cluster:
                     env.timeout(t - now).callbacks.append(lambda _e, g=leaving, t=t: self.answered(dep, g, t))
                 members = [rid for rid, a in zip(members, answers) if a >= done]
             replica.busy_lanes += 1
+            replica.in_flight += taken
             yield env.timeout(service)
             replica.busy_lanes -= 1
+            replica.in_flight -= taken
             dep.busy_core_seconds += service * cores_per_lane
             if dep.execute is None:
                 done = env.now
@@ -344,11 +365,15 @@ class _Cluster:
         return replica
 
     def retire(self, replica: _Replica) -> None:
+        """Retire ``replica``; a queue of its own goes to :attr:`orphans`, to be queued again
+        once the plan's routes are in force."""
         replica.retired = True
-        dep = replica.deployment
-        for entry in [e for e in dep.idle if e[0] is replica]:
-            dep.idle.remove(entry)
+        for entry in [e for e in replica.idle if e[0] is replica]:
+            replica.idle.remove(entry)
             entry[1].succeed()  # the lane wakes, sees it is retired, and ends
+        if replica.queue is not replica.deployment.queue:
+            self.orphans.extend((replica.deployment, rid, enqueued) for rid, enqueued in replica.queue)
+            replica.queue.clear()
         if not replica.busy_lanes:
             replica.release(self.env.now)
 
@@ -363,7 +388,8 @@ class _Cluster:
             sampler = self.costs.service(task, variant, per_lane)
             dep = self.deployments[key] = _Deployment(key, self.batching(batch), sampler,
                                                       self.variants[task].index(variant),
-                                                      self.exit_run(task, variant, per_lane))
+                                                      self.exit_run(task, variant, per_lane),
+                                                      None if self.routing is None else self.routing(key))
         if dep.batcher.max_batch != batch:
             dep.batcher = self.batching(batch)
         return dep
@@ -438,9 +464,14 @@ class _Cluster:
         routed = {id(entry[0]) for route in self.routes.values() for entry in route}
         for dep in self.deployments.values():
             if dep.queue and id(dep) not in routed:
-                moved, dep.queue = dep.queue, deque()
-                for rid, enqueued in moved:
-                    self.dispatch(dep.key[0], rid, enqueued)
+                self.orphans.extend((dep, rid, enqueued) for rid, enqueued in dep.queue)
+                dep.queue.clear()
+        orphans, self.orphans = self.orphans, []
+        for dep, rid, enqueued in orphans:  # to their deployment's replicas while it serves, else anew
+            if id(dep) in routed and dep.alive():
+                self.enqueue(dep, rid, enqueued)
+            else:
+                self.dispatch(dep.key[0], rid, enqueued)
 
     def adapting(self):
         interval = self.adapter.interval_s
@@ -469,18 +500,22 @@ class _Cluster:
 def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[str, str]],
                      variants: Mapping[str, Sequence[str]], costs: ClusterCosts, adapter: Adapter, initial: Plan, *,
                      drop_after: Optional[Mapping[str, float]] = None, core_mode: str = "lanes",
-                     batching: Callable[[int], BatchingPolicy] = DynamicBatcher) -> ClusterResults:
+                     batching: Callable[[int], BatchingPolicy] = DynamicBatcher,
+                     routing: Optional[Callable[[Key], Optional[Router]]] = None) -> ClusterResults:
     """Serve ``trace`` through the pipeline ``tasks``/``edges`` (a DAG; every request
     enters at its sources), starting from ``initial`` (its replicas are ready at time 0,
     as a cluster already running) and adapted by ``adapter``; ``variants[task]`` are the
     variant names a plan may use for it; ``drop_after`` (seconds, per task) is the
     longest a request may wait in a task's queue; ``batching(batch)`` builds a
     deployment's batching policy for its plan's ``batch`` (default: take what is
-    queued, up to ``batch``, at once)."""
+    queued, up to ``batch``, at once); ``routing(key)`` the router of the deployment
+    ``key`` = (task, variant, cores) over its replicas (default, or ``None``: its
+    replicas share one queue)."""
     if core_mode not in CORE_MODES:
         raise ValueError(f"core_mode must be one of {CORE_MODES}, got {core_mode!r}")
     env = simpy.Environment()
-    cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode, batching)
+    cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode, batching,
+                       routing)
     cluster.apply(initial, warm=True)
     env.process(cluster.arrivals())
     env.process(cluster.adapting())

@@ -1,5 +1,5 @@
-"""Invariants of the cluster engine under random plans, batching windows, drops and exits
-(hypothesis): every request is served or dropped, never lost across rolling changes and
+"""Invariants of the cluster engine under random plans, batching windows, drops, exits
+and routers over replicas (hypothesis): every request is served or dropped, never lost across rolling changes and
 restarts; a served request leaves no earlier than its arrival plus the service of every
 task on its path; a dropped one leaves when its wait ran out; and the same inputs give
 the same results."""
@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 from policies.autoscaling import ClusterObservation, Deployment, Plan
 from policies.batching import DynamicBatcher
 from policies.exit import ConfidenceThreshold
+from policies.routing import JoinShortestQueue, RandomRouter, RoundRobin
 from sim.cluster import ClusterCosts, simulate_cluster
 from sim.exits import ExitRun, ExitSetup
 from sim.records import COMPLETED, DROPPED
@@ -19,6 +20,8 @@ from test_exits import RAMPS, profile, seg_ms, table
 from traces.trace import Trace
 from workloads.exits import ExitModel, SegmentCosts
 
+ROUTERS = {"shared": lambda: None, "jsq": JoinShortestQueue, "round_robin": RoundRobin,
+           "random": lambda: RandomRouter(np.random.default_rng(3))}
 SECONDS = {"a": 0.02, "b": 0.05}  # per batch of one; a batch of b items takes (1 + b) / 2 times that
 
 
@@ -60,7 +63,8 @@ def clusters(draw):
                 initial=draw(plans(tasks)), changes=draw(st.lists(plans(tasks), max_size=3)),
                 wait=draw(st.sampled_from([0.0, 0.01, 0.05])),
                 timer=draw(st.sampled_from(["oldest_arrival", "worker_free"])),
-                drop=draw(st.sampled_from([None, 0.4])))
+                drop=draw(st.sampled_from([None, 0.4])),
+                router=draw(st.sampled_from(["shared", "jsq", "round_robin", "random"])))
 
 
 def _exits(n: int):
@@ -77,7 +81,8 @@ def _simulate(case, exits: bool = False):
                             {t: ("a", "b") for t in case["tasks"]}, costs, Scripted(case["changes"]),
                             case["initial"], drop_after=None if case["drop"] is None else
                             {t: case["drop"] for t in case["tasks"]},
-                            batching=lambda batch: DynamicBatcher(batch, case["wait"], case["timer"]))
+                            batching=lambda batch: DynamicBatcher(batch, case["wait"], case["timer"]),
+                            routing=lambda key: ROUTERS[case["router"]]())
 
 
 @settings(max_examples=150, deadline=None, derandomize=True, database=None)

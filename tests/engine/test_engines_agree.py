@@ -1,5 +1,6 @@
 """The single-model engine and the cluster engine on what both can serve: one task, one
-deployment of ``r`` replicas sharing a queue, no adapter (hypothesis).
+deployment of ``r`` replicas, sharing a queue or each with its own behind a router, no
+adapter (hypothesis).
 
 This is the special case the cluster engine generalises, so on it the two must give the
 same sample path: every request's finish time and status, under every batching window,
@@ -16,12 +17,17 @@ from hypothesis import given, settings, strategies as st
 from enginekit import make_cost
 from policies.autoscaling import Deployment, Plan, StaticAdapter
 from policies.batching import DynamicBatcher
+from policies.routing import JoinShortestQueue, PowerOfTwoChoices, RandomRouter, RoundRobin
 from sim import simulate
 from sim.cluster import ClusterCosts, simulate_cluster
 from traces.trace import Trace
 from workloads import Deterministic, LogNormal
 
 MS = {1: 2.0, 2: 2.6, 3: 3.1, 4: 3.5}  # a batch's time in ms by its size
+# each engine gets its own router, seeded alike: the same choices given the same loads
+ROUTERS = {"shared": lambda: None, "jsq": JoinShortestQueue, "round_robin": RoundRobin,
+           "random": lambda: RandomRouter(np.random.default_rng(5)),
+           "power_of_two": lambda: PowerOfTwoChoices(np.random.default_rng(5))}
 
 
 @st.composite
@@ -34,7 +40,8 @@ def cases(draw):
                 wait=draw(st.sampled_from([0.0, 0.001, 0.004])),
                 timer=draw(st.sampled_from(["oldest_arrival", "worker_free"])),
                 drop=draw(st.sampled_from([None, 0.005, 0.05])),
-                noise=draw(st.sampled_from([Deterministic(), LogNormal(0.3)])))
+                noise=draw(st.sampled_from([Deterministic(), LogNormal(0.3)])),
+                router=draw(st.sampled_from(sorted(ROUTERS))))
 
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
@@ -43,13 +50,15 @@ def test_a_static_one_deployment_cluster_is_the_single_model_engine(case):
     trace = Trace(case["times"], source="test")
     cost = make_cost(MS, noise=case["noise"])  # noisy: both draw one time per batch, in start order
     batcher = DynamicBatcher(case["batch"], case["wait"], case["timer"])
-    single = simulate(trace, cost, batcher, replicas=case["replicas"], shared_queue=True,
+    router = ROUTERS[case["router"]]
+    single = simulate(trace, cost, batcher, replicas=case["replicas"], router=router(), shared_queue=router() is None,
                       drop_after=case["drop"], rng=np.random.default_rng(0))
     costs = ClusterCosts(service=lambda task, variant, cores: cost.sampler(np.random.default_rng(0)),
                          load_time=lambda task, variant: 0.0)
     cluster = simulate_cluster(trace, ["t"], [], {"t": ("m",)}, costs, StaticAdapter(),
                                Plan({"t": (Deployment("m", case["replicas"], batch=case["batch"]),)}),
                                drop_after=None if case["drop"] is None else {"t": case["drop"]},
-                               batching=lambda b: DynamicBatcher(b, case["wait"], case["timer"]))
+                               batching=lambda b: DynamicBatcher(b, case["wait"], case["timer"]),
+                               routing=lambda key: router())
     np.testing.assert_array_equal(cluster.status, single.requests.status)
     np.testing.assert_allclose(cluster.finish, single.requests.finish, rtol=0, atol=1e-12)

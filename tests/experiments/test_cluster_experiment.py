@@ -244,3 +244,49 @@ def test_an_lstm_predictor_trains_on_its_own_trace_and_drives_the_adapter(tmp_pa
     results = pd.read_csv(tmp_path / "out" / store.RESULTS)
     plans = pd.read_csv(tmp_path / "out" / results["run"][0] / store.PLANS)
     assert results["status"].eq("ok").all() and plans["time_s"].nunique() > 2  # it re-planned as the step came
+
+
+SINGLE = """\
+name: single
+seeds: [4]
+slo_ms: 300
+trace: {kind: poisson, rate: 240, duration: 60}
+model: {profile: profile.csv, name: resnet18, hardware: cpu-1c, noise: {kind: deterministic}}
+serving:
+  replicas: 3
+  router: ROUTER
+  batching: {policy: dynamic, max_batch: 4, max_wait_ms: 20}
+  drop_after_ms: 60
+"""
+AS_CLUSTER = """\
+name: as-cluster
+seeds: [4]
+slo_ms: 300
+trace: {kind: poisson, rate: 240, duration: 60}
+cluster:
+  pipeline: classification
+  profile: profile.csv
+  noise: {kind: deterministic}
+  initial: {classification: [{variant: resnet18, replicas: 3, batch: 4}]}
+  adapter: static
+  router: ROUTER
+  batching: {max_wait_ms: 20}
+  drop_after_ms: 60
+"""
+
+
+@pytest.mark.parametrize("router", ["shared", "jsq", "round_robin"])  # a random router draws from its own stream
+def test_a_single_model_run_is_a_one_deployment_static_cluster(write, servesim, tmp_path, router):
+    """Today's single-model run is the special case of a cluster: one task, one deployment,
+    no adapter. Written either way, the same setup (3 replicas at about 80% load, batches
+    of up to 4 with a 20 ms window, drops after 60 ms) gives the same requests' times."""
+    (tmp_path / "profile.csv").write_text(profile_text())
+    finish = {}
+    for name, text in (("single", SINGLE), ("cluster", AS_CLUSTER)):
+        out = tmp_path / name
+        result = servesim("run", write(f"{name}.yaml", text.replace("ROUTER", router)), "--out", out, "--quiet")
+        assert result.rc == 0, result.err
+        requests = pd.read_parquet(next(out.glob("*/" + store.REQUESTS)))
+        finish[name] = requests[["arrival", "finish", "status"]].reset_index(drop=True)
+    assert (finish["single"]["status"] == 1).any()  # busy enough that some wait out the drop limit
+    pd.testing.assert_frame_equal(finish["single"], finish["cluster"])
