@@ -231,6 +231,7 @@ def unknown_name(draw) -> Bad:
         "batching policy": (BATCHING.names(), lambda n: put(BASE, "serving.batching.policy", n),
                             ("serving.batching:",)),
         "router": (ROUTERS.names(), lambda n: put(BASE, "serving.router", n), ("serving.router:",)),
+        "cluster router": (ROUTERS.names(), lambda n: put(CLUSTER, "cluster.router", n), ("cluster.router:",)),
         "out_of_range": (["extrapolate", "clamp", "error"], lambda n: put(BASE, "model.out_of_range", n),
                          ("model.out_of_range:",)),
         "model": (["mlp3"], lambda n: put(BASE, "model.name", n), ("model.name:", "it has: mlp3")),
