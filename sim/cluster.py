@@ -418,7 +418,7 @@ class _Cluster:
                     blank = np.full_like(column, False if column.dtype == bool else -1)
                     merged.setdefault(name, blank)[mine] = column[mine]
             columns[task] = merged
-            exit_names = {variant: tuple(run.table.exit_names) for variant, run in runs}
+            exit_names = {variant: run.exit_names for variant, run in runs}
             names[task] = tuple(exit_names.get(v, ()) for v in self.variants[task])
         return columns, names
 

@@ -93,6 +93,7 @@ class ExitRun:
         self.learns = bool(getattr(setup.policy, "learns_online", False))
         self.saving = setup.semantics == "compute_saving"
         self.n_exits = table.n_exits
+        self.exit_names = tuple(setup.costs.model.exit_names)
         self.samples = np.asarray(setup.samples, dtype=np.int64)
         self.table = table
         n = self.samples.size

@@ -59,7 +59,7 @@ def test_one_deployment_gives_the_single_model_engines_sample_path(semantics):
     for name in ("exit_stage", "answered_from", "stages_paid", "correct", "agrees", "sample"):
         np.testing.assert_array_equal(cluster.exits["t"][name], single.requests.exits[name], err_msg=name)
     assert len(np.unique(cluster.exits["t"]["exit_stage"])) == 3  # every exit was used
-    assert cluster.exit_names == {"t": (("e0", "e1", "e2"),)}
+    assert cluster.exit_names == {"t": (single.exit_names,)} == {"t": (("r1", "r2", "final"),)}
 
 
 def test_a_request_goes_on_from_its_own_exit_not_from_the_end_of_its_batch():
@@ -109,5 +109,5 @@ def test_accuracy_is_each_requests_answer_where_its_variant_has_exits_else_the_m
     expected = (correct[ee].sum() + 0.5 * (~ee).sum()) / res.arrival.size
     assert summary["accuracy"] == pytest.approx(expected)
     shares = np.bincount(res.exits["t"]["exit_stage"][ee], minlength=3) / ee.sum()
-    assert summary["exits"]["t"]["ee"]["share"] == pytest.approx(dict(zip(("e0", "e1", "e2"), shares)))
+    assert summary["exits"]["t"]["ee"]["share"] == pytest.approx(dict(zip(("r1", "r2", "final"), shares)))
     assert summary["agreement"] == pytest.approx((res.exits["t"]["agrees"][ee].sum() + (~ee).sum()) / res.arrival.size)

@@ -38,7 +38,7 @@ EXPERIMENT = f"""\
 name: gpu-exits
 seeds: [1]
 slo_ms: 20
-trace: {{kind: poisson, rate: 1500, duration: 20}}
+trace: {{kind: poisson, rate: 1500, duration: 10}}
 resources:
   h100: {{kind: gpu, hardware: h100, price_per_s: 0.001}}
 cluster:
@@ -81,7 +81,7 @@ def test_a_variant_with_exits_reports_its_answers_and_where_they_left(write, ser
 
 def test_the_exit_aware_infadapter_plans_fewer_gpus_on_the_same_arrivals_and_exits(write, servesim, tmp_path):
     (tmp_path / "profile.csv").write_text(profile_text())
-    path = write("e.yaml", EXPERIMENT + """\
+    path = write("e.yaml", EXPERIMENT.replace("duration: 10", "duration: 20") + """\
 sweep:
   cluster.adapter:
     - {name: infadapter, budget: 4, min_cores: 1, capacity_slo_ms: 20, interval_s: 10}
@@ -163,3 +163,22 @@ def test_any_exit_policy_serves_a_cluster_variant(write, servesim, tmp_path, pol
     assert sum(share["share"].values()) == pytest.approx(1)
     assert share["mean_stages_paid"] == (2 if semantics == "latency_only" else pytest.approx(1 + share["share"]["final"]))
     assert 0.6 < results["accuracy"][0] < 0.8
+
+
+def test_a_cascade_serves_a_cluster_variant(write, servesim, tmp_path):
+    """The resnet50 variant served as a cascade: VGG-13 first, ResNet-50 only for the
+    requests it is unsure of. Those answered by VGG-13 pay its time alone."""
+    (tmp_path / "profile.csv").write_text(profile_text())
+    cascade = ("{cascade: [vgg13, resnet50], policy: {name: confidence, threshold: 0.8},\n"
+               "              behaviour: {kind: synthetic, accuracy: [0.69928, 0.7613], persistence: 0.9, n_classes: 1000}}")
+    text = EXPERIMENT.replace(EXITS, cascade).replace(
+        "{name: infadapter, budget: 4, min_cores: 1, capacity_slo_ms: 20, interval_s: 10}", "static")
+    result = servesim("run", write("c.yaml", text), "--out", tmp_path / "out", "--quiet")
+    assert result.rc == 0, result.err
+    results, summaries = _runs(tmp_path / "out")
+    exits = summaries[results["run"][0]]["exits"]["classification"]["resnet50"]
+    assert set(exits["share"]) == {"vgg13", "resnet50"} and 0.05 < exits["share"]["vgg13"] < 0.95
+    requests = pd.read_parquet(tmp_path / "out" / results["run"][0] / store.REQUESTS)
+    first = requests["exit_stage_classification"] == 0
+    assert (requests.loc[first, "stages_paid_classification"] == 1).all()
+    assert (requests.loc[~first, "stages_paid_classification"] == 2).all()
