@@ -5,7 +5,8 @@ The model is the hand-costed three-exit network of ``test_exits`` (every segment
 written down there). The checks: a one-deployment cluster gives the single-model engine's
 sample path exactly (finish times and exit columns, both semantics); a request that
 leaves a batch early reaches the next task at its exit's time, not the batch's end; the
-adapter's exit shares are the shares the run's table shows.
+adapter's exit shares are the shares the run's table shows; one lane serving one request
+at a time is the M/G/1 queue of its exit mix (Pollaczek-Khinchine).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from enginekit import batch_means, pk_wq
 from policies.autoscaling import Deployment, Plan, StaticAdapter
 from policies.batching import DynamicBatcher, FixedBatcher
 from policies.exit import ConfidenceThreshold
@@ -111,3 +113,28 @@ def test_accuracy_is_each_requests_answer_where_its_variant_has_exits_else_the_m
     shares = np.bincount(res.exits["t"]["exit_stage"][ee], minlength=3) / ee.sum()
     assert summary["exits"]["t"]["ee"]["share"] == pytest.approx(dict(zip(("r1", "r2", "final"), shares)))
     assert summary["agreement"] == pytest.approx((res.exits["t"]["agrees"][ee].sum() + (~ee).sum()) / res.arrival.size)
+
+
+def test_one_lane_with_exits_is_the_m_g_1_queue_of_its_exit_mix():
+    """Batch 1, compute_saving: a request holds the lane until its own exit, so the lane
+    is an M/G/1 queue whose service time is the exit's time, drawn with the exit shares.
+    Its mean time in system is Pollaczek-Khinchine's wait plus the mean service."""
+    shares = (0.5, 0.3, 0.2)
+    rows = np.repeat(np.arange(3), [int(1000 * s) for s in shares])  # each row's exit, in those shares
+    confidence = (np.arange(3)[None, :] >= rows[:, None]).astype(float)  # confident from its exit on
+    correct = np.ones((rows.size, 3), dtype=bool)
+    beh = BehaviourTable(confidence=confidence, correct=correct, agrees=correct, prediction=None, entropy=None,
+                         exit_names=("e0", "e1", "e2"))
+    prof = profile()
+    n, rho = 60_000, 0.6
+    exit_s = np.cumsum([seg_ms(k, 1) for k in range(3)]) / 1e3  # 1.1, 3.3, 6.3 ms
+    mean_s = float(np.dot(shares, exit_s))
+    cv = float(np.sqrt(np.dot(shares, exit_s**2) - mean_s**2) / mean_s)
+    trace = poisson(n, rho / mean_s, seed=11)
+    ee = ExitSetup(SegmentCosts(prof, ExitModel.early_exit(prof, "ee", RAMPS), out_of_range="error"), beh,
+                   np.random.default_rng(12).integers(0, rows.size, n), ConfidenceThreshold(0.5))
+    res = simulate_cluster(trace, ["t"], [], {"t": ("ee",)}, costs({"ee": ee}), StaticAdapter(),
+                           plan(t=[Deployment("ee", 1)]))
+    np.testing.assert_allclose(np.bincount(res.exits["t"]["exit_stage"]) / n, shares, atol=0.01)
+    mean, se = batch_means((res.finish - res.arrival)[n // 10:])  # a tenth as warm-up
+    assert abs(mean - (pk_wq(rho / mean_s, mean_s, cv) + mean_s)) < 4 * se
