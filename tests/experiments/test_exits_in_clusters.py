@@ -5,7 +5,8 @@ A tiny GPU profile written here (the ``classification_gpu`` menu: vgg13 and resn
 The checks: a run with exits reports accuracy from the answers, agreement and where
 requests left, and its per-request table has the exit columns; the exit-aware InfAdapter
 plans fewer GPUs than InfAdapter on the same arrivals, behaviour and exits; a run
-repeats exactly; every misuse of the new keys is one error line naming the key.
+repeats exactly; every misuse of the new keys is one error line naming the key; T-Tamer,
+Apparate's controller, BranchyNet's thresholds and a cascade each serve a variant.
 """
 
 from __future__ import annotations
