@@ -38,6 +38,12 @@ carries it out as a cluster would:
   TF-Serving's batch threads, as InfAdapter configured it) or as one lane whose batches
   run on ``c`` threads (``"threads"``: the service time of the ``c``-core profile).
 
+Arrivals are routed lazily (:meth:`_Cluster.catch_up`), as :mod:`sim.dispatcher` routes
+them: when a lane looks at its queue or ends a batch, or a plan changes what routing
+sees, the arrivals up to then are routed first, in order; a timer for the next arrival
+is kept only while a lane of a source task waits. So a busy cluster costs no event per
+arrival, and the decisions are those of one event per arrival.
+
 Requests are dispatched to a task's deployments by smooth weighted round robin over the
 quotas (deterministic: same plan, same split). Within a deployment its replicas share one
 queue, or a router (:mod:`policies.routing`) sends each request to one replica's own
@@ -171,6 +177,7 @@ class _Deployment:
         self.key, self.batcher, self.sampler, self.variant_index = key, batcher, sampler, variant_index
         self.execute = execute  # a variant with exits plays its batches through this
         self.router = router  # None: one queue shared by every replica
+        self.source = False  # whether its task is a source of the pipeline (arrivals come to it)
         self.queue: deque[tuple[int, float]] = deque()  # (request, enqueued at)
         self.replicas: list[_Replica] = []
         self.idle: list[tuple[_Replica, simpy.Event]] = []  # lanes waiting for work
@@ -209,25 +216,52 @@ class _Cluster:
         self.plans: list[tuple[float, Plan]] = []
         self.generation = 0  # a newer plan cancels an older plan's pending switch
         self.records: list[_Replica] = []
-        self.counts = np.zeros(int(np.ceil(trace.times[-1])) + 2 if n else 1)
-        self.arrived = 0
+        # arrivals per second (``counts[i]``: second i), known in advance; an adapter is shown the past only
+        self.counts = np.bincount(trace.times.astype(np.int64), minlength=int(np.ceil(trace.times[-1])) + 2
+                                  if n else 1).astype(float)
+        self.times = trace.times.tolist() + [np.inf]  # a list (fast to index), ending in +inf
+        self.arrived = 0  # arrivals routed so far (all of those at or before the last catch_up)
+        self.timer_set = False
+        self.waiting = 0  # lanes of source tasks waiting for work: while any does, arrivals need a timer
         self.lanes = 0
         self.exit_runs: dict[tuple[str, str, int], Optional[ExitRun]] = {}
         self.orphans: list[tuple[_Deployment, int, float]] = []  # queued at a replica that went away
 
     # --- requests --------------------------------------------------------------------
-    def arrivals(self):
-        env, times = self.env, self.arrival
-        for rid in range(times.size):
-            wait = times[rid] - env.now
-            if wait > 0:
-                yield env.timeout(wait)
-            self.counts[int(times[rid])] += 1
-            self.arrived = rid + 1
+    def catch_up(self, now: float) -> None:
+        """Route every arrival at or before ``now`` not yet routed, at its own time.
+
+        Arrivals are known in advance, so they are routed lazily, as
+        :class:`sim.dispatcher.Dispatcher` routes them: whenever a lane looks at its
+        queue, or a plan changes the routes, the arrivals up to then are routed first, in
+        order. Between two such moments nothing but arrivals changes what routing sees,
+        so the decisions are those of one event per arrival. The one thing lazy routing
+        cannot do, start a batch at an arrival, is covered by :meth:`arm_timer`.
+        """
+        times, k = self.times, self.arrived
+        if times[k] > now:
+            return
+        while times[k] <= now:
             if len(self.sinks) > 1:
-                self.sinks_left[rid] = len(self.sinks)
+                self.sinks_left[k] = len(self.sinks)
+            self.arrived = k + 1
             for task in self.sources:
-                self.dispatch(task, rid, env.now)
+                self.dispatch(task, k, times[k])
+            k += 1
+
+    def arm_timer(self) -> None:
+        """While a lane of a source task waits, keep a timer set for the next arrival."""
+        if self.timer_set or self.arrived == self.arrival.size:
+            return
+        self.timer_set = True
+        at = self.times[self.arrived]
+        self.env.timeout(max(0.0, at - self.env.now)).callbacks.append(lambda _event: self.on_timer(at))
+
+    def on_timer(self, at: float) -> None:
+        self.timer_set = False
+        self.catch_up(at)
+        if self.waiting:
+            self.arm_timer()
 
     def dispatch(self, task: str, rid: int, enqueued: float) -> None:
         """Send ``rid`` to one of ``task``'s deployments by smooth weighted round robin."""
@@ -253,6 +287,7 @@ class _Cluster:
         target.queue.append((rid, enqueued))
         if target.idle:
             _, event = target.idle.pop()
+            self.waiting -= dep.source
             event.succeed()
 
     def task_done(self, task: str, rid: int, now: float) -> None:
@@ -287,11 +322,14 @@ class _Cluster:
         yield env.timeout(max(0.0, replica.ready_at - env.now))
         if replica.retired:
             return
+        self.catch_up(env.now)  # arrivals before it was ready went elsewhere
         replica.ready = env.now
         free_since = NEVER_BUSY
         queue, idle = replica.queue, replica.idle
+        source = dep.source
         while not replica.retired:
             now = env.now
+            self.catch_up(now)
             while queue and (self.status[queue[0][0]] != COMPLETED  # dropped on another branch
                              or limit is not None and now - queue[0][1] > limit):
                 rid, enqueued = queue.popleft()
@@ -300,15 +338,22 @@ class _Cluster:
             if not queue:
                 event = env.event()
                 idle.append((replica, event))
+                if source:
+                    self.waiting += 1
+                    self.arm_timer()
                 yield event
                 continue
             size, wake_at = dep.batcher.decide(now, len(queue), queue[0][1], False, free_since)
             if size == 0:  # wait for more, until the policy's timer
                 waiting = (replica, env.event())
                 idle.append(waiting)
+                if source:
+                    self.waiting += 1
+                    self.arm_timer()
                 yield waiting[1] | env.timeout(wake_at - now)
                 if waiting in idle:  # the timer fired first
                     idle.remove(waiting)
+                    self.waiting -= source
                 continue
             members = []
             while queue and len(members) < size:
@@ -331,6 +376,7 @@ class _Cluster:
             replica.busy_lanes += 1
             replica.in_flight += taken
             yield env.timeout(service)
+            self.catch_up(env.now)  # arrivals up to now are routed against the loads they met
             replica.busy_lanes -= 1
             replica.in_flight -= taken
             dep.busy_core_seconds += service * cores_per_lane
@@ -370,6 +416,7 @@ class _Cluster:
         replica.retired = True
         for entry in [e for e in replica.idle if e[0] is replica]:
             replica.idle.remove(entry)
+            self.waiting -= replica.deployment.source
             entry[1].succeed()  # the lane wakes, sees it is retired, and ends
         if replica.queue is not replica.deployment.queue:
             self.orphans.extend((replica.deployment, rid, enqueued) for rid, enqueued in replica.queue)
@@ -390,6 +437,7 @@ class _Cluster:
                                                       self.variants[task].index(variant),
                                                       self.exit_run(task, variant, per_lane),
                                                       None if self.routing is None else self.routing(key))
+            dep.source = task in self.sources
         if dep.batcher.max_batch != batch:
             dep.batcher = self.batching(batch)
         return dep
@@ -429,6 +477,8 @@ class _Cluster:
         unknown = set(plan.tasks) ^ set(self.tasks)
         if unknown:
             raise SimulationError(f"plan: its tasks {sorted(plan.tasks)} are not the pipeline's {list(self.tasks)}")
+        if self.routes:  # new replicas change where a router may send what arrived before now
+            self.catch_up(self.env.now)
         self.plan = plan
         self.plans.append((self.env.now, plan))
         self.generation += 1
@@ -453,6 +503,8 @@ class _Cluster:
     def switch(self, plan: Plan, wanted: dict[Key, int]) -> None:
         """Quotas of ``plan`` in force; surplus replicas retired (loading ones first, then
         idle, then busy); the queues of deployments left without a quota re-dispatched."""
+        if self.routes:  # the arrivals up to now go by the routes they met (none before the first plan)
+            self.catch_up(self.env.now)
         for key, dep in self.deployments.items():
             alive = dep.alive()
             surplus = len(alive) - wanted.get(key, 0)
@@ -480,6 +532,7 @@ class _Cluster:
         while self.arrived < self.arrival.size:
             yield self.env.timeout(interval)
             now = self.env.now
+            self.catch_up(now)
             busy = {key: (dep.busy_core_seconds - last.get(key, 0.0)) / interval
                     for key, dep in self.deployments.items()}
             last = {key: dep.busy_core_seconds for key, dep in self.deployments.items()}
@@ -517,7 +570,6 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode, batching,
                        routing)
     cluster.apply(initial, warm=True)
-    env.process(cluster.arrivals())
     env.process(cluster.adapting())
     env.run()
     unfinished = np.isnan(cluster.finish)
