@@ -68,6 +68,7 @@ def parts(config, base_dir: Path, seed: int):
     pipeline = resolve_pipeline(cluster.pipeline)
     resource = None if cluster.resource is None else config.resources[cluster.resource]
     profile = as_served_on(load_profile(profile_path(cluster.profile, base_dir, "cluster.profile")), resource)
+    device = getattr(accelerator(config), "hardware", None)  # a lane's device; None: a CPU core
     if cluster.resource is not None:
         for task in pipeline.tasks:
             for variant in task.variants:
@@ -76,12 +77,12 @@ def parts(config, base_dir: Path, seed: int):
                     check_hardware("cluster.resource", cluster.resource, resource, variant.model, measured)
     try:
         costs = VariantCosts(profile, pipeline, noise=cluster.noise.build(), load_times=cluster.load_times_s,
-                             device=getattr(accelerator(config), "hardware", None))
+                             device=device)
     except ValueError as exc:
         raise ConfigError(f"cluster.profile: {exc}") from None
     initial = initial_plan(config, pipeline)
     drop_limits(cluster.drop_after_ms, [t.name for t in pipeline.tasks])  # a config error up front
-    exits = exit_costs(config, pipeline, profile, base_dir, seed)
+    exits = exit_costs(config, pipeline, profile, cpu_hardware(1) if device is None else device, base_dir, seed)
     try:
         adapter = cluster.adapter.build(Context(pipeline, costs, initial, cluster.core_mode, seed, base_dir, exits))
     except (ValueError, ImportError) as exc:  # ImportError: the LSTM predictor without torch
@@ -89,9 +90,10 @@ def parts(config, base_dir: Path, seed: int):
     return pipeline, costs, initial, adapter, exits
 
 
-def exit_costs(config, pipeline: Pipeline, profile, base_dir: Path, seed: int) -> dict:
+def exit_costs(config, pipeline: Pipeline, profile, hardware: str, base_dir: Path, seed: int) -> dict:
     """Per (task, variant) named in ``cluster.exits``: its segments costed on one lane's
-    unit (a core, or the accelerator) with the cluster's noise, and its semantics. Its
+    unit (``hardware``: a core's, or the accelerator's) with the cluster's noise, and its
+    semantics. Its
     behaviour's final exit must score the menu's accuracy for that variant, or accuracy
     with and without exits would not compare; that is checked here, before any run."""
     cluster = config.cluster
@@ -110,8 +112,7 @@ def exit_costs(config, pipeline: Pipeline, profile, base_dir: Path, seed: int) -
         if not exits.cascade and model not in profile.models():
             raise ConfigError(f"{key}.model: {model!r} is not in {profile.source}; it has: "
                               f"{', '.join(profile.models())}")
-        device = getattr(accelerator(config), "hardware", None)
-        options = dict(hardware=cpu_hardware(1) if device is None else device, noise=cluster.noise.build())
+        options = dict(hardware=hardware, noise=cluster.noise.build())
         segments = segment_costs(exits, profile, model, options, key)
         behaviour_seed, _, _ = variant_seeds(seed, pipeline, task.name, name)
         table = table_of(behaviour(exits, base_dir, np.random.default_rng(behaviour_seed), key))
@@ -127,11 +128,23 @@ def exit_costs(config, pipeline: Pipeline, profile, base_dir: Path, seed: int) -
     return out
 
 
+# The independent random streams a run's seed splits into, in spawn order (a stream's seed
+# depends on its place here, so new ones go at the end): every adapter of a sweep meets
+# the same arrivals, service times, exit rows and router draws.
+STREAMS = ("trace", "service", "exits", "routers")
+
+
+def stream(seed: int, name: str) -> int:
+    """The seed of the run's stream ``name`` (one of :data:`STREAMS`)."""
+    child = np.random.SeedSequence(seed).spawn(len(STREAMS))[STREAMS.index(name)]
+    return int(child.generate_state(1)[0])
+
+
 def variant_seeds(seed: int, pipeline: Pipeline, task: str, variant: str) -> list:
     """The behaviour, sample and segment-noise seeds of a variant with exits: from the run's
     seed and the variant's place in the pipeline alone, so every adapter of a sweep meets
     the same table and the same rows."""
-    exits_seed = int(np.random.SeedSequence(seed).spawn(3)[2].generate_state(1)[0])
+    exits_seed = stream(seed, "exits")
     t = [x.name for x in pipeline.tasks].index(task)
     v = [x.name for x in pipeline.task(task).variants].index(variant)
     return np.random.SeedSequence([exits_seed, t, v]).spawn(3)
@@ -166,11 +179,11 @@ MENU_TOLERANCE = 0.005
 
 def build(config, base_dir: Path, seed: int):
     """:func:`parts`, the trace, and the seed of the service-time streams."""
-    trace_seed, noise_seed = np.random.SeedSequence(seed).spawn(2)
+    trace_seed = np.random.SeedSequence(seed).spawn(len(STREAMS))[STREAMS.index("trace")]
     pipeline, costs, initial, adapter, exits = parts(config, base_dir, seed)
     trace = config.trace.build(np.random.default_rng(trace_seed), base_dir)
     runs = exit_runs(config, pipeline, exits, base_dir, trace, seed)
-    return trace, pipeline, costs, initial, adapter, int(noise_seed.generate_state(1)[0]), runs
+    return trace, pipeline, costs, initial, adapter, stream(seed, "service"), runs
 
 
 def simulate_cluster_config(config, base_dir: Path, seed: int) -> tuple[ClusterResults, Pipeline, object]:
@@ -192,7 +205,7 @@ def simulate_cluster_config(config, base_dir: Path, seed: int) -> tuple[ClusterR
 def routing(config, pipeline: Pipeline, seed: int):
     """``simulate_cluster``'s ``routing``: each deployment's own router (``cluster.router``),
     on a random stream of the run's seed and the deployment alone."""
-    router_seed = int(np.random.SeedSequence(seed).spawn(4)[3].generate_state(1)[0])
+    router_seed = stream(seed, "routers")
     tasks = [t.name for t in pipeline.tasks]
 
     def build(key: tuple[str, str, int]):

@@ -182,8 +182,8 @@ class _Deployment:
         self.replicas: list[_Replica] = []
         self.idle: list[tuple[_Replica, simpy.Event]] = []  # lanes waiting for work
         self.busy_core_seconds = 0.0
-        # requests answered at each exit so far (a plain variant has one exit: its output)
-        self.answered = np.zeros(1 if execute is None else execute.n_exits, dtype=np.int64)
+        # with exits: requests answered at each exit so far (the adapter sees the mix)
+        self.exit_counts = None if execute is None else np.zeros(execute.n_exits, dtype=np.int64)
 
     def alive(self) -> list[_Replica]:
         return [r for r in self.replicas if not r.retired]
@@ -239,8 +239,6 @@ class _Cluster:
         cannot do, start a batch at an arrival, is covered by :meth:`arm_timer`.
         """
         times, k = self.times, self.arrived
-        if times[k] > now:
-            return
         while times[k] <= now:
             if len(self.sinks) > 1:
                 self.sinks_left[k] = len(self.sinks)
@@ -390,10 +388,8 @@ class _Cluster:
     def answered(self, dep: _Deployment, members: list[int], now: float) -> None:
         """``dep``'s answers for ``members`` are out at ``now``: on to the next tasks."""
         task = dep.key[0]
-        if dep.execute is None:
-            dep.answered[0] += len(members)
-        else:
-            dep.answered += np.bincount(dep.execute.exit_stage[members], minlength=dep.answered.size)
+        if dep.execute is not None:
+            dep.exit_counts += np.bincount(dep.execute.exit_stage[members], minlength=dep.exit_counts.size)
         for rid in members:
             self.variant[task][rid] = dep.variant_index
             self.task_done(task, rid, now)
@@ -525,10 +521,14 @@ class _Cluster:
             else:
                 self.dispatch(dep.key[0], rid, enqueued)
 
+    def exit_counts(self) -> dict[Key, np.ndarray]:
+        """Per deployment with exits, the requests answered at each exit so far."""
+        return {key: dep.exit_counts.copy() for key, dep in self.deployments.items() if dep.exit_counts is not None}
+
     def adapting(self):
         interval = self.adapter.interval_s
         last = {key: dep.busy_core_seconds for key, dep in self.deployments.items()}
-        answered = {key: dep.answered.copy() for key, dep in self.deployments.items()}
+        counted = self.exit_counts()
         while self.arrived < self.arrival.size:
             yield self.env.timeout(interval)
             now = self.env.now
@@ -537,12 +537,11 @@ class _Cluster:
                     for key, dep in self.deployments.items()}
             last = {key: dep.busy_core_seconds for key, dep in self.deployments.items()}
             ready = {key: sum(1 for r in dep.alive() if r.ready is not None) for key, dep in self.deployments.items()}
-            exits = {}
-            for key, dep in self.deployments.items():
-                new = dep.answered - answered.get(key, 0)
-                if dep.execute is not None and new.sum():
+            exits, before, counted = {}, counted, self.exit_counts()
+            for key, counts in counted.items():
+                new = counts - before.get(key, 0)
+                if new.sum():
                     exits[key] = tuple((new / new.sum()).tolist())
-            answered = {key: dep.answered.copy() for key, dep in self.deployments.items()}
             observation = ClusterObservation(now, self.counts[:int(now)].copy(), self.plan, busy, ready, interval,
                                              exits)
             plan = self.adapter.decide(observation)
