@@ -2,9 +2,9 @@
 same sample path.
 
 The cluster engine (``sim.cluster``) serves everything the single-model engine does on
-one static deployment, and gives the same sample path there
+one static deployment, and gives the same request table there
 (``tests/engine/test_engines_agree.py``), but with one SimPy process per lane and an
-event per arrival, where the single-model engine routes lazily and fast-forwards. This
+event per batch, where the single-model engine fast-forwards a lone busy worker. This
 measures what that costs, on the two kinds of cases users run:
 
 * ``mm1``: M/M/1 at rho 0.9 (``bench/engine.py``'s case (a)), 100,000 requests;

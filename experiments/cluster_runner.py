@@ -186,7 +186,8 @@ def build(config, base_dir: Path, seed: int):
     return trace, pipeline, costs, initial, adapter, stream(seed, "service"), runs
 
 
-def simulate_cluster_config(config, base_dir: Path, seed: int) -> tuple[ClusterResults, Pipeline, object]:
+def simulate_cluster_config(config, base_dir: Path, seed: int,
+                            progress=None) -> tuple[ClusterResults, Pipeline, object]:
     trace, pipeline, costs, initial, adapter, service_seed, exits = build(config, base_dir, seed)
     cluster = config.cluster
     tasks = [t.name for t in pipeline.order()]
@@ -196,7 +197,8 @@ def simulate_cluster_config(config, base_dir: Path, seed: int) -> tuple[ClusterR
                                                                   for t in pipeline.tasks},
                                    ClusterCosts(costs.service(service_seed), costs.load_time, exits), adapter,
                                    initial, drop_after=drop, core_mode=cluster.core_mode,
-                                   batching=cluster.batching.build, routing=routing(config, pipeline, seed))
+                                   batching=cluster.batching.build, routing=routing(config, pipeline, seed),
+                                   progress=progress)
     except ValueError as exc:  # a profile that lacks a core count a plan asked for, and the like
         raise ConfigError(f"cluster: {exc}") from None
     return results, pipeline, trace
@@ -236,10 +238,11 @@ def drop_limits(drop_after_ms, tasks: list[str]) -> Optional[dict[str, float]]:
     return {t: ms / 1e3 for t, ms in drop_after_ms.items()}
 
 
-def run_cluster(run: Run, base_dir: Path) -> tuple[dict, dict[str, bytes]]:
-    """Simulate one cluster run; returns its summary and its folder's files."""
+def run_cluster(run: Run, base_dir: Path, progress=None) -> tuple[dict, dict[str, bytes]]:
+    """Simulate one cluster run; returns its summary and its folder's files.
+    ``progress(k)``: called now and then with the arrivals routed so far."""
     config = run.config
-    results, pipeline, trace = simulate_cluster_config(config, base_dir, run.seed)
+    results, pipeline, trace = simulate_cluster_config(config, base_dir, run.seed, progress)
     accuracy = {t.name: [v.accuracy for v in t.variants] for t in pipeline.tasks}
     slo = None if config.slo_ms is None else config.slo_ms / 1e3
     summary = {"run": run.name, "seed": run.seed, "params": run.params, "trace": trace.source,
@@ -287,12 +290,23 @@ def _without_adapter(value):
 
 
 def request_columns(results: ClusterResults) -> dict[str, np.ndarray]:
+    """``requests.parquet``: per request its end-to-end columns, then per task what
+    happened there (:data:`TASK_COLUMNS`, the single-model table's columns, named
+    ``<column>_<task>``) and, where a variant of the task has exits, its exit columns."""
     columns = {"arrival": results.arrival, "finish": results.finish, "status": results.status,
                "dropped_at": results.dropped_at}
-    columns.update({f"variant_{task}": results.variant[task] for task in results.tasks})
+    if results.size is not None:
+        columns["size"] = results.size
+    for task in results.tasks:
+        stage = results.stages[task]
+        columns[f"variant_{task}"] = results.variant[task]
+        columns.update({f"{name}_{task}": getattr(stage, name) for name in TASK_COLUMNS})
     for task, exits in results.exits.items():  # where a variant of the task has exits
         columns.update({f"{name}_{task}": column for name, column in exits.items()})
     return columns
+
+
+TASK_COLUMNS = ("start", "finish", "replica", "batch_size")  # sim.cluster.TaskColumns
 
 
 def timeseries(results: ClusterResults, sample_s: float) -> dict[str, np.ndarray]:

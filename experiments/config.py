@@ -186,13 +186,21 @@ class ClusterBatching(Strict):
     (``max_wait_ms: 0``) or waits up to ``max_wait_ms`` for more, the window opening at
     the oldest request's enqueueing (``oldest_arrival``: Triton's queue delay,
     TF-Serving's batch timeout) or when the lane is free (``worker_free``: Ray Serve,
-    TorchServe), as ``serving.batching``'s dynamic policy does."""
+    TorchServe), as ``serving.batching``'s dynamic policy does, with its ``preferred``
+    sizes and padding to ``allowed_sizes``."""
 
     max_wait_ms: NonNegativeFloat = 0.0
     timer: Literal["oldest_arrival", "worker_free"] = "oldest_arrival"
+    preferred: list[PositiveInt] = []
+    allowed_sizes: list[PositiveInt] = []
 
     def build(self, batch: int):
-        return DynamicBatcher(batch, self.max_wait_ms / 1e3, self.timer)
+        """The policy of a deployment whose plan says ``batch``: ``preferred`` sizes up to
+        it, and ``allowed_sizes`` below it with ``batch`` itself the largest (a batch is
+        padded up to the next allowed size, as TF-Serving's ``allowed_batch_sizes``)."""
+        allowed = sorted({a for a in self.allowed_sizes if a < batch} | {batch}) if self.allowed_sizes else ()
+        return DynamicBatcher(batch, self.max_wait_ms / 1e3, self.timer, [p for p in self.preferred if p <= batch],
+                              allowed)
 
 
 class ClusterExitsConfig(ExitsConfig):

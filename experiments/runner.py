@@ -136,7 +136,7 @@ def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
 def run_one(run: Run, base_dir: Path, progress=None) -> tuple[dict, dict[str, bytes]]:
     """Simulate one run; returns its summary and its folder's files (as bytes)."""
     if run.config.cluster is not None:
-        return cluster_runner.run_cluster(run, base_dir)
+        return cluster_runner.run_cluster(run, base_dir, progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # out-of-range look-ups are counted in the summary
         results, trace, policy = simulate_config(run.config, base_dir, progress)

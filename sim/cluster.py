@@ -25,7 +25,12 @@ carries it out as a cluster would:
   start a batch of what its deployment has queued or to wait, until a request is
   queued or the policy's timer fires. The default takes what is queued, up to
   ``batch``, at once; a dynamic batcher's window (Triton's queue delay, TF-Serving's
-  batch timeout) waits for more.
+  batch timeout) waits for more, and its ``allowed_sizes`` pad a batch (which costs
+  what the padded size costs). Requests may carry several items (the trace's ``size``
+  column): a batch takes requests from the head while their items fit, and a request
+  larger than its deployment's batch is rejected where it arrives. As in
+  :mod:`sim.worker`, the lane that has waited longest takes an arrival, and a lane woken
+  before its policy's timer fires keeps that timer when the deadline is unchanged.
 * **Exits**: a variant may be a model with exits (an early-exit network or a cascade,
   :mod:`sim.exits`): ``costs.exits(task, variant, units)`` gives its
   :class:`~sim.exits.ExitRun`, which plays each batch exit by exit under its exit policy
@@ -49,8 +54,11 @@ quotas (deterministic: same plan, same split). Within a deployment its replicas 
 queue, or a router (:mod:`policies.routing`) sends each request to one replica's own
 queue: one that is ready, or one still loading while none is; a replica that goes away
 hands its queue back to be routed again. A request's end-to-end latency is from
-its arrival to the end of its last sink task; each task records the variant that served
-it, so accuracy follows from the variants' menus (:func:`summarize_cluster`).
+its arrival to the end of its last sink task. Each task logs its batches as the
+single-model engine does (a batch number per request; start, finish, replica and items
+per batch), so every task has the single-model request table
+(:meth:`ClusterResults.table`) and the variant that served each request, from which
+accuracy follows (:func:`sim.metrics.summarize_cluster`).
 """
 
 from __future__ import annotations
@@ -69,9 +77,10 @@ from traces.trace import Trace
 
 from .errors import SimulationError
 from .exits import ExitRun
-from .records import COMPLETED, DROPPED
+from .records import COMPLETED, DROPPED, REJECTED, RequestTable
 
 CORE_MODES = ("lanes", "threads")
+PROGRESS_EVERY = 1 << 16  # arrivals between two calls of a run's progress callback
 Key = tuple[str, str, int]  # (task, variant, cores)
 
 
@@ -104,13 +113,15 @@ class ReplicaRecord:
 @dataclass
 class ClusterResults:
     """Per request (``arrival``, ``finish``: end of the last sink task, or when it was
-    dropped; ``status``; ``dropped_at``: index of the task it was dropped at, or -1;
-    ``variant[task]``: index into ``variants[task]`` of the variant that served it, -1 if
-    it never got there), every replica's life, every plan with the time it was decided,
-    and the run's end time. ``exits[task]``: for a task where some variant has exits, the
-    exit columns of :data:`sim.exits.EXIT_COLUMNS` (``exit_stage`` -1 where a request was
-    not served by a variant with exits) and ``exit_names[task][k]`` the exit names of
-    its k-th variant (empty for a plain one)."""
+    dropped or rejected; ``status``; ``dropped_at``: index of the task it was dropped or
+    rejected at, or -1; ``variant[task]``: index into ``variants[task]`` of the variant
+    that served it, -1 if it never got there; ``size``: its items, None for one each;
+    ``stages[task]``: its batch there, :class:`TaskColumns`), every replica's life, every
+    plan with the time it was decided, and the run's end time. ``exits[task]``: for a
+    task where some variant has exits, the exit columns of :data:`sim.exits.EXIT_COLUMNS`
+    (``exit_stage`` -1 where a request was not served by a variant with exits) and
+    ``exit_names[task][k]`` the exit names of its k-th variant (empty for a plain one).
+    ``rejections``: requests rejected, by reason, as :class:`sim.records.Results`'."""
 
     tasks: tuple[str, ...]
     arrival: np.ndarray
@@ -124,6 +135,27 @@ class ClusterResults:
     end_time: float
     exits: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     exit_names: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    size: Optional[np.ndarray] = None  # items per request (None: one each)
+    stages: dict[str, "TaskColumns"] = field(default_factory=dict)
+    rejections: dict[str, int] = field(default_factory=dict)
+
+    def table(self, task: str) -> RequestTable:
+        """The request table of ``task``, in the single-model engine's format
+        (:class:`~sim.records.RequestTable`): a request served there is ``completed`` with
+        its batch's start, its finish *at this task* (its exit's time with exits), the
+        replica (index into :attr:`replicas`) and the batch's items; any other keeps the
+        request's own status and finish (dropped or rejected here or on another task).
+        A one-task cluster's table is the table :func:`sim.simulate` would give."""
+        stage = self.stages[task]
+        served = stage.replica >= 0
+        served &= ~np.isnan(stage.finish)
+        status = np.where(served, COMPLETED, self.status).astype(np.int8)
+        n = self.arrival.size
+        return RequestTable(arrival=np.asarray(self.arrival, dtype=np.float64),
+                            size=np.ones(n, dtype=np.int32) if self.size is None else self.size.astype(np.int32),
+                            start=stage.start, finish=np.where(served, stage.finish, self.finish),
+                            replica=stage.replica, batch_size=stage.batch_size, status=status,
+                            exits=dict(self.exits.get(task, {})))
 
     def cost_core_seconds(self) -> float:
         """Cores provisioned, integrated over the run (a replica costs from request to release)."""
@@ -147,19 +179,46 @@ class ClusterResults:
         return out
 
 
+@dataclass
+class TaskColumns:
+    """Per request, what happened at one task: its batch's ``start``, its ``finish``
+    there (NaN where it was not served there), the ``replica`` that served or dropped it
+    (index into :attr:`ClusterResults.replicas`, -1 if none) and the items of its batch
+    (``batch_size``, 0 if not served)."""
+
+    start: np.ndarray
+    finish: np.ndarray
+    replica: np.ndarray
+    batch_size: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> "TaskColumns":
+        return cls(np.full(n, np.nan), np.full(n, np.nan), np.full(n, -1, dtype=np.int32), np.zeros(n, dtype=np.int32))
+
+
+class _Queue(deque):
+    """A FIFO of (request, enqueued at) that counts the items it holds (``items``), which
+    batching policies are asked about when requests carry several items."""
+
+    def __init__(self):
+        super().__init__()
+        self.items = 0
+
+
 class _Replica:
     """One replica: its lanes are SimPy processes pulling from its queue, which is the
     deployment's own where no router splits it (one queue shared by every replica)."""
 
-    def __init__(self, deployment: "_Deployment", now: float, ready_at: float):
+    def __init__(self, deployment: "_Deployment", now: float, ready_at: float, number: int):
         self.deployment = deployment
+        self.number = number  # its index among the run's replicas (the request tables' ``replica``)
         self.requested, self.ready_at = now, ready_at
         self.ready: Optional[float] = None
         self.released: Optional[float] = None
         self.retired = False
         self.busy_lanes = 0
         shared = deployment.router is None
-        self.queue: deque[tuple[int, float]] = deployment.queue if shared else deque()  # (request, enqueued at)
+        self.queue: _Queue = deployment.queue if shared else _Queue()
         self.idle: list[tuple[_Replica, simpy.Event]] = deployment.idle if shared else []  # lanes waiting for work
         self.in_flight = 0  # requests in its batches now: with the queue, what a router counts
 
@@ -174,11 +233,12 @@ class _Deployment:
 
     def __init__(self, key: Key, batcher: BatchingPolicy, sampler: Callable[[int], float], variant_index: int,
                  execute: Optional[ExitRun] = None, router: Optional[Router] = None):
-        self.key, self.batcher, self.sampler, self.variant_index = key, batcher, sampler, variant_index
+        self.key, self.sampler, self.variant_index = key, sampler, variant_index
+        self.use(batcher)
         self.execute = execute  # a variant with exits plays its batches through this
         self.router = router  # None: one queue shared by every replica
         self.source = False  # whether its task is a source of the pipeline (arrivals come to it)
-        self.queue: deque[tuple[int, float]] = deque()  # (request, enqueued at)
+        self.queue = _Queue()
         self.replicas: list[_Replica] = []
         self.idle: list[tuple[_Replica, simpy.Event]] = []  # lanes waiting for work
         self.busy_core_seconds = 0.0
@@ -188,11 +248,18 @@ class _Deployment:
     def alive(self) -> list[_Replica]:
         return [r for r in self.replicas if not r.retired]
 
+    def use(self, batcher: BatchingPolicy) -> None:
+        """Batch with ``batcher``. With ``allowed_sizes`` a batch is padded up to an allowed
+        size and costs what that size costs (TF-Serving): :attr:`padded` maps its items to it."""
+        self.batcher = batcher
+        self.padded = batcher.padded if getattr(batcher, "allowed_sizes", ()) else None
+
 
 class _Cluster:
     def __init__(self, env: simpy.Environment, trace: Trace, tasks: Sequence[str], edges, variants, costs,
                  adapter: Adapter, drop_after: Mapping[str, Optional[float]], core_mode: str,
-                 batching: Callable[[int], BatchingPolicy], routing: Optional[Callable[[Key], Optional[Router]]]):
+                 batching: Callable[[int], BatchingPolicy], routing: Optional[Callable[[Key], Optional[Router]]],
+                 progress: Optional[Callable[[int], None]] = None):
         self.env, self.costs, self.adapter, self.core_mode = env, costs, adapter, core_mode
         self.batching, self.routing = batching, routing
         self.tasks = tuple(tasks)
@@ -207,7 +274,21 @@ class _Cluster:
         self.finish = np.full(n, np.nan)
         self.status = np.full(n, COMPLETED, dtype=np.int8)
         self.dropped_at = np.full(n, -1, dtype=np.int16)
-        self.variant = {t: np.full(n, -1, dtype=np.int16) for t in self.tasks}
+        # Per task, what each request's batch was, logged as the single-model engine logs it
+        # (sim.records): one store per request, its batch's number (a list: fast to store
+        # into), and per batch its start, finish, replica and items in one flat list; the
+        # columns are expanded from them at the end (:meth:`task_columns`).
+        self.batch_of = {t: [-1] * n for t in self.tasks}
+        self.batches: dict[str, list[float]] = {t: [] for t in self.tasks}
+        self.dropped_by: dict[str, dict[int, int]] = {t: {} for t in self.tasks}  # request -> replica
+        sizes = trace.columns.get("size")
+        self.size = None if sizes is None else np.asarray(sizes)
+        self.sizes = None if sizes is None else self.size.tolist()  # a list: fast to index per request
+        self.rejected = 0
+        self.progress = progress
+        self.exhausted = n == 0  # every arrival routed: no more will come to a source task
+        # the next arrival count at which to report progress or, at n, to mark the trace exhausted
+        self.report_at = min(PROGRESS_EVERY if progress is not None else n, n)
         self.joins: dict[tuple[int, str], int] = {}  # (request, task) -> predecessors still to finish
         self.sinks_left: dict[int, int] = {}
         self.deployments: dict[Key, _Deployment] = {}
@@ -246,6 +327,21 @@ class _Cluster:
             for task in self.sources:
                 self.dispatch(task, k, times[k])
             k += 1
+            if k == self.report_at:
+                self.reached(k)
+
+    def reached(self, k: int) -> None:
+        """``k`` arrivals are routed: report progress; at the last, wake the source tasks'
+        waiting lanes, where a policy waiting for a full batch may now flush."""
+        n = self.arrival.size
+        if self.progress is not None:
+            self.progress(k)
+        self.report_at = min(k + PROGRESS_EVERY if self.progress is not None else n, n)
+        if k == n:
+            self.exhausted = True
+            for replica in self.records:
+                if replica.deployment.source:
+                    self.wake(replica)
 
     def arm_timer(self) -> None:
         """While a lane of a source task waits, keep a timer set for the next arrival."""
@@ -277,14 +373,25 @@ class _Cluster:
     def enqueue(self, dep: _Deployment, rid: int, enqueued: float) -> None:
         """Queue ``rid`` at ``dep``: in its one queue, or at the replica its router picks
         among those serving (among those loading while none is ready)."""
+        if self.sizes is not None:
+            size = self.sizes[rid]
+            if size > dep.batcher.max_batch:  # it could never be served: rejected, not left waiting
+                if self.status[rid] == COMPLETED:
+                    self.status[rid] = REJECTED
+                    self.finish[rid] = enqueued
+                    self.dropped_at[rid] = self.tasks.index(dep.key[0])
+                    self.rejected += 1
+                return
         target = dep
         if dep.router is not None:
             alive = dep.alive()
             candidates = [r for r in alive if r.ready is not None] or alive
             target = candidates[dep.router.choose([len(r.queue) + r.in_flight for r in candidates])]
         target.queue.append((rid, enqueued))
-        if target.idle:
-            _, event = target.idle.pop()
+        if self.sizes is not None:  # counted, and asked about, only where requests carry sizes
+            target.queue.items += size
+        if target.idle:  # the lane that has waited longest takes it
+            _, event = target.idle.pop(0)
             self.waiting -= dep.source
             event.succeed()
 
@@ -299,40 +406,56 @@ class _Cluster:
                     continue
                 self.joins.pop((rid, nxt), None)
             self.dispatch(nxt, rid, now)
-        if not self.succ[task]:
-            if len(self.sinks) > 1:
-                self.sinks_left[rid] -= 1
-                if self.sinks_left[rid]:
-                    return
-            self.finish[rid] = now
+        if not self.succ[task] and len(self.sinks) > 1:  # done at its last sink
+            self.sinks_left[rid] -= 1
+            if not self.sinks_left[rid]:
+                self.finish[rid] = now
+        # with one sink, a request's finish is its answer there, read off the batch log at the end
 
-    def drop(self, task: str, rid: int, when: float) -> None:
+    def drop(self, task: str, rid: int, when: float, replica: int) -> None:
         if self.status[rid] == COMPLETED:
             self.status[rid] = DROPPED
             self.finish[rid] = when
             self.dropped_at[rid] = self.tasks.index(task)
+            self.dropped_by[task][rid] = replica
+
+    def wake(self, replica: _Replica) -> None:
+        """Wake every lane of ``replica`` waiting for work, to look at its queue again."""
+        for entry in [e for e in replica.idle if e[0] is replica]:
+            replica.idle.remove(entry)
+            self.waiting -= replica.deployment.source
+            entry[1].succeed()
 
     # --- replicas --------------------------------------------------------------------
     def lane(self, replica: _Replica, dep: _Deployment, cores_per_lane: int, lane: int):
         env = self.env
         task = dep.key[0]
+        batch_of, batches = self.batch_of[task], self.batches[task]
         limit = self.drop_after.get(task)
+        sizes = self.sizes
+        # looked up once: the loop below runs once per batch
+        status, catch_up, number = self.status, self.catch_up, replica.number
         yield env.timeout(max(0.0, replica.ready_at - env.now))
         if replica.retired:
             return
         self.catch_up(env.now)  # arrivals before it was ready went elsewhere
         replica.ready = env.now
         free_since = NEVER_BUSY
+        # the policy's timer: woken before it fires and given the same deadline, a lane keeps
+        # it (as sim.worker does), so lanes waiting for one deadline wake in the order they set it
+        timer_at, timer = None, None
         queue, idle = replica.queue, replica.idle
         source = dep.source
         while not replica.retired:
             now = env.now
-            self.catch_up(now)
-            while queue and (self.status[queue[0][0]] != COMPLETED  # dropped on another branch
+            catch_up(now)
+            while queue and (status[queue[0][0]] != COMPLETED  # dropped on another branch
                              or limit is not None and now - queue[0][1] > limit):
                 rid, enqueued = queue.popleft()
-                if self.status[rid] == COMPLETED:
-                    self.drop(task, rid, enqueued + limit)
+                if sizes is not None:
+                    queue.items -= sizes[rid]
+                if status[rid] == COMPLETED:
+                    self.drop(task, rid, enqueued + limit, number)
             if not queue:
                 event = env.event()
                 idle.append((replica, event))
@@ -341,30 +464,54 @@ class _Cluster:
                     self.arm_timer()
                 yield event
                 continue
-            size, wake_at = dep.batcher.decide(now, len(queue), queue[0][1], False, free_since)
+            # no more requests will come to a source task once the trace is routed
+            draining = source and self.exhausted
+            size, wake_at = dep.batcher.decide(now, len(queue) if sizes is None else queue.items, queue[0][1],
+                                               draining, free_since)
             if size == 0:  # wait for more, until the policy's timer
+                name = f"{type(dep.batcher).__name__} of {task}/{dep.key[1]}"
+                if wake_at is not None and wake_at <= now:
+                    raise SimulationError(f"{name} asked a lane at t={now!r} s to wait until t={wake_at!r} s, "
+                                          f"which is not later")
+                if wake_at is None and draining:
+                    raise SimulationError(f"{name} leaves {len(queue)} request(s) waiting after the last arrival; "
+                                          f"they would never be served")
                 waiting = (replica, env.event())
                 idle.append(waiting)
                 if source:
                     self.waiting += 1
                     self.arm_timer()
-                yield waiting[1] | env.timeout(wake_at - now)
+                if wake_at is not None and (wake_at != timer_at or timer.processed):
+                    timer_at, timer = wake_at, env.timeout(wake_at - now)
+                yield waiting[1] if wake_at is None else waiting[1] | timer
                 if waiting in idle:  # the timer fired first
                     idle.remove(waiting)
                     self.waiting -= source
                 continue
-            members = []
-            while queue and len(members) < size:
+            # Take requests from the head while their items fit; the head always goes.
+            b = len(batches) >> 2
+            members, items = [], 0
+            while queue and items < size:
+                if sizes is not None and members and items + sizes[queue[0][0]] > size:
+                    break
                 rid, enqueued = queue.popleft()
+                if sizes is not None:
+                    queue.items -= sizes[rid]
                 if limit is not None and now - enqueued > limit:
-                    self.drop(task, rid, enqueued + limit)
-                elif self.status[rid] == COMPLETED:
+                    self.drop(task, rid, enqueued + limit, number)
+                elif status[rid] == COMPLETED:  # not dropped on another branch
                     members.append(rid)
+                    batch_of[rid] = b
+                    items += 1 if sizes is None else sizes[rid]
+            if not members:
+                continue
             taken = len(members)
             if dep.execute is None:
-                service = dep.sampler(len(members))
+                service = dep.sampler(items if dep.padded is None else dep.padded(items))
+                batches.extend((now, now + service, number, items))
             else:  # each request leaves at its own exit; those leaving before the end go on at once
                 done = dep.execute(now, members, lane)
+                batches.extend((now, done, number, items))  # its requests' own exits: ExitRun.finish
                 service = done - now
                 answers = dep.execute.finish[members]
                 for t in np.unique(answers[answers < done]).tolist():
@@ -374,7 +521,7 @@ class _Cluster:
             replica.busy_lanes += 1
             replica.in_flight += taken
             yield env.timeout(service)
-            self.catch_up(env.now)  # arrivals up to now are routed against the loads they met
+            catch_up(env.now)  # arrivals up to now are routed against the loads they met
             replica.busy_lanes -= 1
             replica.in_flight -= taken
             dep.busy_core_seconds += service * cores_per_lane
@@ -391,13 +538,12 @@ class _Cluster:
         if dep.execute is not None:
             dep.exit_counts += np.bincount(dep.execute.exit_stage[members], minlength=dep.exit_counts.size)
         for rid in members:
-            self.variant[task][rid] = dep.variant_index
             self.task_done(task, rid, now)
 
     def add_replica(self, dep: _Deployment, warm: bool = False) -> _Replica:
         task, variant, cores = dep.key
         now = self.env.now
-        replica = _Replica(dep, now, now if warm else now + self.costs.load_time(task, variant))
+        replica = _Replica(dep, now, now if warm else now + self.costs.load_time(task, variant), len(self.records))
         dep.replicas.append(replica)
         self.records.append(replica)
         lanes, per_lane = (cores, 1) if self.core_mode == "lanes" else (1, cores)
@@ -410,13 +556,11 @@ class _Cluster:
         """Retire ``replica``; a queue of its own goes to :attr:`orphans`, to be queued again
         once the plan's routes are in force."""
         replica.retired = True
-        for entry in [e for e in replica.idle if e[0] is replica]:
-            replica.idle.remove(entry)
-            self.waiting -= replica.deployment.source
-            entry[1].succeed()  # the lane wakes, sees it is retired, and ends
+        self.wake(replica)  # its waiting lanes wake, see it is retired, and end
         if replica.queue is not replica.deployment.queue:
             self.orphans.extend((replica.deployment, rid, enqueued) for rid, enqueued in replica.queue)
             replica.queue.clear()
+            replica.queue.items = 0
         if not replica.busy_lanes:
             replica.release(self.env.now)
 
@@ -435,7 +579,9 @@ class _Cluster:
                                                       None if self.routing is None else self.routing(key))
             dep.source = task in self.sources
         if dep.batcher.max_batch != batch:
-            dep.batcher = self.batching(batch)
+            dep.use(self.batching(batch))
+        if dep.execute is not None and dep.padded is not None:
+            raise ValueError("padded batches (allowed_sizes) are modelled for models without exits only")
         return dep
 
     def exit_run(self, task: str, variant: str, per_lane: int) -> Optional[ExitRun]:
@@ -445,6 +591,31 @@ class _Cluster:
         if key not in self.exit_runs:
             self.exit_runs[key] = None if self.costs.exits is None else self.costs.exits(task, variant, per_lane)
         return self.exit_runs[key]
+
+    def task_columns(self) -> tuple[dict[str, TaskColumns], dict[str, np.ndarray]]:
+        """Per task, its :class:`TaskColumns` and each request's variant there (index into
+        its variants; -1 where it was not served there), expanded from the batch log."""
+        stages, variants = {}, {}
+        n = self.arrival.size
+        variant_of = np.array([r.deployment.variant_index for r in self.records], dtype=np.int16)
+        for task in self.tasks:
+            code = np.fromiter(self.batch_of[task], dtype=np.int64, count=n)
+            flat = self.batches[task]
+            table = np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(-1, 4)
+            served = np.flatnonzero(code >= 0)
+            rows = table[code[served]]
+            stage = stages[task] = TaskColumns.empty(n)
+            stage.start[served], stage.finish[served] = rows[:, 0], rows[:, 1]
+            stage.replica[served], stage.batch_size[served] = rows[:, 2], rows[:, 3]
+            for run in (r for (t, _, _), r in self.exit_runs.items() if t == task and r is not None):
+                mine = run.exit_stage >= 0  # with exits, a request's answer there is its exit's
+                stage.finish[mine] = run.finish[mine]
+            dropped = self.dropped_by[task]
+            if dropped:
+                stage.replica[np.fromiter(dropped, dtype=np.int64)] = np.fromiter(dropped.values(), dtype=np.int32)
+            variants[task] = np.full(n, -1, dtype=np.int16)
+            variants[task][served] = variant_of[stage.replica[served]]
+        return stages, variants
 
     def exit_columns(self) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, tuple[tuple[str, ...], ...]]]:
         """Per task with exits, each request's exit columns from the run that served it,
@@ -514,6 +685,7 @@ class _Cluster:
             if dep.queue and id(dep) not in routed:
                 self.orphans.extend((dep, rid, enqueued) for rid, enqueued in dep.queue)
                 dep.queue.clear()
+                dep.queue.items = 0
         orphans, self.orphans = self.orphans, []
         for dep, rid, enqueued in orphans:  # to their deployment's replicas while it serves, else anew
             if id(dep) in routed and dep.alive():
@@ -553,7 +725,8 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
                      variants: Mapping[str, Sequence[str]], costs: ClusterCosts, adapter: Adapter, initial: Plan, *,
                      drop_after: Optional[Mapping[str, float]] = None, core_mode: str = "lanes",
                      batching: Callable[[int], BatchingPolicy] = DynamicBatcher,
-                     routing: Optional[Callable[[Key], Optional[Router]]] = None) -> ClusterResults:
+                     routing: Optional[Callable[[Key], Optional[Router]]] = None,
+                     progress: Optional[Callable[[int], None]] = None) -> ClusterResults:
     """Serve ``trace`` through the pipeline ``tasks``/``edges`` (a DAG; every request
     enters at its sources), starting from ``initial`` (its replicas are ready at time 0,
     as a cluster already running) and adapted by ``adapter``; ``variants[task]`` are the
@@ -562,15 +735,22 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     deployment's batching policy for its plan's ``batch`` (default: take what is
     queued, up to ``batch``, at once); ``routing(key)`` the router of the deployment
     ``key`` = (task, variant, cores) over its replicas (default, or ``None``: its
-    replicas share one queue)."""
+    replicas share one queue); ``progress(k)`` is called now and then with the number of
+    arrivals routed so far. A request carrying more items than a deployment's batch
+    (the trace's ``size`` column) is rejected there when it arrives."""
     if core_mode not in CORE_MODES:
         raise ValueError(f"core_mode must be one of {CORE_MODES}, got {core_mode!r}")
     env = simpy.Environment()
     cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode, batching,
-                       routing)
+                       routing, progress)
     cluster.apply(initial, warm=True)
     env.process(cluster.adapting())
     env.run()
+    stages, variant = cluster.task_columns()
+    if len(cluster.sinks) == 1:  # a request served at the one sink is done when it answers there
+        sink = stages[cluster.sinks[0]]
+        done = (cluster.status == COMPLETED) & (sink.replica >= 0) & ~np.isnan(sink.finish)
+        cluster.finish[done] = sink.finish[done]
     unfinished = np.isnan(cluster.finish)
     if unfinished.any():
         raise SimulationError(f"{int(unfinished.sum())} request(s) were neither served nor dropped "
@@ -582,4 +762,6 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
                              min(end, r.released if r.released is not None else end)) for r in cluster.records]
     exits, names = cluster.exit_columns()
     return ClusterResults(cluster.tasks, cluster.arrival, cluster.finish, cluster.status, cluster.dropped_at,
-                          cluster.variant, cluster.variants, records, cluster.plans, end, exits, names)
+                          variant, cluster.variants, records, cluster.plans, end, exits, names,
+                          cluster.size, stages,
+                          {"larger than max_batch": cluster.rejected} if cluster.rejected else {})

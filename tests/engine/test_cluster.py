@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from policies.autoscaling import ClusterObservation, Deployment, Plan, StaticAdapter
-from policies.batching import DynamicBatcher
+from policies.batching import DynamicBatcher, FixedBatcher
 from sim.cluster import ClusterCosts, simulate_cluster
 from sim.errors import SimulationError
-from sim.records import COMPLETED, DROPPED
+from sim.records import COMPLETED, DROPPED, REJECTED
 from traces.trace import Trace
 
 
@@ -73,6 +73,38 @@ def test_a_batching_window_waits_for_more_up_to_its_timer():
     np.testing.assert_allclose(res.finish, [0.12, 0.12, 1.15])
     greedy = run([0.0, 0.02, 1.0], initial=two)
     np.testing.assert_allclose(greedy.finish, [0.1, 0.2, 1.1])
+
+
+def test_a_full_batch_policy_flushes_the_tail_and_a_policy_that_stalls_is_named():
+    """FixedBatcher waits for a full batch, as a single-model run's does, and flushes what
+    is left once the trace is routed; a policy asking to wait until a time that is not
+    later would loop forever, and the run says which policy and task did it."""
+    res = run([0.0, 0.01, 0.02, 0.5, 0.6], initial=plan(t=[Deployment("a", 1, batch=3)]), batching=FixedBatcher)
+    np.testing.assert_allclose(res.finish, [0.12, 0.12, 0.12, 0.7, 0.7])  # 3 together; the last two flushed at 0.6
+    np.testing.assert_array_equal(res.table("t").batch_size, [3, 3, 3, 2, 2])
+
+    class Stalls:
+        max_batch = 2
+
+        def decide(self, now, queued, oldest, draining, free_since):
+            return 0, now
+
+    with pytest.raises(SimulationError, match="Stalls of t/a asked a lane at t=0.0 s to wait until t=0.0 s"):
+        run([0.0], batching=lambda batch: Stalls())
+
+
+def test_requests_of_several_items_batch_by_items_and_larger_than_the_batch_are_rejected():
+    """A trace's ``size`` column: a batch takes requests from the head while their items
+    fit its plan's batch (the head always goes), and a request of more items than the
+    batch can never be served, so it is rejected where it arrives."""
+    trace = Trace(np.array([0.0, 0.01, 0.02, 0.03]), columns={"size": np.array([2, 3, 1, 5])}, source="test")
+    res = simulate_cluster(trace, ("t",), [], {"t": ("a",)}, fixed_costs({"a": 0.1}), StaticAdapter(),
+                           plan(t=[Deployment("a", 1, batch=4)]))
+    table = res.table("t")
+    np.testing.assert_array_equal(table.status, [COMPLETED, COMPLETED, COMPLETED, REJECTED])
+    np.testing.assert_allclose(table.finish, [0.1, 0.2, 0.2, 0.03])  # 2 alone; then 3 + 1 items; 5 > 4 rejected
+    np.testing.assert_array_equal(table.batch_size, [2, 4, 4, 0])
+    assert res.rejections == {"larger than max_batch": 1} and res.dropped_at.tolist() == [-1, -1, -1, 0]
 
 
 def test_a_pipeline_adds_up_its_tasks_and_a_diamond_waits_for_both_branches():

@@ -103,6 +103,7 @@ def test_no_request_is_lost_late_or_early_and_runs_repeat(case, exits):
     else:  # it left when its wait at some task ran out: no earlier than arrival + the limit
         assert (res.finish[dropped] >= res.arrival[dropped] + case["drop"] - 1e-9).all()
     assert res.cost_core_seconds() > 0 and res.peak_cores() >= 1
+    _per_task_columns_are_causal(res, case, exits)
     if exits:  # a request a served at some task left it at one of its exits
         for task in case["tasks"]:
             by_a = served & (res.variant[task] == 0)
@@ -114,3 +115,35 @@ def test_no_request_is_lost_late_or_early_and_runs_repeat(case, exits):
     again = _simulate(case, exits)
     np.testing.assert_array_equal(again.finish, res.finish)
     np.testing.assert_array_equal(again.status, res.status)
+    for task in case["tasks"]:
+        np.testing.assert_array_equal(again.stages[task].start, res.stages[task].start)
+        np.testing.assert_array_equal(again.stages[task].replica, res.stages[task].replica)
+
+
+def _per_task_columns_are_causal(res, case, exits: bool) -> None:
+    """Each task's columns: a request starts there no earlier than it reached the task (its
+    arrival, or its answer upstream), on a replica of the variant recorded that had
+    loaded and was not yet released, in a batch of 1 to 4 items, and is answered no
+    earlier than the fastest service after; the end-to-end finish is the sink's answer."""
+    served = res.status == COMPLETED
+    ready = np.array([r.ready for r in res.replicas])
+    released = np.array([r.released for r in res.replicas])
+    names = np.array([r.variant for r in res.replicas])
+    reached = res.arrival
+    for task in case["tasks"]:
+        stage = res.stages[task]
+        here = served | ~np.isnan(stage.finish)
+        assert (stage.start[here] >= reached[here] - 1e-12).all()
+        replica = stage.replica[here]
+        assert (replica >= 0).all()
+        assert (ready[replica] <= stage.start[here] + 1e-12).all()
+        assert (stage.start[here] <= released[replica] + 1e-12).all()
+        assert (names[replica] == np.array(["a", "b"])[res.variant[task][here]]).all()
+        assert ((stage.batch_size[here] >= 1) & (stage.batch_size[here] <= 4)).all()
+        fastest = min(SECONDS["b"], seg_ms(0, 1) / 1e3 if exits else SECONDS["a"])
+        assert (stage.finish[here] >= stage.start[here] + fastest - 1e-9).all()
+        table = res.table(task)  # the single-model format: served here, or the request's own fate
+        np.testing.assert_array_equal(table.status[here], COMPLETED)
+        np.testing.assert_array_equal(table.finish[~here], res.finish[~here])
+        reached = np.where(here, stage.finish, reached)
+    np.testing.assert_allclose(res.finish[served], reached[served], rtol=0, atol=1e-12)

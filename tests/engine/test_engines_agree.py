@@ -3,10 +3,12 @@ deployment of ``r`` replicas, sharing a queue or each with its own behind a rout
 adapter (hypothesis).
 
 This is the special case the cluster engine generalises, so on it the two must give the
-same sample path: every request's finish time and status, under every batching window,
-timer and drop limit, with service times that depend on the batch size, exact or noisy. Arrival times
-are continuous, so no arrival falls on a completion (where the engines' tie rules could
-legitimately differ). Exits are compared in ``test_cluster_exits.py``.
+same request table, column for column (start, finish, replica, batch size, status),
+under every batching window, timer, padding and drop limit, with requests of one item
+or several (those larger than the batch rejected), with service times that depend on
+the batch size, exact or noisy. Arrival times are continuous, so no arrival falls on a
+completion (where the engines' tie rules could legitimately differ). Exits are compared
+in ``test_cluster_exits.py``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ def cases(draw):
     seed = draw(st.integers(0, 2**16))
     n = draw(st.integers(1, 300))
     times = np.cumsum(np.random.default_rng(seed).exponential(1 / rate, n))
-    return dict(times=times, replicas=draw(st.integers(1, 3)), batch=draw(st.integers(1, 4)),
+    sizes = draw(st.sampled_from([None, 2, 5]))  # items per request: one, or uniform on 1..k
+    columns = {} if sizes is None else {"size": np.random.default_rng(seed + 1).integers(1, sizes + 1, n)}
+    batch = draw(st.integers(1, 4))
+    return dict(times=times, columns=columns, replicas=draw(st.integers(1, 3)), batch=batch,
+                allowed=draw(st.sampled_from([(), tuple(sorted({(batch + 1) // 2, batch}))])),
                 wait=draw(st.sampled_from([0.0, 0.001, 0.004])),
                 timer=draw(st.sampled_from(["oldest_arrival", "worker_free"])),
                 drop=draw(st.sampled_from([None, 0.005, 0.05])),
@@ -47,9 +53,9 @@ def cases(draw):
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(cases())
 def test_a_static_one_deployment_cluster_is_the_single_model_engine(case):
-    trace = Trace(case["times"], source="test")
+    trace = Trace(case["times"], columns=case["columns"], source="test")
     cost = make_cost(MS, noise=case["noise"])  # noisy: both draw one time per batch, in start order
-    batcher = DynamicBatcher(case["batch"], case["wait"], case["timer"])
+    batcher = DynamicBatcher(case["batch"], case["wait"], case["timer"], allowed_sizes=case["allowed"])
     router = ROUTERS[case["router"]]
     single = simulate(trace, cost, batcher, replicas=case["replicas"], router=router(), shared_queue=router() is None,
                       drop_after=case["drop"], rng=np.random.default_rng(0))
@@ -58,7 +64,14 @@ def test_a_static_one_deployment_cluster_is_the_single_model_engine(case):
     cluster = simulate_cluster(trace, ["t"], [], {"t": ("m",)}, costs, StaticAdapter(),
                                Plan({"t": (Deployment("m", case["replicas"], batch=case["batch"]),)}),
                                drop_after=None if case["drop"] is None else {"t": case["drop"]},
-                               batching=lambda b: DynamicBatcher(b, case["wait"], case["timer"]),
+                               batching=lambda b: DynamicBatcher(b, case["wait"], case["timer"],
+                                                                 allowed_sizes=case["allowed"]),
                                routing=lambda key: router())
     np.testing.assert_array_equal(cluster.status, single.requests.status)
     np.testing.assert_allclose(cluster.finish, single.requests.finish, rtol=0, atol=1e-12)
+    table, expected = cluster.table("t"), single.requests
+    for name in ("arrival", "size", "replica", "batch_size", "status"):
+        np.testing.assert_array_equal(getattr(table, name), getattr(expected, name), err_msg=name)
+    for name in ("start", "finish"):
+        np.testing.assert_allclose(getattr(table, name), getattr(expected, name), rtol=0, atol=1e-12, err_msg=name)
+    assert cluster.rejections == single.rejections

@@ -255,7 +255,7 @@ model: {profile: profile.csv, name: resnet18, hardware: cpu-1c, noise: {kind: de
 serving:
   replicas: 3
   router: ROUTER
-  batching: {policy: dynamic, max_batch: 4, max_wait_ms: 20}
+  batching: {policy: dynamic, max_batch: 4, max_wait_ms: 20, PADDING}
   drop_after_ms: 60
 """
 AS_CLUSTER = """\
@@ -270,23 +270,28 @@ cluster:
   initial: {classification: [{variant: resnet18, replicas: 3, batch: 4}]}
   adapter: static
   router: ROUTER
-  batching: {max_wait_ms: 20}
+  batching: {max_wait_ms: 20, PADDING}
   drop_after_ms: 60
 """
 
 
-@pytest.mark.parametrize("router", ["shared", "jsq", "round_robin"])  # a random router draws from its own stream
-def test_a_single_model_run_is_a_one_deployment_static_cluster(write, servesim, tmp_path, router):
+@pytest.mark.parametrize("router, padding", [("shared", ""), ("jsq", ""), ("round_robin", ""),  # a random router
+                                             ("shared", "allowed_sizes: [2, 4]")])  # draws from its own stream
+def test_a_single_model_run_is_a_one_deployment_static_cluster(write, servesim, tmp_path, router, padding):
     """Today's single-model run is the special case of a cluster: one task, one deployment,
     no adapter. Written either way, the same setup (3 replicas at about 80% load, batches
-    of up to 4 with a 20 ms window, drops after 60 ms) gives the same requests' times."""
+    of up to 4 with a 20 ms window, padded or not, drops after 60 ms) gives the same
+    request table: each request's start, finish, replica and batch size."""
     (tmp_path / "profile.csv").write_text(profile_text())
-    finish = {}
+    tables = {}
     for name, text in (("single", SINGLE), ("cluster", AS_CLUSTER)):
         out = tmp_path / name
-        result = servesim("run", write(f"{name}.yaml", text.replace("ROUTER", router)), "--out", out, "--quiet")
+        text = text.replace("ROUTER", router).replace(", PADDING", f", {padding}" if padding else "")
+        result = servesim("run", write(f"{name}.yaml", text), "--out", out, "--quiet")
         assert result.rc == 0, result.err
         requests = pd.read_parquet(next(out.glob("*/" + store.REQUESTS)))
-        finish[name] = requests[["arrival", "finish", "status"]].reset_index(drop=True)
-    assert (finish["single"]["status"] == 1).any()  # busy enough that some wait out the drop limit
-    pd.testing.assert_frame_equal(finish["single"], finish["cluster"])
+        if name == "cluster":  # its per-task columns are named after the task
+            requests = requests.rename(columns={f"{c}_classification": c for c in ("start", "replica", "batch_size")})
+        tables[name] = requests[["arrival", "finish", "status", "start", "replica", "batch_size"]].reset_index(drop=True)
+    assert (tables["single"]["status"] == 1).any()  # busy enough that some wait out the drop limit
+    pd.testing.assert_frame_equal(tables["single"], tables["cluster"])
