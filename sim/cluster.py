@@ -49,6 +49,11 @@ sees, the arrivals up to then are routed first, in order; a timer for the next a
 is kept only while a lane of a source task waits. So a busy cluster costs no event per
 arrival, and the decisions are those of one event per arrival.
 
+A lane fast-forwards as :mod:`sim.worker` does: a batch that ends before SimPy's next
+event ends without an event of its own, the lane's clock running ahead, and the lane
+brings SimPy's clock up to its own before it waits. A lane whose answers go on to
+another task, or leave at exits, takes an event per batch.
+
 Requests are dispatched to a task's deployments by smooth weighted round robin over the
 quotas (deterministic: same plan, same split). Within a deployment its replicas share one
 queue, or a router (:mod:`policies.routing`) sends each request to one replica's own
@@ -259,8 +264,9 @@ class _Cluster:
     def __init__(self, env: simpy.Environment, trace: Trace, tasks: Sequence[str], edges, variants, costs,
                  adapter: Adapter, drop_after: Mapping[str, Optional[float]], core_mode: str,
                  batching: Callable[[int], BatchingPolicy], routing: Optional[Callable[[Key], Optional[Router]]],
-                 progress: Optional[Callable[[int], None]] = None):
+                 progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True):
         self.env, self.costs, self.adapter, self.core_mode = env, costs, adapter, core_mode
+        self.fast_forward = fast_forward
         self.batching, self.routing = batching, routing
         self.tasks = tuple(tasks)
         self.variants = {t: tuple(v) for t, v in variants.items()}
@@ -360,6 +366,9 @@ class _Cluster:
     def dispatch(self, task: str, rid: int, enqueued: float) -> None:
         """Send ``rid`` to one of ``task``'s deployments by smooth weighted round robin."""
         route = self.routes[task]
+        if len(route) == 1:  # the one deployment (its round-robin credit would not change)
+            self.enqueue(route[0][0], rid, enqueued)
+            return
         total = 0.0
         best = None
         for entry in route:
@@ -434,12 +443,19 @@ class _Cluster:
         limit = self.drop_after.get(task)
         sizes = self.sizes
         # looked up once: the loop below runs once per batch
-        status, catch_up, number = self.status, self.catch_up, replica.number
+        status, catch_up, number, peek, times = self.status, self.catch_up, replica.number, env.peek, self.times
+        # Fast-forward (as sim.worker does): a batch that ends before SimPy's next event ends
+        # without an event of its own, the lane's clock ``now`` running ahead of SimPy's, which
+        # it brings up to its own before it waits. Nothing can happen in between: arrivals
+        # while a source lane waits keep a timer in SimPy's queue (arm_timer). Not where
+        # answers go on to another task (they could wake a lane there) or leave at exits
+        # (at times of their own).
+        fast = self.fast_forward and dep.execute is None and not self.succ[task]
         yield env.timeout(max(0.0, replica.ready_at - env.now))
         if replica.retired:
             return
-        self.catch_up(env.now)  # arrivals before it was ready went elsewhere
-        replica.ready = env.now
+        catch_up(env.now)  # arrivals before it was ready went elsewhere
+        replica.ready = now = env.now
         free_since = NEVER_BUSY
         # the policy's timer: woken before it fires and given the same deadline, a lane keeps
         # it (as sim.worker does), so lanes waiting for one deadline wake in the order they set it
@@ -447,8 +463,8 @@ class _Cluster:
         queue, idle = replica.queue, replica.idle
         source = dep.source
         while not replica.retired:
-            now = env.now
-            catch_up(now)
+            if times[self.arrived] <= now:
+                catch_up(now)
             while queue and (status[queue[0][0]] != COMPLETED  # dropped on another branch
                              or limit is not None and now - queue[0][1] > limit):
                 rid, enqueued = queue.popleft()
@@ -456,19 +472,18 @@ class _Cluster:
                     queue.items -= sizes[rid]
                 if status[rid] == COMPLETED:
                     self.drop(task, rid, enqueued + limit, number)
-            if not queue:
-                event = env.event()
-                idle.append((replica, event))
-                if source:
-                    self.waiting += 1
-                    self.arm_timer()
-                yield event
-                continue
-            # no more requests will come to a source task once the trace is routed
-            draining = source and self.exhausted
-            size, wake_at = dep.batcher.decide(now, len(queue) if sizes is None else queue.items, queue[0][1],
-                                               draining, free_since)
-            if size == 0:  # wait for more, until the policy's timer
+            if queue:
+                # no more requests will come to a source task once the trace is routed
+                draining = source and self.exhausted
+                size, wake_at = dep.batcher.decide(now, len(queue) if sizes is None else queue.items, queue[0][1],
+                                                   draining, free_since)
+            else:
+                size, wake_at, draining = 0, None, False
+            if size == 0:  # wait for a request, or for more until the policy's timer
+                if now > env.now:  # SimPy's clock up to this lane's first; then look again
+                    yield env.timeout(now - env.now)
+                    now = env.now
+                    continue
                 name = f"{type(dep.batcher).__name__} of {task}/{dep.key[1]}"
                 if wake_at is not None and wake_at <= now:
                     raise SimulationError(f"{name} asked a lane at t={now!r} s to wait until t={wake_at!r} s, "
@@ -487,6 +502,7 @@ class _Cluster:
                 if waiting in idle:  # the timer fired first
                     idle.remove(waiting)
                     self.waiting -= source
+                now = env.now
                 continue
             # Take requests from the head while their items fit; the head always goes.
             b = len(batches) >> 2
@@ -508,26 +524,28 @@ class _Cluster:
             taken = len(members)
             if dep.execute is None:
                 service = dep.sampler(items if dep.padded is None else dep.padded(items))
-                batches.extend((now, now + service, number, items))
+                done = now + service
             else:  # each request leaves at its own exit; those leaving before the end go on at once
                 done = dep.execute(now, members, lane)
-                batches.extend((now, done, number, items))  # its requests' own exits: ExitRun.finish
                 service = done - now
                 answers = dep.execute.finish[members]
                 for t in np.unique(answers[answers < done]).tolist():
                     leaving = [rid for rid, a in zip(members, answers) if a == t]
                     env.timeout(t - now).callbacks.append(lambda _e, g=leaving, t=t: self.answered(dep, g, t))
                 members = [rid for rid, a in zip(members, answers) if a >= done]
+            batches.extend((now, done, number, items))  # with exits, each request's own: ExitRun.finish
             replica.busy_lanes += 1
             replica.in_flight += taken
-            yield env.timeout(service)
-            catch_up(env.now)  # arrivals up to now are routed against the loads they met
+            end = done
+            if not fast or done >= peek():  # an event: SimPy's clock moves to the batch's end
+                yield env.timeout(service if now == env.now else done - env.now)
+                end = env.now
+            if times[self.arrived] <= end:  # arrivals up to now are routed against the loads they met
+                catch_up(end)
             replica.busy_lanes -= 1
             replica.in_flight -= taken
             dep.busy_core_seconds += service * cores_per_lane
-            if dep.execute is None:
-                done = env.now
-            free_since = done
+            now, free_since = end, done
             self.answered(dep, members, done)
         if not replica.busy_lanes:
             replica.release(env.now)
@@ -537,8 +555,9 @@ class _Cluster:
         task = dep.key[0]
         if dep.execute is not None:
             dep.exit_counts += np.bincount(dep.execute.exit_stage[members], minlength=dep.exit_counts.size)
-        for rid in members:
-            self.task_done(task, rid, now)
+        if self.succ[task] or len(self.sinks) > 1:  # at the one sink, its batch log says it all
+            for rid in members:
+                self.task_done(task, rid, now)
 
     def add_replica(self, dep: _Deployment, warm: bool = False) -> _Replica:
         task, variant, cores = dep.key
@@ -726,7 +745,8 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
                      drop_after: Optional[Mapping[str, float]] = None, core_mode: str = "lanes",
                      batching: Callable[[int], BatchingPolicy] = DynamicBatcher,
                      routing: Optional[Callable[[Key], Optional[Router]]] = None,
-                     progress: Optional[Callable[[int], None]] = None) -> ClusterResults:
+                     progress: Optional[Callable[[int], None]] = None,
+                     fast_forward: bool = True) -> ClusterResults:
     """Serve ``trace`` through the pipeline ``tasks``/``edges`` (a DAG; every request
     enters at its sources), starting from ``initial`` (its replicas are ready at time 0,
     as a cluster already running) and adapted by ``adapter``; ``variants[task]`` are the
@@ -737,12 +757,15 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     ``key`` = (task, variant, cores) over its replicas (default, or ``None``: its
     replicas share one queue); ``progress(k)`` is called now and then with the number of
     arrivals routed so far. A request carrying more items than a deployment's batch
-    (the trace's ``size`` column) is rejected there when it arrives."""
+    (the trace's ``size`` column) is rejected there when it arrives. ``fast_forward=False``
+    gives every batch its own SimPy event (see :meth:`_Cluster.lane`); results agree up to
+    clock rounding."""
     if core_mode not in CORE_MODES:
         raise ValueError(f"core_mode must be one of {CORE_MODES}, got {core_mode!r}")
     env = simpy.Environment()
     cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode, batching,
-                       routing, progress)
+                       routing, progress,
+                       fast_forward)
     cluster.apply(initial, warm=True)
     env.process(cluster.adapting())
     env.run()
