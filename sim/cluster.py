@@ -141,8 +141,17 @@ class ClusterResults:
     exits: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     exit_names: dict[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     size: Optional[np.ndarray] = None  # items per request (None: one each)
+    edges: tuple[tuple[str, str], ...] = ()  # the pipeline's: (from, to)
     stages: dict[str, "TaskColumns"] = field(default_factory=dict)
     rejections: dict[str, int] = field(default_factory=dict)
+
+    def reached(self, task: str) -> np.ndarray:
+        """When each request reached ``task``: its arrival at a source, else the last of its
+        answers at the tasks before (NaN where one of them did not serve it)."""
+        before = [a for a, b in self.edges if b == task]
+        if not before:
+            return np.asarray(self.arrival, dtype=np.float64)
+        return np.max([self.stages[a].finish for a in before], axis=0)
 
     def table(self, task: str) -> RequestTable:
         """The request table of ``task``, in the single-model engine's format
@@ -152,8 +161,7 @@ class ClusterResults:
         request's own status and finish (dropped or rejected here or on another task).
         A one-task cluster's table is the table :func:`sim.simulate` would give."""
         stage = self.stages[task]
-        served = stage.replica >= 0
-        served &= ~np.isnan(stage.finish)
+        served = stage.served()
         status = np.where(served, COMPLETED, self.status).astype(np.int8)
         n = self.arrival.size
         return RequestTable(arrival=np.asarray(self.arrival, dtype=np.float64),
@@ -195,10 +203,15 @@ class TaskColumns:
     finish: np.ndarray
     replica: np.ndarray
     batch_size: np.ndarray
+    batches: int = 0  # batches the task ran
 
     @classmethod
     def empty(cls, n: int) -> "TaskColumns":
         return cls(np.full(n, np.nan), np.full(n, np.nan), np.full(n, -1, dtype=np.int32), np.zeros(n, dtype=np.int32))
+
+    def served(self) -> np.ndarray:
+        """Which requests were served at the task (dropped ones have a replica, no finish)."""
+        return (self.replica >= 0) & ~np.isnan(self.finish)
 
 
 class _Queue(deque):
@@ -624,6 +637,7 @@ class _Cluster:
             served = np.flatnonzero(code >= 0)
             rows = table[code[served]]
             stage = stages[task] = TaskColumns.empty(n)
+            stage.batches = len(table)
             stage.start[served], stage.finish[served] = rows[:, 0], rows[:, 1]
             stage.replica[served], stage.batch_size[served] = rows[:, 2], rows[:, 3]
             for run in (r for (t, _, _), r in self.exit_runs.items() if t == task and r is not None):
@@ -772,7 +786,7 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     stages, variant = cluster.task_columns()
     if len(cluster.sinks) == 1:  # a request served at the one sink is done when it answers there
         sink = stages[cluster.sinks[0]]
-        done = (cluster.status == COMPLETED) & (sink.replica >= 0) & ~np.isnan(sink.finish)
+        done = (cluster.status == COMPLETED) & sink.served()
         cluster.finish[done] = sink.finish[done]
     unfinished = np.isnan(cluster.finish)
     if unfinished.any():
@@ -786,5 +800,5 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     exits, names = cluster.exit_columns()
     return ClusterResults(cluster.tasks, cluster.arrival, cluster.finish, cluster.status, cluster.dropped_at,
                           variant, cluster.variants, records, cluster.plans, end, exits, names,
-                          cluster.size, stages,
+                          cluster.size, tuple(map(tuple, edges)), stages,
                           {"larger than max_batch": cluster.rejected} if cluster.rejected else {})

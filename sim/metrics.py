@@ -170,7 +170,9 @@ def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> d
     ``exits`` (per task and variant, where requests left). Cost is the
     cores provisioned, integrated over the run (core-seconds), their mean over time and
     their peak (``peak_cores``: what a hard budget would have to admit, rolling changes
-    included).
+    included). ``tasks`` says, per task, where the time went (:func:`_task_summary`); for
+    a one-task cluster its figures are those :func:`summarize` gives the same run served
+    as a single model.
     """
     n = results.arrival.size
     done = results.status == COMPLETED
@@ -214,4 +216,24 @@ def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> d
         "replicas_started": len(results.replicas),
         "plans": len(results.plans),
         "duration_s": round(duration, 6),
+        "tasks": {task: _task_summary(results, task) for task in results.tasks},
+    }
+
+
+def _task_summary(results, task: str) -> dict:
+    """Where a pipeline's time goes: at ``task``, the requests it served and dropped, their
+    time there (``latency_ms``, from reaching it to its answer, as :func:`summarize`
+    counts a single-model run's) and the part of it spent queued (``wait_ms``), its
+    batches and their mean items."""
+    stage = results.stages[task]
+    served = stage.served()
+    reached = results.reached(task)[served]
+    items = int(served.sum() if results.size is None else results.size[served].sum())
+    return {
+        "completed": int(served.sum()),
+        "dropped": int(((results.status == DROPPED) & (results.dropped_at == results.tasks.index(task))).sum()),
+        "latency_ms": _latency_ms(stage.finish[served] - reached),
+        "wait_ms": _latency_ms(stage.start[served] - reached),
+        "batches": stage.batches,
+        "mean_batch_items": round(items / stage.batches, 6) if stage.batches else None,
     }

@@ -17,6 +17,7 @@ from policies.autoscaling import ClusterObservation, Deployment, Plan, StaticAda
 from policies.batching import DynamicBatcher, FixedBatcher
 from sim.cluster import ClusterCosts, simulate_cluster
 from sim.errors import SimulationError
+from sim.metrics import summarize_cluster
 from sim.records import COMPLETED, DROPPED, REJECTED
 from traces.trace import Trace
 
@@ -117,6 +118,17 @@ def test_a_pipeline_adds_up_its_tasks_and_a_diamond_waits_for_both_branches():
     diamond = run([0.0], tasks=tasks, edges=[("src", "fast"), ("src", "slow"), ("fast", "join"), ("slow", "join")],
                   costs=costs, initial=initial)
     assert diamond.finish[0] == pytest.approx(0.1 + 0.3 + 0.1)  # the join starts after the slow branch
+
+
+def test_the_summary_says_where_a_pipelines_time_goes():
+    """Two requests at once through x then y, one replica each, 0.1 s a batch of one: at x
+    the second waits for the first (0.1 s); at y each arrives as the other leaves."""
+    res = run([0.0, 0.0], tasks=("x", "y"), edges=[("x", "y")])
+    tasks = summarize_cluster(res, {"x": [0.5, 0.5], "y": [0.5, 0.5]})["tasks"]
+    assert tasks["x"]["latency_ms"]["mean"] == pytest.approx(150) and tasks["x"]["wait_ms"]["mean"] == pytest.approx(50)
+    assert tasks["y"]["latency_ms"]["p99"] == pytest.approx(100) and tasks["y"]["wait_ms"]["p99"] == pytest.approx(0)
+    assert tasks["x"]["batches"] == tasks["y"]["batches"] == 2 and tasks["y"]["completed"] == 2
+    np.testing.assert_allclose(res.reached("y"), [0.1, 0.2])
 
 
 def test_quotas_split_a_task_exactly_by_weight():

@@ -6,6 +6,8 @@ variants whose 1-core batch-1 time grows with depth, each with a 3 s cold start.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pandas as pd
@@ -283,15 +285,20 @@ def test_a_single_model_run_is_a_one_deployment_static_cluster(write, servesim, 
     of up to 4 with a 20 ms window, padded or not, drops after 60 ms) gives the same
     request table: each request's start, finish, replica and batch size."""
     (tmp_path / "profile.csv").write_text(profile_text())
-    tables = {}
+    tables, figures = {}, {}
     for name, text in (("single", SINGLE), ("cluster", AS_CLUSTER)):
         out = tmp_path / name
         text = text.replace("ROUTER", router).replace(", PADDING", f", {padding}" if padding else "")
         result = servesim("run", write(f"{name}.yaml", text), "--out", out, "--quiet")
         assert result.rc == 0, result.err
-        requests = pd.read_parquet(next(out.glob("*/" + store.REQUESTS)))
-        if name == "cluster":  # its per-task columns are named after the task
+        path = next(out.glob("*/" + store.REQUESTS))
+        requests = pd.read_parquet(path)
+        summary = json.loads((path.parent / store.SUMMARY).read_text())
+        if name == "cluster":  # its per-task columns and figures are named after the task
             requests = requests.rename(columns={f"{c}_classification": c for c in ("start", "replica", "batch_size")})
+            summary = summary["tasks"]["classification"]
         tables[name] = requests[["arrival", "finish", "status", "start", "replica", "batch_size"]].reset_index(drop=True)
+        figures[name] = {k: summary[k] for k in ("completed", "dropped", "latency_ms", "batches", "mean_batch_items")}
     assert (tables["single"]["status"] == 1).any()  # busy enough that some wait out the drop limit
     pd.testing.assert_frame_equal(tables["single"], tables["cluster"])
+    assert figures["single"] == figures["cluster"]
