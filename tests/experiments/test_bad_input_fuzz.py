@@ -211,6 +211,16 @@ def bad_value_in_a_sweep(draw) -> Bad:
 
 
 @st.composite
+def bad_cluster_batch_size(draw) -> Bad:
+    """A cluster's batch sizes (``preferred``, ``allowed_sizes``) hold whole numbers >= 1:
+    the line names the key and the element."""
+    path = draw(st.sampled_from(["cluster.batching.preferred", "cluster.batching.allowed_sizes"]))
+    value = draw(st.sampled_from([0, -3, 1.5, None]) | WORDS)
+    config = put(CLUSTER, "cluster.batching", {path.rsplit(".", 1)[1]: [4, value]})
+    return Bad(f"bad {path}", dump(config), (f"{path}.1:", f"(got {value!r})"))
+
+
+@st.composite
 def bad_threshold(draw) -> Bad:
     """A value of a union (one threshold, or one per exit) that fits no member: one line,
     not one per member pydantic tried."""
@@ -426,8 +436,9 @@ def put_text(text: str, key: str, value: str) -> bytes:
     return "\n".join(f"{key}: {value}" if line.startswith(f"{key}:") else line for line in text.splitlines()).encode()
 
 
-BAD_CONFIGS = st.one_of(bad_value(), bad_value_in_a_sweep(), bad_threshold(), unknown_name(), name_breaking_the_line(),
-                        unknown_key(), missing_key(), wrong_shape(), bad_trace_parameters(), broken_yaml())
+BAD_CONFIGS = st.one_of(bad_value(), bad_value_in_a_sweep(), bad_cluster_batch_size(), bad_threshold(), unknown_name(),
+                        name_breaking_the_line(), unknown_key(), missing_key(), wrong_shape(), bad_trace_parameters(),
+                        broken_yaml())
 
 
 @fuzz(300)
