@@ -258,6 +258,7 @@ class _Deployment:
         self.source = False  # whether its task is a source of the pipeline (arrivals come to it)
         self.queue = _Queue()
         self.replicas: list[_Replica] = []
+        self._targets: Optional[list[_Replica]] = None
         self.idle: list[tuple[_Replica, simpy.Event]] = []  # lanes waiting for work
         self.busy_core_seconds = 0.0
         # with exits: requests answered at each exit so far (the adapter sees the mix)
@@ -265,6 +266,17 @@ class _Deployment:
 
     def alive(self) -> list[_Replica]:
         return [r for r in self.replicas if not r.retired]
+
+    def targets(self) -> list[_Replica]:
+        """The replicas its router chooses among: those serving, or those loading while none
+        is. Kept until a replica comes, loads or goes (:meth:`changed`)."""
+        if self._targets is None:
+            alive = self.alive()
+            self._targets = [r for r in alive if r.ready is not None] or alive
+        return self._targets
+
+    def changed(self) -> None:
+        self._targets = None
 
     def use(self, batcher: BatchingPolicy) -> None:
         """Batch with ``batcher``. With ``allowed_sizes`` a batch is padded up to an allowed
@@ -406,8 +418,7 @@ class _Cluster:
                 return
         target = dep
         if dep.router is not None:
-            alive = dep.alive()
-            candidates = [r for r in alive if r.ready is not None] or alive
+            candidates = dep.targets()
             target = candidates[dep.router.choose([len(r.queue) + r.in_flight for r in candidates])]
         target.queue.append((rid, enqueued))
         if self.sizes is not None:  # counted, and asked about, only where requests carry sizes
@@ -469,12 +480,20 @@ class _Cluster:
             return
         catch_up(env.now)  # arrivals before it was ready went elsewhere
         replica.ready = now = env.now
+        dep.changed()
         free_since = NEVER_BUSY
         # the policy's timer: woken before it fires and given the same deadline, a lane keeps
         # it (as sim.worker does), so lanes waiting for one deadline wake in the order they set it
         timer_at, timer = None, None
         queue, idle = replica.queue, replica.idle
         source = dep.source
+        waiting, deadline = None, None  # this lane's entry in ``idle`` while it waits, and until when
+
+        def on_timer(at: float) -> None:  # wakes the lane if it still waits until this deadline
+            if at == deadline and waiting in idle:
+                idle.remove(waiting)
+                self.waiting -= source
+                waiting[1].succeed()
         while not replica.retired:
             if times[self.arrived] <= now:
                 catch_up(now)
@@ -511,10 +530,10 @@ class _Cluster:
                     self.arm_timer()
                 if wake_at is not None and (wake_at != timer_at or timer.processed):
                     timer_at, timer = wake_at, env.timeout(wake_at - now)
-                yield waiting[1] if wake_at is None else waiting[1] | timer
-                if waiting in idle:  # the timer fired first
-                    idle.remove(waiting)
-                    self.waiting -= source
+                    timer.callbacks.append(lambda _event, at=wake_at: on_timer(at))
+                deadline = wake_at
+                yield waiting[1]
+                waiting = deadline = None
                 now = env.now
                 continue
             # Take requests from the head while their items fit; the head always goes.
@@ -577,6 +596,7 @@ class _Cluster:
         now = self.env.now
         replica = _Replica(dep, now, now if warm else now + self.costs.load_time(task, variant), len(self.records))
         dep.replicas.append(replica)
+        dep.changed()
         self.records.append(replica)
         lanes, per_lane = (cores, 1) if self.core_mode == "lanes" else (1, cores)
         for _ in range(lanes):
@@ -588,6 +608,7 @@ class _Cluster:
         """Retire ``replica``; a queue of its own goes to :attr:`orphans`, to be queued again
         once the plan's routes are in force."""
         replica.retired = True
+        replica.deployment.changed()
         self.wake(replica)  # its waiting lanes wake, see it is retired, and end
         if replica.queue is not replica.deployment.queue:
             self.orphans.extend((replica.deployment, rid, enqueued) for rid, enqueued in replica.queue)
