@@ -21,7 +21,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationError, field_validator, model_validator)
 
-from policies.batching import DynamicBatcher
+from policies.batching import DynamicBatcher, FixedBatcher
 from workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND, check_assumed_host
 
 from . import cluster_specs, specs  # noqa: F401  (registers the names)
@@ -187,17 +187,29 @@ class ClusterBatching(Strict):
     the oldest request's enqueueing (``oldest_arrival``: Triton's queue delay,
     TF-Serving's batch timeout) or when the lane is free (``worker_free``: Ray Serve,
     TorchServe), as ``serving.batching``'s dynamic policy does, with its ``preferred``
-    sizes and padding to ``allowed_sizes``."""
+    sizes and padding to ``allowed_sizes``; or, with ``policy: fixed``, waits for exactly
+    ``batch`` items (flushing what is left once no request can come)."""
 
+    policy: Literal["dynamic", "fixed"] = "dynamic"
     max_wait_ms: NonNegativeFloat = 0.0
     timer: Literal["oldest_arrival", "worker_free"] = "oldest_arrival"
     preferred: list[PositiveInt] = []
     allowed_sizes: list[PositiveInt] = []
 
+    @model_validator(mode="after")
+    def _fixed_has_no_window(self):
+        given = [k for k in ("max_wait_ms", "timer", "preferred", "allowed_sizes")
+                 if getattr(self, k) != type(self).model_fields[k].default]
+        if self.policy == "fixed" and given:
+            raise ValueError(f"{given[0]}: the fixed policy waits for a full batch; it takes no {given[0]}")
+        return self
+
     def build(self, batch: int):
         """The policy of a deployment whose plan says ``batch``: ``preferred`` sizes up to
         it, and ``allowed_sizes`` below it with ``batch`` itself the largest (a batch is
         padded up to the next allowed size, as TF-Serving's ``allowed_batch_sizes``)."""
+        if self.policy == "fixed":
+            return FixedBatcher(batch)
         allowed = sorted({a for a in self.allowed_sizes if a < batch} | {batch}) if self.allowed_sizes else ()
         return DynamicBatcher(batch, self.max_wait_ms / 1e3, self.timer, [p for p in self.preferred if p <= batch],
                               allowed)

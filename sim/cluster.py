@@ -28,7 +28,10 @@ carries it out as a cluster would:
   batch timeout) waits for more, and its ``allowed_sizes`` pad a batch (which costs
   what the padded size costs). Requests may carry several items (the trace's ``size``
   column): a batch takes requests from the head while their items fit, and a request
-  larger than its deployment's batch is rejected where it arrives. As in
+  larger than its deployment's batch is rejected where it arrives. A policy is told when
+  no request can come any more (``draining``, so that one waiting for a full batch
+  flushes): at a source task once the trace is routed, at a later task once the tasks
+  before it are drained. As in
   :mod:`sim.worker`, the lane that has waited longest takes an arrival, and a lane woken
   before its policy's timer fires keeps that timer when the deadline is unchanged.
 * **Exits**: a variant may be a model with exits (an early-exit network or a cascade,
@@ -296,7 +299,8 @@ class _Cluster:
         self.tasks = tuple(tasks)
         self.variants = {t: tuple(v) for t, v in variants.items()}
         self.succ = {t: [b for a, b in edges if a == t] for t in self.tasks}
-        self.n_pred = {t: sum(1 for _, b in edges if b == t) for t in self.tasks}
+        self.preds = {t: [a for a, b in edges if b == t] for t in self.tasks}
+        self.n_pred = {t: len(self.preds[t]) for t in self.tasks}
         self.sources = [t for t in self.tasks if not self.n_pred[t]]
         self.sinks = [t for t in self.tasks if not self.succ[t]]
         self.drop_after = drop_after
@@ -452,6 +456,29 @@ class _Cluster:
             self.dropped_at[rid] = self.tasks.index(task)
             self.dropped_by[task][rid] = replica
 
+    def drained(self, task: str) -> bool:
+        """No request can reach ``task`` any more: the trace is routed, and every task
+        before it is drained and has nothing queued or running (a request waiting to be
+        queued again means not)."""
+        if not self.exhausted or self.orphans:
+            return False
+        for before in self.preds[task]:
+            if not self.drained(before):
+                return False
+            for dep in self.deployments.values():
+                if dep.key[0] == before and (dep.queue or any(r.queue or r.busy_lanes for r in dep.replicas)):
+                    return False
+        return True
+
+    def wake_drained(self, task: str) -> None:
+        """``task`` has nothing left: wake the waiting lanes of the tasks after it that no
+        request can reach now, so that a policy waiting for a full batch flushes."""
+        for after in self.succ[task]:
+            if self.drained(after):
+                for replica in self.records:
+                    if replica.deployment.key[0] == after:
+                        self.wake(replica)
+
     def wake(self, replica: _Replica) -> None:
         """Wake every lane of ``replica`` waiting for work, to look at its queue again."""
         for entry in [e for e in replica.idle if e[0] is replica]:
@@ -505,8 +532,9 @@ class _Cluster:
                 if status[rid] == COMPLETED:
                     self.drop(task, rid, enqueued + limit, number)
             if queue:
-                # no more requests will come to a source task once the trace is routed
-                draining = source and self.exhausted
+                # whether more requests may still come (batching policies that wait for a
+                # full batch flush when none will)
+                draining = self.exhausted if source else self.drained(task)
                 size, wake_at = dep.batcher.decide(now, len(queue) if sizes is None else queue.items, queue[0][1],
                                                    draining, free_since)
             else:
@@ -516,6 +544,8 @@ class _Cluster:
                     yield env.timeout(now - env.now)
                     now = env.now
                     continue
+                if self.exhausted and not queue:  # nothing left here: the next tasks may be drained now
+                    self.wake_drained(task)
                 name = f"{type(dep.batcher).__name__} of {task}/{dep.key[1]}"
                 if wake_at is not None and wake_at <= now:
                     raise SimulationError(f"{name} asked a lane at t={now!r} s to wait until t={wake_at!r} s, "

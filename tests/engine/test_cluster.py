@@ -76,13 +76,22 @@ def test_a_batching_window_waits_for_more_up_to_its_timer():
     np.testing.assert_allclose(greedy.finish, [0.1, 0.2, 1.1])
 
 
-def test_a_full_batch_policy_flushes_the_tail_and_a_policy_that_stalls_is_named():
+def test_a_full_batch_policy_flushes_the_tail_at_every_task_and_a_policy_that_stalls_is_named():
     """FixedBatcher waits for a full batch, as a single-model run's does, and flushes what
-    is left once the trace is routed; a policy asking to wait until a time that is not
+    is left once no request can come (the trace routed, the tasks before drained); a policy asking to wait until a time that is not
     later would loop forever, and the run says which policy and task did it."""
     res = run([0.0, 0.01, 0.02, 0.5, 0.6], initial=plan(t=[Deployment("a", 1, batch=3)]), batching=FixedBatcher)
     np.testing.assert_allclose(res.finish, [0.12, 0.12, 0.12, 0.7, 0.7])  # 3 together; the last two flushed at 0.6
     np.testing.assert_array_equal(res.table("t").batch_size, [3, 3, 3, 2, 2])
+
+    # downstream too: y's batch of 2 holds one request from 0.1 s; the second, the last
+    # arrival, is rejected at x (2 items, x's batch 1) at 0.5 s, and y then flushes its one
+    two = Plan({"x": (Deployment("a", 1, batch=1),), "y": (Deployment("a", 1, batch=2),)})
+    trace = Trace(np.array([0.0, 0.5]), columns={"size": np.array([1, 2])}, source="test")
+    pipeline = simulate_cluster(trace, ("x", "y"), [("x", "y")], {"x": ("a",), "y": ("a",)},
+                                fixed_costs({"a": 0.1}), StaticAdapter(), two, batching=FixedBatcher)
+    np.testing.assert_array_equal(pipeline.status, [COMPLETED, REJECTED])
+    np.testing.assert_allclose(pipeline.finish, [0.6, 0.5])
 
     class Stalls:
         max_batch = 2

@@ -257,7 +257,7 @@ model: {profile: profile.csv, name: resnet18, hardware: cpu-1c, noise: {kind: de
 serving:
   replicas: 3
   router: ROUTER
-  batching: {policy: dynamic, max_batch: 4, max_wait_ms: 20, PADDING}
+  batching: BATCHING
   drop_after_ms: 60
 """
 AS_CLUSTER = """\
@@ -272,23 +272,30 @@ cluster:
   initial: {classification: [{variant: resnet18, replicas: 3, batch: 4}]}
   adapter: static
   router: ROUTER
-  batching: {max_wait_ms: 20, PADDING}
+  batching: BATCHING
   drop_after_ms: 60
 """
 
 
-@pytest.mark.parametrize("router, padding", [("shared", ""), ("jsq", ""), ("round_robin", ""),  # a random router
-                                             ("shared", "allowed_sizes: [2, 4]")])  # draws from its own stream
-def test_a_single_model_run_is_a_one_deployment_static_cluster(write, servesim, tmp_path, router, padding):
+WINDOW = ("{policy: dynamic, max_batch: 4, max_wait_ms: 20}", "{max_wait_ms: 20}")  # (single, cluster)
+PADDED = ("{policy: dynamic, max_batch: 4, max_wait_ms: 20, allowed_sizes: [2, 4]}",
+          "{max_wait_ms: 20, allowed_sizes: [2, 4]}")
+FULL = ("{policy: fixed, batch_size: 4}", "{policy: fixed}")
+
+
+# (a random router is left out: it draws from its own stream in each kind of run)
+@pytest.mark.parametrize("router, batching", [("shared", WINDOW), ("jsq", WINDOW), ("round_robin", WINDOW),
+                                              ("shared", PADDED), ("jsq", FULL)])
+def test_a_single_model_run_is_a_one_deployment_static_cluster(write, servesim, tmp_path, router, batching):
     """Today's single-model run is the special case of a cluster: one task, one deployment,
     no adapter. Written either way, the same setup (3 replicas at about 80% load, batches
-    of up to 4 with a 20 ms window, padded or not, drops after 60 ms) gives the same
-    request table: each request's start, finish, replica and batch size."""
+    of up to 4 with a 20 ms window, padded or not, or of exactly 4; drops after 60 ms)
+    gives the same request table: each request's start, finish, replica and batch size."""
     (tmp_path / "profile.csv").write_text(profile_text())
     tables, figures = {}, {}
-    for name, text in (("single", SINGLE), ("cluster", AS_CLUSTER)):
+    for (name, text), policy in zip((("single", SINGLE), ("cluster", AS_CLUSTER)), batching):
         out = tmp_path / name
-        text = text.replace("ROUTER", router).replace(", PADDING", f", {padding}" if padding else "")
+        text = text.replace("ROUTER", router).replace("BATCHING", policy)
         result = servesim("run", write(f"{name}.yaml", text), "--out", out, "--quiet")
         assert result.rc == 0, result.err
         path = next(out.glob("*/" + store.REQUESTS))
