@@ -18,6 +18,7 @@ sweep is read through its comparison and Pareto plots.
 from __future__ import annotations
 
 import ast
+import json
 import warnings
 from pathlib import Path
 
@@ -145,16 +146,29 @@ def cluster_timeseries(name: str, series: pd.DataFrame, target: Path) -> None:
     save_figure(fig, target)
 
 
+def run_labels(names: list[str]) -> list[str]:
+    """Run names as bar labels: without the ``key=value`` parts every run shares (the
+    seed of a one-seed sweep, say), which tell the bars nothing apart."""
+    parts = [name.split(",") for name in names]
+    common = set.intersection(*map(set, parts)) if len(parts) > 1 else set()
+    return [",".join(p for p in ps if p not in common) or name for ps, name in zip(parts, names)]
+
+
+def _label_room(labels: list[str]) -> float:
+    """Inches below the axes that labels rotated by 60 degrees at 7 points need."""
+    return 0.06 * max((len(label) for label in labels), default=0)
+
+
 def cluster_comparison(results: pd.DataFrame, target: Path) -> None:
     """SLO violations, cost and accuracy of each cluster run, side by side."""
     ok = results[results["status"] == "ok"]
     if ok.empty:
         return
-    names = ok["run"].tolist()
+    names = run_labels(ok["run"].tolist())
     x = np.arange(len(names))
     figures = (("slo_violation_rate", "SLO violation rate", "tab:red"), ("cost", "cost (core-seconds)", "tab:blue"),
                ("accuracy", "average accuracy", "tab:green"))
-    fig, axes = plt.subplots(1, 3, figsize=(max(10, 0.7 * len(names) + 6), 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(max(10, 0.7 * len(names) + 6), 4.5 + _label_room(names)))
     for ax, (column, title, colour) in zip(axes, figures):
         ax.bar(x, ok[column], color=colour)
         ax.set_title(title, fontsize=9)
@@ -164,6 +178,34 @@ def cluster_comparison(results: pd.DataFrame, target: Path) -> None:
     if lo is not None:
         axes[2].set_ylim(max(0.0, lo - 0.05), min(1.0, np.nanmax(ok["accuracy"]) + 0.02))
     fig.suptitle("Cluster runs compared")
+    save_figure(fig, target)
+
+
+def cluster_tasks(summaries: dict[str, dict], target: Path) -> None:
+    """Where each cluster run's time goes: per task, the mean time a served request spent
+    queued there and in its batch (``summary.json``'s ``tasks``), stacked in task order,
+    so the bar is the mean time through the pipeline."""
+    runs = {name: s["tasks"] for name, s in summaries.items() if s.get("tasks")}
+    if not runs:
+        return
+    names = list(runs)
+    labels = run_labels(names)
+    tasks = list(next(iter(runs.values())))
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(names) + 4), 4.5 + _label_room(labels)))
+    bottom = np.zeros(len(names))
+    for k, task in enumerate(tasks):
+        wait = np.array([runs[n][task]["wait_ms"]["mean"] or 0.0 for n in names])
+        total = np.array([runs[n][task]["latency_ms"]["mean"] or 0.0 for n in names])
+        colour = plt.cm.tab10(k % 10)
+        ax.bar(x, wait, bottom=bottom, color=colour, alpha=0.4, hatch="//", label=f"{task}: queued")
+        ax.bar(x, total - wait, bottom=bottom + wait, color=colour, label=f"{task}: in its batch")
+        bottom += total
+    ax.set_ylabel("mean time of a served request (ms)")
+    ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle("Where the time goes, task by task")
     save_figure(fig, target)
 
 
@@ -371,9 +413,12 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
         if path.exists():
             tables[name] = store.read_requests(path, PLOTTED)
     if "adapter" in results.columns:  # cluster runs: latency, then what each adapter did
-        written = [plots / "latency_cdf.png", plots / "cluster_comparison.png"]
+        written = [plots / "latency_cdf.png", plots / "cluster_comparison.png", plots / "cluster_tasks.png"]
         latency_cdf(tables, written[0])
         cluster_comparison(results, written[1])
+        summaries = {name: json.loads((out_dir / name / store.SUMMARY).read_text(encoding="utf-8"))
+                     for name in tables if (out_dir / name / store.SUMMARY).exists()}
+        cluster_tasks(summaries, written[2])
         for name in tables:
             path = out_dir / name / store.TIMESERIES
             if path.exists():

@@ -103,7 +103,8 @@ def test_time_series_and_plots_are_written(finished):
     assert {"time_s", "load_rps", "cores:classification"} <= set(series.columns)
     # the load column is the step: about 40, 160 and 60 req/s in its three phases
     assert series.loc[series["time_s"].between(60, 100), "load_rps"].mean() == pytest.approx(160, rel=0.15)
-    for name in ["cluster_comparison.png", "latency_cdf.png", *(f"cluster-{r}.png" for r in results["run"])]:
+    for name in ["cluster_comparison.png", "latency_cdf.png", "cluster_tasks.png",
+                 *(f"cluster-{r}.png" for r in results["run"])]:
         assert (finished / "plots" / name).stat().st_size > 10_000, name
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from experiments import config as config_mod, store
+from experiments.plots import run_labels
 
 REPLICAS, MAX_BATCH, SEEDS = [1, 2], [1, 8], [1, 2]
 RUN_NAMES = [f"replicas={r},max_batch={b},seed={s}" for r, b, s in itertools.product(REPLICAS, MAX_BATCH, SEEDS)]
@@ -213,3 +214,9 @@ def test_plots_exist_and_are_valid_pngs(sweep):
     assert {p.name for p in plots.iterdir()} == expected
     for name in expected:
         _assert_png(plots / name)
+
+
+def test_bar_labels_leave_out_what_every_run_shares():
+    assert run_labels(["trace=a,adapter=ipa,seed=1", "trace=b,adapter=ipa,seed=1"]) == ["trace=a", "trace=b"]
+    assert run_labels(["adapter=ipa,seed=1", "adapter=rim,seed=1"]) == ["adapter=ipa", "adapter=rim"]
+    assert run_labels(["only,one"]) == ["only,one"]  # one run: nothing to tell apart, its whole name
