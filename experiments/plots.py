@@ -101,13 +101,26 @@ def timeseries(name: str, table: pd.DataFrame, target: Path, bins: int = 120) ->
     save_figure(fig, target)
 
 
+def run_labels(names: list[str]) -> list[str]:
+    """Run names as bar labels: without the ``key=value`` parts every run shares (the
+    seed of a one-seed sweep, say), which tell the bars nothing apart."""
+    parts = [name.split(",") for name in names]
+    common = set.intersection(*map(set, parts)) if len(parts) > 1 else set()
+    return [",".join(p for p in ps if p not in common) or name for ps, name in zip(parts, names)]
+
+
+def _label_room(labels: list[str]) -> float:
+    """Inches below the axes that labels rotated by 60 degrees at 7 points need."""
+    return 0.06 * max((len(label) for label in labels), default=0)
+
+
 def comparison(results: pd.DataFrame, target: Path) -> None:
     ok = results[results["status"] == "ok"]
     if ok.empty:
         return
-    names = ok["run"].tolist()
+    names = run_labels(ok["run"].tolist())
     x = np.arange(len(names))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 0.6 * len(names) + 4), 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 0.6 * len(names) + 4), 4.5 + _label_room(names)))
     left.bar(x - 0.2, ok["latency_p50_ms"], width=0.4, label="p50")
     left.bar(x + 0.2, ok["latency_p99_ms"], width=0.4, label="p99")
     left.set_ylabel("latency (ms)")
@@ -144,19 +157,6 @@ def cluster_timeseries(name: str, series: pd.DataFrame, target: Path) -> None:
         ax.grid(True, alpha=0.3)
     fig.suptitle(name, fontsize=9)
     save_figure(fig, target)
-
-
-def run_labels(names: list[str]) -> list[str]:
-    """Run names as bar labels: without the ``key=value`` parts every run shares (the
-    seed of a one-seed sweep, say), which tell the bars nothing apart."""
-    parts = [name.split(",") for name in names]
-    common = set.intersection(*map(set, parts)) if len(parts) > 1 else set()
-    return [",".join(p for p in ps if p not in common) or name for ps, name in zip(parts, names)]
-
-
-def _label_room(labels: list[str]) -> float:
-    """Inches below the axes that labels rotated by 60 degrees at 7 points need."""
-    return 0.06 * max((len(label) for label in labels), default=0)
 
 
 def cluster_comparison(results: pd.DataFrame, target: Path) -> None:
