@@ -152,7 +152,9 @@ def spinning_model() -> StagedModel:
 
 
 def test_measure_served_finds_the_stage_time_and_every_host_part():
-    found = measure_served(spinning_model(), np.arange(20), [1, 3], repeats=6, warmup=1)
+    # 12 rounds: a loaded machine spoils bursts that overrun, and with 6 it once left no
+    # burst of 1 that left at the ramp (all_left) to time
+    found = measure_served(spinning_model(), np.arange(20), [1, 3], repeats=12, warmup=1)
     for b in (1, 3):
         for what in ("batch", "turnaround", "exit", "final", "all_left", "total"):
             assert found[(what, -1, b)].size > 0 and (found[(what, -1, b)] >= 0).all(), (what, b)
