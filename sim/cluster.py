@@ -71,6 +71,7 @@ accuracy follows (:func:`sim.metrics.summarize_cluster`).
 
 from __future__ import annotations
 
+import array
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence
@@ -217,6 +218,31 @@ class TaskColumns:
         return (self.replica >= 0) & ~np.isnan(self.finish)
 
 
+LOG_CHUNK = 1 << 16  # numbers a batch log holds as Python floats before it makes them numpy
+
+
+class _BatchLog:
+    """One task's batches, four numbers each (start, finish, replica, items): appended to a
+    plain list, the fastest to extend, and moved into numpy every :data:`LOG_CHUNK`
+    numbers, so a long run holds 32 bytes a batch rather than four Python floats."""
+
+    def __init__(self):
+        self.flat: list[float] = []
+        self.flushed = 0  # batches already moved into chunks
+        self.chunks: list[np.ndarray] = []
+
+    def flush(self) -> None:
+        flat = self.flat
+        self.chunks.append(np.array(flat, dtype=np.float64).reshape(-1, 4))
+        self.flushed += len(flat) >> 2
+        flat.clear()
+
+    def table(self) -> np.ndarray:
+        """Every batch as a row (start, finish, replica, items), in the order logged."""
+        self.flush()
+        return self.chunks[0] if len(self.chunks) == 1 else np.concatenate(self.chunks)
+
+
 class _Queue(deque):
     """A FIFO of (request, enqueued at) that counts the items it holds (``items``), which
     batching policies are asked about when requests carry several items."""
@@ -310,11 +336,12 @@ class _Cluster:
         self.status = np.full(n, COMPLETED, dtype=np.int8)
         self.dropped_at = np.full(n, -1, dtype=np.int16)
         # Per task, what each request's batch was, logged as the single-model engine logs it
-        # (sim.records): one store per request, its batch's number (a list: fast to store
-        # into), and per batch its start, finish, replica and items in one flat list; the
-        # columns are expanded from them at the end (:meth:`task_columns`).
-        self.batch_of = {t: [-1] * n for t in self.tasks}
-        self.batches: dict[str, list[float]] = {t: [] for t in self.tasks}
+        # (sim.records): one store per request, its batch's number (an int64 array: as fast
+        # to store into as a list, 8 bytes a request and no Python int per batch), and per
+        # batch its start, finish, replica and items (:class:`_BatchLog`); the columns are
+        # expanded from them at the end (:meth:`task_columns`).
+        self.batch_of = {t: array.array("q", [-1]) * n for t in self.tasks}
+        self.batches = {t: _BatchLog() for t in self.tasks}
         self.dropped_by: dict[str, dict[int, int]] = {t: {} for t in self.tasks}  # request -> replica
         sizes = trace.columns.get("size")
         self.size = None if sizes is None else np.asarray(sizes)
@@ -490,7 +517,8 @@ class _Cluster:
     def lane(self, replica: _Replica, dep: _Deployment, cores_per_lane: int, lane: int):
         env = self.env
         task = dep.key[0]
-        batch_of, batches = self.batch_of[task], self.batches[task]
+        batch_of, log = self.batch_of[task], self.batches[task]
+        batches = log.flat
         limit = self.drop_after.get(task)
         sizes = self.sizes
         # looked up once: the loop below runs once per batch
@@ -567,7 +595,7 @@ class _Cluster:
                 now = env.now
                 continue
             # Take requests from the head while their items fit; the head always goes.
-            b = len(batches) >> 2
+            b = log.flushed + (len(batches) >> 2)
             members, items = [], 0
             while queue and items < size:
                 if sizes is not None and members and items + sizes[queue[0][0]] > size:
@@ -596,6 +624,8 @@ class _Cluster:
                     env.timeout(t - now).callbacks.append(lambda _e, g=leaving, t=t: self.answered(dep, g, t))
                 members = [rid for rid, a in zip(members, answers) if a >= done]
             batches.extend((now, done, number, items))  # with exits, each request's own: ExitRun.finish
+            if len(batches) >= LOG_CHUNK:
+                log.flush()
             replica.busy_lanes += 1
             replica.in_flight += taken
             end = done
@@ -682,15 +712,14 @@ class _Cluster:
         n = self.arrival.size
         variant_of = np.array([r.deployment.variant_index for r in self.records], dtype=np.int16)
         for task in self.tasks:
-            code = np.fromiter(self.batch_of[task], dtype=np.int64, count=n)
-            flat = self.batches[task]
-            table = np.fromiter(flat, dtype=np.float64, count=len(flat)).reshape(-1, 4)
+            code = np.frombuffer(self.batch_of[task], dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
+            table = self.batches[task].table()
             served = np.flatnonzero(code >= 0)
-            rows = table[code[served]]
+            rows = code[served]
             stage = stages[task] = TaskColumns.empty(n)
             stage.batches = len(table)
-            stage.start[served], stage.finish[served] = rows[:, 0], rows[:, 1]
-            stage.replica[served], stage.batch_size[served] = rows[:, 2], rows[:, 3]
+            for k, column in enumerate((stage.start, stage.finish, stage.replica, stage.batch_size)):
+                column[served] = table[rows, k]  # a column at a time: no copy of every batch's row
             for run in (r for (t, _, _), r in self.exit_runs.items() if t == task and r is not None):
                 mine = run.exit_stage >= 0  # with exits, a request's answer there is its exit's
                 stage.finish[mine] = run.finish[mine]
