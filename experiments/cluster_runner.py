@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from policies.autoscaling import Deployment, Plan
-from sim.cluster import ClusterCosts, ClusterResults, simulate_cluster
+from sim.cluster import ClusterCosts, ClusterResults, TaskColumns, simulate_cluster
 from sim.exits import ExitRun
 from sim.metrics import summarize_cluster
 from workloads import load_profile
@@ -291,7 +291,7 @@ def _without_adapter(value):
 
 def request_columns(results: ClusterResults) -> dict[str, np.ndarray]:
     """``requests.parquet``: per request its end-to-end columns, then per task what
-    happened there (:data:`TASK_COLUMNS`, the single-model table's columns, named
+    happened there (``TaskColumns.NAMES``, the single-model table's columns, named
     ``<column>_<task>``) and, where a variant of the task has exits, its exit columns."""
     columns = {"arrival": results.arrival, "finish": results.finish, "status": results.status,
                "dropped_at": results.dropped_at}
@@ -300,13 +300,11 @@ def request_columns(results: ClusterResults) -> dict[str, np.ndarray]:
     for task in results.tasks:
         stage = results.stages[task]
         columns[f"variant_{task}"] = results.variant[task]
-        columns.update({f"{name}_{task}": getattr(stage, name) for name in TASK_COLUMNS})
+        columns.update({f"{name}_{task}": getattr(stage, name) for name in TaskColumns.NAMES})
     for task, exits in results.exits.items():  # where a variant of the task has exits
         columns.update({f"{name}_{task}": column for name, column in exits.items()})
     return columns
 
-
-TASK_COLUMNS = ("start", "finish", "replica", "batch_size")  # sim.cluster.TaskColumns
 
 
 def timeseries(results: ClusterResults, sample_s: float) -> dict[str, np.ndarray]:

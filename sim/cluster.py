@@ -74,7 +74,7 @@ from __future__ import annotations
 import array
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, ClassVar, Mapping, Optional, Sequence
 
 import numpy as np
 import simpy
@@ -209,6 +209,8 @@ class TaskColumns:
     batch_size: np.ndarray
     batches: int = 0  # batches the task ran
 
+    NAMES: ClassVar[tuple[str, ...]] = ("start", "finish", "replica", "batch_size")  # the per-request columns
+
     @classmethod
     def empty(cls, n: int) -> "TaskColumns":
         return cls(np.full(n, np.nan), np.full(n, np.nan), np.full(n, -1, dtype=np.int32), np.zeros(n, dtype=np.int32))
@@ -326,8 +328,7 @@ class _Cluster:
         self.variants = {t: tuple(v) for t, v in variants.items()}
         self.succ = {t: [b for a, b in edges if a == t] for t in self.tasks}
         self.preds = {t: [a for a, b in edges if b == t] for t in self.tasks}
-        self.n_pred = {t: len(self.preds[t]) for t in self.tasks}
-        self.sources = [t for t in self.tasks if not self.n_pred[t]]
+        self.sources = [t for t in self.tasks if not self.preds[t]]
         self.sinks = [t for t in self.tasks if not self.succ[t]]
         self.drop_after = drop_after
         n = len(trace.times)
@@ -350,7 +351,7 @@ class _Cluster:
         self.progress = progress
         self.exhausted = n == 0  # every arrival routed: no more will come to a source task
         # the next arrival count at which to report progress or, at n, to mark the trace exhausted
-        self.report_at = min(PROGRESS_EVERY if progress is not None else n, n)
+        self.report_at = self.next_report(0)
         self.joins: dict[tuple[int, str], int] = {}  # (request, task) -> predecessors still to finish
         self.sinks_left: dict[int, int] = {}
         self.deployments: dict[Key, _Deployment] = {}
@@ -395,15 +396,20 @@ class _Cluster:
     def reached(self, k: int) -> None:
         """``k`` arrivals are routed: report progress; at the last, wake the source tasks'
         waiting lanes, where a policy waiting for a full batch may now flush."""
-        n = self.arrival.size
         if self.progress is not None:
             self.progress(k)
-        self.report_at = min(k + PROGRESS_EVERY if self.progress is not None else n, n)
-        if k == n:
+        self.report_at = self.next_report(k)
+        if k == self.arrival.size:
             self.exhausted = True
             for replica in self.records:
                 if replica.deployment.source:
                     self.wake(replica)
+
+    def next_report(self, k: int) -> int:
+        """After ``k`` arrivals routed, the count at which to report progress next, or at
+        the latest the last arrival's (when the trace is marked routed)."""
+        n = self.arrival.size
+        return min(k + PROGRESS_EVERY if self.progress is not None else n, n)
 
     def arm_timer(self) -> None:
         """While a lane of a source task waits, keep a timer set for the next arrival."""
@@ -442,10 +448,8 @@ class _Cluster:
             size = self.sizes[rid]
             if size > dep.batcher.max_batch:  # it could never be served: rejected, not left waiting
                 if self.status[rid] == COMPLETED:
-                    self.status[rid] = REJECTED
-                    self.finish[rid] = enqueued
-                    self.dropped_at[rid] = self.tasks.index(dep.key[0])
                     self.rejected += 1
+                self.drop(dep.key[0], rid, enqueued, -1, REJECTED)
                 return
         target = dep
         if dep.router is not None:
@@ -463,8 +467,8 @@ class _Cluster:
         if self.status[rid] != COMPLETED:
             return  # dropped on another branch
         for nxt in self.succ[task]:
-            if self.n_pred[nxt] > 1:
-                left = self.joins.get((rid, nxt), self.n_pred[nxt]) - 1
+            if len(self.preds[nxt]) > 1:
+                left = self.joins.get((rid, nxt), len(self.preds[nxt])) - 1
                 if left:
                     self.joins[(rid, nxt)] = left
                     continue
@@ -476,12 +480,15 @@ class _Cluster:
                 self.finish[rid] = now
         # with one sink, a request's finish is its answer there, read off the batch log at the end
 
-    def drop(self, task: str, rid: int, when: float, replica: int) -> None:
+    def drop(self, task: str, rid: int, when: float, replica: int, status: int = DROPPED) -> None:
+        """``rid`` ends at ``task`` unserved at ``when``: dropped by ``replica``, or rejected
+        (``status``; no replica, -1), unless it already ended on another branch."""
         if self.status[rid] == COMPLETED:
-            self.status[rid] = DROPPED
+            self.status[rid] = status
             self.finish[rid] = when
             self.dropped_at[rid] = self.tasks.index(task)
-            self.dropped_by[task][rid] = replica
+            if replica >= 0:
+                self.dropped_by[task][rid] = replica
 
     def drained(self, task: str) -> bool:
         """No request can reach ``task`` any more: the trace is routed, and every task
@@ -562,7 +569,7 @@ class _Cluster:
             if queue:
                 # whether more requests may still come (batching policies that wait for a
                 # full batch flush when none will)
-                draining = self.exhausted if source else self.drained(task)
+                draining = self.exhausted and (source or self.drained(task))
                 size, wake_at = dep.batcher.decide(now, len(queue) if sizes is None else queue.items, queue[0][1],
                                                    draining, free_since)
             else:
@@ -574,13 +581,12 @@ class _Cluster:
                     continue
                 if self.exhausted and not queue:  # nothing left here: the next tasks may be drained now
                     self.wake_drained(task)
-                name = f"{type(dep.batcher).__name__} of {task}/{dep.key[1]}"
                 if wake_at is not None and wake_at <= now:
-                    raise SimulationError(f"{name} asked a lane at t={now!r} s to wait until t={wake_at!r} s, "
-                                          f"which is not later")
+                    raise SimulationError(f"{self.named(dep)} asked a lane at t={now!r} s to wait until "
+                                          f"t={wake_at!r} s, which is not later")
                 if wake_at is None and draining:
-                    raise SimulationError(f"{name} leaves {len(queue)} request(s) waiting after the last arrival; "
-                                          f"they would never be served")
+                    raise SimulationError(f"{self.named(dep)} leaves {len(queue)} request(s) waiting after the "
+                                          f"last arrival; they would never be served")
                 waiting = (replica, env.event())
                 idle.append(waiting)
                 if source:
@@ -641,6 +647,11 @@ class _Cluster:
             self.answered(dep, members, done)
         if not replica.busy_lanes:
             replica.release(env.now)
+
+    @staticmethod
+    def named(dep: _Deployment) -> str:
+        """``dep``'s batching policy, as an error names it."""
+        return f"{type(dep.batcher).__name__} of {dep.key[0]}/{dep.key[1]}"
 
     def answered(self, dep: _Deployment, members: list[int], now: float) -> None:
         """``dep``'s answers for ``members`` are out at ``now``: on to the next tasks."""
@@ -718,8 +729,8 @@ class _Cluster:
             rows = code[served]
             stage = stages[task] = TaskColumns.empty(n)
             stage.batches = len(table)
-            for k, column in enumerate((stage.start, stage.finish, stage.replica, stage.batch_size)):
-                column[served] = table[rows, k]  # a column at a time: no copy of every batch's row
+            for k, name in enumerate(TaskColumns.NAMES):  # the batch log's order
+                getattr(stage, name)[served] = table[rows, k]  # a column at a time: no copy of every row
             for run in (r for (t, _, _), r in self.exit_runs.items() if t == task and r is not None):
                 mine = run.exit_stage >= 0  # with exits, a request's answer there is its exit's
                 stage.finish[mine] = run.finish[mine]
