@@ -50,12 +50,17 @@ Arrivals are routed lazily (:meth:`_Cluster.catch_up`), as :mod:`sim.dispatcher`
 them: when a lane looks at its queue or ends a batch, or a plan changes what routing
 sees, the arrivals up to then are routed first, in order; a timer for the next arrival
 is kept only while a lane of a source task waits. So a busy cluster costs no event per
-arrival, and the decisions are those of one event per arrival.
+arrival, and the decisions are those of one event per arrival. Where every arrival
+joins one queue (one source task served by one deployment whose replicas share it),
+there is nothing to decide per arrival, and the arrivals up to then join it as one slice.
+A router keeps its replicas' loads as they change instead of counting them per arrival.
 
 A lane fast-forwards as :mod:`sim.worker` does: a batch that ends before SimPy's next
 event ends without an event of its own, the lane's clock running ahead, and the lane
-brings SimPy's clock up to its own before it waits. A lane whose answers go on to
-another task, or leave at exits, takes an event per batch.
+brings SimPy's clock up to its own before it waits; an idle lane of a source task
+jumps to the next arrival (or its policy's timer) the same way while no other such lane
+waits. A lane whose answers go on to another task, or leave at exits, takes an event
+per batch.
 
 Requests are dispatched to a task's deployments by smooth weighted round robin over the
 quotas (deterministic: same plan, same split). Within a deployment its replicas share one
@@ -72,6 +77,7 @@ accuracy follows (:func:`sim.metrics.summarize_cluster`).
 from __future__ import annotations
 
 import array
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Mapping, Optional, Sequence
@@ -246,8 +252,10 @@ class _BatchLog:
 
 
 class _Queue(deque):
-    """A FIFO of (request, enqueued at) that counts the items it holds (``items``), which
-    batching policies are asked about when requests carry several items."""
+    """A FIFO of request numbers that counts the items it holds (``items``), which
+    batching policies are asked about when requests carry several items. When each was
+    queued is its task's to know (:attr:`_Cluster.since`): a request is queued at a task
+    once, whichever of its deployments or replicas holds it."""
 
     def __init__(self):
         super().__init__()
@@ -270,6 +278,7 @@ class _Replica:
         self.queue: _Queue = deployment.queue if shared else _Queue()
         self.idle: list[tuple[_Replica, simpy.Event]] = deployment.idle if shared else []  # lanes waiting for work
         self.in_flight = 0  # requests in its batches now: with the queue, what a router counts
+        self.slot = -1  # its index among its deployment's router targets (-1: not one now)
 
     def release(self, now: float) -> None:
         if self.released is None:
@@ -290,6 +299,10 @@ class _Deployment:
         self.queue = _Queue()
         self.replicas: list[_Replica] = []
         self._targets: Optional[list[_Replica]] = None
+        # what the router counts for each of :meth:`targets`: requests queued there or in its
+        # batches, kept as they change (by enqueue, and by the lanes as batches end or
+        # requests are dropped) rather than counted at every arrival
+        self.loads: list[int] = []
         self.idle: list[tuple[_Replica, simpy.Event]] = []  # lanes waiting for work
         self.busy_core_seconds = 0.0
         # with exits: requests answered at each exit so far (the adapter sees the mix)
@@ -304,10 +317,15 @@ class _Deployment:
         if self._targets is None:
             alive = self.alive()
             self._targets = [r for r in alive if r.ready is not None] or alive
+            for slot, replica in enumerate(self._targets):
+                replica.slot = slot
+            self.loads = [len(r.queue) + r.in_flight for r in self._targets]
         return self._targets
 
     def changed(self) -> None:
         self._targets = None
+        for replica in self.replicas:
+            replica.slot = -1
 
     def use(self, batcher: BatchingPolicy) -> None:
         """Batch with ``batcher``. With ``allowed_sizes`` a batch is padded up to an allowed
@@ -330,6 +348,9 @@ class _Cluster:
         self.preds = {t: [a for a, b in edges if b == t] for t in self.tasks}
         self.sources = [t for t in self.tasks if not self.preds[t]]
         self.sinks = [t for t in self.tasks if not self.succ[t]]
+        # whether a request is ever at two tasks at once (several sources, or a task with
+        # several successors): then one queued at a task may have been dropped at another
+        self.forks = len(self.sources) > 1 or any(len(after) > 1 for after in self.succ.values())
         self.drop_after = drop_after
         n = len(trace.times)
         self.arrival = trace.times
@@ -369,11 +390,19 @@ class _Cluster:
         self.waiting = 0  # lanes of source tasks waiting for work: while any does, arrivals need a timer
         self.lanes = 0
         self.exit_runs: dict[tuple[str, str, int], Optional[ExitRun]] = {}
-        self.orphans: list[tuple[_Deployment, int, float]] = []  # queued at a replica that went away
+        self.orphans: list[tuple[_Deployment, int]] = []  # queued at a replica that went away
+        # the one queue every arrival joins, where there is nothing to decide per arrival (one
+        # source served by one deployment whose replicas share a queue, one item per request,
+        # one sink to finish at): then arrivals join it as slices (:meth:`catch_up`)
+        self.direct: Optional[_Deployment] = None
+        # per task, when each request was queued there: its arrival at a source, else the
+        # moment the tasks before it answered (kept for requests queued there only)
+        self.since = {t: self.times if not self.preds[t] else array.array("d", [np.nan]) * n for t in self.tasks}
 
     # --- requests --------------------------------------------------------------------
-    def catch_up(self, now: float) -> None:
-        """Route every arrival at or before ``now`` not yet routed, at its own time.
+    def catch_up(self, now: float) -> float:
+        """Route every arrival at or before ``now`` not yet routed, at its own time, and
+        return the time of the next arrival (+inf after the last).
 
         Arrivals are known in advance, so they are routed lazily, as
         :class:`sim.dispatcher.Dispatcher` routes them: whenever a lane looks at its
@@ -383,15 +412,34 @@ class _Cluster:
         cannot do, start a batch at an arrival, is covered by :meth:`arm_timer`.
         """
         times, k = self.times, self.arrived
+        direct = self.direct
         while times[k] <= now:
+            if direct is not None:  # one queue takes every arrival: they join it as a slice
+                j = k + 1
+                if j < self.report_at and times[j] <= now:  # more than one since the last look: bisect
+                    j = bisect.bisect_right(times, now, j + 1, self.report_at)
+                    direct.queue.extend(range(k, j))
+                else:
+                    direct.queue.append(k)
+                self.arrived = j
+                idle = direct.idle
+                if idle:
+                    for _ in range(min(j - k, len(idle))):  # the lanes that have waited longest, one an arrival
+                        idle.pop(0)[1].succeed()
+                        self.waiting -= 1
+                k = j
+                if k == self.report_at:
+                    self.reached(k)
+                continue
             if len(self.sinks) > 1:
                 self.sinks_left[k] = len(self.sinks)
             self.arrived = k + 1
             for task in self.sources:
-                self.dispatch(task, k, times[k])
+                self.dispatch(task, k)
             k += 1
             if k == self.report_at:
                 self.reached(k)
+        return times[k]
 
     def reached(self, k: int) -> None:
         """``k`` arrivals are routed: report progress; at the last, wake the source tasks'
@@ -425,11 +473,11 @@ class _Cluster:
         if self.waiting:
             self.arm_timer()
 
-    def dispatch(self, task: str, rid: int, enqueued: float) -> None:
+    def dispatch(self, task: str, rid: int) -> None:
         """Send ``rid`` to one of ``task``'s deployments by smooth weighted round robin."""
         route = self.routes[task]
         if len(route) == 1:  # the one deployment (its round-robin credit would not change)
-            self.enqueue(route[0][0], rid, enqueued)
+            self.enqueue(route[0][0], rid)
             return
         total = 0.0
         best = None
@@ -439,9 +487,9 @@ class _Cluster:
             if best is None or entry[2] > best[2]:
                 best = entry
         best[2] -= total
-        self.enqueue(best[0], rid, enqueued)
+        self.enqueue(best[0], rid)
 
-    def enqueue(self, dep: _Deployment, rid: int, enqueued: float) -> None:
+    def enqueue(self, dep: _Deployment, rid: int) -> None:
         """Queue ``rid`` at ``dep``: in its one queue, or at the replica its router picks
         among those serving (among those loading while none is ready)."""
         if self.sizes is not None:
@@ -449,13 +497,15 @@ class _Cluster:
             if size > dep.batcher.max_batch:  # it could never be served: rejected, not left waiting
                 if self.status[rid] == COMPLETED:
                     self.rejected += 1
-                self.drop(dep.key[0], rid, enqueued, -1, REJECTED)
+                self.drop(dep.key[0], rid, self.since[dep.key[0]][rid], -1, REJECTED)
                 return
         target = dep
         if dep.router is not None:
             candidates = dep.targets()
-            target = candidates[dep.router.choose([len(r.queue) + r.in_flight for r in candidates])]
-        target.queue.append((rid, enqueued))
+            slot = dep.router.choose(dep.loads)
+            dep.loads[slot] += 1
+            target = candidates[slot]
+        target.queue.append(rid)
         if self.sizes is not None:  # counted, and asked about, only where requests carry sizes
             target.queue.items += size
         if target.idle:  # the lane that has waited longest takes it
@@ -473,7 +523,8 @@ class _Cluster:
                     self.joins[(rid, nxt)] = left
                     continue
                 self.joins.pop((rid, nxt), None)
-            self.dispatch(nxt, rid, now)
+            self.since[nxt][rid] = now
+            self.dispatch(nxt, rid)
         if not self.succ[task] and len(self.sinks) > 1:  # done at its last sink
             self.sinks_left[rid] -= 1
             if not self.sinks_left[rid]:
@@ -529,7 +580,7 @@ class _Cluster:
         limit = self.drop_after.get(task)
         sizes = self.sizes
         # looked up once: the loop below runs once per batch
-        status, catch_up, number, peek, times = self.status, self.catch_up, replica.number, env.peek, self.times
+        status, catch_up, number, times, since = self.status, self.catch_up, replica.number, self.times, self.since[task]
         # Fast-forward (as sim.worker does): a batch that ends before SimPy's next event ends
         # without an event of its own, the lane's clock ``now`` running ahead of SimPy's, which
         # it brings up to its own before it waits. Nothing can happen in between: arrivals
@@ -537,10 +588,18 @@ class _Cluster:
         # answers go on to another task (they could wake a lane there) or leave at exits
         # (at times of their own).
         fast = self.fast_forward and dep.execute is None and not self.succ[task]
+        peek = env.peek if fast else (lambda: float("-inf"))
+        # whether a queued request may have to leave unserved: its wait ran out, or it ended
+        # on another branch of the pipeline while queued here
+        checking = limit is not None or self.forks
+        # whether the batch's answers go anywhere: on to other tasks, to a sink's count, or to
+        # the exit mix (otherwise the batch log says it all)
+        handing_on = dep.execute is not None or bool(self.succ[task]) or len(self.sinks) > 1
+        plain = sizes is None and not checking and not handing_on
         yield env.timeout(max(0.0, replica.ready_at - env.now))
         if replica.retired:
             return
-        catch_up(env.now)  # arrivals before it was ready went elsewhere
+        next_arrival = catch_up(env.now)  # arrivals before it was ready went elsewhere
         replica.ready = now = env.now
         dep.changed()
         free_since = NEVER_BUSY
@@ -548,8 +607,19 @@ class _Cluster:
         # it (as sim.worker does), so lanes waiting for one deadline wake in the order they set it
         timer_at, timer = None, None
         queue, idle = replica.queue, replica.idle
+        popleft = queue.popleft
         source = dep.source
         waiting, deadline = None, None  # this lane's entry in ``idle`` while it waits, and until when
+        # SimPy's next event: it changes only when this lane yields or routes arrivals
+        horizon = peek()
+        routed = dep.router is not None  # its replicas' queues are their own: a router counts their loads
+        # fixed for the deployment; its batching policy changes with a plan's batch, which only
+        # happens while this lane yields (read again after each yield)
+        sampler, execute, decide, padded = dep.sampler, dep.execute, dep.batcher.decide, dep.padded
+
+        def unload(count: int) -> None:  # ``count`` requests leave this replica's router count
+            if replica.slot >= 0:
+                dep.loads[replica.slot] -= count
 
         def on_timer(at: float) -> None:  # wakes the lane if it still waits until this deadline
             if at == deadline and waiting in idle:
@@ -557,41 +627,60 @@ class _Cluster:
                 self.waiting -= source
                 waiting[1].succeed()
         while not replica.retired:
-            if times[self.arrived] <= now:
-                catch_up(now)
-            while queue and (status[queue[0][0]] != COMPLETED  # dropped on another branch
-                             or limit is not None and now - queue[0][1] > limit):
-                rid, enqueued = queue.popleft()
-                if sizes is not None:
-                    queue.items -= sizes[rid]
-                if status[rid] == COMPLETED:
-                    self.drop(task, rid, enqueued + limit, number)
+            if next_arrival <= now:  # a stale copy is early: a needless call, never a missed arrival
+                next_arrival = catch_up(now)
+                horizon = peek()
+            if checking:
+                while queue and (status[queue[0]] != COMPLETED  # dropped on another branch
+                                 or limit is not None and now - since[queue[0]] > limit):
+                    rid = popleft()
+                    if sizes is not None:
+                        queue.items -= sizes[rid]
+                    if routed:
+                        unload(1)
+                    if status[rid] == COMPLETED:
+                        self.drop(task, rid, since[rid] + limit, number)
             if queue:
                 # whether more requests may still come (batching policies that wait for a
                 # full batch flush when none will)
                 draining = self.exhausted and (source or self.drained(task))
-                size, wake_at = dep.batcher.decide(now, len(queue) if sizes is None else queue.items, queue[0][1],
-                                                   draining, free_since)
+                size, wake_at = decide(now, len(queue) if sizes is None else queue.items, since[queue[0]],
+                                       draining, free_since)
             else:
                 size, wake_at, draining = 0, None, False
             if size == 0:  # wait for a request, or for more until the policy's timer
-                if now > env.now:  # SimPy's clock up to this lane's first; then look again
-                    yield env.timeout(now - env.now)
-                    now = env.now
-                    continue
-                if self.exhausted and not queue:  # nothing left here: the next tasks may be drained now
-                    self.wake_drained(task)
                 if wake_at is not None and wake_at <= now:
                     raise SimulationError(f"{self.named(dep)} asked a lane at t={now!r} s to wait until "
                                           f"t={wake_at!r} s, which is not later")
                 if wake_at is None and draining:
                     raise SimulationError(f"{self.named(dep)} leaves {len(queue)} request(s) waiting after the "
                                           f"last arrival; they would never be served")
+                if source and not self.waiting:
+                    # Idle until the next arrival or the policy's timer: if that comes before
+                    # SimPy's next event and no other lane waits for arrivals, jump to it
+                    # without an event (as sim.worker does).
+                    until = times[self.arrived]
+                    if wake_at is not None and wake_at < until:
+                        until = wake_at
+                    if until < horizon:
+                        now = until
+                        next_arrival = catch_up(now)
+                        horizon = peek()
+                        continue
+                if now > env.now:  # SimPy's clock up to this lane's first; then look again
+                    yield env.timeout(now - env.now)
+                    now = env.now
+                    horizon = peek()
+                    decide, padded = dep.batcher.decide, dep.padded
+                    continue
+                if self.exhausted and not queue:  # nothing left here: the next tasks may be drained now
+                    self.wake_drained(task)
                 waiting = (replica, env.event())
                 idle.append(waiting)
                 if source:
                     self.waiting += 1
-                    self.arm_timer()
+                    if not self.timer_set:
+                        self.arm_timer()
                 if wake_at is not None and (wake_at != timer_at or timer.processed):
                     timer_at, timer = wake_at, env.timeout(wake_at - now)
                     timer.callbacks.append(lambda _event, at=wake_at: on_timer(at))
@@ -599,52 +688,76 @@ class _Cluster:
                 yield waiting[1]
                 waiting = deadline = None
                 now = env.now
+                next_arrival = times[self.arrived]
+                horizon = peek()
+                decide, padded = dep.batcher.decide, dep.padded  # a plan may have changed its batch
                 continue
-            # Take requests from the head while their items fit; the head always goes.
-            b = log.flushed + (len(batches) >> 2)
-            members, items = [], 0
-            while queue and items < size:
-                if sizes is not None and members and items + sizes[queue[0][0]] > size:
-                    break
-                rid, enqueued = queue.popleft()
-                if sizes is not None:
-                    queue.items -= sizes[rid]
-                if limit is not None and now - enqueued > limit:
-                    self.drop(task, rid, enqueued + limit, number)
-                elif status[rid] == COMPLETED:  # not dropped on another branch
-                    members.append(rid)
-                    batch_of[rid] = b
-                    items += 1 if sizes is None else sizes[rid]
-            if not members:
-                continue
-            taken = len(members)
-            if dep.execute is None:
-                service = dep.sampler(items if dep.padded is None else dep.padded(items))
+            logged = len(batches)
+            b = log.flushed + (logged >> 2)
+            if plain:  # one item per request, none to check, the answers logged only: the commonest case
+                if size == 1:
+                    taken = items = 1
+                    batch_of[popleft()] = b
+                else:
+                    taken = items = size if size < len(queue) else len(queue)
+                    for _ in range(taken):
+                        batch_of[popleft()] = b
+                members = ()
+            else:  # take requests from the head while their items fit; the head always goes
+                members, items, popped = [], 0, 0
+                while queue and items < size:
+                    if sizes is not None and members and items + sizes[queue[0]] > size:
+                        break
+                    rid = popleft()
+                    popped += 1
+                    if sizes is not None:
+                        queue.items -= sizes[rid]
+                    if limit is not None and now - since[rid] > limit:
+                        self.drop(task, rid, since[rid] + limit, number)
+                    elif status[rid] == COMPLETED:  # not dropped on another branch
+                        members.append(rid)
+                        batch_of[rid] = b
+                        items += 1 if sizes is None else sizes[rid]
+                taken = len(members)
+                if routed and popped > taken:  # those dropped leave the router's count now
+                    unload(popped - taken)
+                if not members:
+                    continue
+            if execute is None:
+                service = sampler(items if padded is None else padded(items))
                 done = now + service
             else:  # each request leaves at its own exit; those leaving before the end go on at once
-                done = dep.execute(now, members, lane)
+                done = execute(now, members, lane)
                 service = done - now
-                answers = dep.execute.finish[members]
+                answers = execute.finish[members]
                 for t in np.unique(answers[answers < done]).tolist():
                     leaving = [rid for rid, a in zip(members, answers) if a == t]
                     env.timeout(t - now).callbacks.append(lambda _e, g=leaving, t=t: self.answered(dep, g, t))
                 members = [rid for rid, a in zip(members, answers) if a >= done]
             batches.extend((now, done, number, items))  # with exits, each request's own: ExitRun.finish
-            if len(batches) >= LOG_CHUNK:
+            if logged + 4 >= LOG_CHUNK:
                 log.flush()
-            replica.busy_lanes += 1
-            replica.in_flight += taken
+            if routed:
+                replica.in_flight += taken
             end = done
-            if not fast or done >= peek():  # an event: SimPy's clock moves to the batch's end
+            if done >= horizon:  # an event: SimPy's clock moves to the batch's end
+                # (only then can anyone see the lane busy: a retiring replica waits for it)
+                replica.busy_lanes += 1
                 yield env.timeout(service if now == env.now else done - env.now)
+                replica.busy_lanes -= 1
                 end = env.now
-            if times[self.arrived] <= end:  # arrivals up to now are routed against the loads they met
-                catch_up(end)
-            replica.busy_lanes -= 1
-            replica.in_flight -= taken
+                horizon = peek()
+                decide, padded = dep.batcher.decide, dep.padded
+            if next_arrival <= end:  # arrivals up to now are routed against the loads they met
+                next_arrival = catch_up(end)
+                horizon = peek()
+            if routed:
+                replica.in_flight -= taken
+                unload(taken)
             dep.busy_core_seconds += service * cores_per_lane
             now, free_since = end, done
-            self.answered(dep, members, done)
+            if handing_on:
+                self.answered(dep, members, done)
         if not replica.busy_lanes:
             replica.release(env.now)
 
@@ -682,7 +795,7 @@ class _Cluster:
         replica.deployment.changed()
         self.wake(replica)  # its waiting lanes wake, see it is retired, and end
         if replica.queue is not replica.deployment.queue:
-            self.orphans.extend((replica.deployment, rid, enqueued) for rid, enqueued in replica.queue)
+            self.orphans.extend((replica.deployment, rid) for rid in replica.queue)
             replica.queue.clear()
             replica.queue.items = 0
         if not replica.busy_lanes:
@@ -805,17 +918,20 @@ class _Cluster:
                               for d in deployments if d.replicas and d.quota > 0]
                        for task, deployments in plan.tasks.items()}
         routed = {id(entry[0]) for route in self.routes.values() for entry in route}
+        route = self.routes[self.sources[0]]
+        simple = len(self.sources) == 1 and len(self.sinks) == 1 and self.sizes is None and len(route) == 1
+        self.direct = route[0][0] if simple and route[0][0].router is None else None
         for dep in self.deployments.values():
             if dep.queue and id(dep) not in routed:
-                self.orphans.extend((dep, rid, enqueued) for rid, enqueued in dep.queue)
+                self.orphans.extend((dep, rid) for rid in dep.queue)
                 dep.queue.clear()
                 dep.queue.items = 0
         orphans, self.orphans = self.orphans, []
-        for dep, rid, enqueued in orphans:  # to their deployment's replicas while it serves, else anew
+        for dep, rid in orphans:  # to their deployment's replicas while it serves, else anew
             if id(dep) in routed and dep.alive():
-                self.enqueue(dep, rid, enqueued)
+                self.enqueue(dep, rid)
             else:
-                self.dispatch(dep.key[0], rid, enqueued)
+                self.dispatch(dep.key[0], rid)
 
     def exit_counts(self) -> dict[Key, np.ndarray]:
         """Per deployment with exits, the requests answered at each exit so far."""
