@@ -41,6 +41,10 @@ carries it out as a cluster would:
   own exit's time and goes on downstream from there; the lane is busy until the batch
   ends (the last exit under ``compute_saving``, the whole model under ``latency_only``).
   The adapter sees each deployment's exit mix (:class:`ClusterObservation` ``exits``).
+* **Host**: with ``host`` (:mod:`sim.host`), the one lane of a one-task run shares its
+  serving host with the intake of every arrival, which stretches its batches, as in
+  :func:`sim.simulate`; a host models one server process, so a plan with more lanes, or
+  a change of plan, is refused.
 * **Cores**: a replica with ``c`` cores serves either as ``c`` single-threaded *lanes*
   (``core_mode="lanes"``, each running its own batches from the replica's queue:
   TF-Serving's batch threads, as InfAdapter configured it) or as one lane whose batches
@@ -92,6 +96,7 @@ from traces.trace import Trace
 
 from .errors import SimulationError
 from .exits import ExitRun
+from .host import ServingHost
 from .records import COMPLETED, DROPPED, REJECTED, RequestTable
 
 CORE_MODES = ("lanes", "threads")
@@ -154,6 +159,7 @@ class ClusterResults:
     edges: tuple[tuple[str, str], ...] = ()  # the pipeline's: (from, to)
     stages: dict[str, "TaskColumns"] = field(default_factory=dict)
     rejections: dict[str, int] = field(default_factory=dict)
+    host_busy_s: Optional[float] = None  # with a serving host: its seconds of intake and launching
 
     def reached(self, task: str) -> np.ndarray:
         """When each request reached ``task``: its arrival at a source, else the last of its
@@ -338,8 +344,12 @@ class _Cluster:
     def __init__(self, env: simpy.Environment, trace: Trace, tasks: Sequence[str], edges, variants, costs,
                  adapter: Adapter, drop_after: Mapping[str, Optional[float]], core_mode: str,
                  batching: Callable[[int], BatchingPolicy], routing: Optional[Callable[[Key], Optional[Router]]],
-                 progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True):
+                 progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True,
+                 host: Optional[ServingHost] = None):
         self.env, self.costs, self.adapter, self.core_mode = env, costs, adapter, core_mode
+        # the serving host of the one lane every request reaches (sim.host), which takes each
+        # arrival in between launching batches: it runs on the trace's arrival times
+        self.host_clock = None if host is None else host.clock(trace.times)
         self.fast_forward = fast_forward
         self.batching, self.routing = batching, routing
         self.tasks = tuple(tasks)
@@ -616,6 +626,7 @@ class _Cluster:
         # fixed for the deployment; its batching policy changes with a plan's batch, which only
         # happens while this lane yields (read again after each yield)
         sampler, execute, decide, padded = dep.sampler, dep.execute, dep.batcher.decide, dep.padded
+        host = self.host_clock if execute is None else None  # an exit run plays the host itself
 
         def unload(count: int) -> None:  # ``count`` requests leave this replica's router count
             if replica.slot >= 0:
@@ -725,6 +736,8 @@ class _Cluster:
                     continue
             if execute is None:
                 service = sampler(items if padded is None else padded(items))
+                if host is not None:  # the host's intake of what arrives meanwhile stretches it
+                    service = host.finish(now, service) - now
                 done = now + service
             else:  # each request leaves at its own exit; those leaving before the end go on at once
                 done = execute(now, members, lane)
@@ -826,7 +839,10 @@ class _Cluster:
         of that size, so an online policy learns from all their batches), or None."""
         key = (task, variant, per_lane)
         if key not in self.exit_runs:
-            self.exit_runs[key] = None if self.costs.exits is None else self.costs.exits(task, variant, per_lane)
+            run = None if self.costs.exits is None else self.costs.exits(task, variant, per_lane)
+            if run is not None and self.host_clock is not None:
+                run.host_clock = self.host_clock
+            self.exit_runs[key] = run
         return self.exit_runs[key]
 
     def task_columns(self) -> tuple[dict[str, TaskColumns], dict[str, np.ndarray]]:
@@ -883,6 +899,14 @@ class _Cluster:
             raise SimulationError(f"plan: its tasks {sorted(plan.tasks)} are not the pipeline's {list(self.tasks)}")
         if self.routes:  # new replicas change where a router may send what arrived before now
             self.catch_up(self.env.now)
+        if self.host_clock is not None:
+            lanes = sum(d.replicas * (d.cores if self.core_mode == "lanes" else 1)
+                        for deployments in plan.tasks.values() for d in deployments)
+            if not warm or len(self.tasks) != 1 or lanes != 1:
+                raise SimulationError("a serving host models one server process that takes in every request: it "
+                                      "needs one task served by one lane, and a plan that never changes; "
+                                      f"got tasks {list(self.tasks)} and a plan of {lanes} lane(s) at "
+                                      f"t={self.env.now!r} s")
         self.plan = plan
         self.plans.append((self.env.now, plan))
         self.generation += 1
@@ -967,7 +991,7 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
                      batching: Callable[[int], BatchingPolicy] = DynamicBatcher,
                      routing: Optional[Callable[[Key], Optional[Router]]] = None,
                      progress: Optional[Callable[[int], None]] = None,
-                     fast_forward: bool = True) -> ClusterResults:
+                     fast_forward: bool = True, host: Optional[ServingHost] = None) -> ClusterResults:
     """Serve ``trace`` through the pipeline ``tasks``/``edges`` (a DAG; every request
     enters at its sources), starting from ``initial`` (its replicas are ready at time 0,
     as a cluster already running) and adapted by ``adapter``; ``variants[task]`` are the
@@ -980,13 +1004,14 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     arrivals routed so far. A request carrying more items than a deployment's batch
     (the trace's ``size`` column) is rejected there when it arrives. ``fast_forward=False``
     gives every batch its own SimPy event (see :meth:`_Cluster.lane`); results agree up to
-    clock rounding."""
+    clock rounding. ``host`` makes the serving host a resource that launches batches and
+    takes requests in (:mod:`sim.host`), as :func:`sim.simulate` does: it models one server
+    process, so it needs one task served by one lane under a plan that never changes."""
     if core_mode not in CORE_MODES:
         raise ValueError(f"core_mode must be one of {CORE_MODES}, got {core_mode!r}")
     env = simpy.Environment()
     cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode, batching,
-                       routing, progress,
-                       fast_forward)
+                       routing, progress, fast_forward, host)
     cluster.apply(initial, warm=True)
     env.process(cluster.adapting())
     env.run()
@@ -1008,4 +1033,5 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     return ClusterResults(cluster.tasks, cluster.arrival, cluster.finish, cluster.status, cluster.dropped_at,
                           variant, cluster.variants, records, cluster.plans, end, exits, names,
                           cluster.size, tuple(map(tuple, edges)), stages,
-                          {"larger than max_batch": cluster.rejected} if cluster.rejected else {})
+                          {"larger than max_batch": cluster.rejected} if cluster.rejected else {},
+                          None if cluster.host_clock is None else cluster.host_clock.busy)

@@ -17,6 +17,7 @@ from policies.autoscaling import ClusterObservation, Deployment, Plan, StaticAda
 from policies.batching import DynamicBatcher, FixedBatcher
 from sim.cluster import ClusterCosts, simulate_cluster
 from sim.errors import SimulationError
+from sim.host import ServingHost
 from sim.metrics import summarize_cluster
 from sim.records import COMPLETED, DROPPED, REJECTED
 from traces.trace import Trace
@@ -223,3 +224,18 @@ def test_same_inputs_same_results_and_bad_plans_are_refused():
         plan(t=[Deployment("a", 0)])
     with pytest.raises(ValueError, match="replicas must be a whole number >= 0"):
         Deployment("a", -1)
+
+
+def test_a_serving_host_stretches_one_lanes_batches_and_serves_only_one_lane():
+    # Launch-bound (launch_share 1): a batch of 0.1 s starting at t ends at t + 0.1 plus
+    # 0.02 for each arrival the host takes in meanwhile, its own request's included (its
+    # intake does not delay its own admission to the queue, sim.host).
+    res = run([0.0, 0.05, 0.3], host=ServingHost(0.02, 1.0))
+    # the first batch takes in the arrivals at 0 and 0.05 (0.14); the second starts then
+    # and ends before the arrival at 0.3 (0.24); the third takes in its own (0.42)
+    np.testing.assert_allclose(res.finish, [0.14, 0.24, 0.42])
+    assert res.host_busy_s == pytest.approx(3 * 0.02 + 3 * 0.1)  # three intakes, three launches
+    with pytest.raises(SimulationError, match="one task served by one lane.*got tasks \\['t'\\] and a plan of 2"):
+        run([0.0], initial=plan(t=[Deployment("a", 2)]), host=ServingHost(0.02))
+    with pytest.raises(SimulationError, match="a plan that never changes.*at t=10.0 s"):
+        run(np.arange(0.0, 30.0, 0.5), adapter=At(10.0, plan(t=[Deployment("b", 1)])), host=ServingHost(0.02))

@@ -3,7 +3,8 @@ exit by exit, each request goes on from its own exit, and the adapter sees the e
 
 The model is the hand-costed three-exit network of ``test_exits`` (every segment time
 written down there). The checks: a one-deployment cluster gives the single-model engine's
-sample path exactly (finish times and exit columns, both semantics); a request that
+sample path exactly (finish times and exit columns, both semantics, with a serving host
+or without); a request that
 leaves a batch early reaches the next task at its exit's time, not the batch's end; the
 adapter's exit shares are the shares the run's table shows; one lane serving one request
 at a time is the M/G/1 queue of its exit mix (Pollaczek-Khinchine).
@@ -21,6 +22,7 @@ from policies.exit import ConfidenceThreshold
 from sim import simulate
 from sim.cluster import ClusterCosts, simulate_cluster
 from sim.exits import ExitRun, ExitSetup
+from sim.host import ServingHost
 from sim.metrics import summarize_cluster
 from sim.records import COMPLETED
 from test_cluster import At, plan
@@ -50,18 +52,21 @@ def poisson(n: int, rate: float, seed: int = 3) -> Trace:
     return Trace(np.cumsum(np.random.default_rng(seed).exponential(1 / rate, n)), source="test")
 
 
+@pytest.mark.parametrize("host", [None, ServingHost(2e-4, 0.5)], ids=["no_host", "host"])
 @pytest.mark.parametrize("semantics", ["compute_saving", "latency_only"])
-def test_one_deployment_gives_the_single_model_engines_sample_path(semantics):
+def test_one_deployment_gives_the_single_model_engines_sample_path(semantics, host):
     trace = poisson(400, 500.0)  # busy: batches of several, requests leaving mid-batch
-    single = simulate(trace, None, DynamicBatcher(4), exits=setup(400, semantics), rng=np.random.default_rng(1))
+    single = simulate(trace, None, DynamicBatcher(4), exits=setup(400, semantics), rng=np.random.default_rng(1),
+                      host=host)
     cluster = simulate_cluster(trace, ["t"], [], {"t": ("ee",)}, costs({"ee": setup(400, semantics)}),
-                               StaticAdapter(), plan(t=[Deployment("ee", 1, batch=4)]))
+                               StaticAdapter(), plan(t=[Deployment("ee", 1, batch=4)]), host=host)
     assert (cluster.status == COMPLETED).all()
     np.testing.assert_array_equal(cluster.finish, single.requests.finish)
     for name in ("exit_stage", "answered_from", "stages_paid", "correct", "agrees", "sample"):
         np.testing.assert_array_equal(cluster.exits["t"][name], single.requests.exits[name], err_msg=name)
     assert len(np.unique(cluster.exits["t"]["exit_stage"])) == 3  # every exit was used
     assert cluster.exit_names == {"t": (single.exit_names,)} == {"t": (("r1", "r2", "final"),)}
+    assert cluster.host_busy_s == single.host_busy_s
 
 
 def test_a_request_goes_on_from_its_own_exit_not_from_the_end_of_its_batch():

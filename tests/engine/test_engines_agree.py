@@ -6,7 +6,8 @@ This is the special case the cluster engine generalises, so on it the two must g
 same request table, column for column (start, finish, replica, batch size, status),
 under every batching window, timer, padding and drop limit, with requests of one item
 or several (those larger than the batch rejected), with service times that depend on
-the batch size, exact or noisy. Arrival times are continuous, so no arrival falls on a
+the batch size, exact or noisy, and with a serving host that takes requests in between
+launching batches (one replica). Arrival times are continuous, so no arrival falls on a
 completion (where the engines' tie rules could legitimately differ). Exits are compared
 in ``test_cluster_exits.py``.
 """
@@ -22,6 +23,7 @@ from policies.batching import DynamicBatcher
 from policies.routing import JoinShortestQueue, PowerOfTwoChoices, RandomRouter, RoundRobin
 from sim import simulate
 from sim.cluster import ClusterCosts, simulate_cluster
+from sim.host import ServingHost
 from traces.trace import Trace
 from workloads import Deterministic, LogNormal
 
@@ -30,6 +32,8 @@ MS = {1: 2.0, 2: 2.6, 3: 3.1, 4: 3.5}  # a batch's time in ms by its size
 ROUTERS = {"shared": lambda: None, "jsq": JoinShortestQueue, "round_robin": RoundRobin,
            "random": lambda: RandomRouter(np.random.default_rng(5)),
            "power_of_two": lambda: PowerOfTwoChoices(np.random.default_rng(5))}
+# none; a launch-bound host (intake 0.3 ms a request); one that launches a third of each batch
+HOSTS = [None, ServingHost(3e-4, 1.0), ServingHost(5e-4, 0.3)]
 
 
 @st.composite
@@ -41,7 +45,10 @@ def cases(draw):
     sizes = draw(st.sampled_from([None, 2, 5]))  # items per request: one, or uniform on 1..k
     columns = {} if sizes is None else {"size": np.random.default_rng(seed + 1).integers(1, sizes + 1, n)}
     batch = draw(st.integers(1, 4))
-    return dict(times=times, columns=columns, replicas=draw(st.integers(1, 3)), batch=batch,
+    replicas = draw(st.integers(1, 3))
+    # a serving host (sim.host) models one server process: one replica, which every request reaches
+    host = draw(st.sampled_from(HOSTS)) if replicas == 1 else None
+    return dict(times=times, columns=columns, replicas=replicas, batch=batch, host=host,
                 allowed=draw(st.sampled_from([(), tuple(sorted({(batch + 1) // 2, batch}))])),
                 wait=draw(st.sampled_from([0.0, 0.001, 0.004])),
                 timer=draw(st.sampled_from(["oldest_arrival", "worker_free"])),
@@ -58,7 +65,7 @@ def test_a_static_one_deployment_cluster_is_the_single_model_engine(case):
     batcher = DynamicBatcher(case["batch"], case["wait"], case["timer"], allowed_sizes=case["allowed"])
     router = ROUTERS[case["router"]]
     single = simulate(trace, cost, batcher, replicas=case["replicas"], router=router(), shared_queue=router() is None,
-                      drop_after=case["drop"], rng=np.random.default_rng(0))
+                      drop_after=case["drop"], rng=np.random.default_rng(0), host=case["host"])
     costs = ClusterCosts(service=lambda task, variant, cores: cost.sampler(np.random.default_rng(0)),
                          load_time=lambda task, variant: 0.0)
     cluster = simulate_cluster(trace, ["t"], [], {"t": ("m",)}, costs, StaticAdapter(),
@@ -66,7 +73,7 @@ def test_a_static_one_deployment_cluster_is_the_single_model_engine(case):
                                drop_after=None if case["drop"] is None else {"t": case["drop"]},
                                batching=lambda b: DynamicBatcher(b, case["wait"], case["timer"],
                                                                  allowed_sizes=case["allowed"]),
-                               routing=lambda key: router())
+                               routing=lambda key: router(), host=case["host"])
     np.testing.assert_array_equal(cluster.status, single.requests.status)
     np.testing.assert_allclose(cluster.finish, single.requests.finish, rtol=0, atol=1e-12)
     table, expected = cluster.table("t"), single.requests
@@ -75,3 +82,4 @@ def test_a_static_one_deployment_cluster_is_the_single_model_engine(case):
     for name in ("start", "finish"):
         np.testing.assert_allclose(getattr(table, name), getattr(expected, name), rtol=0, atol=1e-12, err_msg=name)
     assert cluster.rejections == single.rejections
+    assert cluster.host_busy_s == single.host_busy_s
