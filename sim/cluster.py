@@ -89,7 +89,7 @@ from typing import Callable, ClassVar, Mapping, Optional, Sequence
 import numpy as np
 import simpy
 
-from policies.autoscaling import Adapter, ClusterObservation, Plan
+from policies.autoscaling import Adapter, ClusterObservation, Plan, StaticAdapter
 from policies.batching import NEVER_BUSY, BatchingPolicy, DynamicBatcher
 from policies.routing import Router
 from traces.trace import Trace
@@ -291,6 +291,48 @@ class _Replica:
             self.released = now
 
 
+class _Waiter:
+    """How a lane waits for work: as an entry among its queue's waiting lanes (``idle``:
+    the one that has waited longest takes the next request), until a request comes or its
+    batching policy's timer fires. A lane woken before its timer fires keeps the timer if
+    it waits again for the same deadline (as :mod:`sim.worker` does), so lanes waiting
+    for one deadline wake in the order they set it."""
+
+    __slots__ = ("cluster", "replica", "source", "entry", "deadline", "timer_at", "timer")
+
+    def __init__(self, cluster: "_Cluster", replica: "_Replica"):
+        self.cluster, self.replica = cluster, replica
+        self.source = replica.deployment.source  # a lane of a source task: arrivals need a timer while it waits
+        self.entry: Optional[tuple] = None  # its entry in ``idle`` while it waits
+        self.deadline: Optional[float] = None
+        self.timer_at: Optional[float] = None
+        self.timer = None
+
+    def wait(self, now: float, wake_at: Optional[float]) -> simpy.Event:
+        """The event to yield on until a request comes, or the policy's ``wake_at``."""
+        cluster = self.cluster
+        env = cluster.env
+        self.entry = entry = (self.replica, env.event())
+        self.replica.idle.append(entry)
+        if self.source:
+            cluster.waiting += 1
+            if not cluster.timer_set:
+                cluster.arm_timer()
+        if wake_at is not None and (wake_at != self.timer_at or self.timer.processed):
+            self.timer_at, self.timer = wake_at, env.timeout(wake_at - now)
+            self.timer.callbacks.append(lambda _event, at=wake_at: self.on_timer(at))
+        self.deadline = wake_at
+        return entry[1]
+
+    def on_timer(self, at: float) -> None:
+        """The policy's timer for ``at``: it wakes the lane if it still waits until then."""
+        entry, idle = self.entry, self.replica.idle
+        if at == self.deadline and entry in idle:
+            idle.remove(entry)
+            self.cluster.waiting -= self.source
+            entry[1].succeed()
+
+
 class _Deployment:
     """A (task, variant, cores) deployment: its queue (or, with a router, its replicas'
     queues), replicas, batching policy (for the plan's batch) and sampler."""
@@ -351,6 +393,8 @@ class _Cluster:
         # arrival in between launching batches: it runs on the trace's arrival times
         self.host_clock = None if host is None else host.clock(trace.times)
         self.fast_forward = fast_forward
+        # a plan that never changes: no adapter to ask, and lanes that never retire (steady_lane)
+        self.static = type(adapter) is StaticAdapter
         self.batching, self.routing = batching, routing
         self.tasks = tuple(tasks)
         self.variants = {t: tuple(v) for t, v in variants.items()}
@@ -425,9 +469,12 @@ class _Cluster:
         direct = self.direct
         while times[k] <= now:
             if direct is not None:  # one queue takes every arrival: they join it as a slice
+                stop = self.report_at
                 j = k + 1
-                if j < self.report_at and times[j] <= now:  # more than one since the last look: bisect
-                    j = bisect.bisect_right(times, now, j + 1, self.report_at)
+                if j < stop and times[j] <= now:  # more than one since the last look
+                    j += 1
+                    if j < stop and times[j] <= now:  # more than two: bisect
+                        j = bisect.bisect_right(times, now, j + 1, stop)
                     direct.queue.extend(range(k, j))
                 else:
                     direct.queue.append(k)
@@ -438,7 +485,7 @@ class _Cluster:
                         idle.pop(0)[1].succeed()
                         self.waiting -= 1
                 k = j
-                if k == self.report_at:
+                if k == stop:
                     self.reached(k)
                 continue
             if len(self.sinks) > 1:
@@ -583,6 +630,8 @@ class _Cluster:
 
     # --- replicas --------------------------------------------------------------------
     def lane(self, replica: _Replica, dep: _Deployment, cores_per_lane: int, lane: int):
+        """A lane: one SimPy process serving batches from its replica's queue, for whatever a
+        deployment can be (see :meth:`steady_lane` for the commonest case, served faster)."""
         env = self.env
         task = dep.key[0]
         batch_of, log = self.batch_of[task], self.batches[task]
@@ -613,13 +662,10 @@ class _Cluster:
         replica.ready = now = env.now
         dep.changed()
         free_since = NEVER_BUSY
-        # the policy's timer: woken before it fires and given the same deadline, a lane keeps
-        # it (as sim.worker does), so lanes waiting for one deadline wake in the order they set it
-        timer_at, timer = None, None
-        queue, idle = replica.queue, replica.idle
+        queue = replica.queue
         popleft = queue.popleft
         source = dep.source
-        waiting, deadline = None, None  # this lane's entry in ``idle`` while it waits, and until when
+        waiter = _Waiter(self, replica)
         # SimPy's next event: it changes only when this lane yields or routes arrivals
         horizon = peek()
         routed = dep.router is not None  # its replicas' queues are their own: a router counts their loads
@@ -627,16 +673,7 @@ class _Cluster:
         # happens while this lane yields (read again after each yield)
         sampler, execute, decide, padded = dep.sampler, dep.execute, dep.batcher.decide, dep.padded
         host = self.host_clock if execute is None else None  # an exit run plays the host itself
-
-        def unload(count: int) -> None:  # ``count`` requests leave this replica's router count
-            if replica.slot >= 0:
-                dep.loads[replica.slot] -= count
-
-        def on_timer(at: float) -> None:  # wakes the lane if it still waits until this deadline
-            if at == deadline and waiting in idle:
-                idle.remove(waiting)
-                self.waiting -= source
-                waiting[1].succeed()
+        unload = self.unloader(replica)
         while not replica.retired:
             if next_arrival <= now:  # a stale copy is early: a needless call, never a missed arrival
                 next_arrival = catch_up(now)
@@ -660,12 +697,7 @@ class _Cluster:
             else:
                 size, wake_at, draining = 0, None, False
             if size == 0:  # wait for a request, or for more until the policy's timer
-                if wake_at is not None and wake_at <= now:
-                    raise SimulationError(f"{self.named(dep)} asked a lane at t={now!r} s to wait until "
-                                          f"t={wake_at!r} s, which is not later")
-                if wake_at is None and draining:
-                    raise SimulationError(f"{self.named(dep)} leaves {len(queue)} request(s) waiting after the "
-                                          f"last arrival; they would never be served")
+                self.check_wait(dep, now, wake_at, draining, len(queue))
                 if source and not self.waiting:
                     # Idle until the next arrival or the policy's timer: if that comes before
                     # SimPy's next event and no other lane waits for arrivals, jump to it
@@ -680,32 +712,18 @@ class _Cluster:
                         continue
                 if now > env.now:  # SimPy's clock up to this lane's first; then look again
                     yield env.timeout(now - env.now)
-                    now = env.now
-                    horizon = peek()
-                    decide, padded = dep.batcher.decide, dep.padded
-                    continue
-                if self.exhausted and not queue:  # nothing left here: the next tasks may be drained now
-                    self.wake_drained(task)
-                waiting = (replica, env.event())
-                idle.append(waiting)
-                if source:
-                    self.waiting += 1
-                    if not self.timer_set:
-                        self.arm_timer()
-                if wake_at is not None and (wake_at != timer_at or timer.processed):
-                    timer_at, timer = wake_at, env.timeout(wake_at - now)
-                    timer.callbacks.append(lambda _event, at=wake_at: on_timer(at))
-                deadline = wake_at
-                yield waiting[1]
-                waiting = deadline = None
+                else:
+                    if self.exhausted and not queue:  # nothing left here: the next tasks may be drained now
+                        self.wake_drained(task)
+                    yield waiter.wait(now, wake_at)
+                    next_arrival = times[self.arrived]
                 now = env.now
-                next_arrival = times[self.arrived]
                 horizon = peek()
                 decide, padded = dep.batcher.decide, dep.padded  # a plan may have changed its batch
                 continue
             logged = len(batches)
             b = log.flushed + (logged >> 2)
-            if plain:  # one item per request, none to check, the answers logged only: the commonest case
+            if plain:  # one item per request, none to check, the answers logged only
                 if size == 1:
                     taken = items = 1
                     batch_of[popleft()] = b
@@ -774,6 +792,113 @@ class _Cluster:
         if not replica.busy_lanes:
             replica.release(env.now)
 
+    def steady_lane(self, replica: _Replica, dep: _Deployment):
+        """The lane of the commonest deployment, served as lean as :mod:`sim.worker`'s loop:
+        one task whose plan never changes (so the lane never retires and its batching
+        policy stays), one item per request, no exits and no padding, answers that go
+        nowhere but the batch log. It fast-forwards, takes drops at the head of its queue,
+        and routes and waits as :meth:`lane` does; only the checks those cases need are
+        left out. (``tests/engine/test_engines_agree.py`` holds both lanes to the
+        single-model engine's sample path.)"""
+        env = self.env
+        task = dep.key[0]
+        batch_of, log = self.batch_of[task], self.batches[task]
+        batches = log.flat
+        limit = self.drop_after.get(task)
+        catch_up, number, times, since = self.catch_up, replica.number, self.times, self.since[task]
+        sampler, decide, host = dep.sampler, dep.batcher.decide, self.host_clock
+        queue = replica.queue
+        popleft = queue.popleft
+        routed = dep.router is not None
+        unload = self.unloader(replica)
+        waiter = _Waiter(self, replica)
+        peek = env.peek
+        yield env.timeout(0.0)  # its replica was there from the start: it serves once every lane is up
+        next_arrival = catch_up(env.now)
+        replica.ready = now = env.now
+        dep.changed()
+        free_since = NEVER_BUSY
+        horizon = peek()
+        while True:
+            if limit is not None:
+                while queue and now - since[queue[0]] > limit:
+                    rid = popleft()
+                    if routed:
+                        unload(1)
+                    self.drop(task, rid, since[rid] + limit, number)
+            if queue:
+                size, wake_at = decide(now, len(queue), since[queue[0]], self.exhausted, free_since)
+            elif self.exhausted:
+                return  # nothing left to come: it is done (its replica stays up to the run's end)
+            else:
+                size, wake_at = 0, None
+            if size == 0:
+                self.check_wait(dep, now, wake_at, self.exhausted, len(queue))
+                until = times[self.arrived]
+                if wake_at is not None and wake_at < until:
+                    until = wake_at
+                if until < horizon and not self.waiting:  # idle to then without an event
+                    now = until
+                    next_arrival = catch_up(now)
+                    horizon = peek()
+                    continue
+                if now > env.now:
+                    yield env.timeout(now - env.now)
+                else:
+                    yield waiter.wait(now, wake_at)
+                    next_arrival = times[self.arrived]
+                now = env.now
+                horizon = peek()
+                continue
+            logged = len(batches)
+            b = log.flushed + (logged >> 2)
+            if size == 1:
+                taken = 1
+                batch_of[popleft()] = b
+            else:
+                taken = size if size < len(queue) else len(queue)
+                for _ in range(taken):
+                    batch_of[popleft()] = b
+            done = now + sampler(taken) if host is None else host.finish(now, sampler(taken))
+            batches.extend((now, done, number, taken))
+            if logged + 4 >= LOG_CHUNK:
+                log.flush()
+            if routed:
+                replica.in_flight += taken
+            if done >= horizon:
+                replica.busy_lanes += 1
+                yield env.timeout(done - env.now)
+                replica.busy_lanes -= 1
+                horizon = peek()
+            if next_arrival <= done:
+                next_arrival = catch_up(done)
+                horizon = peek()
+            if routed:
+                replica.in_flight -= taken
+                unload(taken)
+            now = free_since = done
+
+    def check_wait(self, dep: _Deployment, now: float, wake_at: Optional[float], draining: bool,
+                   queued: int) -> None:
+        """Refuse a wait that would stall: a timer not later than now, or requests left
+        queued with nothing more to come and no timer."""
+        if wake_at is not None and wake_at <= now:
+            raise SimulationError(f"{self.named(dep)} asked a lane at t={now!r} s to wait until "
+                                  f"t={wake_at!r} s, which is not later")
+        if wake_at is None and draining:
+            raise SimulationError(f"{self.named(dep)} leaves {queued} request(s) waiting after the "
+                                  f"last arrival; they would never be served")
+
+    @staticmethod
+    def unloader(replica: _Replica) -> Callable[[int], None]:
+        """``unload(count)``: ``count`` requests leave ``replica``'s load, as its router counts it."""
+        dep = replica.deployment
+
+        def unload(count: int) -> None:
+            if replica.slot >= 0:
+                dep.loads[replica.slot] -= count
+        return unload
+
     @staticmethod
     def named(dep: _Deployment) -> str:
         """``dep``'s batching policy, as an error names it."""
@@ -796,9 +921,12 @@ class _Cluster:
         dep.changed()
         self.records.append(replica)
         lanes, per_lane = (cores, 1) if self.core_mode == "lanes" else (1, cores)
+        # the one task of a run whose plan never changes, with plain requests and batches
+        steady = (self.static and len(self.tasks) == 1 and self.fast_forward and dep.execute is None
+                  and self.sizes is None and dep.padded is None)
         for _ in range(lanes):
             self.lanes += 1  # a lane's number: an exit run's host tells a busy lane's batches apart
-            self.env.process(self.lane(replica, dep, per_lane, self.lanes))
+            self.env.process(self.steady_lane(replica, dep) if steady else self.lane(replica, dep, per_lane, self.lanes))
         return replica
 
     def retire(self, replica: _Replica) -> None:
@@ -1013,7 +1141,11 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode, batching,
                        routing, progress, fast_forward, host)
     cluster.apply(initial, warm=True)
-    env.process(cluster.adapting())
+    if not cluster.static:
+        env.process(cluster.adapting())
+    # A sentinel that never fires keeps SimPy's queue non-empty, so ``env.peek()`` (asked
+    # after every batch) never takes the slow path of an empty queue (as sim.engine does).
+    env.timeout(float("inf"))
     env.run()
     stages, variant = cluster.task_columns()
     if len(cluster.sinks) == 1:  # a request served at the one sink is done when it answers there
