@@ -72,8 +72,8 @@ queue, or a router (:mod:`policies.routing`) sends each request to one replica's
 queue: one that is ready, or one still loading while none is; a replica that goes away
 hands its queue back to be routed again. A request's end-to-end latency is from
 its arrival to the end of its last sink task. Each task logs its batches as the
-single-model engine does (a batch number per request; start, finish, replica and items
-per batch), so every task has the single-model request table
+single-model engine does (a batch code per request; per lane, each batch's start, finish
+and items), so every task has the single-model request table
 (:meth:`ClusterResults.table`) and the variant that served each request, from which
 accuracy follows (:func:`sim.metrics.summarize_cluster`).
 """
@@ -232,29 +232,34 @@ class TaskColumns:
         return (self.replica >= 0) & ~np.isnan(self.finish)
 
 
-LOG_CHUNK = 1 << 16  # numbers a batch log holds as Python floats before it makes them numpy
+LANE_BITS = 24  # a batch's code: its number in its lane's log, shifted past the lane's slot in its task
+LOG_BATCHES = 1 << 14  # batches a lane's log holds as Python floats before it makes them numpy
 
 
 class _BatchLog:
-    """One task's batches, four numbers each (start, finish, replica, items): appended to a
-    plain list, the fastest to extend, and moved into numpy every :data:`LOG_CHUNK`
-    numbers, so a long run holds 32 bytes a batch rather than four Python floats."""
+    """One lane's batches, three numbers each (start, finish, items), as a worker of the
+    single-model engine logs them: appended to a plain list, the fastest to extend, and
+    moved into numpy every :data:`LOG_BATCHES` batches, so a long run holds 24 bytes a
+    batch rather than three Python floats. The lane is ``slot`` among its task's lanes
+    and serves for ``replica``; a request served in its ``j``-th batch is coded
+    ``j << LANE_BITS | slot``, so the lane numbers its batches by an addition."""
 
-    def __init__(self):
+    def __init__(self, slot: int, replica: int):
+        if slot >= 1 << LANE_BITS:
+            raise SimulationError(f"a task ran more than {1 << LANE_BITS} lanes in one run")
+        self.slot, self.replica = slot, replica
         self.flat: list[float] = []
-        self.flushed = 0  # batches already moved into chunks
         self.chunks: list[np.ndarray] = []
 
     def flush(self) -> None:
-        flat = self.flat
-        self.chunks.append(np.array(flat, dtype=np.float64).reshape(-1, 4))
-        self.flushed += len(flat) >> 2
-        flat.clear()
+        if self.flat:
+            self.chunks.append(np.array(self.flat, dtype=np.float64).reshape(-1, 3))
+            self.flat.clear()
 
     def table(self) -> np.ndarray:
-        """Every batch as a row (start, finish, replica, items), in the order logged."""
+        """Every batch as a row (start, finish, items), in the order run."""
         self.flush()
-        return self.chunks[0] if len(self.chunks) == 1 else np.concatenate(self.chunks)
+        return np.concatenate(self.chunks) if self.chunks else np.zeros((0, 3))
 
 
 class _Queue(deque):
@@ -412,12 +417,12 @@ class _Cluster:
         self.status = np.full(n, COMPLETED, dtype=np.int8)
         self.dropped_at = np.full(n, -1, dtype=np.int16)
         # Per task, what each request's batch was, logged as the single-model engine logs it
-        # (sim.records): one store per request, its batch's number (an int64 array: as fast
+        # (sim.records): one store per request, its batch's code (an int64 array: as fast
         # to store into as a list, 8 bytes a request and no Python int per batch), and per
-        # batch its start, finish, replica and items (:class:`_BatchLog`); the columns are
+        # lane its batches' start, finish and items (:class:`_BatchLog`); the columns are
         # expanded from them at the end (:meth:`task_columns`).
         self.batch_of = {t: array.array("q", [-1]) * n for t in self.tasks}
-        self.batches = {t: _BatchLog() for t in self.tasks}
+        self.batches: dict[str, list[_BatchLog]] = {t: [] for t in self.tasks}
         self.dropped_by: dict[str, dict[int, int]] = {t: {} for t in self.tasks}  # request -> replica
         sizes = trace.columns.get("size")
         self.size = None if sizes is None else np.asarray(sizes)
@@ -445,18 +450,19 @@ class _Cluster:
         self.lanes = 0
         self.exit_runs: dict[tuple[str, str, int], Optional[ExitRun]] = {}
         self.orphans: list[tuple[_Deployment, int]] = []  # queued at a replica that went away
-        # the one queue every arrival joins, where there is nothing to decide per arrival (one
-        # source served by one deployment whose replicas share a queue, one item per request,
-        # one sink to finish at): then arrivals join it as slices (:meth:`catch_up`)
-        self.direct: Optional[_Deployment] = None
+        # ``catch_up(now)``: route the arrivals up to ``now`` and return the next one's time;
+        # one by one (:meth:`route_each`), or as slices of one queue (:meth:`slices`), as the
+        # plan in force allows. A lane holds it between two yields (a plan changes only then).
+        self.catch_up: Callable[[float], float] = self.route_each
         # per task, when each request was queued there: its arrival at a source, else the
         # moment the tasks before it answered (kept for requests queued there only)
         self.since = {t: self.times if not self.preds[t] else array.array("d", [np.nan]) * n for t in self.tasks}
 
     # --- requests --------------------------------------------------------------------
-    def catch_up(self, now: float) -> float:
+    def route_each(self, now: float) -> float:
         """Route every arrival at or before ``now`` not yet routed, at its own time, and
-        return the time of the next arrival (+inf after the last).
+        return the time of the next arrival (+inf after the last): :attr:`catch_up` where
+        arrivals are routed one by one.
 
         Arrivals are known in advance, so they are routed lazily, as
         :class:`sim.dispatcher.Dispatcher` routes them: whenever a lane looks at its
@@ -466,28 +472,7 @@ class _Cluster:
         cannot do, start a batch at an arrival, is covered by :meth:`arm_timer`.
         """
         times, k = self.times, self.arrived
-        direct = self.direct
         while times[k] <= now:
-            if direct is not None:  # one queue takes every arrival: they join it as a slice
-                stop = self.report_at
-                j = k + 1
-                if j < stop and times[j] <= now:  # more than one since the last look
-                    j += 1
-                    if j < stop and times[j] <= now:  # more than two: bisect
-                        j = bisect.bisect_right(times, now, j + 1, stop)
-                    direct.queue.extend(range(k, j))
-                else:
-                    direct.queue.append(k)
-                self.arrived = j
-                idle = direct.idle
-                if idle:
-                    for _ in range(min(j - k, len(idle))):  # the lanes that have waited longest, one an arrival
-                        idle.pop(0)[1].succeed()
-                        self.waiting -= 1
-                k = j
-                if k == stop:
-                    self.reached(k)
-                continue
             if len(self.sinks) > 1:
                 self.sinks_left[k] = len(self.sinks)
             self.arrived = k + 1
@@ -497,6 +482,37 @@ class _Cluster:
             if k == self.report_at:
                 self.reached(k)
         return times[k]
+
+    def slices(self, dep: _Deployment) -> Callable[[float], float]:
+        """:attr:`catch_up` where every arrival joins ``dep``'s one queue (one source task,
+        one deployment, its replicas sharing the queue, one item per request, one sink):
+        there is nothing to decide per arrival, so the arrivals up to ``now`` join it as one
+        slice, and each wakes the lane that has waited longest, if any."""
+        times, queue, idle = self.times, dep.queue, dep.idle
+        append, extend = queue.append, queue.extend
+
+        def catch_up(now: float) -> float:
+            k = self.arrived
+            while times[k] <= now:
+                stop = self.report_at
+                j = k + 1
+                if j < stop and times[j] <= now:  # more than one since the last look
+                    j += 1
+                    if j < stop and times[j] <= now:  # more than two: bisect
+                        j = bisect.bisect_right(times, now, j + 1, stop)
+                    extend(range(k, j))
+                else:
+                    append(k)
+                self.arrived = j
+                if idle:
+                    for _ in range(min(j - k, len(idle))):
+                        idle.pop(0)[1].succeed()
+                        self.waiting -= 1
+                k = j
+                if k == stop:
+                    self.reached(k)
+            return times[k]
+        return catch_up
 
     def reached(self, k: int) -> None:
         """``k`` arrivals are routed: report progress; at the last, wake the source tasks'
@@ -634,12 +650,14 @@ class _Cluster:
         deployment can be (see :meth:`steady_lane` for the commonest case, served faster)."""
         env = self.env
         task = dep.key[0]
-        batch_of, log = self.batch_of[task], self.batches[task]
+        batch_of, log = self.batch_of[task], self.lane_log(replica)
         batches = log.flat
+        b, flush_at = log.slot, log.slot + (LOG_BATCHES << LANE_BITS)  # its next batch's code; when to flush
+        step = 1 << LANE_BITS  # from one batch's code to the next's
         limit = self.drop_after.get(task)
         sizes = self.sizes
         # looked up once: the loop below runs once per batch
-        status, catch_up, number, times, since = self.status, self.catch_up, replica.number, self.times, self.since[task]
+        status, number, times, since = self.status, replica.number, self.times, self.since[task]
         # Fast-forward (as sim.worker does): a batch that ends before SimPy's next event ends
         # without an event of its own, the lane's clock ``now`` running ahead of SimPy's, which
         # it brings up to its own before it waits. Nothing can happen in between: arrivals
@@ -658,6 +676,7 @@ class _Cluster:
         yield env.timeout(max(0.0, replica.ready_at - env.now))
         if replica.retired:
             return
+        catch_up = self.catch_up
         next_arrival = catch_up(env.now)  # arrivals before it was ready went elsewhere
         replica.ready = now = env.now
         dep.changed()
@@ -719,10 +738,9 @@ class _Cluster:
                     next_arrival = times[self.arrived]
                 now = env.now
                 horizon = peek()
-                decide, padded = dep.batcher.decide, dep.padded  # a plan may have changed its batch
+                # a plan may have changed its batch, or how arrivals are routed
+                decide, padded, catch_up = dep.batcher.decide, dep.padded, self.catch_up
                 continue
-            logged = len(batches)
-            b = log.flushed + (logged >> 2)
             if plain:  # one item per request, none to check, the answers logged only
                 if size == 1:
                     taken = items = 1
@@ -765,9 +783,11 @@ class _Cluster:
                     leaving = [rid for rid, a in zip(members, answers) if a == t]
                     env.timeout(t - now).callbacks.append(lambda _e, g=leaving, t=t: self.answered(dep, g, t))
                 members = [rid for rid, a in zip(members, answers) if a >= done]
-            batches.extend((now, done, number, items))  # with exits, each request's own: ExitRun.finish
-            if logged + 4 >= LOG_CHUNK:
+            batches.extend((now, done, items))  # with exits, each request's own: ExitRun.finish
+            b += step
+            if b >= flush_at:
                 log.flush()
+                flush_at += LOG_BATCHES << LANE_BITS
             if routed:
                 replica.in_flight += taken
             end = done
@@ -778,7 +798,7 @@ class _Cluster:
                 replica.busy_lanes -= 1
                 end = env.now
                 horizon = peek()
-                decide, padded = dep.batcher.decide, dep.padded
+                decide, padded, catch_up = dep.batcher.decide, dep.padded, self.catch_up
             if next_arrival <= end:  # arrivals up to now are routed against the loads they met
                 next_arrival = catch_up(end)
                 horizon = peek()
@@ -802,8 +822,9 @@ class _Cluster:
         single-model engine's sample path.)"""
         env = self.env
         task = dep.key[0]
-        batch_of, log = self.batch_of[task], self.batches[task]
+        batch_of, log = self.batch_of[task], self.lane_log(replica)
         batches = log.flat
+        b, flush_at, step = log.slot, log.slot + (LOG_BATCHES << LANE_BITS), 1 << LANE_BITS
         limit = self.drop_after.get(task)
         catch_up, number, times, since = self.catch_up, replica.number, self.times, self.since[task]
         sampler, decide, host = dep.sampler, dep.batcher.decide, self.host_clock
@@ -850,8 +871,6 @@ class _Cluster:
                 now = env.now
                 horizon = peek()
                 continue
-            logged = len(batches)
-            b = log.flushed + (logged >> 2)
             if size == 1:
                 taken = 1
                 batch_of[popleft()] = b
@@ -860,9 +879,11 @@ class _Cluster:
                 for _ in range(taken):
                     batch_of[popleft()] = b
             done = now + sampler(taken) if host is None else host.finish(now, sampler(taken))
-            batches.extend((now, done, number, taken))
-            if logged + 4 >= LOG_CHUNK:
+            batches.extend((now, done, taken))
+            b += step
+            if b >= flush_at:
                 log.flush()
+                flush_at += LOG_BATCHES << LANE_BITS
             if routed:
                 replica.in_flight += taken
             if done >= horizon:
@@ -877,6 +898,12 @@ class _Cluster:
                 replica.in_flight -= taken
                 unload(taken)
             now = free_since = done
+
+    def lane_log(self, replica: _Replica) -> _BatchLog:
+        """A new lane's batch log, the next slot of its task's."""
+        logs = self.batches[replica.deployment.key[0]]
+        logs.append(_BatchLog(len(logs), replica.number))
+        return logs[-1]
 
     def check_wait(self, dep: _Deployment, now: float, wake_at: Optional[float], draining: bool,
                    queued: int) -> None:
@@ -981,12 +1008,17 @@ class _Cluster:
         variant_of = np.array([r.deployment.variant_index for r in self.records], dtype=np.int16)
         for task in self.tasks:
             code = np.frombuffer(self.batch_of[task], dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
-            table = self.batches[task].table()
+            logs = self.batches[task]
+            tables = [log.table() for log in logs]
+            table = np.concatenate(tables) if tables else np.zeros((0, 3))
+            first = np.cumsum([0] + [len(t) for t in tables])[:-1]  # each lane's first row
             served = np.flatnonzero(code >= 0)
-            rows = code[served]
+            slot = code[served] & ((1 << LANE_BITS) - 1)
+            rows = first[slot] + (code[served] >> LANE_BITS)
             stage = stages[task] = TaskColumns.empty(n)
             stage.batches = len(table)
-            for k, name in enumerate(TaskColumns.NAMES):  # the batch log's order
+            stage.replica[served] = np.array([log.replica for log in logs], dtype=np.int32)[slot]
+            for k, name in enumerate(("start", "finish", "batch_size")):  # the batch log's order
                 getattr(stage, name)[served] = table[rows, k]  # a column at a time: no copy of every row
             for run in (r for (t, _, _), r in self.exit_runs.items() if t == task and r is not None):
                 mine = run.exit_stage >= 0  # with exits, a request's answer there is its exit's
@@ -1072,7 +1104,7 @@ class _Cluster:
         routed = {id(entry[0]) for route in self.routes.values() for entry in route}
         route = self.routes[self.sources[0]]
         simple = len(self.sources) == 1 and len(self.sinks) == 1 and self.sizes is None and len(route) == 1
-        self.direct = route[0][0] if simple and route[0][0].router is None else None
+        self.catch_up = self.slices(route[0][0]) if simple and route[0][0].router is None else self.route_each
         for dep in self.deployments.values():
             if dep.queue and id(dep) not in routed:
                 self.orphans.extend((dep, rid) for rid in dep.queue)
