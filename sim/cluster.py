@@ -451,7 +451,7 @@ class _Cluster:
         self.exit_runs: dict[tuple[str, str, int], Optional[ExitRun]] = {}
         self.orphans: list[tuple[_Deployment, int]] = []  # queued at a replica that went away
         # ``catch_up(now)``: route the arrivals up to ``now`` and return the next one's time;
-        # one by one (:meth:`route_each`), or as slices of one queue (:meth:`slices`), as the
+        # one by one (:meth:`route_each`), or inline to one deployment (:meth:`direct`), as the
         # plan in force allows. A lane holds it between two yields (a plan changes only then).
         self.catch_up: Callable[[float], float] = self.route_each
         # per task, when each request was queued there: its arrival at a source, else the
@@ -483,15 +483,38 @@ class _Cluster:
                 self.reached(k)
         return times[k]
 
-    def slices(self, dep: _Deployment) -> Callable[[float], float]:
-        """:attr:`catch_up` where every arrival joins ``dep``'s one queue (one source task,
-        one deployment, its replicas sharing the queue, one item per request, one sink):
-        there is nothing to decide per arrival, so the arrivals up to ``now`` join it as one
-        slice, and each wakes the lane that has waited longest, if any."""
-        times, queue, idle = self.times, dep.queue, dep.idle
+    def direct(self, dep: _Deployment) -> Callable[[float], float]:
+        """:attr:`catch_up` where every arrival goes to ``dep`` (one source task, one
+        deployment, one item per request, one sink), with nothing to decide per arrival
+        but which replica, and that inline. Where its replicas share one queue, not even
+        that: the arrivals up to ``now`` join it as one slice. Each arrival wakes the lane
+        that has waited longest at its queue, if any."""
+        times = self.times
+        if dep.router is not None:
+            choose = dep.router.choose
+
+            def route(now: float) -> float:
+                k = self.arrived
+                while times[k] <= now:
+                    targets = dep.targets()
+                    loads = dep.loads
+                    slot = choose(loads)
+                    loads[slot] += 1
+                    target = targets[slot]
+                    target.queue.append(k)
+                    k += 1
+                    self.arrived = k
+                    if target.idle:
+                        target.idle.pop(0)[1].succeed()
+                        self.waiting -= 1
+                    if k == self.report_at:
+                        self.reached(k)
+                return times[k]
+            return route
+        queue, idle = dep.queue, dep.idle
         append, extend = queue.append, queue.extend
 
-        def catch_up(now: float) -> float:
+        def join(now: float) -> float:
             k = self.arrived
             while times[k] <= now:
                 stop = self.report_at
@@ -512,7 +535,7 @@ class _Cluster:
                 if k == stop:
                     self.reached(k)
             return times[k]
-        return catch_up
+        return join
 
     def reached(self, k: int) -> None:
         """``k`` arrivals are routed: report progress; at the last, wake the source tasks'
@@ -818,8 +841,10 @@ class _Cluster:
         policy stays), one item per request, no exits and no padding, answers that go
         nowhere but the batch log. It fast-forwards, takes drops at the head of its queue,
         and routes and waits as :meth:`lane` does; only the checks those cases need are
-        left out. (``tests/engine/test_engines_agree.py`` holds both lanes to the
-        single-model engine's sample path.)"""
+        left out. Nobody asks whether it is busy (its replica never retires), and its
+        router's choices are fixed (every replica ready from the start), so it keeps no
+        count of the requests in its batches: the router's loads alone. (Both lanes are
+        held to the single-model engine's sample path, ``tests/engine/test_engines_agree.py``.)"""
         env = self.env
         task = dep.key[0]
         batch_of, log = self.batch_of[task], self.lane_log(replica)
@@ -836,8 +861,7 @@ class _Cluster:
         peek = env.peek
         yield env.timeout(0.0)  # its replica was there from the start: it serves once every lane is up
         next_arrival = catch_up(env.now)
-        replica.ready = now = env.now
-        dep.changed()
+        now = env.now
         free_since = NEVER_BUSY
         horizon = peek()
         while True:
@@ -884,19 +908,14 @@ class _Cluster:
             if b >= flush_at:
                 log.flush()
                 flush_at += LOG_BATCHES << LANE_BITS
-            if routed:
-                replica.in_flight += taken
             if done >= horizon:
-                replica.busy_lanes += 1
                 yield env.timeout(done - env.now)
-                replica.busy_lanes -= 1
                 horizon = peek()
-            if next_arrival <= done:
+            if next_arrival <= done:  # (arrivals at the batch's end count it as outstanding)
                 next_arrival = catch_up(done)
                 horizon = peek()
             if routed:
-                replica.in_flight -= taken
-                unload(taken)
+                dep.loads[replica.slot] -= taken
             now = free_since = done
 
     def lane_log(self, replica: _Replica) -> _BatchLog:
@@ -944,6 +963,8 @@ class _Cluster:
         task, variant, cores = dep.key
         now = self.env.now
         replica = _Replica(dep, now, now if warm else now + self.costs.load_time(task, variant), len(self.records))
+        if warm:  # serving from the start: its router may count on it at once
+            replica.ready = now
         dep.replicas.append(replica)
         dep.changed()
         self.records.append(replica)
@@ -1104,7 +1125,7 @@ class _Cluster:
         routed = {id(entry[0]) for route in self.routes.values() for entry in route}
         route = self.routes[self.sources[0]]
         simple = len(self.sources) == 1 and len(self.sinks) == 1 and self.sizes is None and len(route) == 1
-        self.catch_up = self.slices(route[0][0]) if simple and route[0][0].router is None else self.route_each
+        self.catch_up = self.direct(route[0][0]) if simple else self.route_each
         for dep in self.deployments.values():
             if dep.queue and id(dep) not in routed:
                 self.orphans.extend((dep, rid) for rid in dep.queue)
