@@ -100,7 +100,9 @@ from .host import ServingHost
 from .records import COMPLETED, DROPPED, REJECTED, RequestTable
 
 CORE_MODES = ("lanes", "threads")
-PROGRESS_EVERY = 1 << 16  # arrivals between two calls of a run's progress callback
+# Arrivals between two calls of a run's progress callback, and the window of arrival times
+# the engine holds as Python floats (see _Cluster.times).
+WINDOW = 1 << 16
 Key = tuple[str, str, int]  # (task, variant, cores)
 
 
@@ -443,7 +445,13 @@ class _Cluster:
         # arrivals per second (``counts[i]``: second i), known in advance; an adapter is shown the past only
         self.counts = np.bincount(trace.times.astype(np.int64), minlength=int(np.ceil(trace.times[-1])) + 2
                                   if n else 1).astype(float)
-        self.times = trace.times.tolist() + [np.inf]  # a list (fast to index), ending in +inf
+        # Arrival times as a list of Python floats (the fastest to index), ending in +inf. Only a
+        # window of them is held as floats: from the oldest still queued at a source task (or
+        # the next to route) to :data:`WINDOW` past the last routed; the others point at one
+        # shared +inf. So a run holds 8 bytes a request for them, not 32 (:meth:`slide`).
+        self.times = [np.inf] * (n + 1)
+        self.held = self.filled = 0  # the floats held: times[held:filled]
+        self.requeued = False  # whether a request was ever queued again (a queue then need not be in order)
         self.arrived = 0  # arrivals routed so far (all of those at or before the last catch_up)
         self.timer_set = False
         self.waiting = 0  # lanes of source tasks waiting for work: while any does, arrivals need a timer
@@ -457,6 +465,7 @@ class _Cluster:
         # per task, when each request was queued there: its arrival at a source, else the
         # moment the tasks before it answered (kept for requests queued there only)
         self.since = {t: self.times if not self.preds[t] else array.array("d", [np.nan]) * n for t in self.tasks}
+        self.slide()
 
     # --- requests --------------------------------------------------------------------
     def route_each(self, now: float) -> float:
@@ -538,10 +547,12 @@ class _Cluster:
         return join
 
     def reached(self, k: int) -> None:
-        """``k`` arrivals are routed: report progress; at the last, wake the source tasks'
-        waiting lanes, where a policy waiting for a full batch may now flush."""
+        """``k`` arrivals are routed: report progress, and move the window of arrival times
+        on; at the last, wake the source tasks' waiting lanes, where a policy waiting for a
+        full batch may now flush."""
         if self.progress is not None:
             self.progress(k)
+        self.slide()
         self.report_at = self.next_report(k)
         if k == self.arrival.size:
             self.exhausted = True
@@ -550,10 +561,30 @@ class _Cluster:
                     self.wake(replica)
 
     def next_report(self, k: int) -> int:
-        """After ``k`` arrivals routed, the count at which to report progress next, or at
-        the latest the last arrival's (when the trace is marked routed)."""
-        n = self.arrival.size
-        return min(k + PROGRESS_EVERY if self.progress is not None else n, n)
+        """After ``k`` arrivals routed, the count at which to report progress and move the
+        window of arrival times on next, or at the latest the last arrival's (when the
+        trace is marked routed)."""
+        return min(k + WINDOW, self.arrival.size)
+
+    def slide(self) -> None:
+        """Hold the next :data:`WINDOW` arrival times as floats, and let go of those before
+        the oldest request still queued at a source task (or waiting to be queued again),
+        which nothing reads any more."""
+        times, n = self.times, self.arrival.size
+        start, end = self.filled, min(self.filled + WINDOW, n)
+        times[start:end] = self.arrival[start:end].tolist()
+        self.filled = end
+        oldest = self.arrived
+        for dep in self.deployments.values():
+            if dep.source:
+                for queue in [dep.queue] + [r.queue for r in dep.replicas if r.queue is not dep.queue]:
+                    if queue:  # in arrival order, unless a request was queued again
+                        oldest = min(oldest, min(queue) if self.requeued else queue[0])
+        for _, rid in self.orphans:
+            oldest = min(oldest, rid)
+        if oldest > self.held:
+            times[self.held:oldest] = [np.inf] * (oldest - self.held)
+            self.held = oldest
 
     def arm_timer(self) -> None:
         """While a lane of a source task waits, keep a timer set for the next arrival."""
@@ -1132,6 +1163,7 @@ class _Cluster:
                 dep.queue.clear()
                 dep.queue.items = 0
         orphans, self.orphans = self.orphans, []
+        self.requeued = self.requeued or bool(orphans)
         for dep, rid in orphans:  # to their deployment's replicas while it serves, else anew
             if id(dep) in routed and dep.alive():
                 self.enqueue(dep, rid)

@@ -18,6 +18,8 @@ from policies.batching import DynamicBatcher, FixedBatcher
 from sim.cluster import ClusterCosts, simulate_cluster
 from sim.errors import SimulationError
 from sim.host import ServingHost
+from policies.routing import JoinShortestQueue
+from test_cluster_invariants import window
 from sim.metrics import summarize_cluster
 from sim.records import COMPLETED, DROPPED, REJECTED
 from traces.trace import Trace
@@ -239,3 +241,21 @@ def test_a_serving_host_stretches_one_lanes_batches_and_serves_only_one_lane():
         run([0.0], initial=plan(t=[Deployment("a", 2)]), host=ServingHost(0.02))
     with pytest.raises(SimulationError, match="a plan that never changes.*at t=10.0 s"):
         run(np.arange(0.0, 30.0, 0.5), adapter=At(10.0, plan(t=[Deployment("b", 1)])), host=ServingHost(0.02))
+
+
+def test_requests_queued_again_keep_their_arrival_times_however_small_the_window():
+    # Two replicas with queues of their own; at t=2 a restart leaves one, and the other's
+    # queue is queued again behind it, out of arrival order. Those requests must still be
+    # dropped on their own arrival times when the engine holds only 2 arrival times as floats.
+    times = np.arange(0.0, 6.0, 0.1)
+
+    def restarted():
+        return run(times, costs=fixed_costs({"a": 0.25, "b": 0.25}), initial=plan(t=[Deployment("a", 2)]),
+                   adapter=At(2.0, Plan({"t": (Deployment("a", 1),)}, restart=True)),
+                   routing=lambda key: JoinShortestQueue(), drop_after={"t": 0.7})
+    default = restarted()
+    with window(2):
+        small = restarted()
+    assert (default.status == DROPPED).sum() > 10
+    np.testing.assert_array_equal(small.status, default.status)
+    np.testing.assert_array_equal(small.finish, default.finish)

@@ -2,9 +2,12 @@
 and routers over replicas (hypothesis): every request is served or dropped, never lost across rolling changes and
 restarts; a served request leaves no earlier than its arrival plus the service of every
 task on its path; a dropped one leaves when its wait ran out; the same inputs give
-the same results; and fast-forward changes nothing but clock rounding."""
+the same results; fast-forward changes nothing but clock rounding, and the window of
+arrival times the engine holds as floats nothing at all."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 from hypothesis import given, settings, strategies as st
@@ -13,6 +16,7 @@ from policies.autoscaling import ClusterObservation, Deployment, Plan
 from policies.batching import DynamicBatcher
 from policies.exit import ConfidenceThreshold
 from policies.routing import JoinShortestQueue, RandomRouter, RoundRobin
+import sim.cluster as engine
 from sim.cluster import ClusterCosts, simulate_cluster
 from sim.exits import ExitRun, ExitSetup
 from sim.records import COMPLETED, DROPPED
@@ -118,6 +122,12 @@ def test_no_request_is_lost_late_or_early_and_runs_repeat(case, exits):
     for task in case["tasks"]:
         np.testing.assert_array_equal(again.stages[task].start, res.stages[task].start)
         np.testing.assert_array_equal(again.stages[task].replica, res.stages[task].replica)
+    # the window of arrival times held as floats changes nothing, however small
+    with window(3):
+        small = _simulate(case, exits)
+    np.testing.assert_array_equal(small.finish, res.finish)
+    for task in case["tasks"]:
+        np.testing.assert_array_equal(small.stages[task].start, res.stages[task].start)
     # a batch that ends before SimPy's next event ends without one: the same run, up to clock rounding
     stepped = _simulate(case, exits, fast_forward=False)
     np.testing.assert_array_equal(stepped.status, res.status)
@@ -125,6 +135,16 @@ def test_no_request_is_lost_late_or_early_and_runs_repeat(case, exits):
     for task in case["tasks"]:
         np.testing.assert_array_equal(stepped.stages[task].replica, res.stages[task].replica)
         np.testing.assert_allclose(stepped.stages[task].start, res.stages[task].start, rtol=0, atol=1e-9)
+
+
+@contextlib.contextmanager
+def window(size: int):
+    """Run with a window of ``size`` arrival times held as floats (sim.cluster.WINDOW)."""
+    default, engine.WINDOW = engine.WINDOW, size
+    try:
+        yield
+    finally:
+        engine.WINDOW = default
 
 
 def _per_task_columns_are_causal(res, case, exits: bool) -> None:

@@ -22,8 +22,10 @@ from policies.autoscaling import Deployment, Plan, StaticAdapter
 from policies.batching import DynamicBatcher
 from policies.routing import JoinShortestQueue, PowerOfTwoChoices, RandomRouter, RoundRobin
 from sim import simulate
+import sim.cluster as engine
 from sim.cluster import ClusterCosts, simulate_cluster
 from sim.host import ServingHost
+from test_cluster_invariants import window
 from traces.trace import Trace
 from workloads import Deterministic, LogNormal
 
@@ -54,7 +56,8 @@ def cases(draw):
                 timer=draw(st.sampled_from(["oldest_arrival", "worker_free"])),
                 drop=draw(st.sampled_from([None, 0.005, 0.05])),
                 noise=draw(st.sampled_from([Deterministic(), LogNormal(0.3)])),
-                router=draw(st.sampled_from(sorted(ROUTERS))))
+                router=draw(st.sampled_from(sorted(ROUTERS))),
+                window=draw(st.sampled_from([None, 4])))  # the cluster engine's window of arrival times
 
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
@@ -68,12 +71,13 @@ def test_a_static_one_deployment_cluster_is_the_single_model_engine(case):
                       drop_after=case["drop"], rng=np.random.default_rng(0), host=case["host"])
     costs = ClusterCosts(service=lambda task, variant, cores: cost.sampler(np.random.default_rng(0)),
                          load_time=lambda task, variant: 0.0)
-    cluster = simulate_cluster(trace, ["t"], [], {"t": ("m",)}, costs, StaticAdapter(),
-                               Plan({"t": (Deployment("m", case["replicas"], batch=case["batch"]),)}),
-                               drop_after=None if case["drop"] is None else {"t": case["drop"]},
-                               batching=lambda b: DynamicBatcher(b, case["wait"], case["timer"],
-                                                                 allowed_sizes=case["allowed"]),
-                               routing=lambda key: router(), host=case["host"])
+    with window(case["window"] or engine.WINDOW):
+        cluster = simulate_cluster(trace, ["t"], [], {"t": ("m",)}, costs, StaticAdapter(),
+                                   Plan({"t": (Deployment("m", case["replicas"], batch=case["batch"]),)}),
+                                   drop_after=None if case["drop"] is None else {"t": case["drop"]},
+                                   batching=lambda b: DynamicBatcher(b, case["wait"], case["timer"],
+                                                                     allowed_sizes=case["allowed"]),
+                                   routing=lambda key: router(), host=case["host"])
     np.testing.assert_array_equal(cluster.status, single.requests.status)
     np.testing.assert_allclose(cluster.finish, single.requests.finish, rtol=0, atol=1e-12)
     table, expected = cluster.table("t"), single.requests
