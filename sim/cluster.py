@@ -442,9 +442,6 @@ class _Cluster:
         self.plans: list[tuple[float, Plan]] = []
         self.generation = 0  # a newer plan cancels an older plan's pending switch
         self.records: list[_Replica] = []
-        # arrivals per second (``counts[i]``: second i), known in advance; an adapter is shown the past only
-        self.counts = np.bincount(trace.times.astype(np.int64), minlength=int(np.ceil(trace.times[-1])) + 2
-                                  if n else 1).astype(float)
         # Arrival times as a list of Python floats (the fastest to index), ending in +inf. Only a
         # window of them is held as floats: from the oldest still queued at a source task (or
         # the next to route) to :data:`WINDOW` past the last routed; the others point at one
@@ -705,7 +702,7 @@ class _Cluster:
         env = self.env
         task = dep.key[0]
         batch_of, log = self.batch_of[task], self.lane_log(replica)
-        batches = log.flat
+        log_batch = log.flat.extend  # (the list is cleared in place when it moves into numpy)
         b, flush_at = log.slot, log.slot + (LOG_BATCHES << LANE_BITS)  # its next batch's code; when to flush
         step = 1 << LANE_BITS  # from one batch's code to the next's
         limit = self.drop_after.get(task)
@@ -837,7 +834,7 @@ class _Cluster:
                     leaving = [rid for rid, a in zip(members, answers) if a == t]
                     env.timeout(t - now).callbacks.append(lambda _e, g=leaving, t=t: self.answered(dep, g, t))
                 members = [rid for rid, a in zip(members, answers) if a >= done]
-            batches.extend((now, done, items))  # with exits, each request's own: ExitRun.finish
+            log_batch((now, done, items))  # with exits, each request's own: ExitRun.finish
             b += step
             if b >= flush_at:
                 log.flush()
@@ -879,7 +876,7 @@ class _Cluster:
         env = self.env
         task = dep.key[0]
         batch_of, log = self.batch_of[task], self.lane_log(replica)
-        batches = log.flat
+        log_batch = log.flat.extend  # (the list is cleared in place when it moves into numpy)
         b, flush_at, step = log.slot, log.slot + (LOG_BATCHES << LANE_BITS), 1 << LANE_BITS
         limit = self.drop_after.get(task)
         catch_up, number, times, since = self.catch_up, replica.number, self.times, self.since[task]
@@ -934,7 +931,7 @@ class _Cluster:
                 for _ in range(taken):
                     batch_of[popleft()] = b
             done = now + sampler(taken) if host is None else host.finish(now, sampler(taken))
-            batches.extend((now, done, taken))
+            log_batch((now, done, taken))
             b += step
             if b >= flush_at:
                 log.flush()
@@ -1176,6 +1173,10 @@ class _Cluster:
 
     def adapting(self):
         interval = self.adapter.interval_s
+        # arrivals per second (``per_second[i]``: second i), known in advance; an adapter is shown the past only
+        times = self.arrival
+        per_second = np.bincount(times.astype(np.int64), minlength=int(np.ceil(times[-1])) + 2
+                                 if times.size else 1).astype(float)
         last = {key: dep.busy_core_seconds for key, dep in self.deployments.items()}
         counted = self.exit_counts()
         while self.arrived < self.arrival.size:
@@ -1191,7 +1192,7 @@ class _Cluster:
                 new = counts - before.get(key, 0)
                 if new.sum():
                     exits[key] = tuple((new / new.sum()).tolist())
-            observation = ClusterObservation(now, self.counts[:int(now)].copy(), self.plan, busy, ready, interval,
+            observation = ClusterObservation(now, per_second[:int(now)].copy(), self.plan, busy, ready, interval,
                                              exits)
             plan = self.adapter.decide(observation)
             if plan is not None and plan != self.plan:
