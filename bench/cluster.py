@@ -17,7 +17,10 @@ in the machine's load hits both), checks that every finish time agrees to 1e-9 s
 reports each engine's requests per second (median over repeats) and their ratio,
 ``cluster_vs_single`` (cluster speed / single-model speed). One engine for both is
 only as fast as this ratio lets it be: the target of the one-engine work is to bring
-it to 1 without lowering the single-model engine's speed.
+it to 1 without lowering the single-model engine's speed. On ``mm1`` it also times
+``bench/engine.py``'s bare heapq loop on the same path and reports both engines'
+``ratio_vs_heapq`` (best of the repeats, as ``bench/engine.py`` does), whose target,
+0.5, the one engine must keep.
 
     python bench/cluster.py                 # ~1 minute on 2 cores; the last line is JSON
     python bench/cluster.py --scale 0.1     # a tenth of the requests
@@ -44,6 +47,8 @@ from sim import simulate  # noqa: E402
 from sim.cluster import ClusterCosts, simulate_cluster  # noqa: E402
 from traces import Trace  # noqa: E402
 from workloads import PROFILES_DIR, CostModel, Empirical, Exponential, Profile, load_profile  # noqa: E402
+
+from engine import heapq_fifo  # noqa: E402  (bench/engine.py, beside this file)
 
 SEED = 20261206
 FINISH_ATOL = 1e-9  # seconds: the two engines' finish times may differ by clock rounding only
@@ -90,10 +95,20 @@ def run_cluster(times, cost, replicas, batch, wait, router):
     return time.perf_counter() - t0, results.finish
 
 
+def run_heapq(times, single_finish):
+    """bench/engine.py's bare heapq loop on the same M/M/1 path (its service times read off
+    the single-model run: finish - start of each request, one server, FIFO)."""
+    start = np.maximum.accumulate(np.concatenate(([times[0]], single_finish[:-1])))
+    start = np.maximum(start, times)
+    t0 = time.perf_counter()
+    heapq_fifo(times.tolist(), (single_finish - start).tolist())
+    return time.perf_counter() - t0
+
+
 def measure(name: str, n: int, repeats: int) -> dict:
     build, _ = CASES[name]
     args = build(n)
-    single_s, cluster_s = [], []
+    single_s, cluster_s, heapq_s = [], [], []
     for _ in range(repeats):  # interleaved: a change in the machine's load hits both
         seconds, single = run_single(*args)
         single_s.append(seconds)
@@ -102,9 +117,15 @@ def measure(name: str, n: int, repeats: int) -> dict:
         gap = float(np.max(np.abs(single - cluster)))
         if gap > FINISH_ATOL:
             raise SystemExit(f"{name}: the engines' sample paths differ (largest finish-time gap {gap:.3g} s)")
+        if name == "mm1":
+            heapq_s.append(run_heapq(args[0], single))
     single_rps, cluster_rps = n / statistics.median(single_s), n / statistics.median(cluster_s)
-    return {"requests": n, "single_rps": round(single_rps), "cluster_rps": round(cluster_rps),
-            "cluster_vs_single": round(cluster_rps / single_rps, 4), "largest_finish_gap_s": gap}
+    figures = {"requests": n, "single_rps": round(single_rps), "cluster_rps": round(cluster_rps),
+               "cluster_vs_single": round(cluster_rps / single_rps, 4), "largest_finish_gap_s": gap}
+    if heapq_s:  # bench/engine.py's ratio_vs_heapq (best of the repeats, as there) for both engines
+        figures["single_ratio_vs_heapq"] = round(min(heapq_s) / min(single_s), 4)
+        figures["cluster_ratio_vs_heapq"] = round(min(heapq_s) / min(cluster_s), 4)
+    return figures
 
 
 def main(argv=None) -> int:
@@ -117,9 +138,11 @@ def main(argv=None) -> int:
         figures[name] = measure(name, max(1000, int(n * args.scale)), args.repeats)
         f = figures[name]
         print(f"{name}: {f['requests']:,} requests; single-model {f['single_rps']:,} req/s, cluster "
-              f"{f['cluster_rps']:,} req/s; cluster_vs_single {f['cluster_vs_single']}")
+              f"{f['cluster_rps']:,} req/s; cluster_vs_single {f['cluster_vs_single']}"
+              + (f"; ratio_vs_heapq: single {f['single_ratio_vs_heapq']}, cluster {f['cluster_ratio_vs_heapq']}"
+                 if "single_ratio_vs_heapq" in f else ""))
     print(json.dumps({**{f"{name}_cluster_vs_single": f["cluster_vs_single"] for name, f in figures.items()},
-                      "cases": figures}))
+                      "mm1_cluster_ratio_vs_heapq": figures["mm1"]["cluster_ratio_vs_heapq"], "cases": figures}))
     return 0
 
 

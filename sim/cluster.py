@@ -50,21 +50,23 @@ carries it out as a cluster would:
   TF-Serving's batch threads, as InfAdapter configured it) or as one lane whose batches
   run on ``c`` threads (``"threads"``: the service time of the ``c``-core profile).
 
-Arrivals are routed lazily (:meth:`_Cluster.catch_up`), as :mod:`sim.dispatcher` routes
+Arrivals are routed lazily (:attr:`_Cluster.catch_up`), as :mod:`sim.dispatcher` routes
 them: when a lane looks at its queue or ends a batch, or a plan changes what routing
 sees, the arrivals up to then are routed first, in order; a timer for the next arrival
 is kept only while a lane of a source task waits. So a busy cluster costs no event per
-arrival, and the decisions are those of one event per arrival. Where every arrival
-joins one queue (one source task served by one deployment whose replicas share it),
-there is nothing to decide per arrival, and the arrivals up to then join it as one slice.
-A router keeps its replicas' loads as they change instead of counting them per arrival.
+arrival, and the decisions are those of one event per arrival. Where every arrival goes
+to one deployment (:meth:`_Cluster.direct`), it is routed inline: the arrivals up to
+then join its one queue as a slice, or its router picks a replica for each, its
+replicas' loads kept as they change instead of counted per arrival. Only a window of
+arrival times is held as Python floats (:meth:`_Cluster.slide`).
 
 A lane fast-forwards as :mod:`sim.worker` does: a batch that ends before SimPy's next
 event ends without an event of its own, the lane's clock running ahead, and the lane
 brings SimPy's clock up to its own before it waits; an idle lane of a source task
 jumps to the next arrival (or its policy's timer) the same way while no other such lane
 waits. A lane whose answers go on to another task, or leave at exits, takes an event
-per batch.
+per batch. The one task of a run whose plan never changes, with plain requests and no
+exits or padding, runs its lanes as a leaner loop (:meth:`_Cluster.steady_lane`).
 
 Requests are dispatched to a task's deployments by smooth weighted round robin over the
 quotas (deterministic: same plan, same split). Within a deployment its replicas share one
