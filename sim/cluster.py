@@ -99,7 +99,7 @@ from traces.trace import Trace
 from .errors import SimulationError
 from .exits import ExitRun
 from .host import ServingHost
-from .records import COMPLETED, DROPPED, REJECTED, RequestTable
+from .records import BUILD_ROWS, COMPLETED, DROPPED, REJECTED, RequestTable
 
 CORE_MODES = ("lanes", "threads")
 # Arrivals between two calls of a run's progress callback, and the window of arrival times
@@ -260,10 +260,10 @@ class _BatchLog:
             self.chunks.append(np.array(self.flat, dtype=np.float64).reshape(-1, 3))
             self.flat.clear()
 
-    def table(self) -> np.ndarray:
-        """Every batch as a row (start, finish, items), in the order run."""
+    def close(self) -> int:
+        """Move what is left into numpy; returns the batches logged (rows of :attr:`chunks`)."""
         self.flush()
-        return np.concatenate(self.chunks) if self.chunks else np.zeros((0, 3))
+        return sum(len(chunk) for chunk in self.chunks)
 
 
 class _Queue(deque):
@@ -417,9 +417,11 @@ class _Cluster:
         self.drop_after = drop_after
         n = len(trace.times)
         self.arrival = trace.times
-        self.finish = np.full(n, np.nan)
-        self.status = np.full(n, COMPLETED, dtype=np.int8)
-        self.dropped_at = np.full(n, -1, dtype=np.int16)
+        # Requests that ended unserved, the rare case: request -> (status, when, task index).
+        # The request-level columns are built from it and the sink's answers at the end.
+        self.ended: dict[int, tuple[int, float, int]] = {}
+        # With several sinks, a request's finish is its last sink's answer, noted as it comes.
+        self.finish = np.full(n, np.nan) if sum(not self.succ[t] for t in self.tasks) > 1 else None
         # Per task, what each request's batch was, logged as the single-model engine logs it
         # (sim.records): one store per request, its batch's code (an int64 array: as fast
         # to store into as a list, 8 bytes a request and no Python int per batch), and per
@@ -621,7 +623,7 @@ class _Cluster:
         if self.sizes is not None:
             size = self.sizes[rid]
             if size > dep.batcher.max_batch:  # it could never be served: rejected, not left waiting
-                if self.status[rid] == COMPLETED:
+                if rid not in self.ended:
                     self.rejected += 1
                 self.drop(dep.key[0], rid, self.since[dep.key[0]][rid], -1, REJECTED)
                 return
@@ -640,7 +642,7 @@ class _Cluster:
             event.succeed()
 
     def task_done(self, task: str, rid: int, now: float) -> None:
-        if self.status[rid] != COMPLETED:
+        if rid in self.ended:
             return  # dropped on another branch
         for nxt in self.succ[task]:
             if len(self.preds[nxt]) > 1:
@@ -660,10 +662,8 @@ class _Cluster:
     def drop(self, task: str, rid: int, when: float, replica: int, status: int = DROPPED) -> None:
         """``rid`` ends at ``task`` unserved at ``when``: dropped by ``replica``, or rejected
         (``status``; no replica, -1), unless it already ended on another branch."""
-        if self.status[rid] == COMPLETED:
-            self.status[rid] = status
-            self.finish[rid] = when
-            self.dropped_at[rid] = self.tasks.index(task)
+        if rid not in self.ended:
+            self.ended[rid] = (status, when, self.tasks.index(task))
             if replica >= 0:
                 self.dropped_by[task][rid] = replica
 
@@ -710,7 +710,7 @@ class _Cluster:
         limit = self.drop_after.get(task)
         sizes = self.sizes
         # looked up once: the loop below runs once per batch
-        status, number, times, since = self.status, replica.number, self.times, self.since[task]
+        ended, number, times, since = self.ended, replica.number, self.times, self.since[task]
         # Fast-forward (as sim.worker does): a batch that ends before SimPy's next event ends
         # without an event of its own, the lane's clock ``now`` running ahead of SimPy's, which
         # it brings up to its own before it waits. Nothing can happen in between: arrivals
@@ -751,14 +751,14 @@ class _Cluster:
                 next_arrival = catch_up(now)
                 horizon = peek()
             if checking:
-                while queue and (status[queue[0]] != COMPLETED  # dropped on another branch
+                while queue and (queue[0] in ended  # dropped on another branch
                                  or limit is not None and now - since[queue[0]] > limit):
                     rid = popleft()
                     if sizes is not None:
                         queue.items -= sizes[rid]
                     if routed:
                         unload(1)
-                    if status[rid] == COMPLETED:
+                    if rid not in ended:
                         self.drop(task, rid, since[rid] + limit, number)
             if queue:
                 # whether more requests may still come (batching policies that wait for a
@@ -814,7 +814,7 @@ class _Cluster:
                         queue.items -= sizes[rid]
                     if limit is not None and now - since[rid] > limit:
                         self.drop(task, rid, since[rid] + limit, number)
-                    elif status[rid] == COMPLETED:  # not dropped on another branch
+                    elif rid not in ended:  # not dropped on another branch
                         members.append(rid)
                         batch_of[rid] = b
                         items += 1 if sizes is None else sizes[rid]
@@ -1053,39 +1053,63 @@ class _Cluster:
 
     def task_columns(self) -> tuple[dict[str, TaskColumns], dict[str, np.ndarray]]:
         """Per task, its :class:`TaskColumns` and each request's variant there (index into
-        its variants; -1 where it was not served there), expanded from the batch log."""
+        its variants; -1 where it was not served there), expanded from the lanes' batch
+        logs :data:`sim.records.BUILD_ROWS` requests at a time (which bounds the
+        temporaries); each log is let go once in the task's batch table."""
         stages, variants = {}, {}
         n = self.arrival.size
         variant_of = np.array([r.deployment.variant_index for r in self.records], dtype=np.int16)
         for task in self.tasks:
             code = np.frombuffer(self.batch_of[task], dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
             logs = self.batches[task]
-            tables = [log.table() for log in logs]
-            table = np.concatenate(tables) if tables else np.zeros((0, 3))
-            first = np.cumsum([0] + [len(t) for t in tables])[:-1]  # each lane's first row
-            served = np.flatnonzero(code >= 0)
-            slot = code[served] & ((1 << LANE_BITS) - 1)
-            rows = first[slot] + (code[served] >> LANE_BITS)
+            counts = [log.close() for log in logs]
+            table = np.concatenate([chunk for log in logs for chunk in log.chunks] or [np.zeros((0, 3))])
+            for log in logs:
+                log.chunks = []
+            first = np.cumsum([0] + counts)[:-1]  # each lane's first row in the table
+            replica_of = np.array([log.replica for log in logs], dtype=np.int32)
             stage = stages[task] = TaskColumns.empty(n)
             stage.batches = len(table)
-            stage.replica[served] = np.array([log.replica for log in logs], dtype=np.int32)[slot]
-            for k, name in enumerate(("start", "finish", "batch_size")):  # the batch log's order
-                getattr(stage, name)[served] = table[rows, k]  # a column at a time: no copy of every row
+            variants[task] = np.full(n, -1, dtype=np.int16)
+            for lo in range(0, n, BUILD_ROWS):
+                served = lo + np.flatnonzero(code[lo:lo + BUILD_ROWS] >= 0)
+                codes = code[served]
+                slot = codes & ((1 << LANE_BITS) - 1)
+                rows = first[slot] + (codes >> LANE_BITS)
+                stage.replica[served] = replica_of[slot]
+                variants[task][served] = variant_of[replica_of[slot]]
+                for k, name in enumerate(("start", "finish", "batch_size")):  # the batch log's order
+                    getattr(stage, name)[served] = table[rows, k]
             for run in (r for (t, _, _), r in self.exit_runs.items() if t == task and r is not None):
                 mine = run.exit_stage >= 0  # with exits, a request's answer there is its exit's
                 stage.finish[mine] = run.finish[mine]
             dropped = self.dropped_by[task]
             if dropped:
                 stage.replica[np.fromiter(dropped, dtype=np.int64)] = np.fromiter(dropped.values(), dtype=np.int32)
-            variants[task] = np.full(n, -1, dtype=np.int16)
-            variants[task][served] = variant_of[stage.replica[served]]
         return stages, variants
 
-    def exit_columns(self) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, tuple[tuple[str, ...], ...]]]:
-        """Per task with exits, each request's exit columns from the run that served it,
-        and the exit names of each of its variants (ClusterResults' ``exits``, ``exit_names``)."""
+    def request_columns(self, stages: dict[str, TaskColumns]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each request's ``status``, ``finish`` and ``dropped_at`` (ClusterResults'): where
+        it ended unserved, from :attr:`ended`; else its answer at its last sink."""
+        n = self.arrival.size
+        status = np.full(n, COMPLETED, dtype=np.int8)
+        dropped_at = np.full(n, -1, dtype=np.int16)
+        if self.finish is None:  # one sink: a request served there is done when it answers there
+            finish = stages[self.sinks[0]].finish.copy()
+        else:
+            finish = self.finish
+        if self.ended:
+            ids = np.fromiter(self.ended, dtype=np.int64, count=len(self.ended))
+            how = np.array(list(self.ended.values()), dtype=np.float64).reshape(-1, 3)
+            status[ids], finish[ids], dropped_at[ids] = how[:, 0], how[:, 1], how[:, 2]
+        return status, finish, dropped_at
+
+    def exit_columns(self, served: np.ndarray) -> tuple[dict[str, dict[str, np.ndarray]],
+                                                         dict[str, tuple[tuple[str, ...], ...]]]:
+        """Per task with exits, each request's exit columns from the run that served it
+        (``served``: the requests served to the end), and the exit names of each of its
+        variants (ClusterResults' ``exits``, ``exit_names``)."""
         columns, names = {}, {}
-        served = self.status == COMPLETED
         for task in self.tasks:
             runs = [(variant, run) for (t, variant, _), run in self.exit_runs.items() if t == task and run is not None]
             if not runs:
@@ -1236,21 +1260,18 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     env.timeout(float("inf"))
     env.run()
     stages, variant = cluster.task_columns()
-    if len(cluster.sinks) == 1:  # a request served at the one sink is done when it answers there
-        sink = stages[cluster.sinks[0]]
-        done = (cluster.status == COMPLETED) & sink.served()
-        cluster.finish[done] = sink.finish[done]
-    unfinished = np.isnan(cluster.finish)
+    status, finish, dropped_at = cluster.request_columns(stages)
+    unfinished = np.isnan(finish)
     if unfinished.any():
         raise SimulationError(f"{int(unfinished.sum())} request(s) were neither served nor dropped "
                               f"(the first: {int(np.flatnonzero(unfinished)[0])})")
     # the run ends with its last answer (or its last arrival): replicas still up are
     # released then, not when the adapter's last timer would have fired
-    end = float(max(np.max(cluster.finish, initial=0.0), np.max(trace.times, initial=0.0)))
+    end = float(max(np.max(finish, initial=0.0), np.max(trace.times, initial=0.0)))
     records = [ReplicaRecord(*r.deployment.key, min(r.requested, end), r.ready if r.ready is not None else np.inf,
                              min(end, r.released if r.released is not None else end)) for r in cluster.records]
-    exits, names = cluster.exit_columns()
-    return ClusterResults(cluster.tasks, cluster.arrival, cluster.finish, cluster.status, cluster.dropped_at,
+    exits, names = cluster.exit_columns(status == COMPLETED)
+    return ClusterResults(cluster.tasks, cluster.arrival, finish, status, dropped_at,
                           variant, cluster.variants, records, cluster.plans, end, exits, names,
                           cluster.size, tuple(map(tuple, edges)), stages,
                           {"larger than max_batch": cluster.rejected} if cluster.rejected else {},

@@ -3,7 +3,8 @@ and routers over replicas (hypothesis): every request is served or dropped, neve
 restarts; a served request leaves no earlier than its arrival plus the service of every
 task on its path; a dropped one leaves when its wait ran out; the same inputs give
 the same results; fast-forward changes nothing but clock rounding, and the window of
-arrival times the engine holds as floats nothing at all."""
+arrival times the engine holds as floats (and the step its tables are built in) nothing
+at all."""
 
 from __future__ import annotations
 
@@ -122,7 +123,8 @@ def test_no_request_is_lost_late_or_early_and_runs_repeat(case, exits):
     for task in case["tasks"]:
         np.testing.assert_array_equal(again.stages[task].start, res.stages[task].start)
         np.testing.assert_array_equal(again.stages[task].replica, res.stages[task].replica)
-    # the window of arrival times held as floats changes nothing, however small
+    # the window of arrival times held as floats, and the step the tables are built in, change
+    # nothing, however small
     with window(3):
         small = _simulate(case, exits)
     np.testing.assert_array_equal(small.finish, res.finish)
@@ -139,12 +141,14 @@ def test_no_request_is_lost_late_or_early_and_runs_repeat(case, exits):
 
 @contextlib.contextmanager
 def window(size: int):
-    """Run with a window of ``size`` arrival times held as floats (sim.cluster.WINDOW)."""
-    default, engine.WINDOW = engine.WINDOW, size
+    """Run with a window of ``size`` arrival times held as floats (sim.cluster.WINDOW), and
+    the tables built ``size`` requests at a time (BUILD_ROWS)."""
+    defaults = engine.WINDOW, engine.BUILD_ROWS
+    engine.WINDOW = engine.BUILD_ROWS = size
     try:
         yield
     finally:
-        engine.WINDOW = default
+        engine.WINDOW, engine.BUILD_ROWS = defaults
 
 
 def _per_task_columns_are_causal(res, case, exits: bool) -> None:
