@@ -1095,7 +1095,9 @@ class _Cluster:
         status = np.full(n, COMPLETED, dtype=np.int8)
         dropped_at = np.full(n, -1, dtype=np.int16)
         if self.finish is None:  # one sink: a request served there is done when it answers there
-            finish = stages[self.sinks[0]].finish.copy()
+            finish = stages[self.sinks[0]].finish
+            if self.ended:  # (shared with the sink's column unless some request ended elsewhere)
+                finish = finish.copy()
         else:
             finish = self.finish
         if self.ended:
