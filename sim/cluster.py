@@ -237,14 +237,12 @@ class TaskColumns:
 
 
 LANE_BITS = 24  # a batch's code: its number in its lane's log, shifted past the lane's slot in its task
-LOG_BATCHES = 1 << 14  # batches a lane's log holds as Python floats before it makes them numpy
-
 
 class _BatchLog:
     """One lane's batches, three numbers each (start, finish, items), as a worker of the
     single-model engine logs them: appended to a plain list, the fastest to extend, and
-    moved into numpy every :data:`LOG_BATCHES` batches, so a long run holds 24 bytes a
-    batch rather than three Python floats. The lane is ``slot`` among its task's lanes
+    moved into numpy each time the window of arrival times moves on (:meth:`_Cluster.slide`),
+    so a long run holds 24 bytes a batch rather than three Python floats. The lane is ``slot`` among its task's lanes
     and serves for ``replica``; a request served in its ``j``-th batch is coded
     ``j << LANE_BITS | slot``, so the lane numbers its batches by an addition."""
 
@@ -570,7 +568,10 @@ class _Cluster:
     def slide(self) -> None:
         """Hold the next :data:`WINDOW` arrival times as floats, and let go of those before
         the oldest request still queued at a source task (or waiting to be queued again),
-        which nothing reads any more."""
+        which nothing reads any more; move the lanes' batch logs into numpy."""
+        for logs in self.batches.values():
+            for log in logs:
+                log.flush()
         times, n = self.times, self.arrival.size
         start, end = self.filled, min(self.filled + WINDOW, n)
         times[start:end] = self.arrival[start:end].tolist()
@@ -705,7 +706,7 @@ class _Cluster:
         task = dep.key[0]
         batch_of, log = self.batch_of[task], self.lane_log(replica)
         log_batch = log.flat.extend  # (the list is cleared in place when it moves into numpy)
-        b, flush_at = log.slot, log.slot + (LOG_BATCHES << LANE_BITS)  # its next batch's code; when to flush
+        b = log.slot  # its next batch's code
         step = 1 << LANE_BITS  # from one batch's code to the next's
         limit = self.drop_after.get(task)
         sizes = self.sizes
@@ -838,9 +839,6 @@ class _Cluster:
                 members = [rid for rid, a in zip(members, answers) if a >= done]
             log_batch((now, done, items))  # with exits, each request's own: ExitRun.finish
             b += step
-            if b >= flush_at:
-                log.flush()
-                flush_at += LOG_BATCHES << LANE_BITS
             if routed:
                 replica.in_flight += taken
             end = done
@@ -879,7 +877,7 @@ class _Cluster:
         task = dep.key[0]
         batch_of, log = self.batch_of[task], self.lane_log(replica)
         log_batch = log.flat.extend  # (the list is cleared in place when it moves into numpy)
-        b, flush_at, step = log.slot, log.slot + (LOG_BATCHES << LANE_BITS), 1 << LANE_BITS
+        b, step = log.slot, 1 << LANE_BITS
         limit = self.drop_after.get(task)
         catch_up, number, times, since = self.catch_up, replica.number, self.times, self.since[task]
         sampler, decide, host = dep.sampler, dep.batcher.decide, self.host_clock
@@ -935,9 +933,6 @@ class _Cluster:
             done = now + sampler(taken) if host is None else host.finish(now, sampler(taken))
             log_batch((now, done, taken))
             b += step
-            if b >= flush_at:
-                log.flush()
-                flush_at += LOG_BATCHES << LANE_BITS
             if done >= horizon:
                 yield env.timeout(done - env.now)
                 horizon = peek()
