@@ -103,7 +103,7 @@ from .records import BUILD_ROWS, COMPLETED, DROPPED, REJECTED, RequestTable
 
 CORE_MODES = ("lanes", "threads")
 # Arrivals between two calls of a run's progress callback, and the window of arrival times
-# the engine holds as Python floats (see _Cluster.times).
+# the engine holds as Python floats beyond the last routed (see _Cluster.slide).
 WINDOW = 1 << 16
 Key = tuple[str, str, int]  # (task, variant, cores)
 
@@ -238,13 +238,15 @@ class TaskColumns:
 
 LANE_BITS = 24  # a batch's code: its number in its lane's log, shifted past the lane's slot in its task
 
+
 class _BatchLog:
     """One lane's batches, three numbers each (start, finish, items), as a worker of the
     single-model engine logs them: appended to a plain list, the fastest to extend, and
-    moved into numpy each time the window of arrival times moves on (:meth:`_Cluster.slide`),
-    so a long run holds 24 bytes a batch rather than three Python floats. The lane is ``slot`` among its task's lanes
-    and serves for ``replica``; a request served in its ``j``-th batch is coded
-    ``j << LANE_BITS | slot``, so the lane numbers its batches by an addition."""
+    moved into numpy each time the window of arrival times moves on
+    (:meth:`_Cluster.slide`), so a long run holds 24 bytes a batch rather than three
+    Python floats. The lane is ``slot`` among its task's lanes and serves for
+    ``replica``; a request served in its ``j``-th batch is coded ``j << LANE_BITS | slot``,
+    so the lane numbers its batches by an addition."""
 
     def __init__(self, slot: int, replica: int):
         if slot >= 1 << LANE_BITS:
@@ -419,7 +421,7 @@ class _Cluster:
         # The request-level columns are built from it and the sink's answers at the end.
         self.ended: dict[int, tuple[int, float, int]] = {}
         # With several sinks, a request's finish is its last sink's answer, noted as it comes.
-        self.finish = np.full(n, np.nan) if sum(not self.succ[t] for t in self.tasks) > 1 else None
+        self.finish = np.full(n, np.nan) if len(self.sinks) > 1 else None
         # Per task, what each request's batch was, logged as the single-model engine logs it
         # (sim.records): one store per request, its batch's code (an int64 array: as fast
         # to store into as a list, 8 bytes a request and no Python int per batch), and per
@@ -999,7 +1001,8 @@ class _Cluster:
                   and self.sizes is None and dep.padded is None)
         for _ in range(lanes):
             self.lanes += 1  # a lane's number: an exit run's host tells a busy lane's batches apart
-            self.env.process(self.steady_lane(replica, dep) if steady else self.lane(replica, dep, per_lane, self.lanes))
+            lane = self.steady_lane(replica, dep) if steady else self.lane(replica, dep, per_lane, self.lanes)
+            self.env.process(lane)
         return replica
 
     def retire(self, replica: _Replica) -> None:
