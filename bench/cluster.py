@@ -24,6 +24,7 @@ it to 1 without lowering the single-model engine's speed. On ``mm1`` it also tim
 
     python bench/cluster.py                 # ~1 minute on 2 cores; the last line is JSON
     python bench/cluster.py --scale 0.1     # a tenth of the requests
+    python bench/cluster.py --large 3000000 # also memory: bench/engine.py's large case, fresh processes
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,7 +50,8 @@ from sim.cluster import ClusterCosts, simulate_cluster  # noqa: E402
 from traces import Trace  # noqa: E402
 from workloads import PROFILES_DIR, CostModel, Empirical, Exponential, Profile, load_profile  # noqa: E402
 
-from engine import heapq_fifo  # noqa: E402  (bench/engine.py, beside this file)
+import engine as bench_engine  # noqa: E402  (bench/engine.py, beside this file)
+from engine import heapq_fifo  # noqa: E402
 
 SEED = 20261206
 FINISH_ATOL = 1e-9  # seconds: the two engines' finish times may differ by clock rounding only
@@ -128,11 +131,57 @@ def measure(name: str, n: int, repeats: int) -> dict:
     return figures
 
 
+def large_child(which: str, n: int) -> None:
+    """``bench/engine.py``'s large case (d) through one engine, in this fresh process: one
+    JSON line with the wall seconds (Trace + simulation) and the peak RSS over the RSS
+    once the case is set up."""
+    e = bench_engine
+    cost, times, *_ = e.large_setup(n)
+    before = e.peak_rss_mb()
+    t0 = time.perf_counter()
+    trace = Trace(times, source="bench large")
+    batching = DynamicBatcher(e.LARGE_MAX_BATCH, e.LARGE_MAX_WAIT)
+    if which == "single":
+        finish = simulate(trace, cost, batching, replicas=e.LARGE_REPLICAS, router=JoinShortestQueue(),
+                          rng=np.random.default_rng(e.SEED + 4)).requests.finish
+    else:
+        costs = ClusterCosts(service=lambda task, variant, units: cost.sampler(np.random.default_rng(e.SEED + 4)),
+                             load_time=lambda task, variant: 0.0)
+        finish = simulate_cluster(trace, ["t"], [], {"t": ("m",)}, costs, StaticAdapter(),
+                                  Plan({"t": (Deployment("m", e.LARGE_REPLICAS, batch=e.LARGE_MAX_BATCH),)}),
+                                  batching=lambda b: DynamicBatcher(b, e.LARGE_MAX_WAIT),
+                                  routing=lambda key: JoinShortestQueue()).finish
+    wall = time.perf_counter() - t0
+    grown = e.peak_rss_mb() - before
+    print(json.dumps({"wall_s": wall, "peak_over_setup_mb": grown, "bytes_per_request": grown * 2**20 / n,
+                      "mean_latency_s": float(np.mean(finish - times))}))
+
+
+def large(n: int, repeats: int) -> dict:
+    """Both engines on the large case, each run in a fresh process, interleaved; medians."""
+    runs = {"single": [], "cluster": []}
+    for _ in range(repeats):
+        for which in runs:
+            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--large-child", which, str(n)],
+                                  capture_output=True, text=True, check=True)
+            runs[which].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    if runs["single"][0]["mean_latency_s"] != runs["cluster"][0]["mean_latency_s"]:
+        raise SystemExit("large: the engines' sample paths differ")
+    return {f"{which}_{key}": round(statistics.median(r[key] for r in rs), 3)
+            for which, rs in runs.items() for key in ("wall_s", "peak_over_setup_mb", "bytes_per_request")}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each case's requests (default 1)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each engine (default 3)")
+    parser.add_argument("--large", type=int, metavar="N", help="also run bench/engine.py's large case with N "
+                        "requests through both engines, each in a fresh process: wall and peak RSS")
+    parser.add_argument("--large-child", nargs=2, metavar=("ENGINE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.large_child:
+        large_child(args.large_child[0], int(args.large_child[1]))
+        return 0
     figures = {}
     for name, (_, n) in CASES.items():
         figures[name] = measure(name, max(1000, int(n * args.scale)), args.repeats)
@@ -141,7 +190,11 @@ def main(argv=None) -> int:
               f"{f['cluster_rps']:,} req/s; cluster_vs_single {f['cluster_vs_single']}"
               + (f"; ratio_vs_heapq: single {f['single_ratio_vs_heapq']}, cluster {f['cluster_ratio_vs_heapq']}"
                  if "single_ratio_vs_heapq" in f else ""))
-    print(json.dumps({**{f"{name}_cluster_vs_single": f["cluster_vs_single"] for name, f in figures.items()},
+    if args.large:
+        figures["large"] = large(args.large, args.repeats)
+        print(f"large: {args.large:,} requests; " + ", ".join(f"{k} {v}" for k, v in figures["large"].items()))
+    print(json.dumps({**{f"{name}_cluster_vs_single": f["cluster_vs_single"] for name, f in figures.items()
+                         if name in CASES},
                       "mm1_cluster_ratio_vs_heapq": figures["mm1"]["cluster_ratio_vs_heapq"], "cases": figures}))
     return 0
 
