@@ -93,7 +93,7 @@ def run_cluster(times, cost, replicas, batch, wait, router):
                          load_time=lambda task, variant: 0.0)
     results = simulate_cluster(Trace(times, source="bench"), ["t"], [], {"t": ("m",)}, costs, StaticAdapter(),
                                Plan({"t": (Deployment("m", replicas, batch=batch),)}),
-                               batching=lambda b: DynamicBatcher(b, wait),
+                               batching=lambda b, latency: DynamicBatcher(b, wait),
                                routing=None if router is None else (lambda key: router()))
     return time.perf_counter() - t0, results.finish
 
@@ -149,7 +149,7 @@ def large_child(which: str, n: int) -> None:
                              load_time=lambda task, variant: 0.0)
         finish = simulate_cluster(trace, ["t"], [], {"t": ("m",)}, costs, StaticAdapter(),
                                   Plan({"t": (Deployment("m", e.LARGE_REPLICAS, batch=e.LARGE_MAX_BATCH),)}),
-                                  batching=lambda b: DynamicBatcher(b, e.LARGE_MAX_WAIT),
+                                  batching=lambda b, latency: DynamicBatcher(b, e.LARGE_MAX_WAIT),
                                   routing=lambda key: JoinShortestQueue()).finish
     wall = time.perf_counter() - t0
     grown = e.peak_rss_mb() - before

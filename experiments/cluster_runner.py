@@ -195,9 +195,10 @@ def simulate_cluster_config(config, base_dir: Path, seed: int,
     try:
         results = simulate_cluster(trace, tasks, pipeline.edges, {t.name: [v.name for v in t.variants]
                                                                   for t in pipeline.tasks},
-                                   ClusterCosts(costs.service(service_seed), costs.load_time, exits), adapter,
-                                   initial, drop_after=drop, core_mode=cluster.core_mode,
-                                   batching=cluster.batching.build, routing=routing(config, pipeline, seed),
+                                   ClusterCosts(costs.service(service_seed), costs.load_time, exits, costs.latency),
+                                   adapter, initial, drop_after=drop, core_mode=cluster.core_mode,
+                                   batching=lambda batch, latency: cluster.batching.build(batch, latency, config.slo_ms),
+                                   routing=routing(config, pipeline, seed),
                                    progress=progress)
     except ValueError as exc:  # a profile that lacks a core count a plan asked for, and the like
         raise ConfigError(f"cluster: {exc}") from None

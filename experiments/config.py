@@ -15,13 +15,13 @@ import itertools
 import reprlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationError, field_validator, model_validator)
 
-from policies.batching import DynamicBatcher, FixedBatcher
+from policies.batching import DeadlineBatcher, DynamicBatcher, FixedBatcher
 from workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND, check_assumed_host
 
 from . import cluster_specs, specs  # noqa: F401  (registers the names)
@@ -188,28 +188,40 @@ class ClusterBatching(Strict):
     TF-Serving's batch timeout) or when the lane is free (``worker_free``: Ray Serve,
     TorchServe), as ``serving.batching``'s dynamic policy does, with its ``preferred``
     sizes and padding to ``allowed_sizes``; or, with ``policy: fixed``, waits for exactly
-    ``batch`` items (flushing what is left once no request can come)."""
+    ``batch`` items (flushing what is left once no request can come); or, with ``policy:
+    deadline`` (Clockwork, Nexus), takes the largest batch, up to ``batch``, whose median
+    latency on the deployment's lanes lets the oldest queued request meet ``slo_ms``
+    (default: the top-level ``slo_ms``), counted from when it was queued at the task."""
 
-    policy: Literal["dynamic", "fixed"] = "dynamic"
+    policy: Literal["dynamic", "fixed", "deadline"] = "dynamic"
     max_wait_ms: NonNegativeFloat = 0.0
     timer: Literal["oldest_arrival", "worker_free"] = "oldest_arrival"
     preferred: list[PositiveInt] = []
     allowed_sizes: list[PositiveInt] = []
+    slo_ms: Optional[PositiveFloat] = None
 
     @model_validator(mode="after")
-    def _fixed_has_no_window(self):
-        given = [k for k in ("max_wait_ms", "timer", "preferred", "allowed_sizes")
-                 if getattr(self, k) != type(self).model_fields[k].default]
-        if self.policy == "fixed" and given:
-            raise ValueError(f"{given[0]}: the fixed policy waits for a full batch; it takes no {given[0]}")
+    def _keys_of_the_policy(self):
+        window = [k for k in ("max_wait_ms", "timer", "preferred", "allowed_sizes")
+                  if getattr(self, k) != type(self).model_fields[k].default]
+        if self.policy != "dynamic" and window:
+            raise ValueError(f"{window[0]}: the {self.policy} policy has no batching window; "
+                             f"it takes no {window[0]}")
+        if self.policy != "deadline" and self.slo_ms is not None:
+            raise ValueError(f"slo_ms: only the deadline policy plans by an SLO; the {self.policy} policy takes "
+                             f"no slo_ms")
         return self
 
-    def build(self, batch: int):
+    def build(self, batch: int, latency: Optional[Callable[[int], float]], slo_ms: Optional[float] = None):
         """The policy of a deployment whose plan says ``batch``: ``preferred`` sizes up to
         it, and ``allowed_sizes`` below it with ``batch`` itself the largest (a batch is
-        padded up to the next allowed size, as TF-Serving's ``allowed_batch_sizes``)."""
+        padded up to the next allowed size, as TF-Serving's ``allowed_batch_sizes``); the
+        deadline policy plans by ``latency`` (the deployment's median batch latency) and
+        ``slo_ms`` here, else the experiment's ``slo_ms``."""
         if self.policy == "fixed":
             return FixedBatcher(batch)
+        if self.policy == "deadline":
+            return DeadlineBatcher((self.slo_ms or slo_ms) / 1e3, batch, latency)
         allowed = sorted({a for a in self.allowed_sizes if a < batch} | {batch}) if self.allowed_sizes else ()
         return DynamicBatcher(batch, self.max_wait_ms / 1e3, self.timer, [p for p in self.preferred if p <= batch],
                               allowed)
@@ -654,10 +666,11 @@ def _check_point(config: ExperimentConfig, source: str) -> Optional[str]:
         return (f"{source}: exits.semantics: the apparate policy learns from every request's final "
                 f"output, which only latency_only semantics computes; set exits.semantics: latency_only "
                 f"(got {exits.semantics!r})")
-    batching = config.serving.batching
-    if batching.policy == "deadline" and batching.slo_ms is None and config.slo_ms is None:
-        return (f"{source}: serving.batching.slo_ms: the deadline policy needs an SLO; "
-                f"set serving.batching.slo_ms or the top-level slo_ms (got neither)")
+    for key, batching in (("serving", config.serving.batching),
+                          ("cluster", None if config.cluster is None else config.cluster.batching)):
+        if batching is not None and batching.policy == "deadline" and batching.slo_ms is None and config.slo_ms is None:
+            return (f"{source}: {key}.batching.slo_ms: the deadline policy needs an SLO; "
+                    f"set {key}.batching.slo_ms or the top-level slo_ms (got neither)")
     return None
 
 

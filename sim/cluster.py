@@ -21,12 +21,14 @@ carries it out as a cluster would:
   next looks at the queue is dropped (it counts as an SLO violation), as Triton's queue
   timeout and IPA's queues do.
 * **Batching**: a free lane asks its deployment's batching policy (built by
-  ``batching(batch)`` for the plan's ``batch``, :mod:`policies.batching`) whether to
-  start a batch of what its deployment has queued or to wait, until a request is
-  queued or the policy's timer fires. The default takes what is queued, up to
-  ``batch``, at once; a dynamic batcher's window (Triton's queue delay, TF-Serving's
-  batch timeout) waits for more, and its ``allowed_sizes`` pad a batch (which costs
-  what the padded size costs). Requests may carry several items (the trace's ``size``
+  ``batching(batch, latency)`` for the plan's ``batch`` and the deployment's median
+  batch latency, :mod:`policies.batching`) whether to start a batch of what its
+  deployment has queued or to wait, until a request is queued or the policy's timer
+  fires. The default takes what is queued, up to ``batch``, at once; a dynamic
+  batcher's window (Triton's queue delay, TF-Serving's batch timeout) waits for more,
+  and its ``allowed_sizes`` pad a batch (which costs what the padded size costs); a
+  deadline batcher takes the largest batch whose latency lets the oldest request meet
+  its SLO, counted from its queueing at the task. Requests may carry several items (the trace's ``size``
   column): a batch takes requests from the head while their items fit, and a request
   larger than its deployment's batch is rejected where it arrives. A policy is told when
   no request can come any more (``draining``, so that one waiting for a full batch
@@ -117,11 +119,14 @@ class ClusterCosts:
     given, the :class:`~sim.exits.ExitRun` of a variant with exits on lanes of ``units``
     cores or devices (asked once per (task, variant, units): every lane of that size
     plays its batches through it, so an online policy learns from all of them), or
-    ``None`` for a plain variant."""
+    ``None`` for a plain variant; ``latency(task, variant, units)``, where given, the
+    median seconds of a lane's batch by its size, for batching policies that plan by it
+    (the deadline policy)."""
 
     service: Callable[[str, str, int], Callable[[int], float]]
     load_time: Callable[[str, str], float]
     exits: Optional[Callable[[str, str, int], Optional[ExitRun]]] = None
+    latency: Optional[Callable[[str, str, int], Callable[[int], float]]] = None
 
 
 @dataclass(frozen=True)
@@ -346,9 +351,10 @@ class _Deployment:
     """A (task, variant, cores) deployment: its queue (or, with a router, its replicas'
     queues), replicas, batching policy (for the plan's batch) and sampler."""
 
-    def __init__(self, key: Key, batcher: BatchingPolicy, sampler: Callable[[int], float], variant_index: int,
+    def __init__(self, key: Key, batcher: BatchingPolicy, sampler: Callable[[int], float],
+                 latency: Optional[Callable[[int], float]], variant_index: int,
                  execute: Optional[ExitRun] = None, router: Optional[Router] = None):
-        self.key, self.sampler, self.variant_index = key, sampler, variant_index
+        self.key, self.sampler, self.latency, self.variant_index = key, sampler, latency, variant_index
         self.use(batcher)
         self.execute = execute  # a variant with exits plays its batches through this
         self.router = router  # None: one queue shared by every replica
@@ -394,7 +400,8 @@ class _Deployment:
 class _Cluster:
     def __init__(self, env: simpy.Environment, trace: Trace, tasks: Sequence[str], edges, variants, costs,
                  adapter: Adapter, drop_after: Mapping[str, Optional[float]], core_mode: str,
-                 batching: Callable[[int], BatchingPolicy], routing: Optional[Callable[[Key], Optional[Router]]],
+                 batching: Callable[[int, Optional[Callable[[int], float]]], BatchingPolicy],
+                 routing: Optional[Callable[[Key], Optional[Router]]],
                  progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True,
                  host: Optional[ServingHost] = None):
         self.env, self.costs, self.adapter, self.core_mode = env, costs, adapter, core_mode
@@ -1027,13 +1034,14 @@ class _Cluster:
                                       f"its variants are {list(self.variants[task])}")
             per_lane = 1 if self.core_mode == "lanes" else cores
             sampler = self.costs.service(task, variant, per_lane)
-            dep = self.deployments[key] = _Deployment(key, self.batching(batch), sampler,
+            latency = None if self.costs.latency is None else self.costs.latency(task, variant, per_lane)
+            dep = self.deployments[key] = _Deployment(key, self.batching(batch, latency), sampler, latency,
                                                       self.variants[task].index(variant),
                                                       self.exit_run(task, variant, per_lane),
                                                       None if self.routing is None else self.routing(key))
             dep.source = task in self.sources
         if dep.batcher.max_batch != batch:
-            dep.use(self.batching(batch))
+            dep.use(self.batching(batch, dep.latency))
         if dep.execute is not None and dep.padded is not None:
             raise ValueError("padded batches (allowed_sizes) are modelled for models without exits only")
         return dep
@@ -1228,7 +1236,8 @@ class _Cluster:
 def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[str, str]],
                      variants: Mapping[str, Sequence[str]], costs: ClusterCosts, adapter: Adapter, initial: Plan, *,
                      drop_after: Optional[Mapping[str, float]] = None, core_mode: str = "lanes",
-                     batching: Callable[[int], BatchingPolicy] = DynamicBatcher,
+                     batching: Callable[[int, Optional[Callable[[int], float]]], BatchingPolicy] = (
+                         lambda batch, latency: DynamicBatcher(batch)),
                      routing: Optional[Callable[[Key], Optional[Router]]] = None,
                      progress: Optional[Callable[[int], None]] = None,
                      fast_forward: bool = True, host: Optional[ServingHost] = None) -> ClusterResults:
@@ -1236,9 +1245,10 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     enters at its sources), starting from ``initial`` (its replicas are ready at time 0,
     as a cluster already running) and adapted by ``adapter``; ``variants[task]`` are the
     variant names a plan may use for it; ``drop_after`` (seconds, per task) is the
-    longest a request may wait in a task's queue; ``batching(batch)`` builds a
-    deployment's batching policy for its plan's ``batch`` (default: take what is
-    queued, up to ``batch``, at once); ``routing(key)`` the router of the deployment
+    longest a request may wait in a task's queue; ``batching(batch, latency)`` builds a
+    deployment's batching policy for its plan's ``batch`` and its lanes' median batch
+    latency (``costs.latency``'s, or None; default: take what is queued, up to ``batch``,
+    at once); ``routing(key)`` the router of the deployment
     ``key`` = (task, variant, cores) over its replicas (default, or ``None``: its
     replicas share one queue); ``progress(k)`` is called now and then with the number of
     arrivals routed so far. A request carrying more items than a deployment's batch

@@ -92,6 +92,11 @@ class VariantCosts:
 
         return service
 
+    def latency(self, task: str, variant: str, cores: int) -> Callable[[int], float]:
+        """``latency(batch)``: the median seconds of one lane's batch, as the profile says —
+        :class:`sim.cluster.ClusterCosts` ``latency``, for the deadline batching policy."""
+        return self.cost_model(task, variant, cores).batch_latency
+
     def load_time(self, task: str, variant: str) -> float:
         """A replica's provisioning delay (s): the measured cold start, or ``load_times``.
         A cold start measured at several core counts is taken at the fewest: loading

@@ -31,6 +31,11 @@ def fixed_costs(seconds: dict, load: float = 5.0) -> ClusterCosts:
                         load_time=lambda task, variant: load)
 
 
+def fixed(batch: int, latency) -> FixedBatcher:
+    """The full-batch policy as the engine builds a deployment's (its latency unused)."""
+    return FixedBatcher(batch)
+
+
 def plan(**deployments) -> Plan:
     return Plan({task: tuple(ds) for task, ds in deployments.items()})
 
@@ -71,7 +76,7 @@ def test_a_batching_window_waits_for_more_up_to_its_timer():
     """Batch 2 with a 50 ms window (Triton's queue delay): the first request waits for
     the second, 20 ms later, and they run together; a lone request runs when its window
     closes; by default (no window) each runs at once."""
-    window = lambda batch: DynamicBatcher(batch, 0.05)  # noqa: E731
+    window = lambda batch, latency: DynamicBatcher(batch, 0.05)  # noqa: E731
     two = plan(t=[Deployment("a", 1, batch=2)])
     res = run([0.0, 0.02, 1.0], initial=two, batching=window)
     np.testing.assert_allclose(res.finish, [0.12, 0.12, 1.15])
@@ -83,7 +88,7 @@ def test_a_full_batch_policy_flushes_the_tail_at_every_task_and_a_policy_that_st
     """FixedBatcher waits for a full batch, as a single-model run's does, and flushes what
     is left once no request can come (the trace routed, the tasks before drained); a policy asking to wait until a time that is not
     later would loop forever, and the run says which policy and task did it."""
-    res = run([0.0, 0.01, 0.02, 0.5, 0.6], initial=plan(t=[Deployment("a", 1, batch=3)]), batching=FixedBatcher)
+    res = run([0.0, 0.01, 0.02, 0.5, 0.6], initial=plan(t=[Deployment("a", 1, batch=3)]), batching=fixed)
     np.testing.assert_allclose(res.finish, [0.12, 0.12, 0.12, 0.7, 0.7])  # 3 together; the last two flushed at 0.6
     np.testing.assert_array_equal(res.table("t").batch_size, [3, 3, 3, 2, 2])
 
@@ -92,7 +97,7 @@ def test_a_full_batch_policy_flushes_the_tail_at_every_task_and_a_policy_that_st
     two = Plan({"x": (Deployment("a", 1, batch=1),), "y": (Deployment("a", 1, batch=2),)})
     trace = Trace(np.array([0.0, 0.5]), columns={"size": np.array([1, 2])}, source="test")
     pipeline = simulate_cluster(trace, ("x", "y"), [("x", "y")], {"x": ("a",), "y": ("a",)},
-                                fixed_costs({"a": 0.1}), StaticAdapter(), two, batching=FixedBatcher)
+                                fixed_costs({"a": 0.1}), StaticAdapter(), two, batching=fixed)
     np.testing.assert_array_equal(pipeline.status, [COMPLETED, REJECTED])
     np.testing.assert_allclose(pipeline.finish, [0.6, 0.5])
 
@@ -103,7 +108,7 @@ def test_a_full_batch_policy_flushes_the_tail_at_every_task_and_a_policy_that_st
             return 0, now
 
     with pytest.raises(SimulationError, match="Stalls of t/a asked a lane at t=0.0 s to wait until t=0.0 s"):
-        run([0.0], batching=lambda batch: Stalls())
+        run([0.0], batching=lambda batch, latency: Stalls())
 
 
 def test_requests_of_several_items_batch_by_items_and_larger_than_the_batch_are_rejected():

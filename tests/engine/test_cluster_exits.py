@@ -82,7 +82,7 @@ def test_a_request_goes_on_from_its_own_exit_not_from_the_end_of_its_batch():
                    np.arange(4), ConfidenceThreshold(0.5))
     res = simulate_cluster(Trace(np.zeros(4), source="test"), ["a", "b"], [("a", "b")],
                            {"a": ("ee",), "b": ("post",)}, costs({"ee": ee}), StaticAdapter(),
-                           plan(a=[Deployment("ee", 1, batch=4)], b=[Deployment("post", 4)]), batching=FixedBatcher)
+                           plan(a=[Deployment("ee", 1, batch=4)], b=[Deployment("post", 4)]), batching=lambda batch, latency: FixedBatcher(batch))
     assert res.exits["a"]["exit_stage"].tolist() == [0, 0, 1, 2]
     exit0 = seg_ms(0, 4)
     exit1 = exit0 + seg_ms(1, 2)

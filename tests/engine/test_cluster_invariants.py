@@ -86,7 +86,7 @@ def _simulate(case, exits: bool = False, fast_forward: bool = True):
                             {t: ("a", "b") for t in case["tasks"]}, costs, Scripted(case["changes"]),
                             case["initial"], drop_after=None if case["drop"] is None else
                             {t: case["drop"] for t in case["tasks"]},
-                            batching=lambda batch: DynamicBatcher(batch, case["wait"], case["timer"]),
+                            batching=lambda batch, latency: DynamicBatcher(batch, case["wait"], case["timer"]),
                             routing=lambda key: ROUTERS[case["router"]](), fast_forward=fast_forward)
 
 

@@ -4,7 +4,7 @@ adapter (hypothesis).
 
 This is the special case the cluster engine generalises, so on it the two must give the
 same request table, column for column (start, finish, replica, batch size, status),
-under every batching window, timer, padding and drop limit, with requests of one item
+under every batching window, timer, padding, deadline and drop limit, with requests of one item
 or several (those larger than the batch rejected), with service times that depend on
 the batch size, exact or noisy, and with a serving host that takes requests in between
 launching batches (one replica). Arrival times are continuous, so no arrival falls on a
@@ -21,7 +21,7 @@ from hypothesis import given, settings, strategies as st
 
 from enginekit import make_cost
 from policies.autoscaling import Deployment, Plan, StaticAdapter
-from policies.batching import DynamicBatcher
+from policies.batching import DeadlineBatcher, DynamicBatcher
 from policies.routing import JoinShortestQueue, PowerOfTwoChoices, RandomRouter, RoundRobin
 from sim import simulate
 from sim.cluster import ClusterCosts, simulate_cluster
@@ -58,7 +58,16 @@ def cases(draw):
                 drop=draw(st.sampled_from([None, 0.005, 0.05])),
                 noise=draw(st.sampled_from([Deterministic(), LogNormal(0.3)])),
                 router=draw(st.sampled_from(sorted(ROUTERS))),
-                window=draw(st.sampled_from([None, 4])))  # the cluster engine's window and table-building step
+                window=draw(st.sampled_from([None, 4])),  # the cluster engine's window and table-building step
+                deadline=draw(st.sampled_from([None, None, 0.004, 0.01])))  # the deadline policy's SLO, s
+
+
+def batching(case, batch: int, latency):
+    """The case's batching policy for a deployment of ``batch`` whose median batch latency
+    is ``latency``: the deadline policy where the case has an SLO, else the dynamic one."""
+    if case["deadline"] is not None:
+        return DeadlineBatcher(case["deadline"], batch, latency)
+    return DynamicBatcher(batch, case["wait"], case["timer"], allowed_sizes=case["allowed"])
 
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
@@ -66,18 +75,17 @@ def cases(draw):
 def test_a_static_one_deployment_cluster_is_the_single_model_engine(case):
     trace = Trace(case["times"], columns=case["columns"], source="test")
     cost = make_cost(MS, noise=case["noise"])  # noisy: both draw one time per batch, in start order
-    batcher = DynamicBatcher(case["batch"], case["wait"], case["timer"], allowed_sizes=case["allowed"])
+    batcher = batching(case, case["batch"], cost.batch_latency)
     router = ROUTERS[case["router"]]
     single = simulate(trace, cost, batcher, replicas=case["replicas"], router=router(), shared_queue=router() is None,
                       drop_after=case["drop"], rng=np.random.default_rng(0), host=case["host"])
     costs = ClusterCosts(service=lambda task, variant, cores: cost.sampler(np.random.default_rng(0)),
-                         load_time=lambda task, variant: 0.0)
+                         load_time=lambda task, variant: 0.0, latency=lambda task, variant, cores: cost.batch_latency)
     with window(case["window"]) if case["window"] else contextlib.nullcontext():
         cluster = simulate_cluster(trace, ["t"], [], {"t": ("m",)}, costs, StaticAdapter(),
                                    Plan({"t": (Deployment("m", case["replicas"], batch=case["batch"]),)}),
                                    drop_after=None if case["drop"] is None else {"t": case["drop"]},
-                                   batching=lambda b: DynamicBatcher(b, case["wait"], case["timer"],
-                                                                     allowed_sizes=case["allowed"]),
+                                   batching=lambda b, latency: batching(case, b, latency),
                                    routing=lambda key: router(), host=case["host"])
     np.testing.assert_array_equal(cluster.status, single.requests.status)
     np.testing.assert_allclose(cluster.finish, single.requests.finish, rtol=0, atol=1e-12)

@@ -118,12 +118,27 @@ def test_time_series_and_plots_are_written(finished):
      "adapter 'vpa': variant 'resnet18' must run in the start plan of 'classification'"),
     (("drop_after_ms: 3000", "drop_after_ms: {detection: 3000}"),
      "cluster.drop_after_ms: no task 'detection' in the pipeline; its tasks: classification"),
+    (("drop_after_ms: 3000", "batching: {policy: deadline, max_wait_ms: 5}"),
+     "cluster.batching: max_wait_ms: the deadline policy has no batching window; it takes no max_wait_ms"),
+    (("drop_after_ms: 3000", "batching: {slo_ms: 50}"),
+     "cluster.batching: slo_ms: only the deadline policy plans by an SLO; the dynamic policy takes no slo_ms"),
 ])
 def test_cluster_config_errors_name_the_key(write, servesim, tmp_path, change, message):
     (tmp_path / "profile.csv").write_text(profile_text())
     path = write("bad.yaml", EXPERIMENT.replace(*change))
     result = servesim("check", path)
     assert result.rc == 2 and message in result.err, result.err
+
+
+def test_deadline_batching_needs_an_slo(write, servesim, tmp_path):
+    """Every deployment's deadline is counted against cluster.batching.slo_ms, else the
+    experiment's slo_ms; with neither, check says which keys to set."""
+    (tmp_path / "profile.csv").write_text(profile_text())
+    text = EXPERIMENT.replace("drop_after_ms: 3000", "batching: {policy: deadline}")
+    assert servesim("check", write("top.yaml", text)).rc == 0
+    result = servesim("check", write("none.yaml", text.replace("slo_ms: 750\nseeds", "seeds")))
+    assert result.rc == 2 and ("cluster.batching.slo_ms: the deadline policy needs an SLO; set "
+                               "cluster.batching.slo_ms or the top-level slo_ms (got neither)") in result.err
 
 
 def test_adapters_compared_on_different_ceilings_are_warned_of(write, servesim, tmp_path):
@@ -282,16 +297,18 @@ WINDOW = ("{policy: dynamic, max_batch: 4, max_wait_ms: 20}", "{max_wait_ms: 20}
 PADDED = ("{policy: dynamic, max_batch: 4, max_wait_ms: 20, allowed_sizes: [2, 4]}",
           "{max_wait_ms: 20, allowed_sizes: [2, 4]}")
 FULL = ("{policy: fixed, batch_size: 4}", "{policy: fixed}")
+DEADLINE = ("{policy: deadline, max_batch: 4, slo_ms: 40}", "{policy: deadline, slo_ms: 40}")
 
 
 # (a random router is left out: it draws from its own stream in each kind of run)
 @pytest.mark.parametrize("router, batching", [("shared", WINDOW), ("jsq", WINDOW), ("round_robin", WINDOW),
-                                              ("shared", PADDED), ("jsq", FULL)])
+                                              ("shared", PADDED), ("jsq", FULL), ("shared", DEADLINE)])
 def test_a_single_model_run_is_a_one_deployment_static_cluster(write, servesim, tmp_path, router, batching):
     """Today's single-model run is the special case of a cluster: one task, one deployment,
     no adapter. Written either way, the same setup (3 replicas at about 80% load, batches
-    of up to 4 with a 20 ms window, padded or not, or of exactly 4; drops after 60 ms)
-    gives the same request table: each request's start, finish, replica and batch size."""
+    of up to 4 with a 20 ms window, padded or not, of exactly 4, or as large as a 40 ms
+    deadline allows; drops after 60 ms) gives the same request table: each request's
+    start, finish, replica and batch size."""
     (tmp_path / "profile.csv").write_text(profile_text())
     tables, figures = {}, {}
     for (name, text), policy in zip((("single", SINGLE), ("cluster", AS_CLUSTER)), batching):

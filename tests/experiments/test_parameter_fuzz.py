@@ -1,6 +1,7 @@
-"""Every numeric parameter of every batching policy, the serving host, exit policy, load
-predictor and adapter, fuzzed (issue 21): zero, negative, a fraction where a whole number is meant,
-NaN, ±infinity, huge, and the wrong type. Routers have no numeric parameter.
+"""Every numeric parameter of every batching policy (a single model's and a cluster's), the
+serving host, exit policy, load predictor and adapter, fuzzed (issue 21): zero, negative, a
+fraction where a whole number is meant, NaN, ±infinity, huge, and the wrong type. Routers
+have no numeric parameter.
 
 Each case is one value at one key path of a small working experiment. What must happen
 is decided here, from what the parameter means (:class:`Range`), not read off the
@@ -113,6 +114,7 @@ LSTM_TRAIN = {"kind": "poisson", "rate": 20.0, "duration": 600}
 BATCHING = {"dynamic": {"policy": "dynamic", "max_batch": 4, "max_wait_ms": 1.0},
             "deadline": {"policy": "deadline", "max_batch": 4, "slo_ms": 5.0},
             "fixed": {"policy": "fixed", "batch_size": 2}}
+CLUSTER_BATCHING = {"dynamic": {"max_wait_ms": 1.0}, "deadline": {"policy": "deadline", "slo_ms": 500.0}}
 EXIT_POLICIES = {"apparate": {"name": "apparate"}, "best_static": {"name": "best_static"},
                  "branchynet": {"name": "branchynet"}, "deebert": {"name": "deebert"},
                  "confidence": {"name": "confidence", "threshold": 0.9}, "entropy": {"name": "entropy", "threshold": 0.5},
@@ -140,6 +142,10 @@ MEANINGS = {
                     "allowed_sizes": Range(scalar=False, items=Range(low=4, high=4, whole=True))},
         "deadline": {"max_batch": BATCH, "slo_ms": POSITIVE},
         "fixed": {"batch_size": BATCH},
+    },
+    "cluster batching": {  # every deployment's, up to its plan's batch
+        "dynamic": {"max_wait_ms": NON_NEGATIVE},
+        "deadline": {"slo_ms": POSITIVE},
     },
     "serving host": {  # one server process: one replica
         "assumed": {"intake_assumed_ms": Range(low=0, high=1e3), "launch_share": UNIT},
@@ -202,6 +208,9 @@ def _place(family: str, entry: str, param: str, value) -> tuple[dict, str]:
     if family == "batching":
         config, path = json.loads(json.dumps(SINGLE)), "serving.batching"
         config["serving"]["batching"] = {**BATCHING[entry], param: value}
+    elif family == "cluster batching":
+        config, path = json.loads(json.dumps(CLUSTER)), "cluster.batching"
+        config["cluster"]["batching"] = {**CLUSTER_BATCHING[entry], param: value}
     elif family == "serving host":
         config, path = json.loads(json.dumps(SINGLE)), "serving.host"
         config["serving"]["replicas"] = 1
