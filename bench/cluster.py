@@ -84,7 +84,7 @@ def run_single(times, cost, replicas, batch, wait, router):
     results = simulate(Trace(times, source="bench"), cost, DynamicBatcher(batch, wait), replicas=replicas,
                        router=None if router is None else router(), shared_queue=router is None,
                        rng=np.random.default_rng(SEED + 1))
-    return time.perf_counter() - t0, results.requests.finish
+    return time.perf_counter() - t0, results.requests
 
 
 def run_cluster(times, cost, replicas, batch, wait, router):
@@ -98,13 +98,11 @@ def run_cluster(times, cost, replicas, batch, wait, router):
     return time.perf_counter() - t0, results.finish
 
 
-def run_heapq(times, single_finish):
-    """bench/engine.py's bare heapq loop on the same M/M/1 path (its service times read off
-    the single-model run: finish - start of each request, one server, FIFO)."""
-    start = np.maximum.accumulate(np.concatenate(([times[0]], single_finish[:-1])))
-    start = np.maximum(start, times)
+def run_heapq(times, single):
+    """bench/engine.py's bare heapq loop on the same M/M/1 path, with the service times the
+    single-model run drew (finish - start of each request: one server, batches of one)."""
     t0 = time.perf_counter()
-    heapq_fifo(times.tolist(), (single_finish - start).tolist())
+    heapq_fifo(times.tolist(), (single.finish - single.start).tolist())
     return time.perf_counter() - t0
 
 
@@ -117,7 +115,7 @@ def measure(name: str, n: int, repeats: int) -> dict:
         single_s.append(seconds)
         seconds, cluster = run_cluster(*args)
         cluster_s.append(seconds)
-        gap = float(np.max(np.abs(single - cluster)))
+        gap = float(np.max(np.abs(single.finish - cluster)))
         if gap > FINISH_ATOL:
             raise SystemExit(f"{name}: the engines' sample paths differ (largest finish-time gap {gap:.3g} s)")
         if name == "mm1":

@@ -779,7 +779,8 @@ class _Cluster:
             else:
                 size, wake_at, draining = 0, None, False
             if size == 0:  # wait for a request, or for more until the policy's timer
-                self.check_wait(dep, now, wake_at, draining, len(queue))
+                if wake_at is not None and wake_at <= now or wake_at is None and draining:
+                    raise self.stall(dep, now, wake_at, len(queue))
                 if source and not self.waiting:
                     # Idle until the next arrival or the policy's timer: if that comes before
                     # SimPy's next event and no other lane waits for arrivals, jump to it
@@ -915,7 +916,8 @@ class _Cluster:
             else:
                 size, wake_at = 0, None
             if size == 0:
-                self.check_wait(dep, now, wake_at, self.exhausted, len(queue))
+                if wake_at is not None and wake_at <= now or wake_at is None and self.exhausted and queue:
+                    raise self.stall(dep, now, wake_at, len(queue))
                 until = times[self.arrived]
                 if wake_at is not None and wake_at < until:
                     until = wake_at
@@ -958,16 +960,14 @@ class _Cluster:
         logs.append(_BatchLog(len(logs), replica.number))
         return logs[-1]
 
-    def check_wait(self, dep: _Deployment, now: float, wake_at: Optional[float], draining: bool,
-                   queued: int) -> None:
-        """Refuse a wait that would stall: a timer not later than now, or requests left
-        queued with nothing more to come and no timer."""
-        if wake_at is not None and wake_at <= now:
-            raise SimulationError(f"{self.named(dep)} asked a lane at t={now!r} s to wait until "
-                                  f"t={wake_at!r} s, which is not later")
-        if wake_at is None and draining:
-            raise SimulationError(f"{self.named(dep)} leaves {queued} request(s) waiting after the "
-                                  f"last arrival; they would never be served")
+    def stall(self, dep: _Deployment, now: float, wake_at: Optional[float], queued: int) -> SimulationError:
+        """The error of a wait that would stall (checked inline, on the hot path): a timer
+        not later than now, or requests left queued with nothing more to come and no timer."""
+        if wake_at is not None:
+            return SimulationError(f"{self.named(dep)} asked a lane at t={now!r} s to wait until "
+                                   f"t={wake_at!r} s, which is not later")
+        return SimulationError(f"{self.named(dep)} leaves {queued} request(s) waiting after the "
+                               f"last arrival; they would never be served")
 
     @staticmethod
     def unloader(replica: _Replica) -> Callable[[int], None]:
