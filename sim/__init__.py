@@ -1,4 +1,4 @@
-"""The engine: SimPy workers, dispatcher and per-request records. Start at engine.simulate."""
+"""The engine (sim.cluster: lanes, lazy routing, plans), its per-request records and summaries. Start at engine.simulate."""
 from .engine import simulate
 from .errors import SimulationError
 from .metrics import summarize

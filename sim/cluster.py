@@ -1,9 +1,10 @@
-"""A serving cluster under an autoscaler: pipelines of tasks, each run by deployments of
-model variants whose replicas come and go.
+"""The engine: a serving system under an autoscaler, pipelines of tasks, each run by
+deployments of model variants whose replicas come and go.
 
-Where :func:`sim.simulate` serves one model on a fixed set of workers as fast as
-possible, this engine serves a *pipeline* (a DAG of tasks: a detector, then a
-classifier) whose configuration changes while it runs. Every ``adapter.interval_s``
+It serves a *pipeline* (a DAG of tasks: a detector, then a classifier) whose
+configuration may change while it runs; a single-model run (:func:`sim.simulate`) is its
+simplest case, one task served by one deployment under a plan that never changes, and
+the case it serves fastest (:meth:`_Cluster.steady_lane`). Every ``adapter.interval_s``
 seconds the adapter (:mod:`policies.autoscaling`) sees the load so far and how busy each
 deployment was, and may return a new :class:`~policies.autoscaling.Plan`. The engine
 carries it out as a cluster would:
@@ -33,9 +34,8 @@ carries it out as a cluster would:
   larger than its deployment's batch is rejected where it arrives. A policy is told when
   no request can come any more (``draining``, so that one waiting for a full batch
   flushes): at a source task once the trace is routed, at a later task once the tasks
-  before it are drained. As in
-  :mod:`sim.worker`, the lane that has waited longest takes an arrival, and a lane woken
-  before its policy's timer fires keeps that timer when the deadline is unchanged.
+  before it are drained. The lane that has waited longest takes an arrival, and a lane
+  woken before its policy's timer fires keeps that timer when the deadline is unchanged.
 * **Exits**: a variant may be a model with exits (an early-exit network or a cascade,
   :mod:`sim.exits`): ``costs.exits(task, variant, units)`` gives its
   :class:`~sim.exits.ExitRun`, which plays each batch exit by exit under its exit policy
@@ -44,30 +44,36 @@ carries it out as a cluster would:
   ends (the last exit under ``compute_saving``, the whole model under ``latency_only``).
   The adapter sees each deployment's exit mix (:class:`ClusterObservation` ``exits``).
 * **Host**: with ``host`` (:mod:`sim.host`), the one lane of a one-task run shares its
-  serving host with the intake of every arrival, which stretches its batches, as in
-  :func:`sim.simulate`; a host models one server process, so a plan with more lanes, or
-  a change of plan, is refused.
+  serving host with the intake of every arrival, which stretches its batches; a host
+  models one server process, so a plan with more lanes, or a change of plan, is refused.
 * **Cores**: a replica with ``c`` cores serves either as ``c`` single-threaded *lanes*
   (``core_mode="lanes"``, each running its own batches from the replica's queue:
   TF-Serving's batch threads, as InfAdapter configured it) or as one lane whose batches
   run on ``c`` threads (``"threads"``: the service time of the ``c``-core profile).
 
-Arrivals are routed lazily (:attr:`_Cluster.catch_up`), as :mod:`sim.dispatcher` routes
-them: when a lane looks at its queue or ends a batch, or a plan changes what routing
-sees, the arrivals up to then are routed first, in order; a timer for the next arrival
-is kept only while a lane of a source task waits. So a busy cluster costs no event per
-arrival, and the decisions are those of one event per arrival. Where every arrival goes
+Arrivals are known in advance (a trace), so they are routed lazily
+(:attr:`_Cluster.catch_up`): when a lane looks at its queue or ends a batch, or a plan
+changes what routing sees, the arrivals up to then are routed first, in order. Between
+two such moments nothing but arrivals changes what routing sees, so the decisions are
+those of one event per arrival. The one thing lazy routing cannot do, start a batch at
+an arrival, is covered by a timer for the next arrival, kept only while a lane of a
+source task waits. So a busy system costs no event per arrival. Ties: an arrival at the
+instant a batch ends is routed first, so a join-shortest-queue router still counts the
+finishing batch as outstanding. Where every arrival goes
 to one deployment (:meth:`_Cluster.direct`), it is routed inline: the arrivals up to
 then join its one queue as a slice, or its router picks a replica for each, its
 replicas' loads kept as they change instead of counted per arrival. Only a window of
 arrival times is held as Python floats (:meth:`_Cluster.slide`).
 
-A lane fast-forwards as :mod:`sim.worker` does: a batch that ends before SimPy's next
-event ends without an event of its own, the lane's clock running ahead, and the lane
-brings SimPy's clock up to its own before it waits; an idle lane of a source task
-jumps to the next arrival (or its policy's timer) the same way while no other such lane
-waits. A lane whose answers go on to another task, or leave at exits, takes an event
-per batch. The one task of a run whose plan never changes, with plain requests and no
+A lane fast-forwards: a batch that ends before SimPy's next event (``env.peek()``) ends
+without an event of its own, since nothing else can happen in between (no other lane
+finishes, no timer fires, and no waiting lane can be handed an arrival, which keeps a
+timer in SimPy's queue); the lane's clock runs ahead, and the lane brings SimPy's clock
+up to its own before it waits. An idle lane of a source task jumps to the next arrival
+(or its policy's timer) the same way while no other such lane waits. So a lone busy
+replica runs at the speed of a bare event loop. A lane whose answers go on to another
+task, or leave at exits, takes an event per batch. ``fast_forward=False`` gives every
+batch its event; the tests check that both give the same results. The one task of a run whose plan never changes, with plain requests and no
 exits or padding, runs its lanes as a leaner loop (:meth:`_Cluster.steady_lane`).
 
 Requests are dispatched to a task's deployments by smooth weighted round robin over the
@@ -75,9 +81,9 @@ quotas (deterministic: same plan, same split). Within a deployment its replicas 
 queue, or a router (:mod:`policies.routing`) sends each request to one replica's own
 queue: one that is ready, or one still loading while none is; a replica that goes away
 hands its queue back to be routed again. A request's end-to-end latency is from
-its arrival to the end of its last sink task. Each task logs its batches as the
-single-model engine does (a batch code per request; per lane, each batch's start, finish
-and items), so every task has the single-model request table
+its arrival to the end of its last sink task. Each task logs its batches compactly (a
+batch code per request; per lane, each batch's start, finish and items, flat), so every
+task has the single-model request table
 (:meth:`ClusterResults.table`) and the variant that served each request, from which
 accuracy follows (:func:`sim.metrics.summarize_cluster`).
 """
@@ -104,9 +110,10 @@ from .host import ServingHost
 from .records import BUILD_ROWS, COMPLETED, DROPPED, REJECTED, RequestTable
 
 CORE_MODES = ("lanes", "threads")
-# Arrivals between two calls of a run's progress callback, and the window of arrival times
-# the engine holds as Python floats beyond the last routed (see _Cluster.slide).
+# The window of arrival times the engine holds as Python floats beyond the last routed
+# (see _Cluster.slide), and the arrivals between two calls of a run's progress callback.
 WINDOW = 1 << 16
+PROGRESS_EVERY = 1 << 16
 Key = tuple[str, str, int]  # (task, variant, cores)
 
 
@@ -137,6 +144,7 @@ class ReplicaRecord:
     requested: float
     ready: float  # inf if released before it loaded
     released: float  # the run's end if never released
+    busy_s: float = 0.0  # seconds its lanes ran batches (summed over its lanes)
 
 
 @dataclass
@@ -179,19 +187,23 @@ class ClusterResults:
         return np.max([self.stages[a].finish for a in before], axis=0)
 
     def table(self, task: str) -> RequestTable:
-        """The request table of ``task``, in the single-model engine's format
+        """The request table of ``task``, in a single-model run's format
         (:class:`~sim.records.RequestTable`): a request served there is ``completed`` with
         its batch's start, its finish *at this task* (its exit's time with exits), the
         replica (index into :attr:`replicas`) and the batch's items; any other keeps the
         request's own status and finish (dropped or rejected here or on another task).
         A one-task cluster's table is the table :func:`sim.simulate` would give."""
         stage = self.stages[task]
-        served = stage.served()
-        status = np.where(served, COMPLETED, self.status).astype(np.int8)
+        if len(self.tasks) == 1:  # the request's own status and finish are the task's: shared, not copied
+            status, finish = self.status, self.finish
+        else:
+            served = stage.served()
+            status = np.where(served, COMPLETED, self.status).astype(np.int8)
+            finish = np.where(served, stage.finish, self.finish)
         n = self.arrival.size
         return RequestTable(arrival=np.asarray(self.arrival, dtype=np.float64),
                             size=np.ones(n, dtype=np.int32) if self.size is None else self.size.astype(np.int32),
-                            start=stage.start, finish=np.where(served, stage.finish, self.finish),
+                            start=stage.start, finish=finish,
                             replica=stage.replica, batch_size=stage.batch_size, status=status,
                             exits=dict(self.exits.get(task, {})))
 
@@ -229,6 +241,9 @@ class TaskColumns:
     replica: np.ndarray
     batch_size: np.ndarray
     batches: int = 0  # batches the task ran
+    # batches the task ran by their items (``batch_items[k]``: batches of k items), for the
+    # cost model's report of the batch sizes it interpolated (sim.engine)
+    batch_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     NAMES: ClassVar[tuple[str, ...]] = ("start", "finish", "replica", "batch_size")  # the per-request columns
 
@@ -241,22 +256,25 @@ class TaskColumns:
         return (self.replica >= 0) & ~np.isnan(self.finish)
 
 
-LANE_BITS = 24  # a batch's code: its number in its lane's log, shifted past the lane's slot in its task
+# A batch's code: its number in its lane's log, shifted past the lane's slot in its task by
+# LANE_BITS bits, or by as few as the task's lanes need where a plan never changes them
+LANE_BITS = 24
 
 
 class _BatchLog:
-    """One lane's batches, three numbers each (start, finish, items), as a worker of the
-    single-model engine logs them: appended to a plain list, the fastest to extend, and
+    """One lane's batches, three numbers each (start, finish, items): appended to a plain
+    list, the fastest to extend (a list of tuples would hand the garbage collector a
+    container per batch to track), and
     moved into numpy each time the window of arrival times moves on
     (:meth:`_Cluster.slide`), so a long run holds 24 bytes a batch rather than three
     Python floats. The lane is ``slot`` among its task's lanes and serves for
-    ``replica``; a request served in its ``j``-th batch is coded ``j << LANE_BITS | slot``,
-    so the lane numbers its batches by an addition."""
+    ``replica``; a request served in its ``j``-th batch is coded ``j << bits | slot``, so
+    the lane numbers its batches by adding :attr:`step`."""
 
-    def __init__(self, slot: int, replica: int):
-        if slot >= 1 << LANE_BITS:
-            raise SimulationError(f"a task ran more than {1 << LANE_BITS} lanes in one run")
-        self.slot, self.replica = slot, replica
+    def __init__(self, slot: int, replica: int, bits: int):
+        if slot >= 1 << bits:
+            raise SimulationError(f"a task ran more than {1 << bits} lanes in one run")
+        self.slot, self.replica, self.step = slot, replica, 1 << bits
         self.flat: list[float] = []
         self.chunks: list[np.ndarray] = []
 
@@ -309,7 +327,7 @@ class _Waiter:
     """How a lane waits for work: as an entry among its queue's waiting lanes (``idle``:
     the one that has waited longest takes the next request), until a request comes or its
     batching policy's timer fires. A lane woken before its timer fires keeps the timer if
-    it waits again for the same deadline (as :mod:`sim.worker` does), so lanes waiting
+    it waits again for the same deadline, so lanes waiting
     for one deadline wake in the order they set it."""
 
     __slots__ = ("cluster", "replica", "source", "entry", "deadline", "timer_at", "timer")
@@ -429,12 +447,13 @@ class _Cluster:
         self.ended: dict[int, tuple[int, float, int]] = {}
         # With several sinks, a request's finish is its last sink's answer, noted as it comes.
         self.finish = np.full(n, np.nan) if len(self.sinks) > 1 else None
-        # Per task, what each request's batch was, logged as the single-model engine logs it
-        # (sim.records): one store per request, its batch's code (an int64 array: as fast
-        # to store into as a list, 8 bytes a request and no Python int per batch), and per
-        # lane its batches' start, finish and items (:class:`_BatchLog`); the columns are
-        # expanded from them at the end (:meth:`task_columns`).
+        # Per task, what each request's batch was: one store per request, its batch's code (an int64 array: as fast
+        # to store into as a list, 8 bytes a request and no Python int per batch; int32
+        # where the lanes are fixed, :meth:`fix_lanes`), and per lane its batches' start,
+        # finish and items (:class:`_BatchLog`); the columns are expanded from them at the
+        # end (:meth:`task_columns`).
         self.batch_of = {t: array.array("q", [-1]) * n for t in self.tasks}
+        self.lane_bits = dict.fromkeys(self.tasks, LANE_BITS)  # per task, the bits of a code that name its lane
         self.batches: dict[str, list[_BatchLog]] = {t: [] for t in self.tasks}
         self.dropped_by: dict[str, dict[int, int]] = {t: {} for t in self.tasks}  # request -> replica
         sizes = trace.columns.get("size")
@@ -481,8 +500,7 @@ class _Cluster:
         return the time of the next arrival (+inf after the last): :attr:`catch_up` where
         arrivals are routed one by one.
 
-        Arrivals are known in advance, so they are routed lazily, as
-        :class:`sim.dispatcher.Dispatcher` routes them: whenever a lane looks at its
+        Arrivals are known in advance, so they are routed lazily: whenever a lane looks at its
         queue, or a plan changes the routes, the arrivals up to then are routed first, in
         order. Between two such moments nothing but arrivals changes what routing sees,
         so the decisions are those of one event per arrival. The one thing lazy routing
@@ -512,20 +530,25 @@ class _Cluster:
 
             def route(now: float) -> float:
                 k = self.arrived
+                if times[k] > now:
+                    return times[k]
+                # nothing changes the replicas a router chooses among while arrivals are routed
+                targets, stop = dep.targets(), self.report_at
+                loads = dep.loads
                 while times[k] <= now:
-                    targets = dep.targets()
-                    loads = dep.loads
                     slot = choose(loads)
                     loads[slot] += 1
                     target = targets[slot]
                     target.queue.append(k)
-                    k += 1
-                    self.arrived = k
                     if target.idle:
                         target.idle.pop(0)[1].succeed()
                         self.waiting -= 1
-                    if k == self.report_at:
+                    k += 1
+                    if k == stop:
+                        self.arrived = k
                         self.reached(k)
+                        stop = self.report_at
+                self.arrived = k
                 return times[k]
             return route
         queue, idle = dep.queue, dep.idle
@@ -555,10 +578,10 @@ class _Cluster:
         return join
 
     def reached(self, k: int) -> None:
-        """``k`` arrivals are routed: report progress, and move the window of arrival times
-        on; at the last, wake the source tasks' waiting lanes, where a policy waiting for a
-        full batch may now flush."""
-        if self.progress is not None:
+        """``k`` arrivals are routed: report progress (every :data:`PROGRESS_EVERY`), and
+        move the window of arrival times on; at the last, wake the source tasks' waiting
+        lanes, where a policy waiting for a full batch may now flush."""
+        if self.progress is not None and (k % PROGRESS_EVERY == 0 or k == self.arrival.size):
             self.progress(k)
         self.slide()
         self.report_at = self.next_report(k)
@@ -569,10 +592,10 @@ class _Cluster:
                     self.wake(replica)
 
     def next_report(self, k: int) -> int:
-        """After ``k`` arrivals routed, the count at which to report progress and move the
+        """After ``k`` arrivals routed, the count at which to report progress or move the
         window of arrival times on next, or at the latest the last arrival's (when the
         trace is marked routed)."""
-        return min(k + WINDOW, self.arrival.size)
+        return min((k // WINDOW + 1) * WINDOW, (k // PROGRESS_EVERY + 1) * PROGRESS_EVERY, self.arrival.size)
 
     def slide(self) -> None:
         """Hold the next :data:`WINDOW` arrival times as floats, and let go of those before
@@ -716,12 +739,12 @@ class _Cluster:
         batch_of, log = self.batch_of[task], self.lane_log(replica)
         log_batch = log.flat.extend  # (the list is cleared in place when it moves into numpy)
         b = log.slot  # its next batch's code
-        step = 1 << LANE_BITS  # from one batch's code to the next's
+        step = log.step  # from one batch's code to the next's
         limit = self.drop_after.get(task)
         sizes = self.sizes
         # looked up once: the loop below runs once per batch
         ended, number, times, since = self.ended, replica.number, self.times, self.since[task]
-        # Fast-forward (as sim.worker does): a batch that ends before SimPy's next event ends
+        # Fast-forward: a batch that ends before SimPy's next event ends
         # without an event of its own, the lane's clock ``now`` running ahead of SimPy's, which
         # it brings up to its own before it waits. Nothing can happen in between: arrivals
         # while a source lane waits keep a timer in SimPy's queue (arm_timer). Not where
@@ -784,7 +807,7 @@ class _Cluster:
                 if source and not self.waiting:
                     # Idle until the next arrival or the policy's timer: if that comes before
                     # SimPy's next event and no other lane waits for arrivals, jump to it
-                    # without an event (as sim.worker does).
+                    # without an event.
                     until = times[self.arrived]
                     if wake_at is not None and wake_at < until:
                         until = wake_at
@@ -874,7 +897,7 @@ class _Cluster:
             replica.release(env.now)
 
     def steady_lane(self, replica: _Replica, dep: _Deployment):
-        """The lane of the commonest deployment, served as lean as :mod:`sim.worker`'s loop:
+        """The lane of the commonest deployment, served as lean as can be:
         one task whose plan never changes (so the lane never retires and its batching
         policy stays), one item per request, no exits and no padding, answers that go
         nowhere but the batch log. It fast-forwards, takes drops at the head of its queue,
@@ -882,12 +905,12 @@ class _Cluster:
         left out. Nobody asks whether it is busy (its replica never retires), and its
         router's choices are fixed (every replica ready from the start), so it keeps no
         count of the requests in its batches: the router's loads alone. (Both lanes are
-        held to the single-model engine's sample path, ``tests/engine/test_engines_agree.py``.)"""
+        held to one sample path, ``tests/engine/test_lanes_agree.py``.)"""
         env = self.env
         task = dep.key[0]
         batch_of, log = self.batch_of[task], self.lane_log(replica)
         log_batch = log.flat.extend  # (the list is cleared in place when it moves into numpy)
-        b, step = log.slot, 1 << LANE_BITS
+        b, step = log.slot, log.step
         limit = self.drop_after.get(task)
         catch_up, number, times, since = self.catch_up, replica.number, self.times, self.since[task]
         sampler, decide, host = dep.sampler, dep.batcher.decide, self.host_clock
@@ -898,6 +921,9 @@ class _Cluster:
         waiter = _Waiter(self, replica)
         peek = env.peek
         yield env.timeout(0.0)  # its replica was there from the start: it serves once every lane is up
+        if routed:  # the replicas its router chooses among, fixed from now on, and their loads
+            dep.targets()
+            loads, slot = dep.loads, replica.slot
         next_arrival = catch_up(env.now)
         now = env.now
         free_since = NEVER_BUSY
@@ -951,13 +977,14 @@ class _Cluster:
                 next_arrival = catch_up(done)
                 horizon = peek()
             if routed:
-                dep.loads[replica.slot] -= taken
+                loads[slot] -= taken
             now = free_since = done
 
     def lane_log(self, replica: _Replica) -> _BatchLog:
         """A new lane's batch log, the next slot of its task's."""
         logs = self.batches[replica.deployment.key[0]]
-        logs.append(_BatchLog(len(logs), replica.number))
+        task = replica.deployment.key[0]
+        logs.append(_BatchLog(len(logs), replica.number, self.lane_bits[task]))
         return logs[-1]
 
     def stall(self, dep: _Deployment, now: float, wake_at: Optional[float], queued: int) -> SimulationError:
@@ -1064,10 +1091,12 @@ class _Cluster:
         temporaries); each log is let go once in the task's batch table."""
         stages, variants = {}, {}
         n = self.arrival.size
+        self.busy_s, self.last_batch_end = np.zeros(len(self.records)), 0.0
         variant_of = np.array([r.deployment.variant_index for r in self.records], dtype=np.int16)
         for task in self.tasks:
-            code = np.frombuffer(self.batch_of[task], dtype=np.int64) if n else np.zeros(0, dtype=np.int64)
-            logs = self.batches[task]
+            codes_of = self.batch_of[task]
+            code = np.frombuffer(codes_of, dtype=np.int32 if codes_of.itemsize == 4 else np.int64)
+            logs, bits = self.batches[task], self.lane_bits[task]
             counts = [log.close() for log in logs]
             table = np.concatenate([chunk for log in logs for chunk in log.chunks] or [np.zeros((0, 3))])
             for log in logs:
@@ -1076,12 +1105,16 @@ class _Cluster:
             replica_of = np.array([log.replica for log in logs], dtype=np.int32)
             stage = stages[task] = TaskColumns.empty(n)
             stage.batches = len(table)
+            stage.batch_items = np.bincount(table[:, 2].astype(np.int64))
+            self.busy_s += np.bincount(np.repeat(replica_of, counts), weights=table[:, 1] - table[:, 0],
+                                       minlength=len(self.records))
+            self.last_batch_end = max(self.last_batch_end, float(np.max(table[:, 1], initial=0.0)))
             variants[task] = np.full(n, -1, dtype=np.int16)
             for lo in range(0, n, BUILD_ROWS):
                 served = lo + np.flatnonzero(code[lo:lo + BUILD_ROWS] >= 0)
                 codes = code[served]
-                slot = codes & ((1 << LANE_BITS) - 1)
-                rows = first[slot] + (codes >> LANE_BITS)
+                slot = codes & ((1 << bits) - 1)
+                rows = first[slot] + (codes >> bits)
                 stage.replica[served] = replica_of[slot]
                 variants[task][served] = variant_of[replica_of[slot]]
                 for k, name in enumerate(("start", "finish", "batch_size")):  # the batch log's order
@@ -1122,18 +1155,36 @@ class _Cluster:
             runs = [(variant, run) for (t, variant, _), run in self.exit_runs.items() if t == task and run is not None]
             if not runs:
                 continue
-            merged: dict[str, np.ndarray] = {}
-            for _, run in runs:
-                mine = run.exit_stage >= 0  # a request is served at a task by one deployment
-                for name, column in run.columns(served & mine).items():
-                    blank = np.full_like(column, False if column.dtype == bool else -1)
-                    merged.setdefault(name, blank)[mine] = column[mine]
-            columns[task] = merged
+            if len(runs) == 1:  # every request drew its behaviour row from it, served there or not
+                columns[task] = runs[0][1].columns(served)
+            else:
+                merged: dict[str, np.ndarray] = {}
+                for _, run in runs:
+                    mine = run.exit_stage >= 0  # a request is served at a task by one deployment
+                    for name, column in run.columns(served & mine).items():
+                        blank = np.full_like(column, False if column.dtype == bool else -1)
+                        merged.setdefault(name, blank)[mine] = column[mine]
+                columns[task] = merged
             exit_names = {variant: run.exit_names for variant, run in runs}
             names[task] = tuple(exit_names.get(v, ()) for v in self.variants[task])
         return columns, names
 
     # --- plans -----------------------------------------------------------------------
+    def lanes_of(self, plan: Plan, task: str) -> int:
+        """The lanes ``plan`` runs for ``task``."""
+        return sum(d.replicas * (d.cores if self.core_mode == "lanes" else 1) for d in plan.tasks.get(task, ()))
+
+    def fix_lanes(self, plan: Plan) -> None:
+        """``plan`` is the run's for good: each task's lanes are its lanes. Code their batches
+        with as few bits for the lane as that needs, so that, where the run is short enough,
+        a request's batch code fits 4 bytes (an int32 array)."""
+        n = self.arrival.size
+        for task in self.tasks:
+            bits = max(self.lanes_of(plan, task) - 1, 1).bit_length()
+            if n << bits < 2 ** 31:
+                self.lane_bits[task] = bits
+                self.batch_of[task] = array.array("i", [-1]) * n
+
     def apply(self, plan: Plan, warm: bool = False) -> None:
         """Start carrying ``plan`` out (see the module docstring); ``warm``: at once, its
         replicas loaded already (the cluster a run starts with)."""
@@ -1143,8 +1194,7 @@ class _Cluster:
         if self.routes:  # new replicas change where a router may send what arrived before now
             self.catch_up(self.env.now)
         if self.host_clock is not None:
-            lanes = sum(d.replicas * (d.cores if self.core_mode == "lanes" else 1)
-                        for deployments in plan.tasks.values() for d in deployments)
+            lanes = sum(self.lanes_of(plan, task) for task in plan.tasks)
             if not warm or len(self.tasks) != 1 or lanes != 1:
                 raise SimulationError("a serving host models one server process that takes in every request: it "
                                       "needs one task served by one lane, and a plan that never changes; "
@@ -1262,6 +1312,8 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     env = simpy.Environment()
     cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode, batching,
                        routing, progress, fast_forward, host)
+    if cluster.static:
+        cluster.fix_lanes(initial)
     cluster.apply(initial, warm=True)
     if not cluster.static:
         env.process(cluster.adapting())
@@ -1275,11 +1327,13 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     if unfinished.any():
         raise SimulationError(f"{int(unfinished.sum())} request(s) were neither served nor dropped "
                               f"(the first: {int(np.flatnonzero(unfinished)[0])})")
-    # the run ends with its last answer (or its last arrival): replicas still up are
-    # released then, not when the adapter's last timer would have fired
-    end = float(max(np.max(finish, initial=0.0), np.max(trace.times, initial=0.0)))
+    # the run ends with its last answer, arrival or batch (with exits a batch may run on
+    # past its last answer): replicas still up are released then, not when the adapter's
+    # last timer would have fired
+    end = float(max(np.max(finish, initial=0.0), np.max(trace.times, initial=0.0), cluster.last_batch_end))
     records = [ReplicaRecord(*r.deployment.key, min(r.requested, end), r.ready if r.ready is not None else np.inf,
-                             min(end, r.released if r.released is not None else end)) for r in cluster.records]
+                             min(end, r.released if r.released is not None else end), float(busy))
+               for r, busy in zip(cluster.records, cluster.busy_s)]
     exits, names = cluster.exit_columns(status == COMPLETED)
     return ClusterResults(cluster.tasks, cluster.arrival, finish, status, dropped_at,
                           variant, cluster.variants, records, cluster.plans, end, exits, names,

@@ -2,9 +2,9 @@
 exit by exit, each request goes on from its own exit, and the adapter sees the exit mix.
 
 The model is the hand-costed three-exit network of ``test_exits`` (every segment time
-written down there). The checks: a one-deployment cluster gives the single-model engine's
-sample path exactly (finish times and exit columns, both semantics, with a serving host
-or without); a request that
+written down there). The checks: a one-deployment cluster under an adapter that is asked
+(the general lane) gives ``simulate``'s sample path with exits exactly (finish times and
+exit columns, both semantics, with a serving host or without); a request that
 leaves a batch early reaches the next task at its exit's time, not the batch's end; the
 adapter's exit shares are the shares the run's table shows; one lane serving one request
 at a time is the M/G/1 queue of its exit mix (Pollaczek-Khinchine).
@@ -27,6 +27,7 @@ from sim.metrics import summarize_cluster
 from sim.records import COMPLETED
 from test_cluster import At, plan
 from test_exits import RAMPS, profile, seg_ms, table
+from test_lanes_agree import Asked
 from traces.trace import Trace
 from workloads.behaviour import BehaviourTable
 from workloads.exits import ExitModel, SegmentCosts
@@ -54,12 +55,12 @@ def poisson(n: int, rate: float, seed: int = 3) -> Trace:
 
 @pytest.mark.parametrize("host", [None, ServingHost(2e-4, 0.5)], ids=["no_host", "host"])
 @pytest.mark.parametrize("semantics", ["compute_saving", "latency_only"])
-def test_one_deployment_gives_the_single_model_engines_sample_path(semantics, host):
+def test_one_deployment_under_an_adapter_gives_the_single_model_runs_sample_path(semantics, host):
     trace = poisson(400, 500.0)  # busy: batches of several, requests leaving mid-batch
     single = simulate(trace, None, DynamicBatcher(4), exits=setup(400, semantics), rng=np.random.default_rng(1),
                       host=host)
     cluster = simulate_cluster(trace, ["t"], [], {"t": ("ee",)}, costs({"ee": setup(400, semantics)}),
-                               StaticAdapter(), plan(t=[Deployment("ee", 1, batch=4)]), host=host)
+                               Asked(), plan(t=[Deployment("ee", 1, batch=4)]), host=host)
     assert (cluster.status == COMPLETED).all()
     np.testing.assert_array_equal(cluster.finish, single.requests.finish)
     for name in ("exit_stage", "answered_from", "stages_paid", "correct", "agrees", "sample"):

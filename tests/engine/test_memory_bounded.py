@@ -16,6 +16,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import sim.cluster
 import sim.records
 from policies.batching import DynamicBatcher, FixedBatcher
 from policies.exit import ConfidenceThreshold
@@ -76,8 +77,8 @@ CASES = ["routed, drops", "sizes, rejections", "one queue, overloaded", "shared 
 def test_the_table_does_not_depend_on_the_window(case, monkeypatch):
     reference = run(case)
     for window in (1, 7, 256):
-        monkeypatch.setattr(sim.records, "WINDOW", window)
-        monkeypatch.setattr(sim.records, "BUILD_ROWS", 1000)
+        monkeypatch.setattr(sim.cluster, "WINDOW", window)
+        monkeypatch.setattr(sim.cluster, "BUILD_ROWS", 1000)
         windowed = run(case)
         for name, column in reference.requests.columns().items():
             other = windowed.requests.columns()[name]
@@ -96,7 +97,7 @@ def test_progress_reports_do_not_depend_on_the_window(monkeypatch):
         return seen
 
     reference = reports()
-    monkeypatch.setattr(sim.records, "WINDOW", 300)
+    monkeypatch.setattr(sim.cluster, "WINDOW", 300)
     assert reports() == reference and reference[-1] == 5000
 
 
@@ -107,8 +108,8 @@ def test_a_run_keeps_only_its_columns(monkeypatch):
     fixed 3 MB. Window and build step are made small so that their part is well inside
     that. One Python list of the arrivals alone (a pointer and a float object each, 32
     bytes a request) would break the bound; so would one more float64 column."""
-    monkeypatch.setattr(sim.records, "WINDOW", 4096)
-    monkeypatch.setattr(sim.records, "BUILD_ROWS", 16384)
+    monkeypatch.setattr(sim.cluster, "WINDOW", 4096)
+    monkeypatch.setattr(sim.cluster, "BUILD_ROWS", 16384)
     n = 300_000
     trace = arrivals(30_000, n)
     tracemalloc.start()

@@ -1,15 +1,22 @@
-"""The single-model engine and the cluster engine on what both can serve: one task, one
-deployment of ``r`` replicas, sharing a queue or each with its own behind a router, no
-adapter (hypothesis).
+"""The engine's two lane loops on what both serve: one task, one deployment of ``r``
+replicas, sharing a queue or each with its own behind a router, a plan that never changes
+(hypothesis).
 
-This is the special case the cluster engine generalises, so on it the two must give the
-same request table, column for column (start, finish, replica, batch size, status),
-under every batching window, timer, padding, deadline and drop limit, with requests of one item
-or several (those larger than the batch rejected), with service times that depend on
-the batch size, exact or noisy, and with a serving host that takes requests in between
-launching batches (one replica). Arrival times are continuous, so no arrival falls on a
-completion (where the engines' tie rules could legitimately differ). Exits are compared
-in ``test_cluster_exits.py``.
+``simulate`` serves a single-model run by the lean loop (``_Cluster.steady_lane``) where
+it can; the general loop (``_Cluster.lane``) serves every deployment a cluster can have.
+Under an adapter that never changes the plan (but is asked, so the general loop runs,
+with the adapter's timer in SimPy's queue) the two must give the same request table,
+column for column (start, finish, replica, batch size, status), under every batching
+window, timer, padding, deadline and drop limit, with requests of one item or several
+(those larger than the batch rejected), with service times that depend on the batch
+size, exact or noisy, and with a serving host that takes requests in between launching
+batches (one replica); and so must the general loop with one SimPy event per batch
+(``fast_forward=False``). Arrival times are continuous, so no arrival falls on a
+completion. Exits are compared in ``test_cluster_exits.py``.
+
+Before the two engines became one, this test held the cluster engine to the single-model
+engine's sample path (worker, dispatcher) on the same cases; the lean loop is that
+engine's worker loop.
 """
 
 from __future__ import annotations
@@ -70,23 +77,31 @@ def batching(case, batch: int, latency):
     return DynamicBatcher(batch, case["wait"], case["timer"], allowed_sizes=case["allowed"])
 
 
+class Asked(StaticAdapter):
+    """Keeps the plan, but is asked every 10 ms: the engine cannot take the plan as fixed,
+    so the general lane serves, with the adapter's timer among SimPy's events."""
+
+    interval_s = 0.01
+
+
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
-@given(cases())
-def test_a_static_one_deployment_cluster_is_the_single_model_engine(case):
+@given(cases(), st.booleans())
+def test_the_lean_and_the_general_lane_give_one_sample_path(case, fast_forward):
     trace = Trace(case["times"], columns=case["columns"], source="test")
     cost = make_cost(MS, noise=case["noise"])  # noisy: both draw one time per batch, in start order
     batcher = batching(case, case["batch"], cost.batch_latency)
     router = ROUTERS[case["router"]]
-    single = simulate(trace, cost, batcher, replicas=case["replicas"], router=router(), shared_queue=router() is None,
-                      drop_after=case["drop"], rng=np.random.default_rng(0), host=case["host"])
+    with window(case["window"]) if case["window"] else contextlib.nullcontext():
+        single = simulate(trace, cost, batcher, replicas=case["replicas"], router=router(),
+                          shared_queue=router() is None, drop_after=case["drop"], rng=np.random.default_rng(0),
+                          host=case["host"])
     costs = ClusterCosts(service=lambda task, variant, cores: cost.sampler(np.random.default_rng(0)),
                          load_time=lambda task, variant: 0.0, latency=lambda task, variant, cores: cost.batch_latency)
-    with window(case["window"]) if case["window"] else contextlib.nullcontext():
-        cluster = simulate_cluster(trace, ["t"], [], {"t": ("m",)}, costs, StaticAdapter(),
-                                   Plan({"t": (Deployment("m", case["replicas"], batch=case["batch"]),)}),
-                                   drop_after=None if case["drop"] is None else {"t": case["drop"]},
-                                   batching=lambda b, latency: batching(case, b, latency),
-                                   routing=lambda key: router(), host=case["host"])
+    cluster = simulate_cluster(trace, ["t"], [], {"t": ("m",)}, costs, Asked(),
+                               Plan({"t": (Deployment("m", case["replicas"], batch=case["batch"]),)}),
+                               drop_after=None if case["drop"] is None else {"t": case["drop"]},
+                               batching=lambda b, latency: batching(case, b, latency),
+                               routing=lambda key: router(), host=case["host"], fast_forward=fast_forward)
     np.testing.assert_array_equal(cluster.status, single.requests.status)
     np.testing.assert_allclose(cluster.finish, single.requests.finish, rtol=0, atol=1e-12)
     table, expected = cluster.table("t"), single.requests
