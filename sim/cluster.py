@@ -1096,19 +1096,10 @@ class _Cluster:
         for task in self.tasks:
             codes_of = self.batch_of[task]
             code = np.frombuffer(codes_of, dtype=np.int32 if codes_of.itemsize == 4 else np.int64)
-            logs, bits = self.batches[task], self.lane_bits[task]
-            counts = [log.close() for log in logs]
-            table = np.concatenate([chunk for log in logs for chunk in log.chunks] or [np.zeros((0, 3))])
-            for log in logs:
-                log.chunks = []
-            first = np.cumsum([0] + counts)[:-1]  # each lane's first row in the table
-            replica_of = np.array([log.replica for log in logs], dtype=np.int32)
-            stage = stages[task] = TaskColumns.empty(n)
-            stage.batches = len(table)
-            stage.batch_items = np.bincount(table[:, 2].astype(np.int64))
-            self.busy_s += np.bincount(np.repeat(replica_of, counts), weights=table[:, 1] - table[:, 0],
-                                       minlength=len(self.records))
-            self.last_batch_end = max(self.last_batch_end, float(np.max(table[:, 1], initial=0.0)))
+            bits = self.lane_bits[task]
+            table, first, replica_of, items = self.batch_table(task)
+            stage = stages[task] = TaskColumns.empty(n)  # (once the lanes' logs are let go)
+            stage.batches, stage.batch_items = len(table), items
             variants[task] = np.full(n, -1, dtype=np.int16)
             for lo in range(0, n, BUILD_ROWS):
                 served = lo + np.flatnonzero(code[lo:lo + BUILD_ROWS] >= 0)
@@ -1126,6 +1117,32 @@ class _Cluster:
             if dropped:
                 stage.replica[np.fromiter(dropped, dtype=np.int64)] = np.fromiter(dropped.values(), dtype=np.int32)
         return stages, variants
+
+    def batch_table(self, task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``task``'s batches as one table (start, finish, items; its lanes' logs one after
+        the other, each let go once copied in), each lane's first row in it, each lane's
+        replica, and how many of its batches had k items (``[k]``). On the way, each
+        replica's busy seconds and the last batch's end."""
+        logs = self.batches[task]
+        counts = [log.close() for log in logs]
+        first = np.cumsum([0] + counts)
+        table = np.empty((int(first[-1]), 3))
+        items = np.zeros(1, dtype=np.int64)
+        for log, row in zip(logs, first.tolist()):
+            top = row
+            chunks, log.chunks = log.chunks[::-1], []
+            while chunks:  # each let go as soon as it is copied in
+                chunk = chunks.pop()
+                table[row:row + len(chunk)] = chunk
+                row += len(chunk)
+                used = np.bincount(chunk[:, 2].astype(np.int64))
+                if used.size > items.size:
+                    items, used = used, items
+                items[:used.size] += used
+                self.last_batch_end = max(self.last_batch_end, float(chunk[:, 1].max()))
+            # summed over the lane's batches at once: a sum that does not depend on how they were chunked
+            self.busy_s[log.replica] += float((table[top:row, 1] - table[top:row, 0]).sum())
+        return table, first[:-1], np.array([log.replica for log in logs], dtype=np.int32), items
 
     def request_columns(self, stages: dict[str, TaskColumns]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each request's ``status``, ``finish`` and ``dropped_at`` (ClusterResults'): where
@@ -1321,6 +1338,8 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     # after every batch) never takes the slow path of an empty queue (as sim.engine does).
     env.timeout(float("inf"))
     env.run()
+    # the arrival times as n list slots (8 bytes a request), let go before the tables are built
+    cluster.times = cluster.since = cluster.catch_up = None
     stages, variant = cluster.task_columns()
     status, finish, dropped_at = cluster.request_columns(stages)
     unfinished = np.isnan(finish)

@@ -26,7 +26,7 @@ COLUMNS = {
 }
 
 
-BUILD_ROWS = 1 << 18  # requests per step when a table is built: bounds its temporaries (~10 MB)
+BUILD_ROWS = 1 << 16  # requests per step when a table is built: bounds its temporaries (~3 MB)
 
 
 @dataclass
