@@ -30,6 +30,7 @@ from .cluster_specs import Context
 from .config import GROUP_LABEL, ConfigError, Run
 from .exit_setup import behaviour, check_exits, exit_setup, segment_costs, table_of
 from .files import profile_path
+from .host_setup import build_host
 from .prices import as_served_on, check_hardware, priced
 
 def resolve_pipeline(name: str) -> Pipeline:
@@ -61,9 +62,9 @@ def initial_plan(config, pipeline: Pipeline) -> Plan:
 
 
 def parts(config, base_dir: Path, seed: int):
-    """The pipeline, variant costs, start plan and adapter of one cluster config (every
-    problem a ConfigError naming its key): all but the trace, so `servesim check` and a
-    run's up-front validation build them without placing arrivals."""
+    """The pipeline, variant costs, start plan, adapter, exits and serving host of one
+    cluster config (every problem a ConfigError naming its key): all but the trace, so
+    `servesim check` and a run's up-front validation build them without placing arrivals."""
     cluster = config.cluster
     pipeline = resolve_pipeline(cluster.pipeline)
     resource = None if cluster.resource is None else config.resources[cluster.resource]
@@ -87,7 +88,7 @@ def parts(config, base_dir: Path, seed: int):
         adapter = cluster.adapter.build(Context(pipeline, costs, initial, cluster.core_mode, seed, base_dir, exits))
     except (ValueError, ImportError) as exc:  # ImportError: the LSTM predictor without torch
         raise ConfigError(f"cluster.adapter: {exc}") from None
-    return pipeline, costs, initial, adapter, exits
+    return pipeline, costs, initial, adapter, exits, build_host(cluster.host, profile, device, "cluster.host")
 
 
 def exit_costs(config, pipeline: Pipeline, profile, hardware: str, base_dir: Path, seed: int) -> dict:
@@ -180,15 +181,15 @@ MENU_TOLERANCE = 0.005
 def build(config, base_dir: Path, seed: int):
     """:func:`parts`, the trace, and the seed of the service-time streams."""
     trace_seed = np.random.SeedSequence(seed).spawn(len(STREAMS))[STREAMS.index("trace")]
-    pipeline, costs, initial, adapter, exits = parts(config, base_dir, seed)
+    pipeline, costs, initial, adapter, exits, host = parts(config, base_dir, seed)
     trace = config.trace.build(np.random.default_rng(trace_seed), base_dir)
     runs = exit_runs(config, pipeline, exits, base_dir, trace, seed)
-    return trace, pipeline, costs, initial, adapter, stream(seed, "service"), runs
+    return trace, pipeline, costs, initial, adapter, stream(seed, "service"), runs, host
 
 
 def simulate_cluster_config(config, base_dir: Path, seed: int,
                             progress=None) -> tuple[ClusterResults, Pipeline, object]:
-    trace, pipeline, costs, initial, adapter, service_seed, exits = build(config, base_dir, seed)
+    trace, pipeline, costs, initial, adapter, service_seed, exits, host = build(config, base_dir, seed)
     cluster = config.cluster
     tasks = [t.name for t in pipeline.order()]
     drop = drop_limits(cluster.drop_after_ms, tasks)
@@ -199,7 +200,7 @@ def simulate_cluster_config(config, base_dir: Path, seed: int,
                                    adapter, initial, drop_after=drop, core_mode=cluster.core_mode,
                                    batching=lambda batch, latency: cluster.batching.build(batch, latency, config.slo_ms),
                                    routing=routing(config, pipeline, seed),
-                                   progress=progress)
+                                   progress=progress, host=host)
     except ValueError as exc:  # a profile that lacks a core count a plan asked for, and the like
         raise ConfigError(f"cluster: {exc}") from None
     return results, pipeline, trace

@@ -248,7 +248,8 @@ class ClusterConfig(Strict):
     ``exits``: per variant name, the exits that variant runs with (its replicas serve it as
     an early-exit model or a cascade under the exit policy given; lanes only);
     ``router``: how each deployment splits its requests over its replicas (``shared``:
-    one queue they all pull from)."""
+    one queue they all pull from); ``host``: the serving host (as ``serving.host``) of a
+    cluster of one lane under a plan that never changes (one server process)."""
 
     pipeline: str
     profile: str
@@ -263,11 +264,28 @@ class ClusterConfig(Strict):
     batching: ClusterBatching = Field(default_factory=lambda: ClusterBatching())
     router: ROUTERS.union() = Field(default_factory=lambda: specs.SharedQueue(name="shared"))
     exits: dict[str, ClusterExitsConfig] = Field(default_factory=dict)
+    host: Optional[HostConfig] = None
 
     @field_validator("adapter", "router", mode="before")
     @classmethod
     def _adapter_by_name(cls, value):
         return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_process(self):
+        """A serving host models one server process: one lane, which every request reaches,
+        under a plan that never changes."""
+        if self.host is None:
+            return self
+        if self.adapter.name != "static":
+            raise ValueError(f"host: the serving host models one server process under a plan that never changes; "
+                             f"adapter is {self.adapter.name!r} (use 'static')")
+        start = self.adapter.initial or self.initial
+        lanes = sum(d.replicas * (d.cores if self.core_mode == "lanes" else 1) for ds in start.values() for d in ds)
+        if len(start) != 1 or lanes != 1:
+            raise ValueError(f"host: the serving host models one server process with one lane, which every request "
+                             f"reaches; the start plan has {len(start)} task(s) and {lanes} lane(s)")
+        return self
 
 
 # A front is drawn, not sampled, where no two neighbours are further apart than this in

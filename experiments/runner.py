@@ -25,16 +25,16 @@ from sim import simulate, summarize
 from sim.exits import ExitSetup
 from sim.host import ServingHost
 from traces import FORMATS, TraceError
-from workloads import CostModel, Profile, ProfileError, ProfileRangeError, load_profile
+from workloads import CostModel, ProfileError, ProfileRangeError, load_profile
 from workloads.behaviour import BehaviourError
-from workloads.exits import INTAKE, SegmentCosts
-from workloads.noise import Empirical, Percentiles
+from workloads.exits import SegmentCosts
 
 from . import cluster_runner, store
 from .executors import LOCAL, InProcess, make_executor
 from .config import ConfigError, ExperimentConfig, Run, dump, expand, load, point_runs
 from .exit_setup import behaviour, exit_setup, segment_costs, table_of, trace_exits
 from .files import exists, profile_path
+from .host_setup import build_host
 from .prices import as_served_on, check_hardware, priced
 from .refine import midpoints
 
@@ -61,31 +61,6 @@ def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | Se
         measured = (config.model.hardware,) if config.model.hardware else profile.hardware(name)
         check_hardware("serving.resource", resource, config.resources[resource], name, measured)
     return costs
-
-
-def build_host(config: ExperimentConfig, profile: Profile) -> Optional[ServingHost]:
-    """The run's serving host (``serving.host``), or ``None``: the per-request intake time
-    is assumed, or the mean of ``profile``'s (the run's) ``intake`` row (one request's
-    intake, batch size 1) as the ``empirical`` noise model reads its percentiles: a
-    resource's load is its mean, not its median."""
-    host = config.serving.host
-    if host is None:
-        return None
-    if host.intake_assumed_ms is not None:
-        return ServingHost(host.intake_assumed_ms / 1e3, host.launch_share)
-    if host.intake not in profile.models() or INTAKE not in profile.stages(host.intake):
-        raise ConfigError(f"serving.host.intake: {profile.source} has no model {host.intake!r} with an "
-                          f"{INTAKE!r} stage (servesim profile-served measures one for a model that takes requests "
-                          f"in); models: {', '.join(profile.models())}")
-    try:
-        row = profile.rows_for(host.intake, INTAKE, config.model.hardware)[0]
-    except ProfileError as exc:
-        raise ConfigError(f"serving.host.intake: {exc}") from None
-    if row.batch_size != 1:
-        raise ConfigError(f"serving.host.intake: {profile.source}: the {INTAKE!r} rows of {host.intake!r} are per "
-                          f"request (batch size 1); its first is at batch size {row.batch_size}")
-    seconds = Percentiles(row.latency_p50_ms / 1e3, row.latency_p90_ms / 1e3, row.latency_p99_ms / 1e3)
-    return ServingHost(Empirical().mean(seconds), host.launch_share)
 
 
 @dataclass
@@ -117,7 +92,7 @@ def prepare(config: ExperimentConfig, base_dir: Path) -> Prepared:
     serving = config.serving
     return Prepared(trace, cost_model, serving.batching.build(cost_model, config.slo_ms),
                     serving.router.build(np.random.default_rng(router_seed)), exits, source_rows,
-                    np.random.default_rng(noise_seed), build_host(config, cost_model.profile))
+                    np.random.default_rng(noise_seed), build_host(config.serving.host, cost_model.profile, config.model.hardware))
 
 
 def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
@@ -366,7 +341,7 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
             cost_model = build_cost_model(run.config, base_dir)
             with _at("serving.batching"):
                 run.config.serving.batching.build(cost_model, run.config.slo_ms)
-            build_host(run.config, cost_model.profile)
+            build_host(run.config.serving.host, cost_model.profile, run.config.model.hardware)
             exits = run.config.exits
             if exits is not None:
                 key = exits.behaviour.model_dump_json()

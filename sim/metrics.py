@@ -212,7 +212,10 @@ def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> d
         **({"agreement": round(float(np.mean([a.mean() for a in agreement.values()])), 9),
             "exits": _cluster_exits(results, done)} if agreement else {}),
         "cost": {"core_s": round(cost, 6), "mean_cores": round(cost / duration, 6) if duration > 0 else None,
-                 "peak_cores": results.peak_cores()},
+                 "peak_cores": results.peak_cores(),
+                 # with a serving host (sim.host): the share of the run it spent taking requests in and launching
+                 **({} if results.host_busy_s is None or not duration
+                    else {"host_utilisation": round(results.host_busy_s / duration, 6)})},
         "replicas_started": len(results.replicas),
         "plans": len(results.plans),
         "duration_s": round(duration, 6),

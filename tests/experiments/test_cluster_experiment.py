@@ -122,6 +122,13 @@ def test_time_series_and_plots_are_written(finished):
      "cluster.batching: max_wait_ms: the deadline policy has no batching window; it takes no max_wait_ms"),
     (("drop_after_ms: 3000", "batching: {slo_ms: 50}"),
      "cluster.batching: slo_ms: only the deadline policy plans by an SLO; the dynamic policy takes no slo_ms"),
+    (("drop_after_ms: 3000", "host: {intake_assumed_ms: 0.1}"),
+     "cluster: host: the serving host models one server process under a plan that never changes; adapter is "
+     "'infadapter' (use 'static')"),
+    (("drop_after_ms: 3000\n  adapter: {name: infadapter, budget: 12, capacity_slo_ms: 750, probe_cores: [1, 2, 4, 8]}",
+      "host: {intake_assumed_ms: 0.1}\n  adapter: static"),
+     "cluster: host: the serving host models one server process with one lane, which every request reaches; "
+     "the start plan has 1 task(s) and 6 lane(s)"),
 ])
 def test_cluster_config_errors_name_the_key(write, servesim, tmp_path, change, message):
     (tmp_path / "profile.csv").write_text(profile_text())
@@ -327,3 +334,27 @@ def test_a_single_model_run_is_a_one_deployment_static_cluster(write, servesim, 
     assert (tables["single"]["status"] == 1).any()  # busy enough that some wait out the drop limit
     pd.testing.assert_frame_equal(tables["single"], tables["cluster"])
     assert figures["single"] == figures["cluster"]
+
+
+def test_a_served_host_is_a_one_lane_static_clusters_host(write, servesim, tmp_path):
+    """serving.host and cluster.host are one serving host: one replica whose host takes
+    every request in (0.4 ms each) between launching its batches gives the same request
+    table and host utilisation written either way."""
+    (tmp_path / "profile.csv").write_text(profile_text())
+    host = "\n  host: {intake_assumed_ms: 0.4, launch_share: 0.5}\n"
+    texts = {"single": SINGLE.replace("replicas: 3", "replicas: 1").replace("rate: 240", "rate: 90") + host.lstrip("\n"),
+             "cluster": AS_CLUSTER.replace("replicas: 3", "replicas: 1").replace("rate: 240", "rate: 90") + host.lstrip("\n")}
+    tables, utilisation = {}, {}
+    for name, text in texts.items():
+        out = tmp_path / name
+        text = text.replace("ROUTER", "shared").replace("BATCHING", WINDOW[name == "cluster"])
+        result = servesim("run", write(f"{name}.yaml", text), "--out", out, "--quiet")
+        assert result.rc == 0, result.err
+        path = next(out.glob("*/" + store.REQUESTS))
+        requests = pd.read_parquet(path)
+        if name == "cluster":
+            requests = requests.rename(columns={f"{c}_classification": c for c in ("start", "replica", "batch_size")})
+        tables[name] = requests[["arrival", "finish", "status", "start", "replica", "batch_size"]].reset_index(drop=True)
+        utilisation[name] = json.loads((path.parent / store.SUMMARY).read_text())["cost"]["host_utilisation"]
+    pd.testing.assert_frame_equal(tables["single"], tables["cluster"])
+    assert utilisation["single"] == utilisation["cluster"] > 0.1

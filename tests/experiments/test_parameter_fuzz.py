@@ -150,6 +150,9 @@ MEANINGS = {
     "serving host": {  # one server process: one replica
         "assumed": {"intake_assumed_ms": Range(low=0, high=1e3), "launch_share": UNIT},
     },
+    "cluster host": {  # one server process: one lane under the static adapter
+        "assumed": {"intake_assumed_ms": Range(low=0, high=1e3), "launch_share": UNIT},
+    },
     "exit policy": {
         "apparate": {"accuracy_budget": BUDGET_FRACTION, "ramp_budget": NON_NEGATIVE, "max_ramps": COUNT,
                      "tuning_window": REQUESTS, "adjustment_window": REQUESTS, "adjustment_period": REQUESTS,
@@ -215,6 +218,10 @@ def _place(family: str, entry: str, param: str, value) -> tuple[dict, str]:
         config, path = json.loads(json.dumps(SINGLE)), "serving.host"
         config["serving"]["replicas"] = 1
         config["serving"]["host"] = {"intake_assumed_ms": 0.1, "launch_share": 1.0, param: value}
+    elif family == "cluster host":
+        config, path = json.loads(json.dumps(CLUSTER)), "cluster.host"
+        config["cluster"]["initial"] = {"classification": [{"variant": "resnet18", "cores": 1}]}
+        config["cluster"]["host"] = {"intake_assumed_ms": 0.1, "launch_share": 1.0, param: value}
     elif family == "exit policy":
         config, path = json.loads(json.dumps(EXITS)), "exits.policy"
         config["exits"]["policy"] = {**EXIT_POLICIES[entry], param: value}
