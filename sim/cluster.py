@@ -59,11 +59,11 @@ those of one event per arrival. The one thing lazy routing cannot do, start a ba
 an arrival, is covered by a timer for the next arrival, kept only while a lane of a
 source task waits. So a busy system costs no event per arrival. Ties: an arrival at the
 instant a batch ends is routed first, so a join-shortest-queue router still counts the
-finishing batch as outstanding. Where every arrival goes
-to one deployment (:meth:`_Cluster.direct`), it is routed inline: the arrivals up to
-then join its one queue as a slice, or its router picks a replica for each, its
-replicas' loads kept as they change instead of counted per arrival. Only a window of
-arrival times is held as Python floats (:meth:`_Cluster.slide`).
+finishing batch as outstanding. Where every arrival goes to one deployment
+(:meth:`_Cluster.direct`), it is routed inline: the arrivals up to then join its one
+queue as a slice, or its router picks a replica for each, its replicas' loads kept as
+they change instead of counted per arrival. Only a window of arrival times is held as
+Python floats (:meth:`_Cluster.slide`).
 
 A lane fast-forwards: a batch that ends before SimPy's next event (``env.peek()``) ends
 without an event of its own, since nothing else can happen in between (no other lane
@@ -71,9 +71,10 @@ finishes, no timer fires, and no waiting lane can be handed an arrival, which ke
 timer in SimPy's queue); the lane's clock runs ahead, and the lane brings SimPy's clock
 up to its own before it waits. An idle lane of a source task jumps to the next arrival
 (or its policy's timer) the same way while no other such lane waits. So a lone busy
-replica runs at the speed of a bare event loop. A lane whose answers go on to another
-task, or leave at exits, takes an event per batch. ``fast_forward=False`` gives every
-batch its event; the tests check that both give the same results. The one task of a run whose plan never changes, with plain requests and no
+replica runs at about half the speed of a bare heapq loop (``bench/engine.py``). A lane
+whose answers go on to another task, or leave at exits, takes an event per batch.
+``fast_forward=False`` gives every batch its event; the tests check that both give the
+same results. The one task of a run whose plan never changes, with plain requests and no
 exits or padding, runs its lanes as a leaner loop (:meth:`_Cluster.steady_lane`).
 
 Requests are dispatched to a task's deployments by smooth weighted round robin over the
@@ -447,11 +448,11 @@ class _Cluster:
         self.ended: dict[int, tuple[int, float, int]] = {}
         # With several sinks, a request's finish is its last sink's answer, noted as it comes.
         self.finish = np.full(n, np.nan) if len(self.sinks) > 1 else None
-        # Per task, what each request's batch was: one store per request, its batch's code (an int64 array: as fast
-        # to store into as a list, 8 bytes a request and no Python int per batch; int32
-        # where the lanes are fixed, :meth:`fix_lanes`), and per lane its batches' start,
-        # finish and items (:class:`_BatchLog`); the columns are expanded from them at the
-        # end (:meth:`task_columns`).
+        # Per task, what each request's batch was: one store per request, its batch's code
+        # (an int64 array: as fast to store into as a list, 8 bytes a request and no Python
+        # int per batch; int32 where the lanes are fixed, :meth:`fix_lanes`), and per lane
+        # its batches' start, finish and items (:class:`_BatchLog`); the columns are
+        # expanded from them at the end (:meth:`task_columns`).
         self.batch_of = {t: array.array("q", [-1]) * n for t in self.tasks}
         self.lane_bits = dict.fromkeys(self.tasks, LANE_BITS)  # per task, the bits of a code that name its lane
         self.batches: dict[str, list[_BatchLog]] = {t: [] for t in self.tasks}

@@ -300,6 +300,7 @@ cluster:
 """
 
 
+COMPARED = ("arrival", "finish", "status", "start", "replica", "batch_size")  # a request table's columns, compared
 WINDOW = ("{policy: dynamic, max_batch: 4, max_wait_ms: 20}", "{max_wait_ms: 20}")  # (single, cluster)
 PADDED = ("{policy: dynamic, max_batch: 4, max_wait_ms: 20, allowed_sizes: [2, 4]}",
           "{max_wait_ms: 20, allowed_sizes: [2, 4]}")
@@ -329,7 +330,7 @@ def test_a_single_model_run_is_a_one_deployment_static_cluster(write, servesim, 
         if name == "cluster":  # its per-task columns and figures are named after the task
             requests = requests.rename(columns={f"{c}_classification": c for c in ("start", "replica", "batch_size")})
             summary = summary["tasks"]["classification"]
-        tables[name] = requests[["arrival", "finish", "status", "start", "replica", "batch_size"]].reset_index(drop=True)
+        tables[name] = requests[list(COMPARED)].reset_index(drop=True)
         figures[name] = {k: summary[k] for k in ("completed", "dropped", "latency_ms", "batches", "mean_batch_items")}
     assert (tables["single"]["status"] == 1).any()  # busy enough that some wait out the drop limit
     pd.testing.assert_frame_equal(tables["single"], tables["cluster"])
@@ -341,11 +342,10 @@ def test_a_served_host_is_a_one_lane_static_clusters_host(write, servesim, tmp_p
     every request in (0.4 ms each) between launching its batches gives the same request
     table and host utilisation written either way."""
     (tmp_path / "profile.csv").write_text(profile_text())
-    host = "\n  host: {intake_assumed_ms: 0.4, launch_share: 0.5}\n"
-    texts = {"single": SINGLE.replace("replicas: 3", "replicas: 1").replace("rate: 240", "rate: 90") + host.lstrip("\n"),
-             "cluster": AS_CLUSTER.replace("replicas: 3", "replicas: 1").replace("rate: 240", "rate: 90") + host.lstrip("\n")}
+    host = "  host: {intake_assumed_ms: 0.4, launch_share: 0.5}\n"
     tables, utilisation = {}, {}
-    for name, text in texts.items():
+    for name, text in {"single": SINGLE, "cluster": AS_CLUSTER}.items():
+        text = text.replace("replicas: 3", "replicas: 1").replace("rate: 240", "rate: 90") + host
         out = tmp_path / name
         text = text.replace("ROUTER", "shared").replace("BATCHING", WINDOW[name == "cluster"])
         result = servesim("run", write(f"{name}.yaml", text), "--out", out, "--quiet")
@@ -354,7 +354,7 @@ def test_a_served_host_is_a_one_lane_static_clusters_host(write, servesim, tmp_p
         requests = pd.read_parquet(path)
         if name == "cluster":
             requests = requests.rename(columns={f"{c}_classification": c for c in ("start", "replica", "batch_size")})
-        tables[name] = requests[["arrival", "finish", "status", "start", "replica", "batch_size"]].reset_index(drop=True)
+        tables[name] = requests[list(COMPARED)].reset_index(drop=True)
         utilisation[name] = json.loads((path.parent / store.SUMMARY).read_text())["cost"]["host_utilisation"]
     pd.testing.assert_frame_equal(tables["single"], tables["cluster"])
     assert utilisation["single"] == utilisation["cluster"] > 0.1
