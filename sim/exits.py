@@ -31,6 +31,7 @@ batch's start, as a server that reconfigures between batches would.
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,7 +120,7 @@ class ExitRun:
         t, last, host = now, self.n_exits - 1, self.host
         f = 1.0 if self.scale is None else self.scale(ids.size)  # PerBatch noise: one factor per batch
         if host is not None:
-            t += f * host.start(self._free_at.get(replica) == now, ids.size)
+            t += f * host.start(self._right_after(replica, now), ids.size)
         for i, (body, head) in enumerate(self.samplers):
             size = running.size if self.saving else ids.size
             t += f * body(size)
@@ -150,6 +151,14 @@ class ExitRun:
             self._pending_feedback(t, active, seen, exit_stage)
         self._free_at[replica] = t
         return t
+
+    def _right_after(self, replica: int, now: float) -> bool:
+        """Whether a batch starting at ``now`` on ``replica`` starts as its last batch
+        ends (the host's turnaround), not on an idle server. The lane's clock may have
+        come to the end through SimPy's, which adds a timeout to its own time: equal up to
+        the rounding of that sum (a few ulps), not bit for bit."""
+        free = self._free_at.get(replica)
+        return free is not None and abs(now - free) <= 4 * math.ulp(max(abs(now), abs(free)))
 
     def _stretch(self, now: float, ids: np.ndarray, done: float) -> float:
         """The batch's answers and end as the serving host delays them: each moment of
