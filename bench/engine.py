@@ -25,8 +25,12 @@ their mean waiting times agree to 1e-6 relative and stops with an error if not.
 Timing: ``time.perf_counter`` around the simulation call, including the conversion of
 inputs each simulator needs (servesim: building the ``Trace`` and ``simulate``, which
 also builds its numpy result table; heapq: the lists; Ciw: the network and the
-``Simulation``), not building the profile or drawing the arrival times. Best of 5 for
-(a) and (b); Ciw once (it runs ~17k customers/s).
+``Simulation``), not building the profile or drawing the arrival times. (a) and (b) run
+in turn, 5 times each (interleaved: the machine's load, and what one side's run leaves
+in the allocator, meet both sides alike; the heapq loop timed after five servesim runs
+in a row was up to 15% faster or slower than in turn with them), and the best of each
+counts; Ciw once (it runs ~17k customers/s). One servesim run before them, untimed,
+draws the service times (b) replays.
 
 (d) **a large run**: 1,000,000 requests, Poisson arrivals, the measured three-stage
     ``cpu_mlp`` profile with ``Empirical()`` noise, ``DynamicBatcher(16, 0.5 ms)``, 8
@@ -245,12 +249,16 @@ def run_large(n: int) -> dict:
 
 # ----------------------------------------------------------------------------- main
 
-def best_of(repeats: int, fn, *args):
-    times, result = [], None
+def in_turn(repeats: int, first, second) -> tuple[list[float], list[float], object, object]:
+    """Time ``first()`` and ``second()`` in turn, ``repeats`` times each; returns both
+    sides' seconds and their last results."""
+    seconds = ([], [])
+    results = [None, None]
     for _ in range(repeats):
-        seconds, result = fn(*args)
-        times.append(seconds)
-    return min(times), times, result
+        for side, fn in enumerate((first, second)):
+            took, results[side] = fn()
+            seconds[side].append(took)
+    return seconds[0], seconds[1], results[0], results[1]
 
 
 def check_agree(name: str, value: float, reference: float) -> None:
@@ -288,14 +296,18 @@ def main(argv=None) -> int:
     times = poisson(RHO, count=n, rng=np.random.default_rng(SEED)).times
     cost_model = mm1_cost_model()
 
-    s_best, s_all, results = best_of(args.repeats, run_servesim, times, cost_model)
+    _, results = run_servesim(times, cost_model)  # untimed: the service times the heapq loop replays
     req = results.requests
     if not ((req.status == 0).all() and (req.batch_size == 1).all()):
         raise AssertionError("servesim M/M/1 run did not complete every request in a batch of 1")
     services = req.finish - req.start
     s_wait = float(np.mean(req.start - req.arrival))
 
-    h_best, h_all, (h_start, _) = best_of(args.repeats, run_heapq, times, services)
+    s_all, h_all, again, (h_start, _) = in_turn(args.repeats, lambda: run_servesim(times, cost_model),
+                                                lambda: run_heapq(times, services))
+    if not np.array_equal(again.requests.finish, req.finish):
+        raise AssertionError("servesim gave another sample path on the same inputs")
+    s_best, h_best = min(s_all), min(h_all)
     h_wait = float(np.mean(np.asarray(h_start) - times))
 
     fmt = lambda xs: ", ".join(f"{x:.3f}" for x in xs)  # noqa: E731

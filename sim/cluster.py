@@ -482,6 +482,7 @@ class _Cluster:
         self.requeued = False  # whether a request was ever queued again (a queue then need not be in order)
         self.arrived = 0  # arrivals routed so far (all of those at or before the last catch_up)
         self.timer_set = False
+        self.timer_at = np.inf  # the arrival time the timer is set for, while one is
         self.waiting = 0  # lanes of source tasks waiting for work: while any does, arrivals need a timer
         self.lanes = 0
         self.exit_runs: dict[tuple[str, str, int], Optional[ExitRun]] = {}
@@ -534,7 +535,7 @@ class _Cluster:
                 if times[k] > now:
                     return times[k]
                 # nothing changes the replicas a router chooses among while arrivals are routed
-                targets, stop = dep.targets(), self.report_at
+                targets, stop = dep._targets or dep.targets(), self.report_at
                 loads = dep.loads
                 while times[k] <= now:
                     slot = choose(loads)
@@ -622,16 +623,19 @@ class _Cluster:
             self.held = oldest
 
     def arm_timer(self) -> None:
-        """While a lane of a source task waits, keep a timer set for the next arrival."""
-        if self.timer_set or self.arrived == self.arrival.size:
+        """While a lane of a source task waits, keep a timer set for the next arrival (one
+        at a time: :attr:`timer_at` is its arrival's time, exact where SimPy's clock, which
+        adds the delay to its own time, may round)."""
+        if self.timer_set or self.exhausted:
             return
         self.timer_set = True
-        at = self.times[self.arrived]
-        self.env.timeout(max(0.0, at - self.env.now)).callbacks.append(lambda _event: self.on_timer(at))
+        self.timer_at = at = self.times[self.arrived]
+        delay = at - self.env.now
+        self.env.timeout(delay if delay > 0.0 else 0.0).callbacks.append(self.on_timer)
 
-    def on_timer(self, at: float) -> None:
+    def on_timer(self, _event) -> None:
         self.timer_set = False
-        self.catch_up(at)
+        self.catch_up(self.timer_at)
         if self.waiting:
             self.arm_timer()
 
