@@ -26,10 +26,8 @@ Timing: ``time.perf_counter`` around the simulation call, including the conversi
 inputs each simulator needs (servesim: building the ``Trace`` and ``simulate``, which
 also builds its numpy result table; heapq: the lists; Ciw: the network and the
 ``Simulation``), not building the profile or drawing the arrival times. (a) and (b) run
-in turn, 5 times each (interleaved: the machine's load, and what one side's run leaves
-in the allocator, meet both sides alike; the heapq loop timed after five servesim runs
-in a row was up to 15% faster or slower than in turn with them), and the best of each
-counts; Ciw once (it runs ~17k customers/s). One servesim run before them, untimed,
+in turn, 5 times each (interleaved, so that changes in the machine's load meet both
+sides alike), and the best of each counts; Ciw once (it runs ~17k customers/s). One servesim run before them, untimed,
 draws the service times (b) replays.
 
 (d) **a large run**: 1,000,000 requests, Poisson arrivals, the measured three-stage

@@ -92,7 +92,8 @@ def prepare(config: ExperimentConfig, base_dir: Path) -> Prepared:
     serving = config.serving
     return Prepared(trace, cost_model, serving.batching.build(cost_model, config.slo_ms),
                     serving.router.build(np.random.default_rng(router_seed)), exits, source_rows,
-                    np.random.default_rng(noise_seed), build_host(config.serving.host, cost_model.profile, config.model.hardware))
+                    np.random.default_rng(noise_seed),
+                    build_host(serving.host, cost_model.profile, config.model.hardware))
 
 
 def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
