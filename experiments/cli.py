@@ -7,6 +7,7 @@ problem — what, where, how to fix — and exits with status 2; never a traceba
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
 from pathlib import Path
@@ -34,19 +35,22 @@ def _run(args) -> int:
     if ok:
         plot_experiment(out)
     for row in outcome.rows:
-        if row["status"] == "ok":
+        if row["status"] != "ok":
+            print(f"{row['run']}: FAILED: {row['error']}", file=sys.stderr)
+            continue
+        if not args.quiet:
             slo = row["slo_violation_rate"]
             print(f"{row['run']}: p50 {_num(row['latency_p50_ms'], '.3f')} ms, "
                   f"p99 {_num(row['latency_p99_ms'], '.3f')} ms, "
                   f"{_num(row['throughput_rps'], '.1f')} req/s, dropped {row['dropped']}"
                   + ("" if slo is None else f", SLO violations {100 * slo:.2f}%")
                   + (", OVERLOADED (fell behind its arrivals)" if row["overloaded"] else ""))
-            if row["out_of_range_lookups"]:
-                print(f"{row['run']}: warning: {row['out_of_range_lookups']} stage-latency look-ups fell "
-                      f"outside the profiled batch sizes (handled as model.out_of_range says); "
-                      f"see profile_out_of_range in its summary.json", file=sys.stderr)
-        else:
-            print(f"{row['run']}: FAILED: {row['error']}", file=sys.stderr)
+        elif row["overloaded"]:
+            print(f"{row['run']}: warning: OVERLOADED (fell behind its arrivals)", file=sys.stderr)
+        if row["out_of_range_lookups"]:
+            print(f"{row['run']}: warning: {row['out_of_range_lookups']} stage-latency look-ups fell "
+                  f"outside the profiled batch sizes (handled as model.out_of_range says); "
+                  f"see profile_out_of_range in its summary.json", file=sys.stderr)
     interpolated = [row for row in ok if row["interpolated_batches"]]
     if interpolated:  # one line for the sweep: it is about the profile, not one run
         share = sum(r["interpolated_batches"] for r in interpolated) / sum(r["requests"] for r in interpolated)
@@ -149,8 +153,17 @@ def _fidelity(args) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's), or where it is not installed, say so."""
+    try:
+        return importlib.metadata.version("servesim")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="servesim", description="Simulate ML serving: latency, accuracy and cost.")
+    p.add_argument("--version", action="version", version=f"servesim {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an experiment (all sweep points and seeds)")
@@ -164,15 +177,20 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="run this one seed instead of the file's seeds")
     run.add_argument("--resume", action="store_true", help="keep the runs --out lists as finished; run the rest")
     run.add_argument("--force", action="store_true", help="recompute runs already finished in --out")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--quiet", action="store_true", help="no progress bars and no line per run: only warnings, "
+                                                          "failures and the closing line")
     run.set_defaults(handler=_run)
 
-    chk = sub.add_parser("check", help="validate an experiment without running it")
-    chk.add_argument("file")
+    chk = sub.add_parser("check", help="validate an experiment without running it",
+                         description="Validate an experiment YAML and everything it names (trace files, profiles, "
+                                     "behaviour tables, adapters) without running it: one line per problem, or the "
+                                     "runs it would make.")
+    chk.add_argument("file", help="experiment YAML")
     chk.set_defaults(handler=_check)
 
-    plot = sub.add_parser("plot", help="(re)draw the plots of an output folder")
-    plot.add_argument("dir")
+    plot = sub.add_parser("plot", help="(re)draw the plots of an output folder",
+                          description="(Re)draw the plots of an output folder of `servesim run` into its plots/.")
+    plot.add_argument("dir", help="an output folder of `servesim run` (it holds results.csv)")
     plot.set_defaults(handler=_plot)
 
     fronts = sub.add_parser("fronts", help="compare one exit policy's accuracy/p50 front with others' "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import json
 import shutil
 from pathlib import Path
@@ -101,6 +103,16 @@ def test_trace_stats_refuses_an_unknown_format(servesim, tmp_path):
     assert "invalid choice: 'csvv'" in result.err and "Traceback" not in result.err
 
 
+def test_version_and_every_argument_has_help(servesim):
+    result = servesim("--version")
+    assert result.rc == 0 and result.out.strip() == f"servesim {importlib.metadata.version('servesim')}"
+    for command in ("check", "plot"):
+        result = servesim(command, "--help")
+        assert result.rc == 0 and "positional arguments:" in result.out
+        positional = result.out.split("positional arguments:")[1].split("options:")[0].strip().splitlines()
+        assert all(len(line.split(None, 1)) == 2 for line in positional), (command, positional)  # name, then help
+
+
 def test_quickstart_checks(servesim):
     result = servesim("check", QUICKSTART)
     assert result.rc == 0, result.err
@@ -114,6 +126,9 @@ def test_quickstart_shows_batching_beats_batch_size_one(servesim, tmp_path):
     out = tmp_path / "quickstart"
     result = servesim("run", QUICKSTART, "--out", out, "--jobs", "1", "--quiet")
     assert result.rc == 0, result.err
+    # --quiet: no line per run, only the closing one
+    assert result.out.splitlines() == [f"8 of 8 runs finished; results in {out / store.RESULTS}, "
+                                       f"plots in {out / 'plots'}"]
     results = pd.read_csv(out / store.RESULTS)
     assert len(results) == 8 and (results["status"] == "ok").all()
     unbatched = results["run"].str.startswith("batching=dynamic-1,")
