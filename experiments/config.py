@@ -414,9 +414,9 @@ def _one_member(found: list[tuple[str, str, str, str]]) -> list[tuple[str, str, 
     fitting = [f for f in found if not (f[0].endswith("_type") or f[0] == "literal_error")]
     if fitting or len(found) == 1:
         return fitting or found
-    kinds = " or ".join(msg.removeprefix("Input should be ") for _, _, msg, _ in found)
+    kinds = " or ".join(msg.removeprefix("must be ") for _, _, msg, _ in found)
     kind, path, _, got = found[0]
-    return [(kind, path, f"Input should be {kinds}", got)]
+    return [(kind, path, f"must be {kinds}", got)]
 
 
 class _Shown(reprlib.Repr):
@@ -454,14 +454,33 @@ def _one_line(text: str) -> str:
     return _LINE_BREAKING.sub(lambda m: repr(m.group())[1:-1], text)
 
 
+def _plain(msg: str) -> str:
+    """Pydantic's wording as a key's requirement: "Input should be greater than 0" reads
+    "must be greater than 0"."""
+    return "must be " + msg.removeprefix("Input should be ") if msg.startswith("Input should be ") else msg
+
+
+def _tag_key(item: dict) -> str:
+    """The key a tagged union is told apart by (``name``, ``policy``, ``kind``)."""
+    return str(item.get("ctx", {}).get("discriminator", "name")).strip("'")
+
+
 def _format_errors(source: str, error: ValidationError, prefix: str = "", data: Any = None) -> str:
     problems: dict[Any, list[tuple[str, str, str, str]]] = {}  # a union's members together
     for n, item in enumerate(error.errors()):
         loc, union = _yaml_loc(item["loc"], data, missing=item["type"] == "missing")
         # no location: a check of the whole file, whose message names the keys it is about
         path = prefix + ".".join(loc) if loc else prefix.rstrip(".")
-        msg = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
+        msg = _plain(item["msg"].removeprefix("Value error, "))
+        if item["type"] == "union_tag_invalid":  # a name no registry entry has
+            ctx = item["ctx"]
+            choices = [t.strip("'") for t in ctx["expected_tags"].split(", ")]
+            close = difflib.get_close_matches(str(ctx["tag"]), choices, n=1)
+            msg = (f"{_tag_key(item)} {ctx['tag']!r} is not one of {', '.join(map(repr, choices))}"
+                   + (f"; did you mean {close[0]!r}?" if close else ""))
+        elif item["type"] == "union_tag_not_found":
+            msg = f"needs a {_tag_key(item)!r} key saying which one"
+        elif item["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]) if loc else "", _known_keys(), n=1)
             msg = f"unknown key; did you mean {close[0]!r}?" if close else "unknown key; check its spelling or remove it"
         elif item["type"] == "missing":

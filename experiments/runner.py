@@ -252,6 +252,8 @@ def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int]
     summaries: dict[str, dict] = {}
     errors: dict[str, str] = {}
     swept: list[Run] = []  # the runs served or kept so far, in order: the sweep, then each refinement
+    kept: set[str] = set()  # with resume: the finished runs kept
+    finished_before = manifest.finished()
 
     def rows() -> list[dict]:
         finished = [run for run in swept if run.name in summaries or run.name in errors]
@@ -268,6 +270,7 @@ def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int]
             if done is not None:
                 summaries[run.name] = done
                 outcome.reused += 1
+                kept.add(run.name)
             else:
                 todo.append(run)
         swept.extend(batch)
@@ -293,6 +296,12 @@ def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int]
                       f"{config.name}: refining ({round_}/{config.refine.rounds})")
     outcome.rows = rows()
     store.write_rows(out_dir / store.RESULTS, outcome.rows)
+    stale = [name for name in finished_before if name not in kept]
+    if resume and stale and warn is not None:
+        warn(f"--resume kept {len(kept)} finished run(s) of {out_dir}, not {len(stale)} other(s) there, whose config "
+             f"is not this file's as it is now (was it changed since?) or whose files do not read as this version "
+             f"writes them; those were computed anew or, not being runs of this file, left out: "
+             + ", ".join(stale[:3]) + (" ..." if len(stale) > 3 else ""))
     return outcome
 
 

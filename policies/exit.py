@@ -151,16 +151,15 @@ class _PerExitThreshold(ExitPolicy):
         values = np.atleast_1d(np.asarray(threshold, dtype=np.float64))
         lo, hi = self._bounds
         if values.ndim != 1 or values.size == 0 or not ((values >= lo) & (values <= hi)).all():
-            raise ValueError(f"{type(self).__name__}: threshold must be a number or a non-empty "
-                             f"list of numbers in [{lo}, {hi}], got {threshold!r}")
+            raise ValueError(f"threshold must be a number or a non-empty list of numbers in "
+                             f"[{lo}, {hi}], got {threshold!r}")
         self._global = np.ndim(threshold) == 0
         self.threshold = values
 
     def check_exits(self, n_exits: int) -> ExitPolicy:
         if not self._global and self.threshold.size != n_exits:
-            raise ValueError(f"{type(self).__name__}: {self.threshold.size} thresholds for a model "
-                             f"with {n_exits} exits; give one per exit or a single number "
-                             f"(got {self.threshold.tolist()})")
+            raise ValueError(f"threshold: {self.threshold.size} thresholds for a model with {n_exits} exits; "
+                             f"give one per exit or a single number (got {self.threshold.tolist()})")
         return self
 
     def _at(self, obs: ExitObservation) -> float:

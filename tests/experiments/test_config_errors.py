@@ -12,6 +12,7 @@ import pytest
 
 from experiments import config, runner
 from experiments.config import ConfigError
+from test_bad_input_fuzz import PYDANTIC_SPEAK
 from workloads import PROFILES_DIR
 
 MODEL = 'model: {profile: "builtin:cpu_mlp", name: mlp3}\n'
@@ -48,6 +49,15 @@ CASES = {
     "unknown batching policy": (HEAD + "serving: {batching: {policy: greedy, max_batch: 4}}\n",
                                 ["serving.batching:", "'greedy'", "'dynamic'"], None),
     "unknown router": (HEAD + "serving: {router: fastest}\n", ["serving.router:", "'fastest'", "'jsq'"], None),
+    "unknown router near a known name": (HEAD + "serving: {router: {name: jsqq}}\n",
+                                         ["serving.router: name 'jsqq' is not one of ", "did you mean 'jsq'?"], None),
+    "router without its name": (HEAD + "serving: {router: {d: 2}}\n",
+                                ["serving.router: needs a 'name' key saying which one", "(got {'d': 2})"], None),
+    "a threshold per exit, too few": (
+        TRACE + "model: {profile: 'builtin:cpu_digits_ee', name: digits_ee}\n"
+        "exits: {ramps: {block1: ramp1, block2: ramp2, block3: ramp3}, behaviour: {kind: builtin, name: digits_ee}, "
+        "policy: {name: confidence, threshold: [0.9, 0.8]}}\n",
+        ["exits.policy: threshold: 2 thresholds for a model with 4 exits", "(got [0.9, 0.8])"], None),
     "unknown noise kind": (TRACE + "model: {profile: 'builtin:cpu_mlp', name: mlp3, noise: {kind: pink}}\n",
                            ["model.noise:", "'pink'"], None),
     "bad out_of_range": (TRACE + "model: {profile: 'builtin:cpu_mlp', name: mlp3, out_of_range: wrap}\n",
@@ -105,6 +115,7 @@ def _assert_one_clean_problem(result, path, fragments, point):
     assert len(problems) == 1, lines
     for fragment in fragments:
         assert fragment in problems[0], (fragment, problems[0])
+    assert not re.search(PYDANTIC_SPEAK, problems[0]), problems[0]  # plain words, not pydantic's
     context = [line for line in lines if "(in the sweep point" in line]
     if point is None:
         assert context == []

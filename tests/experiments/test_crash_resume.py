@@ -83,3 +83,19 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(write, servesim, tmp_path
     assert len(results) == RUNS and results["run"].is_unique and (results["status"] == "ok").all()
     for name in results["run"]:
         assert (killed / name / store.REQUESTS).read_bytes() == (whole / name / store.REQUESTS).read_bytes(), name
+
+
+def test_resume_says_when_the_file_changed_since_its_runs_finished(write, servesim, tmp_path):
+    """--resume keeps the finished runs of the file as it is; after an edit that changes
+    every run (the trace's rate) it keeps none, and says so instead of silently
+    recomputing everything."""
+    small = SWEEP.replace("count: 60000", "count: 2000").replace("seeds: [1, 2, 3, 4]", "seeds: [1]")
+    out = tmp_path / "out"
+    assert servesim("run", write("s.yaml", small), "--out", out, "--quiet").rc == 0
+    again = servesim("run", write("s.yaml", small), "--out", out, "--resume", "--quiet")
+    assert again.rc == 0 and "4 of 4 runs finished (4 kept from an earlier run)" in again.out
+    assert "--resume" not in again.err
+    edited = servesim("run", write("s.yaml", small.replace("rate: 2500", "rate: 2400")), "--out", out, "--resume",
+                      "--quiet")
+    assert edited.rc == 0, edited.err
+    assert f"warning: --resume kept 0 finished run(s) of {out}, not 4 other(s) there" in edited.err

@@ -90,8 +90,8 @@ def test_summary_and_plots(swept):
 
 @pytest.mark.parametrize("change, message", [
     ("  cascade: [digits_ee, digits_ee]\n", "exits: give exactly one of 'ramps'"),
-    ("  semantics: sometimes\n", "exits.semantics: Input should be 'compute_saving' or 'latency_only'"),
-    ("  fit_fraction: 1.5\n", "exits.fit_fraction: Input should be less than 1"),
+    ("  semantics: sometimes\n", "exits.semantics: must be 'compute_saving' or 'latency_only'"),
+    ("  fit_fraction: 1.5\n", "exits.fit_fraction: must be less than 1"),
 ])
 def test_bad_exits_keys_are_named(write, servesim, change, message):
     path = write("bad.yaml", EXITS + change)
@@ -101,8 +101,8 @@ def test_bad_exits_keys_are_named(write, servesim, change, message):
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ("policy: never", "policy: {name: ttamer, lam: 0}", "exits.policy.lam: Input should be greater than 0"),
-    ("policy: never", "policy: sometimes", "exits.policy: Input tag 'sometimes' found using 'name' does not match"),
+    ("policy: never", "policy: {name: ttamer, lam: 0}", "exits.policy.lam: must be greater than 0"),
+    ("policy: never", "policy: sometimes", "exits.policy: name 'sometimes' is not one of 'never', "),
     ("accuracy: [0.6, 0.7, 0.8, 0.9]", "accuracy: [0.6, 0.9]", "exits.behaviour: the table has 2 exits but the model has 4"),
     ("accuracy: [0.6, 0.7, 0.8, 0.9]", "accuracy: [0.6, 0.7, 0.8, 1.9]", "accuracy values must lie in [0, 1], got 1.9"),
     ("block3: ramp3", "block3: ramp9", "no stage 'ramp9'"),
