@@ -130,7 +130,11 @@ def pool(*measured: dict) -> dict:
 
 
 def main(argv: list[str] | None = None, prog: str = "servesim profile-served") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=(
+        "Profile a real model as the real executor serves it, host time included: its stages and ramp heads as "
+        "served, and a <model>_host model with the host's own time before a batch, between calls, after exits and "
+        "after the last stage, into a profile CSV (docs/PROFILES.md). Name that host model in an experiment's "
+        "exits.host."))
     networks = sorted(n for n in MODELS if n.endswith("_ee") and n not in REAL_MODELS)
     parser.add_argument("--model", required=True, help=f"a trained real model ({', '.join(sorted(REAL_MODELS))}) "
                                                        f"or an early-exit network, random weights ({', '.join(networks)})")

@@ -113,6 +113,13 @@ def test_version_and_every_argument_has_help(servesim):
         assert all(len(line.split(None, 1)) == 2 for line in positional), (command, positional)  # name, then help
 
 
+def test_profile_served_help_is_plain_text(servesim):
+    pytest.importorskip("torch")
+    result = servesim("profile-served", "--help")
+    assert result.rc == 0 and "as the real executor serves it" in result.out
+    assert "``" not in result.out and ":func:" not in result.out  # no reST markup
+
+
 def test_quickstart_checks(servesim):
     result = servesim("check", QUICKSTART)
     assert result.rc == 0, result.err
