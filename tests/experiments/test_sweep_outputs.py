@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 
 import matplotlib.image
 import numpy as np
@@ -43,13 +44,20 @@ def _row(results, name) -> pd.Series:
     return rows.iloc[0]
 
 
-def test_cli_reports_every_run(sweep):
+def test_cli_reports_every_run(sweep, servesim, tmp_path):
+    # the session's sweep ran --quiet: the closing line alone
     assert sweep.result.rc == 0
-    lines = sweep.result.out.splitlines()
+    quiet = sweep.result.out.splitlines()
+    assert len(quiet) == 1 and quiet[0].startswith("8 of 8 runs finished; results in "), quiet
+    # without --quiet, a line per run (here for runs kept from it, in a copy of its folder)
+    out = tmp_path / "out"
+    shutil.copytree(sweep.out, out)
+    again = servesim("run", sweep.yaml, "--out", out, "--resume")
+    assert again.rc == 0, again.err
+    lines = again.out.splitlines()
     for name in RUN_NAMES:
         assert sum(line.startswith(f"{name}: p50 ") for line in lines) == 1
-    assert lines[-1].startswith("8 of 8 runs finished; results in ")
-    assert "reused" not in lines[-1]
+    assert lines[-1].startswith("8 of 8 runs finished (8 kept from an earlier run); results in ")
 
 
 def test_results_csv_has_one_row_per_run_and_the_documented_columns(results):
