@@ -108,13 +108,14 @@ from traces.trace import Trace
 from .errors import SimulationError
 from .exits import ExitRun
 from .host import ServingHost
-from .records import BUILD_ROWS, COMPLETED, DROPPED, REJECTED, RequestTable
+from .records import COMPLETED, DROPPED, REJECTED, RequestTable
 
 CORE_MODES = ("lanes", "threads")
 # The window of arrival times the engine holds as Python floats beyond the last routed
 # (see _Cluster.slide), and the arrivals between two calls of a run's progress callback.
 WINDOW = 1 << 16
 PROGRESS_EVERY = 1 << 16
+BUILD_ROWS = 1 << 16  # requests per step when a task's table is built: bounds its temporaries (~3 MB)
 Key = tuple[str, str, int]  # (task, variant, cores)
 
 
@@ -482,6 +483,10 @@ class _Cluster:
         self.requeued = False  # whether a request was ever queued again (a queue then need not be in order)
         self.arrived = 0  # arrivals routed so far (all of those at or before the last catch_up)
         self.timer_set = False
+        # read off the lanes' logs as the tables are built (task_columns): each replica's
+        # seconds running batches, and the last batch's end (the run's end, with exits)
+        self.busy_s: Optional[np.ndarray] = None
+        self.last_batch_end = 0.0
         self.timer_at = np.inf  # the arrival time the timer is set for, while one is
         self.waiting = 0  # lanes of source tasks waiting for work: while any does, arrivals need a timer
         self.lanes = 0
@@ -922,7 +927,6 @@ class _Cluster:
         queue = replica.queue
         popleft = queue.popleft
         routed = dep.router is not None
-        unload = self.unloader(replica)
         waiter = _Waiter(self, replica)
         peek = env.peek
         yield env.timeout(0.0)  # its replica was there from the start: it serves once every lane is up
@@ -938,7 +942,7 @@ class _Cluster:
                 while queue and now - since[queue[0]] > limit:
                     rid = popleft()
                     if routed:
-                        unload(1)
+                        loads[slot] -= 1
                     self.drop(task, rid, since[rid] + limit, number)
             if queue:
                 size, wake_at = decide(now, len(queue), since[queue[0]], self.exhausted, free_since)
@@ -1092,11 +1096,11 @@ class _Cluster:
     def task_columns(self) -> tuple[dict[str, TaskColumns], dict[str, np.ndarray]]:
         """Per task, its :class:`TaskColumns` and each request's variant there (index into
         its variants; -1 where it was not served there), expanded from the lanes' batch
-        logs :data:`sim.records.BUILD_ROWS` requests at a time (which bounds the
+        logs :data:`BUILD_ROWS` requests at a time (which bounds the
         temporaries); each log is let go once in the task's batch table."""
         stages, variants = {}, {}
         n = self.arrival.size
-        self.busy_s, self.last_batch_end = np.zeros(len(self.records)), 0.0
+        self.busy_s = np.zeros(len(self.records))
         variant_of = np.array([r.deployment.variant_index for r in self.records], dtype=np.int16)
         for task in self.tasks:
             codes_of = self.batch_of[task]

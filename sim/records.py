@@ -26,9 +26,6 @@ COLUMNS = {
 }
 
 
-BUILD_ROWS = 1 << 16  # requests per step when a table is built: bounds its temporaries (~3 MB)
-
-
 @dataclass
 class RequestTable:
     """Columns of the per-request table; see :data:`COLUMNS` for their meaning."""
