@@ -38,13 +38,13 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 
 import numpy as np  # noqa: E402
 
-from policies.autoscaling import Deployment, Plan, StaticAdapter  # noqa: E402
-from policies.batching import DynamicBatcher  # noqa: E402
-from policies.routing import JoinShortestQueue  # noqa: E402
-from sim import simulate  # noqa: E402
-from sim.cluster import ClusterCosts, simulate_cluster  # noqa: E402
-from traces import Trace  # noqa: E402
-from workloads import PROFILES_DIR, CostModel, Empirical, Exponential, Profile, load_profile  # noqa: E402
+from servesim.policies.autoscaling import Deployment, Plan, StaticAdapter  # noqa: E402
+from servesim.policies.batching import DynamicBatcher  # noqa: E402
+from servesim.policies.routing import JoinShortestQueue  # noqa: E402
+from servesim.sim import simulate  # noqa: E402
+from servesim.sim.cluster import ClusterCosts, simulate_cluster  # noqa: E402
+from servesim.traces import Trace  # noqa: E402
+from servesim.workloads import PROFILES_DIR, CostModel, Empirical, Exponential, Profile, load_profile  # noqa: E402
 
 SEED = 20261206
 FINISH_ATOL = 1e-9  # seconds: the two loops' finish times may differ by clock rounding only

@@ -63,11 +63,11 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 
 import numpy as np  # noqa: E402
 
-from policies.batching import DynamicBatcher  # noqa: E402
-from policies.routing import JoinShortestQueue  # noqa: E402
-from sim import engine  # noqa: E402
-from traces import Trace, poisson  # noqa: E402
-from workloads import PROFILES_DIR, CostModel, Empirical, Exponential, Profile, load_profile  # noqa: E402
+from servesim.policies.batching import DynamicBatcher  # noqa: E402
+from servesim.policies.routing import JoinShortestQueue  # noqa: E402
+from servesim.sim import engine  # noqa: E402
+from servesim.traces import Trace, poisson  # noqa: E402
+from servesim.workloads import PROFILES_DIR, CostModel, Empirical, Exponential, Profile, load_profile  # noqa: E402
 
 RHO = 0.9                 # M/M/1 load: arrival rate 0.9/s, mean service 1 s
 SEED = 20240601

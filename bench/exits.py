@@ -32,8 +32,8 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 
 import numpy as np  # noqa: E402
 
-from policies.exit import ConfidenceThreshold, ExitObservation  # noqa: E402
-from policies.stopping import MarkovChain, TTamer, aggregate, solve_no_recall, solve_recall  # noqa: E402
+from servesim.policies.exit import ConfidenceThreshold, ExitObservation  # noqa: E402
+from servesim.policies.stopping import MarkovChain, TTamer, aggregate, solve_no_recall, solve_recall  # noqa: E402
 
 EXITS, BINS, SSA_Q, SAMPLES = 12, 1000, 100, 50_000
 BATCHES = (1, 16, 64)

@@ -3,10 +3,10 @@
 # ResNet-50 and BERT-base (4 stages, as the H100 yardstick cuts it) with exits, fp16,
 # eager, measured by the project's profilers on the device:
 #
-#   * the kernel profile (python -m workloads.profiler_torch): every stage and ramp head
+#   * the kernel profile (python -m servesim.workloads.profiler_torch): every stage and ramp head
 #     at batch sizes 1-16, CUDA events, host enqueue time in the metadata, the whole
 #     backbone as <model>_e2e;
-#   * the served profile (python -m experiments.profile_served): the model as the real
+#   * the served profile (python -m servesim.experiments.profile_served): the model as the real
 #     executor serves it, its host rows (batch, exit, leave, final, turnaround, total),
 #     where a head holds the synchronisation and copy that reading a ramp needs and
 #     leave the gather of the rows that go on;
@@ -59,11 +59,11 @@ for model in resnet50_ee bert4_ee; do
     if [ "$model" = bert4_ee ]; then size=("${TEXT[@]}"); else size=("${IMAGE[@]}"); fi
     tag="${DEVICE%%:*}_${model}_${DTYPE}"
     echo "== $model: kernel profile"
-    "$PYTHON" -m workloads.profiler_torch --model "$model" --device "$DEVICE" --dtype "$DTYPE" \
+    "$PYTHON" -m servesim.workloads.profiler_torch --model "$model" --device "$DEVICE" --dtype "$DTYPE" \
         --batch-sizes "$SIZES" --repeats "$REPEATS" --max-seconds-per-point "$MAX_S" "${size[@]}" \
         --out "$work/${tag}_eager.csv"
     echo "== $model: served profile"
-    "$PYTHON" -m experiments.profile_served --model "$model" --device "$DEVICE" --dtype "$DTYPE" \
+    "$PYTHON" -m servesim.experiments.profile_served --model "$model" --device "$DEVICE" --dtype "$DTYPE" \
         --batch-sizes "$SERVED_SIZES" --repeats "$SERVED_REPEATS" "${size[@]}" \
         --out "$work/${tag}_eager_served.csv"
 done

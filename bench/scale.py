@@ -96,7 +96,7 @@ def child(path: str, out: str, jobs: int) -> None:
     """The ``servesim`` entry point in this process, between two memory readings."""
     import pyarrow.parquet  # noqa: F401  (loaded by the parquet write anyway: part of the baseline)
 
-    from experiments import cli
+    from servesim.experiments import cli
 
     after_imports = peak_rss_mb()
     t0 = time.perf_counter()
@@ -114,10 +114,10 @@ def column_bytes() -> tuple[float, float]:
     ``requests.parquet`` holds, read off a small run."""
     import numpy as np
 
-    from policies.batching import DynamicBatcher
-    from sim import simulate
-    from traces import poisson
-    from workloads import PROFILES_DIR, CostModel, load_profile
+    from servesim.policies.batching import DynamicBatcher
+    from servesim.sim import simulate
+    from servesim.traces import poisson
+    from servesim.workloads import PROFILES_DIR, CostModel, load_profile
 
     cost = CostModel(load_profile(PROFILES_DIR / "cpu_mlp.csv"), "mlp3")
     table = simulate(poisson(1000, count=1000, rng=np.random.default_rng(0)), cost, DynamicBatcher(8, 0.001)).requests

@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 
 import numpy as np  # noqa: E402
 
-from policies import infadapter, ipa  # noqa: E402
+from servesim.policies import infadapter, ipa  # noqa: E402
 
 SEED = 20261202
 INSTANCES = 20

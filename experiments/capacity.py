@@ -16,11 +16,11 @@ from typing import Sequence
 
 import numpy as np
 
-from policies import infadapter
-from policies.batching import DynamicBatcher
-from sim import simulate
-from traces.trace import Trace
-from workloads import CostModel
+from servesim.policies import infadapter
+from servesim.policies.batching import DynamicBatcher
+from servesim.sim import simulate
+from servesim.traces.trace import Trace
+from servesim.workloads import CostModel
 
 PROBE_REQUESTS = 4000
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from traces import FORMATS, describe, load as load_trace
+from servesim.traces import FORMATS, describe, load as load_trace
 
 from .cluster_runner import ceiling_warnings
 from .config import load
@@ -117,12 +117,12 @@ def _profile(args) -> int:
     servesim runs without torch, and each profiler's own parser stays the one definition
     of its options. ``servesim profile import`` needs no torch: it converts a CSV."""
     if args.command == "profile" and args.profiler_args[:1] == ["import"]:
-        from workloads.profile_import import main as import_profile  # noqa: PLC0415
+        from servesim.workloads.profile_import import main as import_profile  # noqa: PLC0415
 
         return import_profile(args.profiler_args[1:])
     try:
         if args.command == "profile":
-            from workloads.profiler_torch import main as profile
+            from servesim.workloads.profiler_torch import main as profile
         else:
             from .profile_served import main as profile
     except ModuleNotFoundError as exc:

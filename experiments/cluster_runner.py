@@ -16,14 +16,14 @@ from typing import Optional
 
 import numpy as np
 
-from policies.autoscaling import Deployment, Plan
-from sim.cluster import ClusterCosts, ClusterResults, TaskColumns, simulate_cluster
-from sim.exits import ExitRun
-from sim.metrics import summarize_cluster
-from workloads import load_profile
-from workloads.exits import SegmentCosts
-from workloads.variant_costs import VariantCosts
-from workloads.variants import FAMILIES, PIPELINES, Pipeline, cpu_hardware
+from servesim.policies.autoscaling import Deployment, Plan
+from servesim.sim.cluster import ClusterCosts, ClusterResults, TaskColumns, simulate_cluster
+from servesim.sim.exits import ExitRun
+from servesim.sim.metrics import summarize_cluster
+from servesim.workloads import load_profile
+from servesim.workloads.exits import SegmentCosts
+from servesim.workloads.variant_costs import VariantCosts
+from servesim.workloads.variants import FAMILIES, PIPELINES, Pipeline, cpu_hardware
 
 from . import store
 from .cluster_specs import Context

@@ -17,10 +17,10 @@ import numpy as np
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
-from policies import autoscaling, ipa, predictors, scaling
-from workloads.exits import SegmentCosts
-from workloads.variant_costs import VariantCosts
-from workloads.variants import Pipeline
+from servesim.policies import autoscaling, ipa, predictors, scaling
+from servesim.workloads.exits import SegmentCosts
+from servesim.workloads.variant_costs import VariantCosts
+from servesim.workloads.variants import Pipeline
 
 from .capacity import infadapter_variant
 from .registry import ADAPTERS, PREDICTORS, TRACES

@@ -21,8 +21,8 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationError, field_validator, model_validator)
 
-from policies.batching import DeadlineBatcher, DynamicBatcher, FixedBatcher
-from workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND, check_assumed_host
+from servesim.policies.batching import DeadlineBatcher, DynamicBatcher, FixedBatcher
+from servesim.workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND, check_assumed_host
 
 from . import cluster_specs, specs  # noqa: F401  (registers the names)
 from .cluster_specs import DeploymentConfig

@@ -12,12 +12,12 @@ from typing import Optional
 
 import numpy as np
 
-from sim.exits import ExitSetup
-from traces.loaders import EXIT_STAGE
-from workloads import ProfileError
-from workloads.behaviour import BehaviourTable
-from workloads.drift import DriftingBehaviour, RecordedStream
-from workloads.exits import ExitModel, SegmentCosts
+from servesim.sim.exits import ExitSetup
+from servesim.traces.loaders import EXIT_STAGE
+from servesim.workloads import ProfileError
+from servesim.workloads.behaviour import BehaviourTable
+from servesim.workloads.drift import DriftingBehaviour, RecordedStream
+from servesim.workloads.exits import ExitModel, SegmentCosts
 
 from .config import ConfigError
 from .files import exists

@@ -23,8 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sim import summarize  # noqa: E402
-from sim.real import RUN, execute, measure_served  # noqa: E402
+from servesim.sim import summarize  # noqa: E402
+from servesim.sim.real import RUN, execute, measure_served  # noqa: E402
 
 from . import store  # noqa: E402
 from .config import ConfigError, expand, load  # noqa: E402

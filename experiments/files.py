@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workloads import PROFILES_DIR
+from servesim.workloads import PROFILES_DIR
 
 from .config import ConfigError
 

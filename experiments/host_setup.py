@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sim.host import ServingHost
-from workloads import Profile, ProfileError
-from workloads.exits import INTAKE
-from workloads.noise import Empirical, Percentiles
+from servesim.sim.host import ServingHost
+from servesim.workloads import Profile, ProfileError
+from servesim.workloads.exits import INTAKE
+from servesim.workloads.noise import Empirical, Percentiles
 
 from .config import ConfigError, HostConfig
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from workloads.profile import Profile
-from workloads.variant_costs import LOAD_STAGE
-from workloads.variants import cpu_cores
+from servesim.workloads.profile import Profile
+from servesim.workloads.variant_costs import LOAD_STAGE
+from servesim.workloads.variants import cpu_cores
 
 from .config import ConfigError, ResourceConfig
 

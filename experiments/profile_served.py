@@ -40,12 +40,12 @@ import time
 import numpy as np
 import torch  # the `real` extra: servesim imports this module only when asked to profile
 
-from sim.real import RUN, measure_served
-from workloads.exits import ALL_LEFT, HOST_STAGES, INTAKE, TOTAL, TURNAROUND
-from workloads.profile import Profile
-from workloads.profiler_cpu import cpu_metadata
-from workloads.profiler_torch import DTYPES, cuda_math, hardware_name
-from workloads.torch_models import MODELS
+from servesim.sim.real import RUN, measure_served
+from servesim.workloads.exits import ALL_LEFT, HOST_STAGES, INTAKE, TOTAL, TURNAROUND
+from servesim.workloads.profile import Profile
+from servesim.workloads.profiler_cpu import cpu_metadata
+from servesim.workloads.profiler_torch import DTYPES, cuda_math, hardware_name
+from servesim.workloads.torch_models import MODELS
 
 from .real_models import REAL_MODELS, RealModel, served_network, warm_up
 

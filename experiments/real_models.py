@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from sim.real import StagedModel
+from servesim.sim.real import StagedModel
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class RealModel:
 def _digits_torch_ee(rows: Optional[np.ndarray], threads: int) -> RealModel:
     """The torch early-exit MLP on digits (workloads/digits_torch.py): request row k is fed
     held-out input ``rows[k]`` (default: input k), the input its behaviour row was measured on."""
-    from workloads import digits_torch  # noqa: PLC0415  (the `real` extra)
+    from servesim.workloads import digits_torch  # noqa: PLC0415  (the `real` extra)
 
     inputs = digits_torch.held_out_inputs(digits_torch.load_or_train()[1])
     return _digits_model(inputs if rows is None else inputs[rows], threads)
@@ -51,7 +51,7 @@ def _digits_torch_ee_json(rows: Optional[np.ndarray], threads: int) -> RealModel
     answers) of ``digits_torch_ee``; the difference is the host's work per request, some
     60-100 us on the development machine: the parse-and-decode every serving front end
     does, on the thread that also runs the batches."""
-    from workloads import digits_torch  # noqa: PLC0415
+    from servesim.workloads import digits_torch  # noqa: PLC0415
 
     inputs = digits_torch.held_out_inputs(digits_torch.load_or_train()[1])
     inputs = inputs if rows is None else inputs[rows]
@@ -74,7 +74,7 @@ def _digits_model(inputs: np.ndarray, threads: int, intake: Optional[Callable[[i
     """The digits model serving rows of ``inputs`` (a numpy array the input tensor shares)."""
     import torch  # noqa: PLC0415  (the `real` extra)
 
-    from workloads import digits_torch, torch_models  # noqa: PLC0415
+    from servesim.workloads import digits_torch, torch_models  # noqa: PLC0415
 
     torch.set_num_threads(threads)
     ee = torch_models.build("digits_torch_ee")
@@ -102,8 +102,8 @@ def served_network(name: str, device: str = "cpu", dtype: str = "fp32", size: Op
     costs can be measured without trained weights."""
     import torch  # noqa: PLC0415  (the `real` extra)
 
-    from workloads import torch_models  # noqa: PLC0415
-    from workloads.profiler_torch import DTYPES, resolve_device  # noqa: PLC0415
+    from servesim.workloads import torch_models  # noqa: PLC0415
+    from servesim.workloads.profiler_torch import DTYPES, resolve_device  # noqa: PLC0415
 
     dev = resolve_device(device)
     torch.set_num_threads(threads)

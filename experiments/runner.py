@@ -21,13 +21,13 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from sim import simulate, summarize
-from sim.exits import ExitSetup
-from sim.host import ServingHost
-from traces import FORMATS, TraceError
-from workloads import CostModel, ProfileError, ProfileRangeError, load_profile
-from workloads.behaviour import BehaviourError
-from workloads.exits import SegmentCosts
+from servesim.sim import simulate, summarize
+from servesim.sim.exits import ExitSetup
+from servesim.sim.host import ServingHost
+from servesim.traces import FORMATS, TraceError
+from servesim.workloads import CostModel, ProfileError, ProfileRangeError, load_profile
+from servesim.workloads.behaviour import BehaviourError
+from servesim.workloads.exits import SegmentCosts
 
 from . import cluster_runner, store
 from .executors import LOCAL, InProcess, make_executor

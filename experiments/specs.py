@@ -15,11 +15,11 @@ from typing import Annotated, ClassVar, Literal, Optional, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-import traces
-from traces import _checks
-from policies import batching, exit as exit_policies, routing, stopping
-from policies import apparate, offline
-from workloads import behaviour, drift, noise
+from servesim import traces
+from servesim.traces import _checks
+from servesim.policies import batching, exit as exit_policies, routing, stopping
+from servesim.policies import apparate, offline
+from servesim.workloads import behaviour, drift, noise
 
 from .registry import BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, ROUTERS, TRACES
 
@@ -451,10 +451,10 @@ class TraceExitsBehaviour(Spec):
 class BuiltinBehaviour(Spec):
     """A table shipped in ``workloads/data``, held-out samples of a real early-exit
     network: ``digits_ee`` (the MLP trained on scikit-learn's digits by ``python -m
-    workloads.digits``; 4 exits), ``digits_torch_ee`` (its PyTorch twin, ``python -m
-    workloads.digits_torch``; 4 exits) and ``langid_ee`` (a byte-level transformer
+    servesim.workloads.digits``; 4 exits), ``digits_torch_ee`` (its PyTorch twin, ``python -m
+    servesim.workloads.digits_torch``; 4 exits) and ``langid_ee`` (a byte-level transformer
     identifying the language of 1-4 word phrases in 12 languages, ``python -m
-    workloads.langid``; 6 exits: ramp1-5 after blocks 1-5, then final; its profile is
+    servesim.workloads.langid``; 6 exits: ramp1-5 after blocks 1-5, then final; its profile is
     ``builtin:cpu_langid_ee``)."""
     kind: Literal["builtin"]
     name: str
@@ -478,7 +478,7 @@ def _shipped(name: str, what: str, sidecar: str = "") -> Path:
 class RecordingBehaviour(Spec):
     """A real recording shipped in ``workloads/data``: rows in capture order, each a real
     network's behaviour on what was live then (``digits_video``: held-out digits filmed
-    in clear, dusk and glare scenes at 30 fps, ``python -m workloads.video``). A request
+    in clear, dusk and glare scenes at 30 fps, ``python -m servesim.workloads.video``). A request
     meets the row live when it arrives, and the policy is fitted on the rows before the
     live stream (``fit_fraction`` of the first scene)."""
     kind: Literal["recording"]

@@ -86,7 +86,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from policies.exit import BatchFeedback, Decision, ExitObservation, ExitPolicy, _stop_or_last, check_stage_costs
+from servesim.policies.exit import BatchFeedback, Decision, ExitObservation, ExitPolicy, _stop_or_last, check_stage_costs
 
 _SLACK = 1e-9      # float rounding in budget checks (a share of a count, a sum of latencies)
 _NO_GAIN = 1e-12   # latency gains closer than this are equal (float noise of a mean)

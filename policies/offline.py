@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from policies.exit import Decision, ExitObservation, ExitPolicy, _stop_or_last, check_stage_costs
+from servesim.policies.exit import Decision, ExitObservation, ExitPolicy, _stop_or_last, check_stage_costs
 
 _SLACK = 1e-9  # per row: float noise in summed costs (agreement counts are exact)
 

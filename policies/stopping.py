@@ -62,7 +62,7 @@ import numpy as np
 
 from sklearn.isotonic import IsotonicRegression
 
-from policies.exit import Decision, ExitObservation, ExitPolicy, check_stage_costs
+from servesim.policies.exit import Decision, ExitObservation, ExitPolicy, check_stage_costs
 
 _ATOL = 1e-9
 # Relative tolerance under which stopping and continuing count as tied (see _crossing).

@@ -100,10 +100,10 @@ from typing import Callable, ClassVar, Mapping, Optional, Sequence
 import numpy as np
 import simpy
 
-from policies.autoscaling import Adapter, ClusterObservation, Plan, StaticAdapter
-from policies.batching import NEVER_BUSY, BatchingPolicy, DynamicBatcher
-from policies.routing import Router
-from traces.trace import Trace
+from servesim.policies.autoscaling import Adapter, ClusterObservation, Plan, StaticAdapter
+from servesim.policies.batching import NEVER_BUSY, BatchingPolicy, DynamicBatcher
+from servesim.policies.routing import Router
+from servesim.traces.trace import Trace
 
 from .errors import SimulationError
 from .exits import ExitRun

@@ -14,9 +14,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from policies.autoscaling import Deployment, Plan, StaticAdapter
-from policies.routing import JoinShortestQueue
-from traces.trace import Trace
+from servesim.policies.autoscaling import Deployment, Plan, StaticAdapter
+from servesim.policies.routing import JoinShortestQueue
+from servesim.traces.trace import Trace
 
 from .cluster import ClusterCosts, ClusterResults, simulate_cluster
 from .exits import ExitRun, ExitSetup

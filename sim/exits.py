@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from policies.exit import BatchFeedback, ExitObservation, ExitPolicy, OracleObservation
+from servesim.policies.exit import BatchFeedback, ExitObservation, ExitPolicy, OracleObservation
 
 from .errors import SimulationError
 

@@ -33,8 +33,8 @@ from typing import Callable, ContextManager, Optional, Sequence
 
 import numpy as np
 
-from policies.batching import NEVER_BUSY, DynamicBatcher
-from policies.exit import ExitObservation, ExitPolicy, NeverExit
+from servesim.policies.batching import NEVER_BUSY, DynamicBatcher
+from servesim.policies.exit import ExitObservation, ExitPolicy, NeverExit
 
 from .errors import SimulationError
 from .exits import SEMANTICS

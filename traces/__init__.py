@@ -7,9 +7,9 @@ speed up, truncate) and summary statistics. Everything it returns is a validated
 all randomness comes from an explicit ``numpy.random.Generator``.
 """
 
-from traces.counts import from_counts
-from traces.generators import diurnal, gamma, mmpp2, poisson, spike, step
-from traces.loaders import (
+from servesim.traces.counts import from_counts
+from servesim.traces.generators import diurnal, gamma, mmpp2, poisson, spike, step
+from servesim.traces.loaders import (
     FORMATS,
     Format,
     load,
@@ -18,9 +18,9 @@ from traces.loaders import (
     load_timestamps,
     load_twitter_counts,
 )
-from traces.stats import describe
-from traces.trace import Trace, TraceError
-from traces.transforms import compress_time, concat, head, scale_rate, window
+from servesim.traces.stats import describe
+from servesim.traces.trace import Trace, TraceError
+from servesim.traces.transforms import compress_time, concat, head, scale_rate, window
 
 __all__ = [
     "FORMATS",

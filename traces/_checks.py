@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from traces.trace import TraceError
+from servesim.traces.trace import TraceError
 
 # The most arrivals one trace may hold: 8 GB of arrival times alone, before the engine's
 # per-request table. A request for more is a slip (a rate in the wrong unit, a count

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from traces import _checks
-from traces.trace import Trace, TraceError
+from servesim.traces import _checks
+from servesim.traces.trace import Trace, TraceError
 
 MODES = ("uniform", "poisson")
 

@@ -21,9 +21,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from traces import _checks
-from traces.counts import scatter
-from traces.trace import Trace, TraceError
+from servesim.traces import _checks
+from servesim.traces.counts import scatter
+from servesim.traces.trace import Trace, TraceError
 
 # chunk(start, stop) -> (sorted arrival times after start, end): the process from `start`
 # to `end`. It aims at end >= stop but may stop short (the driver then asks for more) or

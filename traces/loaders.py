@@ -24,9 +24,9 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from traces import _checks, transforms
-from traces.counts import from_counts
-from traces.trace import Trace, TraceError
+from servesim.traces import _checks, transforms
+from servesim.traces.counts import from_counts
+from servesim.traces.trace import Trace, TraceError
 
 AZURE_LLM_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 AZURE_FUNCTIONS_MINUTES = tuple(str(minute) for minute in range(1, 1441))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from traces.trace import Trace
+from servesim.traces.trace import Trace
 
 
 def describe(trace: Trace) -> dict:

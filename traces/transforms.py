@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from traces import _checks
-from traces.trace import Trace, TraceError
+from servesim.traces import _checks
+from servesim.traces.trace import Trace, TraceError
 
 
 def window(trace: Trace, t0: float, t1: float) -> Trace:

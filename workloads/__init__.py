@@ -6,7 +6,7 @@ routing or scaling) and does not import the engine, the policies or the experime
 Profile tables are in milliseconds; everything the cost model returns is in seconds.
 """
 
-from workloads.behaviour import (
+from servesim.workloads.behaviour import (
     BehaviourError,
     BehaviourTable,
     fixed_exits,
@@ -15,10 +15,10 @@ from workloads.behaviour import (
     save_table,
     synthetic,
 )
-from workloads.cost_model import CostModel, ProfileRangeError, ProfileRangeWarning
-from workloads.exits import ExitModel, Segment, SegmentCosts
-from workloads.model import ModelSpec
-from workloads.noise import (
+from servesim.workloads.cost_model import CostModel, ProfileRangeError, ProfileRangeWarning
+from servesim.workloads.exits import ExitModel, Segment, SegmentCosts
+from servesim.workloads.model import ModelSpec
+from servesim.workloads.noise import (
     BLOCK,
     Deterministic,
     Empirical,
@@ -29,7 +29,7 @@ from workloads.noise import (
     Percentiles,
     Sampler,
 )
-from workloads.profile import (
+from servesim.workloads.profile import (
     COLUMNS,
     PROFILES_DIR,
     REQUIRED_METADATA,

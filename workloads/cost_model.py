@@ -29,9 +29,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from workloads.model import ModelSpec
-from workloads.noise import Deterministic, Noise, Percentiles, Sampler
-from workloads.profile import SAMPLES_SUFFIX, Profile, ProfileError, ProfileRow
+from servesim.workloads.model import ModelSpec
+from servesim.workloads.noise import Deterministic, Noise, Percentiles, Sampler
+from servesim.workloads.profile import SAMPLES_SUFFIX, Profile, ProfileError, ProfileRow
 
 OUT_OF_RANGE = ("extrapolate", "clamp", "error")
 # A run reports the batch sizes it interpolated where the profile's own data put the

@@ -41,8 +41,8 @@ The same recipe serves both datasets, so their fronts differ by data alone. Trai
 under ``threadpool_limits(1)``, so it is deterministic and its time is a one-core time
 whatever the machine (digits about 4 s, mnist1d about 15 s).
 
-    python -m workloads.digits --out workloads/data/digits_ee.npz
-    python -m workloads.digits --dataset mnist1d --out workloads/data/mnist1d_ee.npz
+    python -m servesim.workloads.digits --out workloads/data/digits_ee.npz
+    python -m servesim.workloads.digits --dataset mnist1d --out workloads/data/mnist1d_ee.npz
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from workloads.behaviour import BehaviourTable, from_probabilities, save_table
+from servesim.workloads.behaviour import BehaviourTable, from_probabilities, save_table
 
 HIDDEN = 512
 N_BLOCKS = 4

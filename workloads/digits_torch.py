@@ -37,7 +37,7 @@ How it is built, and why:
 Measured (seed 0, 6 s of training): held-out accuracy 0.912, 0.961, 0.963 for ramp1-3
 and 0.970 for the final head; mean confidence 0.61, 0.78, 0.88 against 0.99.
 
-    python -m workloads.digits_torch --out workloads/data/digits_torch_ee.npz
+    python -m servesim.workloads.digits_torch --out workloads/data/digits_torch_ee.npz
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from workloads.behaviour import BehaviourTable, save_table
-from workloads.digits import HIDDEN, N_BLOCKS, POOL, SEED, DigitsSplit, behaviour_table as _table_of, split_digits
+from servesim.workloads.behaviour import BehaviourTable, save_table
+from servesim.workloads.digits import HIDDEN, N_BLOCKS, POOL, SEED, DigitsSplit, behaviour_table as _table_of, split_digits
 
 FEATURES, CLASSES = 64, 10
 EPOCHS, BATCH, LEARNING_RATE = 20, 64, 1e-3

@@ -35,8 +35,8 @@ from typing import Sequence
 
 import numpy as np
 
-from workloads.behaviour import _ARRAY_FIELDS, BehaviourTable, PathLike, load_table, save_table, synthetic
-from workloads.profile import _atomic
+from servesim.workloads.behaviour import _ARRAY_FIELDS, BehaviourTable, PathLike, load_table, save_table, synthetic
+from servesim.workloads.profile import _atomic
 
 STREAM_SUFFIX = ".stream.json"
 REPLAYS = ("frames", "messages")  # how a recording's rows meet requests (RecordedStream)

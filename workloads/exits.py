@@ -25,9 +25,9 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from workloads.cost_model import CostModel
-from workloads.noise import Deterministic, Empirical, Measured, Noise, PerBatch, Sampler
-from workloads.profile import Profile, ProfileError
+from servesim.workloads.cost_model import CostModel
+from servesim.workloads.noise import Deterministic, Empirical, Measured, Noise, PerBatch, Sampler
+from servesim.workloads.profile import Profile, ProfileError
 
 KINDS = ("early_exit", "cascade")
 

@@ -99,8 +99,8 @@ of those are right. 4.4% of phrases are right at ramp1 but wrong at the final he
 86% are right at some exit. Most of the final head's errors are between neighbours
 (da/sv, es/pt, fr/es, it/es).
 
-    python -m workloads.langid --out workloads/data/langid_ee.npz
-    python -m workloads.langid --stream    # workloads/data/langid_stream.npz, after the above
+    python -m servesim.workloads.langid --out workloads/data/langid_ee.npz
+    python -m servesim.workloads.langid --stream    # workloads/data/langid_stream.npz, after the above
 """
 
 from __future__ import annotations
@@ -119,9 +119,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from workloads.behaviour import BehaviourTable, from_probabilities, save_table
-from workloads.drift import RecordedStream, accuracy_by_condition, save_stream
-from workloads.digits_torch import _frozen, _reproducible, _train_ramp, cache_root, load_weights, save_weights
+from servesim.workloads.behaviour import BehaviourTable, from_probabilities, save_table
+from servesim.workloads.drift import RecordedStream, accuracy_by_condition, save_stream
+from servesim.workloads.digits_torch import _frozen, _reproducible, _train_ramp, cache_root, load_weights, save_weights
 
 LANGUAGES = ("en", "de", "nl", "sv", "da", "fr", "es", "pt", "it", "ro", "pl", "cs")
 TOP_WORDS = 5000

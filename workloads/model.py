@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workloads.profile import Profile
+from servesim.workloads.profile import Profile
 
 
 @dataclass(frozen=True)

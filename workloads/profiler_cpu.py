@@ -12,18 +12,18 @@ Thread counts must be fixed before numpy is imported, and importing this module 
 imported numpy (through ``workloads``), so :func:`main` re-runs itself in a child
 process with the thread variables set when they are not.
 
-    python -m workloads.profiler_cpu --out workloads/profiles/cpu_mlp.csv
+    python -m servesim.workloads.profiler_cpu --out workloads/profiles/cpu_mlp.csv
 
 ``--model digits_ee`` times the trained early-exit network of :mod:`workloads.digits`
 instead (stages block1, ramp1, ..., ramp3, block4; each ramp on its block's real
 output, fed real held-out digits): the same weights that produced the shipped
 behaviour table ``workloads/data/digits_ee.npz``.
 
-    python -m workloads.profiler_cpu --model digits_ee --out workloads/profiles/cpu_digits_ee.csv
+    python -m servesim.workloads.profiler_cpu --model digits_ee --out workloads/profiles/cpu_digits_ee.csv
 
 ``--model mnist1d_ee``: the same network trained on MNIST-1D (40 inputs, not 64).
 
-    python -m workloads.profiler_cpu --model mnist1d_ee --out workloads/profiles/cpu_mnist1d_ee.csv
+    python -m servesim.workloads.profiler_cpu --model mnist1d_ee --out workloads/profiles/cpu_mnist1d_ee.csv
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from workloads.profile import Profile
+from servesim.workloads.profile import Profile
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 # Stage name -> (input width, hidden width, output width).
@@ -124,7 +124,7 @@ def mlp3(rng: np.random.Generator) -> tuple[list[StageFn], Callable[[int], np.nd
 def trained_mlp_ee(dataset: str, rng: np.random.Generator) -> tuple[list[StageFn], Callable[[int], np.ndarray], str]:
     """The early-exit MLP of :mod:`workloads.digits` trained on ``dataset``, fed its real
     held-out rows (imported here: mlp3 needs only numpy)."""
-    from workloads import digits
+    from servesim.workloads import digits
 
     net, split, _ = digits.build(dataset=dataset)
     widths = ">".join(map(str, [net.backbone[0][0].shape[0], *(w.shape[1] for w, _ in net.backbone)]))
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = str(args.threads)
     if any(os.environ.get(var) != wanted for var in THREAD_VARS):
         env = {**os.environ, **{var: wanted for var in THREAD_VARS}}
-        cmd = [sys.executable, "-m", "workloads.profiler_cpu", *(sys.argv[1:] if argv is None else argv)]
+        cmd = [sys.executable, "-m", "servesim.workloads.profiler_cpu", *(sys.argv[1:] if argv is None else argv)]
         return subprocess.run(cmd, env=env, check=False).returncode
 
     started = time.perf_counter()

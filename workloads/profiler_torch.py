@@ -52,7 +52,7 @@ Execution is eager (``execution_mode: eager`` in the metadata); :func:`measure` 
 the mode as a parameter so that a CUDA-graph mode (each point's call captured once and
 replayed) can be added where the calls are made, in :func:`time_point`.
 
-    python -m workloads.profiler_torch --model resnet18_ee --device cpu --dtype fp32 \\
+    python -m servesim.workloads.profiler_torch --model resnet18_ee --device cpu --dtype fp32 \\
         --out workloads/profiles/cpu_resnet18_ee.csv
 """
 
@@ -77,10 +77,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from workloads.profile import Profile, load_profile
-from workloads.profiler_cpu import BATCH_SIZES, cpu_name
-from workloads.torch_models import MODELS, EEModel, build
-from workloads.variants import cpu_cores, cpu_hardware
+from servesim.workloads.profile import Profile, load_profile
+from servesim.workloads.profiler_cpu import BATCH_SIZES, cpu_name
+from servesim.workloads.torch_models import MODELS, EEModel, build
+from servesim.workloads.variants import cpu_cores, cpu_hardware
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 LAUNCH_BOUND = 0.9  # host enqueue / device span above which the GPU waited on the host
@@ -427,7 +427,7 @@ def _load_repeats(text: str) -> int:
     return value
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m workloads.profiler_torch") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m servesim.workloads.profiler_torch") -> int:
     """The command line (also ``servesim profile``, which passes its own ``prog``):
     measure, write, say where. A bad model or device name is one error line, status 2."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])

@@ -23,7 +23,7 @@ in one call, as a server without exits runs it. They are latency proxies with th
 published architectures' shapes (layers, widths, heads, vocabularies), not the
 trained models: nothing is downloaded, and outputs are meaningless.
 
-    from workloads.torch_models import build
+    from servesim.workloads.torch_models import build
     model = build("resnet18_ee")
     for name, module, trunk in model.stages(): ...
 """
@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from workloads import digits_torch, langid
+from servesim.workloads import digits_torch, langid
 
 
 @dataclass

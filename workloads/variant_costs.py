@@ -12,7 +12,7 @@ hardware :func:`workloads.variants.cpu_hardware` names for the cores its lane ru
 or, where replicas hold whole accelerators (``device``: a GPU's or a MIG slice's
 hardware name), on that device, one per lane;
 its cold start is the ``load`` stage of ``<model>_load`` (``python -m
-workloads.profiler_torch --load-time``), median, at batch 1.
+servesim.workloads.profiler_torch --load-time``), median, at batch 1.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ A policy is fitted on the footage a deployment has before going live: the first
 ``fraction`` of the first (clear) scene; the live stream starts right after it
 (:meth:`RecordedStream.split_bootstrap`), so requests never meet a fitted frame.
 
-    python -m workloads.video --out workloads/data/digits_video.npz
+    python -m servesim.workloads.video --out workloads/data/digits_video.npz
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import time
 
 import numpy as np
 
-from workloads import digits
-from workloads.drift import RecordedStream, accuracy_by_condition, save_stream, scene_schedule
+from servesim.workloads import digits
+from servesim.workloads.drift import RecordedStream, accuracy_by_condition, save_stream, scene_schedule
 
 CONDITIONS = ("clear", "dusk", "glare")
 FPS = 30.0

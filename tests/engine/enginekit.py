@@ -11,9 +11,9 @@ from typing import Mapping, Optional, Union
 
 import numpy as np
 
-from sim.records import COMPLETED, DROPPED, REJECTED  # noqa: F401  (re-exported for tests)
-from traces.trace import Trace
-from workloads import CostModel, Deterministic, Profile
+from servesim.sim.records import COMPLETED, DROPPED, REJECTED  # noqa: F401  (re-exported for tests)
+from servesim.traces.trace import Trace
+from servesim.workloads import CostModel, Deterministic, Profile
 
 from guards import time_limit  # noqa: F401  (re-exported for tests)
 

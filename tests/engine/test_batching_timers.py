@@ -6,11 +6,11 @@ which must batch the same. One worker, every batch 10 ms."""
 import numpy as np
 import pytest
 
-from policies.batching import DynamicBatcher
-from policies.exit import NeverExit
-from sim import simulate
-from sim.real import StagedModel, _serve, execute
-from traces.trace import Trace
+from servesim.policies.batching import DynamicBatcher
+from servesim.policies.exit import NeverExit
+from servesim.sim import simulate
+from servesim.sim.real import StagedModel, _serve, execute
+from servesim.traces.trace import Trace
 
 from enginekit import VirtualClock, make_cost
 

@@ -52,10 +52,10 @@ import numpy as np
 import pytest
 
 from enginekit import COMPLETED, batch_means, batch_quantile, make_cost, mmc_wq, mmc_wq_quantile, poisson_times
-from policies.batching import DynamicBatcher
-from sim import simulate
-from traces.trace import Trace
-from workloads import Exponential
+from servesim.policies.batching import DynamicBatcher
+from servesim.sim import simulate
+from servesim.traces.trace import Trace
+from servesim.workloads import Exponential
 
 ciw = pytest.importorskip("ciw")
 

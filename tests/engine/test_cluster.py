@@ -13,16 +13,16 @@ import math
 import numpy as np
 import pytest
 
-from policies.autoscaling import ClusterObservation, Deployment, Plan, StaticAdapter
-from policies.batching import DynamicBatcher, FixedBatcher
-from sim.cluster import ClusterCosts, simulate_cluster
-from sim.errors import SimulationError
-from sim.host import ServingHost
-from policies.routing import JoinShortestQueue
+from servesim.policies.autoscaling import ClusterObservation, Deployment, Plan, StaticAdapter
+from servesim.policies.batching import DynamicBatcher, FixedBatcher
+from servesim.sim.cluster import ClusterCosts, simulate_cluster
+from servesim.sim.errors import SimulationError
+from servesim.sim.host import ServingHost
+from servesim.policies.routing import JoinShortestQueue
 from test_cluster_invariants import window
-from sim.metrics import summarize_cluster
-from sim.records import COMPLETED, DROPPED, REJECTED
-from traces.trace import Trace
+from servesim.sim.metrics import summarize_cluster
+from servesim.sim.records import COMPLETED, DROPPED, REJECTED
+from servesim.traces.trace import Trace
 
 
 def fixed_costs(seconds: dict, load: float = 5.0) -> ClusterCosts:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies import infadapter
-from policies.autoscaling import Deployment, Plan
-from policies.predictors import WindowMax
-from policies.scaling import HPA, VPA, InfAdapterPolicy
-from sim.cluster import ClusterCosts, simulate_cluster
-from sim.records import COMPLETED
-from traces.trace import Trace
+from servesim.policies import infadapter
+from servesim.policies.autoscaling import Deployment, Plan
+from servesim.policies.predictors import WindowMax
+from servesim.policies.scaling import HPA, VPA, InfAdapterPolicy
+from servesim.sim.cluster import ClusterCosts, simulate_cluster
+from servesim.sim.records import COMPLETED
+from servesim.traces.trace import Trace
 
 SERVICE = {"small": 0.05, "big": 0.2}  # s per request on one lane: 20 and 5 req/s per core
 

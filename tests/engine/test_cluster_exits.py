@@ -16,21 +16,21 @@ import numpy as np
 import pytest
 
 from enginekit import batch_means, pk_wq
-from policies.autoscaling import Deployment, Plan, StaticAdapter
-from policies.batching import DynamicBatcher, FixedBatcher
-from policies.exit import ConfidenceThreshold
-from sim import simulate
-from sim.cluster import ClusterCosts, simulate_cluster
-from sim.exits import ExitRun, ExitSetup
-from sim.host import ServingHost
-from sim.metrics import summarize_cluster
-from sim.records import COMPLETED
+from servesim.policies.autoscaling import Deployment, Plan, StaticAdapter
+from servesim.policies.batching import DynamicBatcher, FixedBatcher
+from servesim.policies.exit import ConfidenceThreshold
+from servesim.sim import simulate
+from servesim.sim.cluster import ClusterCosts, simulate_cluster
+from servesim.sim.exits import ExitRun, ExitSetup
+from servesim.sim.host import ServingHost
+from servesim.sim.metrics import summarize_cluster
+from servesim.sim.records import COMPLETED
 from test_cluster import At, plan
 from test_exits import RAMPS, profile, seg_ms, table
 from test_lanes_agree import Asked
-from traces.trace import Trace
-from workloads.behaviour import BehaviourTable
-from workloads.exits import ExitModel, SegmentCosts
+from servesim.traces.trace import Trace
+from servesim.workloads.behaviour import BehaviourTable
+from servesim.workloads.exits import ExitModel, SegmentCosts
 
 
 def setup(n: int, semantics: str = "compute_saving", threshold: float = 0.6) -> ExitSetup:

@@ -13,17 +13,17 @@ import contextlib
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from policies.autoscaling import ClusterObservation, Deployment, Plan
-from policies.batching import DynamicBatcher
-from policies.exit import ConfidenceThreshold
-from policies.routing import JoinShortestQueue, RandomRouter, RoundRobin
-import sim.cluster as engine
-from sim.cluster import ClusterCosts, simulate_cluster
-from sim.exits import ExitRun, ExitSetup
-from sim.records import COMPLETED, DROPPED
+from servesim.policies.autoscaling import ClusterObservation, Deployment, Plan
+from servesim.policies.batching import DynamicBatcher
+from servesim.policies.exit import ConfidenceThreshold
+from servesim.policies.routing import JoinShortestQueue, RandomRouter, RoundRobin
+import servesim.sim.cluster as engine
+from servesim.sim.cluster import ClusterCosts, simulate_cluster
+from servesim.sim.exits import ExitRun, ExitSetup
+from servesim.sim.records import COMPLETED, DROPPED
 from test_exits import RAMPS, profile, seg_ms, table
-from traces.trace import Trace
-from workloads.exits import ExitModel, SegmentCosts
+from servesim.traces.trace import Trace
+from servesim.workloads.exits import ExitModel, SegmentCosts
 
 ROUTERS = {"shared": lambda: None, "jsq": JoinShortestQueue, "round_robin": RoundRobin,
            "random": lambda: RandomRouter(np.random.default_rng(3))}

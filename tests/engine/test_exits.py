@@ -17,15 +17,15 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from enginekit import COMPLETED, METADATA, poisson_trace
-from policies.batching import DynamicBatcher, FixedBatcher
-from policies.exit import ConfidenceThreshold, ExitObservation, ExitPolicy, NeverExit, Oracle, OracleObservation
-from sim import simulate, summarize
-from sim.errors import SimulationError
-from sim.exits import ExitSetup
-from traces.trace import Trace
-from workloads import CostModel, Profile
-from workloads.behaviour import BehaviourTable
-from workloads.exits import ExitModel, SegmentCosts
+from servesim.policies.batching import DynamicBatcher, FixedBatcher
+from servesim.policies.exit import ConfidenceThreshold, ExitObservation, ExitPolicy, NeverExit, Oracle, OracleObservation
+from servesim.sim import simulate, summarize
+from servesim.sim.errors import SimulationError
+from servesim.sim.exits import ExitSetup
+from servesim.traces.trace import Trace
+from servesim.workloads import CostModel, Profile
+from servesim.workloads.behaviour import BehaviourTable
+from servesim.workloads.exits import ExitModel, SegmentCosts
 
 # Stage medians in ms per batch size; the 3-exit model is b1,r1 | b2,r2 | b3.
 SEG_MS = {
@@ -285,7 +285,7 @@ def test_apparate_with_thresholds_held_at_zero_is_vanilla_plus_its_active_heads(
     """Ramps that never agree with the final exit leave Apparate no feasible threshold
     step at a zero budget: nobody exits, agreement is 1, and each request takes the
     vanilla latency plus the heads of the ramps it keeps active (here 0 and 1)."""
-    from policies.apparate import Apparate
+    from servesim.policies.apparate import Apparate
 
     beh = table(64, seed=7)
     agrees = np.zeros_like(beh.agrees)

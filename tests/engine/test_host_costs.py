@@ -19,16 +19,16 @@ import numpy as np
 import pytest
 
 from enginekit import METADATA
-from policies.batching import FixedBatcher
-from policies.exit import ExitPolicy, NeverExit
-from sim import simulate
-from sim.exits import ExitRun, ExitSetup
-from sim.real import StagedModel, measure_served
-from traces.trace import Trace
-from workloads import Profile, ProfileError
-from workloads.behaviour import BehaviourTable
-from workloads.exits import ExitModel, SegmentCosts
-from workloads.noise import Deterministic, PerBatch
+from servesim.policies.batching import FixedBatcher
+from servesim.policies.exit import ExitPolicy, NeverExit
+from servesim.sim import simulate
+from servesim.sim.exits import ExitRun, ExitSetup
+from servesim.sim.real import StagedModel, measure_served
+from servesim.traces.trace import Trace
+from servesim.workloads import Profile, ProfileError
+from servesim.workloads.behaviour import BehaviourTable
+from servesim.workloads.exits import ExitModel, SegmentCosts
+from servesim.workloads.noise import Deterministic, PerBatch
 
 MODEL_MS = {"b1": {2: 1.0, 4: 2.0}, "r1": {2: 0.1, 4: 0.2}, "b2": {2: 3.0, 4: 4.0}}
 HOST_MS = {"batch": {2: 0.05, 4: 0.06}, "exit": {2: 0.01, 4: 0.02}, "leave": {2: 0.03, 4: 0.04},

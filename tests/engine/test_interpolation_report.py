@@ -1,8 +1,8 @@
 """A run reports the batch sizes it ran whose latency was interpolated where the
 profile's own points put the error at 5% or more (issue 15, item 5)."""
 
-from policies.batching import DynamicBatcher
-from sim import simulate, summarize
+from servesim.policies.batching import DynamicBatcher
+from servesim.sim import simulate, summarize
 
 from enginekit import make_cost, poisson_trace
 

@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from enginekit import COMPLETED, DROPPED, REJECTED, batch_view, make_cost, time_limit
-from policies.batching import DeadlineBatcher, DynamicBatcher, FixedBatcher
-from policies.routing import JoinShortestQueue, PowerOfTwoChoices, RandomRouter, RoundRobin
-from sim import simulate
-from traces.trace import Trace
-from workloads import Deterministic, Empirical, Exponential, LogNormal
+from servesim.policies.batching import DeadlineBatcher, DynamicBatcher, FixedBatcher
+from servesim.policies.routing import JoinShortestQueue, PowerOfTwoChoices, RandomRouter, RoundRobin
+from servesim.sim import simulate
+from servesim.traces.trace import Trace
+from servesim.workloads import Deterministic, Empirical, Exponential, LogNormal
 
 EPS = 1e-9
 MAX_B = 8  # every cost model below profiles batch sizes 1..8 (out_of_range='error')

@@ -27,15 +27,15 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from enginekit import make_cost
-from policies.autoscaling import Deployment, Plan, StaticAdapter
-from policies.batching import DeadlineBatcher, DynamicBatcher
-from policies.routing import JoinShortestQueue, PowerOfTwoChoices, RandomRouter, RoundRobin
-from sim import simulate
-from sim.cluster import ClusterCosts, simulate_cluster
-from sim.host import ServingHost
+from servesim.policies.autoscaling import Deployment, Plan, StaticAdapter
+from servesim.policies.batching import DeadlineBatcher, DynamicBatcher
+from servesim.policies.routing import JoinShortestQueue, PowerOfTwoChoices, RandomRouter, RoundRobin
+from servesim.sim import simulate
+from servesim.sim.cluster import ClusterCosts, simulate_cluster
+from servesim.sim.host import ServingHost
 from test_cluster_invariants import window
-from traces.trace import Trace
-from workloads import Deterministic, LogNormal
+from servesim.traces.trace import Trace
+from servesim.workloads import Deterministic, LogNormal
 
 MS = {1: 2.0, 2: 2.6, 3: 3.1, 4: 3.5}  # a batch's time in ms by its size
 # each engine gets its own router, seeded alike: the same choices given the same loads

@@ -16,17 +16,18 @@ import tracemalloc
 import numpy as np
 import pytest
 
-import sim.cluster
-import sim.records
-from policies.batching import DynamicBatcher, FixedBatcher
-from policies.exit import ConfidenceThreshold
-from policies.routing import JoinShortestQueue, RoundRobin
-from sim import simulate
-from sim.exits import ExitSetup
-from traces import Trace, poisson
-from workloads import PROFILES_DIR, CostModel, Empirical, load_profile
-from workloads.behaviour import BehaviourTable
-from workloads.exits import ExitModel, SegmentCosts
+import servesim.sim.cluster
+from servesim import sim
+import servesim.sim.records
+from servesim.policies.batching import DynamicBatcher, FixedBatcher
+from servesim.policies.exit import ConfidenceThreshold
+from servesim.policies.routing import JoinShortestQueue, RoundRobin
+from servesim.sim import simulate
+from servesim.sim.exits import ExitSetup
+from servesim.traces import Trace, poisson
+from servesim.workloads import PROFILES_DIR, CostModel, Empirical, load_profile
+from servesim.workloads.behaviour import BehaviourTable
+from servesim.workloads.exits import ExitModel, SegmentCosts
 
 MLP = CostModel(load_profile(PROFILES_DIR / "cpu_mlp.csv"), "mlp3", noise=Empirical())
 

@@ -68,9 +68,9 @@ import pytest
 
 from enginekit import (COMPLETED, batch_means, batch_quantile, make_cost, mm1_wq, mmc_wq, mmc_wq_quantile, pk_wq,
                        poisson_trace, pool, waits)
-from policies.batching import DynamicBatcher
-from sim import simulate
-from workloads import Deterministic, Exponential, LogNormal
+from servesim.policies.batching import DynamicBatcher
+from servesim.sim import simulate
+from servesim.workloads import Deterministic, Exponential, LogNormal
 
 SEED = 20240611
 MEAN_SERVICE_MS = 1000.0      # mu = 1 / s

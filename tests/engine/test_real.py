@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from enginekit import COMPLETED
-from policies.batching import DynamicBatcher
-from policies.exit import ConfidenceThreshold, NeverExit
-from sim import summarize
-from sim.real import StagedModel, execute
-from workloads.behaviour import BehaviourTable
+from servesim.policies.batching import DynamicBatcher
+from servesim.policies.exit import ConfidenceThreshold, NeverExit
+from servesim.sim import summarize
+from servesim.sim.real import StagedModel, execute
+from servesim.workloads.behaviour import BehaviourTable
 
 STAGE_S = 0.0003
 
@@ -81,7 +81,7 @@ def test_real_replay_respects_arrival_times_when_idle():
 
 
 def test_online_and_oracle_policies_are_refused():
-    from policies.exit import Oracle
+    from servesim.policies.exit import Oracle
 
     beh = table()
     with pytest.raises(ValueError, match="not supported by the real executor"):

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from enginekit import VirtualClock, make_cost, poisson_trace
-from policies.batching import DynamicBatcher
-from policies.exit import NeverExit
-from sim import simulate, summarize
-from sim.host import ServingHost
-from sim.real import StagedModel, _serve, measure_served
-from traces.trace import Trace
-from workloads.noise import Deterministic
+from servesim.policies.batching import DynamicBatcher
+from servesim.policies.exit import NeverExit
+from servesim.sim import simulate, summarize
+from servesim.sim.host import ServingHost
+from servesim.sim.real import StagedModel, _serve, measure_served
+from servesim.traces.trace import Trace
+from servesim.workloads.noise import Deterministic
 
 MS = 1e-3
 
@@ -187,7 +187,7 @@ def test_measure_served_times_each_intake_and_leaves_it_out_of_the_gaps():
 def test_json_requests_give_the_model_its_own_inputs_back():
     """digits_torch_ee_json parses each request's 16x16 body back to the exact 8x8 input
     digits_torch_ee feeds, so its answers are the behaviour table's."""
-    from experiments.real_models import REAL_MODELS
+    from servesim.experiments.real_models import REAL_MODELS
 
     rows = np.array([5, 0, 7, 7, 3])
     plain = REAL_MODELS["digits_torch_ee"](rows, 1)
@@ -202,8 +202,8 @@ def test_json_requests_give_the_model_its_own_inputs_back():
 def test_a_fidelity_config_sees_the_host_fall_behind(tmp_path: Path):
     """The shipped intake experiment's 85% point, simulated for 2 s: with the host it
     falls behind, without it (the model's own time) it keeps up."""
-    from experiments.config import expand, load
-    from experiments.runner import simulate_config
+    from servesim.experiments.config import expand, load
+    from servesim.experiments.runner import simulate_config
 
     path = Path(__file__).parents[2] / "experiments" / "fidelity_digits_intake.yaml"
     runs = [r for r in expand(load(path), str(path)) if r.params["trace.rate"] == 6970]
@@ -217,8 +217,8 @@ def test_a_fidelity_config_sees_the_host_fall_behind(tmp_path: Path):
 
 def test_a_host_whose_intake_the_profile_lacks_is_a_config_error_up_front(tmp_path: Path):
     """``servesim check`` names the key: the profile has no model with an ``intake`` stage."""
-    from experiments.config import ConfigError
-    from experiments.runner import check
+    from servesim.experiments.config import ConfigError
+    from servesim.experiments.runner import check
 
     shipped = Path(__file__).parents[2] / "experiments" / "fidelity_digits_intake.yaml"
     text = shipped.read_text().replace("host: {intake: digits_torch_ee_host, launch_share: 1.0}\n",

@@ -40,9 +40,9 @@ import numpy as np
 import pytest
 
 from enginekit import COMPLETED, make_cost, poisson_trace
-from policies.batching import DynamicBatcher, FixedBatcher
-from policies.routing import JoinShortestQueue, RoundRobin
-from sim import simulate
+from servesim.policies.batching import DynamicBatcher, FixedBatcher
+from servesim.policies.routing import JoinShortestQueue, RoundRobin
+from servesim.sim import simulate
 
 SEED = 20240612
 B = 8

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments import cli
-from policies.batching import DynamicBatcher
-from sim import simulate, summarize
-from sim.records import COMPLETED
+from servesim.experiments import cli
+from servesim.policies.batching import DynamicBatcher
+from servesim.sim import simulate, summarize
+from servesim.sim.records import COMPLETED
 
 from enginekit import make_cost, poisson_trace
 

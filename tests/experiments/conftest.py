@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import cli
+from servesim.experiments import cli
 
 # The common head of the tiny experiments: 500 Poisson requests at 2,000 req/s on the
 # shipped CPU profile (a 3-stage MLP, ~0.7 ms per request at batch 1).

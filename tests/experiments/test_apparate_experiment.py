@@ -19,7 +19,7 @@ import io
 import pandas as pd
 import pytest
 
-from experiments import cli, store
+from servesim.experiments import cli, store
 
 APPARATE = """\
 name: apparate_small

@@ -28,11 +28,11 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from experiments import cli
-from experiments.config import ExperimentConfig, ModelConfig, ResourceConfig, ServingConfig
-from experiments.registry import BATCHING, NOISE, ROUTERS, TRACES
-from experiments.specs import DynamicBatching, LogNormalNoise, PoissonTrace
-from workloads import PROFILES_DIR
+from servesim.experiments import cli
+from servesim.experiments.config import ExperimentConfig, ModelConfig, ResourceConfig, ServingConfig
+from servesim.experiments.registry import BATCHING, NOISE, ROUTERS, TRACES
+from servesim.experiments.specs import DynamicBatching, LogNormalNoise, PoissonTrace
+from servesim.workloads import PROFILES_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 ERROR = "servesim: error: "
@@ -754,7 +754,7 @@ NAN_ROW = ["cpu", "m", "s1", "8", "nan", "1", "1", "20"]
 def test_the_command_prints_one_line_and_no_traceback(files, argv, names, tmp_path):
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    done = subprocess.run([sys.executable, "-m", "experiments.cli", *argv], cwd=tmp_path, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "servesim.experiments.cli", *argv], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert "Traceback" not in done.stderr, done.stderr
     assert (done.returncode, done.stdout) == (2, "")

@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.capacity import capacity, infadapter_variant, linear_fit
-from sim import simulate
-from policies.batching import DynamicBatcher
-from traces.trace import Trace
-from workloads import CostModel, Profile
-from workloads.noise import Deterministic
+from servesim.experiments.capacity import capacity, infadapter_variant, linear_fit
+from servesim.sim import simulate
+from servesim.policies.batching import DynamicBatcher
+from servesim.traces.trace import Trace
+from servesim.workloads import CostModel, Profile
+from servesim.workloads.noise import Deterministic
 
 METADATA = {"device": "cpu:test", "dtype": "float32", "framework": "none", "date": "2026-12-02",
             "execution_mode": "eager"}

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from workloads import load_profile
+from servesim.workloads import load_profile
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_unknown_model_is_one_line_naming_the_known_ones(torch, servesim, tmp_pa
 
 def test_without_torch_profile_says_how_to_install_it(servesim, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails as if not installed
-    monkeypatch.delitem(sys.modules, "workloads.profiler_torch", raising=False)
+    monkeypatch.delitem(sys.modules, "servesim.workloads.profiler_torch", raising=False)
     result = servesim("profile", "--model", "resnet18_ee", "--out", tmp_path / "p.csv")
     assert (result.rc, result.out) == (2, "")
     assert result.err_lines == ["servesim: error: profiling needs torch: pip install 'servesim[real]'"]
@@ -76,8 +76,8 @@ def test_profile_served_writes_the_model_and_its_host(torch, servesim, tmp_path)
 def test_profile_served_serves_any_early_exit_network(torch, servesim, tmp_path):
     """A builder's network (random weights), as the executor serves it: its blocks and
     ramps under their kernel-profile names, every host part, and the raw samples."""
-    from workloads.profile import samples_path
-    from workloads.torch_models import build
+    from servesim.workloads.profile import samples_path
+    from servesim.workloads.torch_models import build
 
     out = tmp_path / "bert.csv"
     result = servesim("profile-served", "--model", "bert4_ee", "--input-size", "8", "--batch-sizes", "1,2",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments import store
+from servesim.experiments import store
 
 # ms per request on one core (batch 1..8) and the variants' cold start
 MS = {"resnet18": 20.0, "resnet34": 35.0, "resnet50": 60.0, "resnet101": 100.0, "resnet152": 140.0}
@@ -59,7 +59,7 @@ sweep:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    from experiments.cli import main  # noqa: PLC0415
+    from servesim.experiments.cli import main  # noqa: PLC0415
 
     folder = tmp_path_factory.mktemp("cluster")
     (folder / "profile.csv").write_text(profile_text())
@@ -219,7 +219,7 @@ sweep:
 
 
 def test_ipa_fa2_and_rim_run_the_video_pipeline_as_their_programs_say(tmp_path):
-    from experiments.cli import main  # noqa: PLC0415
+    from servesim.experiments.cli import main  # noqa: PLC0415
 
     MS.update(DETECTOR_MS)
     try:
@@ -257,7 +257,7 @@ def test_the_shipped_cluster_experiments_are_valid(servesim, name):
 
 def test_an_lstm_predictor_trains_on_its_own_trace_and_drives_the_adapter(tmp_path):
     pytest.importorskip("torch")
-    from experiments.cli import main  # noqa: PLC0415
+    from servesim.experiments.cli import main  # noqa: PLC0415
 
     (tmp_path / "profile.csv").write_text(profile_text())
     lstm = ("{kind: lstm, epochs: 2, train: {kind: diurnal, mean_rate: 60, amplitude: 0.5, period: 600, "

@@ -10,10 +10,10 @@ import shutil
 
 import pytest
 
-from experiments import config, runner
-from experiments.config import ConfigError
+from servesim.experiments import config, runner
+from servesim.experiments.config import ConfigError
 from test_bad_input_fuzz import PYDANTIC_SPEAK
-from workloads import PROFILES_DIR
+from servesim.workloads import PROFILES_DIR
 
 MODEL = 'model: {profile: "builtin:cpu_mlp", name: mlp3}\n'
 TRACE = "trace: {kind: poisson, rate: 2000, count: 300}\n"

@@ -12,7 +12,7 @@ import time
 
 import pandas as pd
 
-from experiments import store
+from servesim.experiments import store
 
 # 16 runs of 60,000 requests, a few tenths of a second each: long enough for the kill to
 # land mid-sweep, short enough for the suite.
@@ -43,7 +43,7 @@ def _finished(out) -> dict[str, dict]:
 def _kill_mid_sweep(path, out, after: int) -> dict[str, dict]:
     """Start the sweep on a pool of 2, SIGKILL its whole process group once ``after``
     runs are listed as finished; returns what the manifest listed at the kill."""
-    sweep = subprocess.Popen([sys.executable, "-m", "experiments.cli", "run", str(path), "--out", str(out),
+    sweep = subprocess.Popen([sys.executable, "-m", "servesim.experiments.cli", "run", str(path), "--out", str(out),
                               "--jobs", "2", "--quiet"], start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import executors, store
+from servesim.experiments import executors, store
 
 # summary.json keys that name where and how a run was made rather than what happened
 NUMBERS = ("requests", "completed", "dropped", "rejected", "throughput_rps", "latency_ms", "slo_violation_rate",

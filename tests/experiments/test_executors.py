@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from experiments import executors
+from servesim.experiments import executors
 
 
 def _die_on_three(n: int) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import cli, store
+from servesim.experiments import cli, store
 
 EXITS = """\
 name: exits
@@ -145,7 +145,7 @@ def test_changes_against_the_vanilla_run_of_the_same_point(swept):
 
 
 def test_long_swept_values_get_short_unique_folder_names(write):
-    from experiments.config import MAX_LABEL, expand, load
+    from servesim.experiments.config import MAX_LABEL, expand, load
 
     regimes = [
         "[{name: a, accuracy: [0.9, 0.91, 0.92, 0.99]}, {name: b, accuracy: [0.5, 0.6, 0.7, 0.9]}]",

@@ -16,7 +16,7 @@ import json
 import pandas as pd
 import pytest
 
-from experiments import store
+from servesim.experiments import store
 
 METADATA = "\n".join(f"# {k}: {v}" for k, v in {"device": "test GPU", "dtype": "fp16", "framework": "none",
                                                  "date": "2026-12-06", "execution_mode": "cudagraph"}.items())

@@ -10,7 +10,7 @@ import os
 import pandas as pd
 import pytest
 
-from experiments import runner, store
+from servesim.experiments import runner, store
 
 # Fixed batches of 100 need a batch size the profile does not cover (it stops at 64), and
 # out_of_range: error refuses to extrapolate. Validation cannot know whether such a batch

@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from sim.real import RUN  # noqa: E402
-from workloads import load_profile  # noqa: E402
+from servesim.sim.real import RUN  # noqa: E402
+from servesim.workloads import load_profile  # noqa: E402
 
 FIDELITY = """\
 name: fid

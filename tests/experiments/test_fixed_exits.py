@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from workloads import fixed_exits
-from workloads.behaviour import BehaviourError
+from servesim.workloads import fixed_exits
+from servesim.workloads.behaviour import BehaviourError
 
 SHARES = [0.3, 0.25, 0.2, 0.25]
 

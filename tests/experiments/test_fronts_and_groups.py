@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import fronts
-from experiments.config import ConfigError, expand, load
-from experiments.plots import ci_half_width, pareto
+from servesim.experiments import fronts
+from servesim.experiments.config import ConfigError, expand, load
+from servesim.experiments.plots import ci_half_width, pareto
 
 HEAD = """\
 name: groups

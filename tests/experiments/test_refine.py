@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from experiments.config import ConfigError, RefineConfig, Run, expand, load
-from experiments.refine import midpoints
+from servesim.experiments.config import ConfigError, RefineConfig, Run, expand, load
+from servesim.experiments.refine import midpoints
 
 REFINE = RefineConfig(key="exits.policy", fields=["lam", "threshold"], accuracy_step=0.01, latency_step=0.05)
 

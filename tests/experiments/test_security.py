@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments import store
-from experiments.executors import RayExecutor
+from servesim.experiments import store
+from servesim.experiments.executors import RayExecutor
 
 ERROR = "servesim: error: "
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from experiments.seeds import SEEDS, point_of
+from servesim.experiments.seeds import SEEDS, point_of
 
 
 def test_each_point_is_its_seeds_mean_interval_and_range(sweep, servesim):

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import config as config_mod, store
-from experiments.plots import run_labels
+from servesim.experiments import config as config_mod, store
+from servesim.experiments.plots import run_labels
 
 REPLICAS, MAX_BATCH, SEEDS = [1, 2], [1, 8], [1, 2]
 RUN_NAMES = [f"replicas={r},max_batch={b},seed={s}" for r, b, s in itertools.product(REPLICAS, MAX_BATCH, SEEDS)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments import config as config_module
-from traces import loaders
+from servesim.experiments import config as config_module
+from servesim.traces import loaders
 
 
 def test_window_of_a_count_file_places_only_the_window(write, tmp_path, monkeypatch):

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-import policies.apparate as apparate_module
-from policies.apparate import (
+import servesim.policies.apparate as apparate_module
+from servesim.policies.apparate import (
     Apparate, adjust_ramps, bootstrap_ramps, exit_latencies, ramp_utility, replay, tune_thresholds, within_budget,
 )
-from policies.exit import BatchFeedback, ExitObservation
+from servesim.policies.exit import BatchFeedback, ExitObservation
 
 N_EXITS = 5
 BODY = np.full(N_EXITS, 1e-3)              # 5 ms vanilla

@@ -4,7 +4,7 @@ through the engine."""
 
 import pytest
 
-from policies.batching import DeadlineBatcher, DynamicBatcher, FixedBatcher
+from servesim.policies.batching import DeadlineBatcher, DynamicBatcher, FixedBatcher
 
 
 def test_fixed_waits_for_a_full_batch_then_flushes_when_draining():

@@ -9,10 +9,10 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from policies.exit import (
+from servesim.policies.exit import (
     ConfidenceThreshold, EntropyThreshold, ExitObservation, NeverExit, Oracle, OracleObservation, Patience,
 )
-from policies.stopping import OptimalNoRecall, TTamer, evaluate
+from servesim.policies.stopping import OptimalNoRecall, TTamer, evaluate
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from policies.infadapter import (
+from servesim.policies.infadapter import (
     AllocationProblem, Variant, brute_force, evaluate, fill_quotas, linear_capacity, solve,
 )
 

@@ -17,7 +17,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from policies.ipa import (
+from servesim.policies.ipa import (
     ACCURACY_METHODS, MAX_COMBINATIONS, PipelineProblem, Stage, StageVariant, brute_force, solve,
 )
 

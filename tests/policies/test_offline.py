@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from policies.exit import ExitObservation
-from policies.offline import BestStatic, BranchyNet, DeeBERT, _Search, first_exits
-from workloads.behaviour import BehaviourTable, synthetic
+from servesim.policies.exit import ExitObservation
+from servesim.policies.offline import BestStatic, BranchyNet, DeeBERT, _Search, first_exits
+from servesim.workloads.behaviour import BehaviourTable, synthetic
 
 COSTS = [0.4, 0.2, 0.2, 0.2]
 GOOD = synthetic(4000, [0.9, 0.95, 0.98, 0.99], persistence=0.8, n_classes=10, rng=np.random.default_rng(0))

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from policies.predictors import (
+from servesim.policies.predictors import (
     EWMA, AutoRegressive, LastValue, LSTMPredictor, Seasonal, WindowMax, fit_autoregressive, training_pairs,
     window_maxima,
 )
-from traces import load_twitter_counts
+from servesim.traces import load_twitter_counts
 
 TWITTER = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "twitter-trace" / "workload.txt"
 DAY = 86_400

@@ -1,6 +1,6 @@
 import numpy as np
 
-from policies.routing import JoinShortestQueue, PowerOfTwoChoices, RandomRouter, RoundRobin
+from servesim.policies.routing import JoinShortestQueue, PowerOfTwoChoices, RandomRouter, RoundRobin
 
 
 def test_round_robin_cycles():

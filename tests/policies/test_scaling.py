@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policies import infadapter, ipa
-from policies.autoscaling import ClusterObservation, Deployment, Plan
-from policies.predictors import LastValue
-from policies.scaling import HPA, VPA, ExitAwareInfAdapter, InfAdapterPolicy, IPAPolicy, ModelSwitching
+from servesim.policies import infadapter, ipa
+from servesim.policies.autoscaling import ClusterObservation, Deployment, Plan
+from servesim.policies.predictors import LastValue
+from servesim.policies.scaling import HPA, VPA, ExitAwareInfAdapter, InfAdapterPolicy, IPAPolicy, ModelSwitching
 
 
 def observe(now, plan, busy=None, ready=None, counts=(0,)):

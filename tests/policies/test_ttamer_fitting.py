@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from policies.exit import ExitObservation
-from policies.stopping import MarkovChain, OptimalNoRecall, TTamer, solve_recall
-from workloads.behaviour import BehaviourTable
+from servesim.policies.exit import ExitObservation
+from servesim.policies.stopping import MarkovChain, OptimalNoRecall, TTamer, solve_recall
+from servesim.workloads.behaviour import BehaviourTable
 
 EXITS, STATES = 3, 4
 COSTS = np.full(EXITS, 1.0 / EXITS)
@@ -182,7 +182,7 @@ def test_given_the_true_model_the_fit_changes_nothing(seed):
 
 
 def test_auto_bins_keeps_the_grid_that_validates_best():
-    from policies.stopping import BIN_CHOICES
+    from servesim.policies.stopping import BIN_CHOICES
 
     rng = np.random.default_rng(3)
     p, start, kernels = _random_chain(rng)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from policies.stopping import (
+from servesim.policies.stopping import (
     MarkovChain, aggregate, evaluate, solve_no_recall, solve_recall,
 )
 

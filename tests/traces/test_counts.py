@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from traces import TraceError, from_counts
-from traces.counts import scatter
+from servesim.traces import TraceError, from_counts
+from servesim.traces.counts import scatter
 
 
 def per_bin(times, bins: int, bin_seconds: float) -> np.ndarray:

@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-import traces
-from traces import TraceError, diurnal, gamma, mmpp2, poisson, spike, step
+from servesim import traces
+from servesim.traces import TraceError, diurnal, gamma, mmpp2, poisson, spike, step
 
 
 def cv_tolerance(cv: float, n: int) -> float:

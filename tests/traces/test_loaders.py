@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from traces import (
+from servesim.traces import (
     FORMATS,
     TraceError,
     load,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from traces import describe, load, load_azure_llm, load_twitter_counts
+from servesim.traces import describe, load, load_azure_llm, load_twitter_counts
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TWITTER = DATA / "twitter-trace" / "workload.txt"

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from traces import Trace, describe, gamma
+from servesim.traces import Trace, describe, gamma
 
 
 def test_describe_small_trace():

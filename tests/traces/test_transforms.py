@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from traces import Trace, TraceError, compress_time, concat, head, poisson, scale_rate, step, window
+from servesim.traces import Trace, TraceError, compress_time, concat, head, poisson, scale_rate, step, window
 
 
 def indexed(times) -> Trace:

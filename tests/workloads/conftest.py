@@ -3,7 +3,7 @@ must not import this file, whose module name other test folders share)."""
 
 import pytest
 
-from workloads import Profile
+from servesim.workloads import Profile
 
 METADATA = {
     "device": "cpu:test",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workloads.behaviour import (
+from servesim.workloads.behaviour import (
     BehaviourError,
     BehaviourTable,
     correctness_transitions,

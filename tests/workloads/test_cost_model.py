@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from workloads import (
+from servesim.workloads import (
     BLOCK,
     CostModel,
     Deterministic,

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
-from workloads import PROFILES_DIR, CostModel, load_profile
-from workloads import digits
-from workloads.behaviour import load_table
-from workloads.profiler_cpu import BATCH_SIZES, measure
+from servesim.workloads import PROFILES_DIR, CostModel, load_profile
+from servesim.workloads import digits
+from servesim.workloads.behaviour import load_table
+from servesim.workloads.profiler_cpu import BATCH_SIZES, measure
 
 STAGES = ("block1", "ramp1", "block2", "ramp2", "block3", "ramp3", "block4")
 SHIPPED_PROFILE = PROFILES_DIR / "cpu_digits_ee.csv"
@@ -26,7 +26,7 @@ def built():
 
 @pytest.fixture(scope="module")
 def rebuilt(tmp_path_factory):
-    """The table ``python -m workloads.digits --out ...`` writes now (one training, ~4 s)."""
+    """The table ``python -m servesim.workloads.digits --out ...`` writes now (one training, ~4 s)."""
     out = tmp_path_factory.mktemp("digits") / "digits_ee.npz"
     assert digits.main(["--out", str(out)]) == 0
     return load_table(out)

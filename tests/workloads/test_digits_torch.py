@@ -8,8 +8,8 @@ The shipped-profile test needs no torch; the others skip cleanly without it.
 import numpy as np
 import pytest
 
-from workloads import PROFILES_DIR, ExitModel, SegmentCosts, load_profile
-from workloads.behaviour import load_table
+from servesim.workloads import PROFILES_DIR, ExitModel, SegmentCosts, load_profile
+from servesim.workloads.behaviour import load_table
 from shipped import assert_profiled_here_with_torch
 
 STAGES = ("block1", "ramp1", "block2", "ramp2", "block3", "ramp3", "block4")
@@ -20,7 +20,7 @@ SHIPPED_PROFILE = PROFILES_DIR / "cpu_digits_torch_ee.csv"
 
 @pytest.fixture(scope="module")
 def dt(torch):
-    from workloads import digits_torch
+    from servesim.workloads import digits_torch
 
     return digits_torch
 
@@ -161,7 +161,7 @@ def test_executor_calls_chain_and_match_the_table_at_any_batch_size(torch, dt, t
 
 
 def test_registered_builder_profiles_the_cached_network(torch, dt, trained, cached):
-    from workloads import profiler_torch, torch_models
+    from servesim.workloads import profiler_torch, torch_models
 
     model = torch_models.build("digits_torch_ee")  # reads the module's cache: no training
     assert tuple(name for name, _, _ in model.stages()) == STAGES

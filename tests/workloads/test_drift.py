@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from policies.offline import BestStatic, BranchyNet
-from workloads.behaviour import BehaviourTable, synthetic
-from workloads.drift import (
+from servesim.policies.offline import BestStatic, BranchyNet
+from servesim.workloads.behaviour import BehaviourTable, synthetic
+from servesim.workloads.drift import (
     TOPIC_REGIMES, VIDEO_REGIMES, DriftingBehaviour, Regime, regime_table, topic_drift, video_drift,
 )
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workloads import PROFILES_DIR, ExitModel, SegmentCosts, load_profile
-from workloads.behaviour import load_table
+from servesim.workloads import PROFILES_DIR, ExitModel, SegmentCosts, load_profile
+from servesim.workloads.behaviour import load_table
 from shipped import assert_profiled_here_with_torch
 
 EXIT_NAMES = ("ramp1", "ramp2", "ramp3", "ramp4", "ramp5", "final")
@@ -22,14 +22,14 @@ RAMPS = {f"block{i}": f"ramp{i}" for i in range(1, 6)}
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 SHIPPED_TABLE = "langid_ee.npz"
 SHIPPED_PROFILE = PROFILES_DIR / "cpu_langid_ee.csv"
-# What `python -m workloads.langid` printed for the shipped table (module docstring).
+# What `python -m servesim.workloads.langid` printed for the shipped table (module docstring).
 ACCURACY = (0.6590, 0.7231, 0.7575, 0.7692, 0.7717, 0.7771)
 AGREES = (0.7331, 0.8125, 0.8833, 0.9048, 0.9256, 1.0)
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    from experiments.specs import BEHAVIOUR_DIR
+    from servesim.experiments.specs import BEHAVIOUR_DIR
 
     return load_table(BEHAVIOUR_DIR / SHIPPED_TABLE)
 
@@ -38,7 +38,7 @@ def shipped():
 def langid():
     pytest.importorskip("torch")
     pytest.importorskip("wordfreq")
-    from workloads import langid
+    from servesim.workloads import langid
 
     return langid
 
@@ -84,7 +84,7 @@ def test_shipped_accuracy_climbs_across_exits(shipped):
 
 
 def test_shipped_table_is_a_builtin_behaviour(shipped):
-    from experiments.specs import BuiltinBehaviour
+    from servesim.experiments.specs import BuiltinBehaviour
 
     assert BuiltinBehaviour(kind="builtin", name="langid_ee").build(None, None) == shipped
 
@@ -182,7 +182,7 @@ def test_padding_is_masked_out(langid, built):
 def test_registered_builder_profiles_the_cached_network(langid, small, built, tmp_path, monkeypatch):
     import torch
 
-    from workloads import profiler_torch, torch_models
+    from servesim.workloads import profiler_torch, torch_models
 
     monkeypatch.setenv("SERVESIM_CACHE_DIR", str(tmp_path))  # workloads.digits_torch.CACHE_ENV
     model = torch_models.build("langid_ee", recipe=small)  # trains (small) and caches
@@ -201,9 +201,9 @@ def test_registered_builder_profiles_the_cached_network(langid, small, built, tm
 
 
 def test_shipped_stream_moves_to_words_the_model_never_saw():
-    """The recorded topic stream (``python -m workloads.langid --stream``): its figures as
+    """The recorded topic stream (``python -m servesim.workloads.langid --stream``): its figures as
     the docstring gives them, and each topic harder than the one before it."""
-    from workloads.drift import accuracy_by_condition, load_stream
+    from servesim.workloads.drift import accuracy_by_condition, load_stream
 
     stream = load_stream(Path(__file__).parents[2] / "workloads" / "data" / "langid_stream.npz")
     assert stream.replay == "messages" and stream.rate == 20.0 and stream.table.n_samples == 14_400

@@ -1,6 +1,6 @@
 import pytest
 
-from workloads import ModelSpec
+from servesim.workloads import ModelSpec
 
 
 def test_stage_order_comes_from_the_profile(make_profile):

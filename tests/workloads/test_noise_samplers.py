@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from workloads import CostModel, Deterministic, Empirical, Exponential, Gamma, LogNormal
+from servesim.workloads import CostModel, Deterministic, Empirical, Exponential, Gamma, LogNormal
 
 N = 200_000
 MEDIAN_MS = 2.0

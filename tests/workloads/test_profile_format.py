@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from workloads import COLUMNS, Profile, ProfileError, ProfileRow, load_profile
+from servesim.workloads import COLUMNS, Profile, ProfileError, ProfileRow, load_profile
 
 HEADER = ",".join(COLUMNS)
 # Lines 1-5 metadata, line 6 header, lines 7-9 rows.

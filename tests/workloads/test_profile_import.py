@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from experiments import cli
-from workloads import CostModel, Deterministic, load_profile
-from workloads.profile import ProfileError
-from workloads.profile_import import import_profile
+from servesim.experiments import cli
+from servesim.workloads import CostModel, Deterministic, load_profile
+from servesim.workloads.profile import ProfileError
+from servesim.workloads.profile_import import import_profile
 
 H100 = Path(__file__).resolve().parents[3] / "shared" / "data" / "h100-stage-profiles"
 META = {"device": "gpu:test", "framework": "torch", "date": "2026-12-06", "execution_mode": "eager"}

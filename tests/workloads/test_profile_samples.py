@@ -10,9 +10,9 @@ import io
 import numpy as np
 import pytest
 
-from workloads import CostModel, Profile, ProfileError, load_profile
-from workloads.noise import Empirical, Measured, PerBatch
-from workloads.profile import KEY_SEPARATOR, samples_path
+from servesim.workloads import CostModel, Profile, ProfileError, load_profile
+from servesim.workloads.noise import Empirical, Measured, PerBatch
+from servesim.workloads.profile import KEY_SEPARATOR, samples_path
 
 METADATA = {"device": "cpu:test", "dtype": "float32", "framework": "none", "date": "2026-12-06",
             "execution_mode": "eager"}
@@ -109,7 +109,7 @@ def test_measured_noise_needs_samples_and_says_where_they_are_missing():
 
 
 def test_per_batch_noise_takes_whole_batches_from_their_samples_unless_told_otherwise():
-    from workloads.exits import ExitModel, SegmentCosts
+    from servesim.workloads.exits import ExitModel, SegmentCosts
 
     stages = {"b1": 1.0, "r1": 0.1, "b2": 1.0}
     rows = [("hw", "ee", s, 1, ms, ms, ms, 1) for s, ms in stages.items()]

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from workloads import PROFILES_DIR, ExitModel, SegmentCosts, load_profile
+from servesim.workloads import PROFILES_DIR, ExitModel, SegmentCosts, load_profile
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 TINY_BERT = dict(layers=3, hidden=32, heads=2, ffn=64, vocab=50)
@@ -77,14 +77,14 @@ def test_shipped_profile_drives_an_exit_model(filename):
 
 @pytest.fixture(scope="module")
 def tm(torch):
-    from workloads import torch_models
+    from servesim.workloads import torch_models
 
     return torch_models
 
 
 @pytest.fixture(scope="module")
 def profiler(torch):
-    from workloads import profiler_torch
+    from servesim.workloads import profiler_torch
 
     return profiler_torch
 
@@ -393,7 +393,7 @@ def test_seq2seq_refuses_lengths_outside_its_positions(tm):
 
 
 def test_plain_variant_profile_names_its_hardware_and_times_cold_starts(tm, profiler):
-    from workloads.variants import cpu_hardware
+    from servesim.workloads.variants import cpu_hardware
 
     model = tm.build("resnet18", 32)
     profile = profiler.measure(model, batch_sizes=(1, 2), repeats=3, warmup=1, hardware=cpu_hardware(1),

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
-from experiments import cli
-from workloads import safe_pickle
-from workloads.behaviour import BehaviourError, from_apparate_pickle
+from servesim.experiments import cli
+from servesim.workloads import safe_pickle
+from servesim.workloads.behaviour import BehaviourError, from_apparate_pickle
 
 
 class Reduces:

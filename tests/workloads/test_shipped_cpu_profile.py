@@ -4,9 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import workloads
-from workloads import PROFILES_DIR, CostModel, load_profile
-from workloads.profiler_cpu import BATCH_SIZES, measure
+from servesim import workloads
+from servesim.workloads import PROFILES_DIR, CostModel, load_profile
+from servesim.workloads.profiler_cpu import BATCH_SIZES, measure
 
 SHIPPED = PROFILES_DIR / "cpu_mlp.csv"
 STAGES = ("block1", "block2", "block3")
@@ -62,7 +62,7 @@ def test_profiler_command_line_sets_threads_and_writes_atomically(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     env.pop("OPENBLAS_NUM_THREADS", None)  # the profiler must set it itself
     subprocess.run(
-        [sys.executable, "-m", "workloads.profiler_cpu", "--out", str(out), "--repeats", "2", "--warmup", "1"],
+        [sys.executable, "-m", "servesim.workloads.profiler_cpu", "--out", str(out), "--repeats", "2", "--warmup", "1"],
         env=env, check=True, capture_output=True, cwd=tmp_path,
     )
     profile = load_profile(out)

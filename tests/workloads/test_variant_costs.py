@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from workloads import PROFILES_DIR, ProfileError, load_profile
-from workloads.variant_costs import VariantCosts
-from workloads.variants import VIDEO
+from servesim.workloads import PROFILES_DIR, ProfileError, load_profile
+from servesim.workloads.variant_costs import VariantCosts
+from servesim.workloads.variants import VIDEO
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from workloads.variants import (
+from servesim.workloads.variants import (
     FAMILIES,
     NLP,
     PIPELINES,
@@ -168,7 +168,7 @@ def test_the_pipelines_run_detector_then_classifier_and_langid_translate_summari
 
 
 def test_every_variant_model_is_one_the_profiler_builds(torch):
-    from workloads.torch_models import MODELS
+    from servesim.workloads.torch_models import MODELS
 
     models = [x.model for task in FAMILIES.values() for x in task.variants]
     assert len(set(models)) == len(models) == 5 + 5 + 1 + 2 + 6

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from workloads import video
-from workloads.behaviour import synthetic
-from workloads.drift import STREAM_SUFFIX, RecordedStream, StreamError, accuracy_by_condition, load_stream, save_stream
+from servesim.workloads import video
+from servesim.workloads.behaviour import synthetic
+from servesim.workloads.drift import STREAM_SUFFIX, RecordedStream, StreamError, accuracy_by_condition, load_stream, save_stream
 
 
 @pytest.fixture(scope="module")

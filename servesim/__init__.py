@@ -1,0 +1,1 @@
+"""servesim: a discrete-event simulator for the accuracy / latency / cost trade-offs of ML serving."""
