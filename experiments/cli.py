@@ -7,7 +7,6 @@ problem — what, where, how to fix — and exits with status 2; never a traceba
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from servesim import __version__
 from servesim.traces import FORMATS, describe, load as load_trace
 
 from .cluster_runner import ceiling_warnings
@@ -153,17 +153,9 @@ def _fidelity(args) -> int:
     return 0
 
 
-def _version() -> str:
-    """The installed distribution's version (pyproject.toml's), or where it is not installed, say so."""
-    try:
-        return importlib.metadata.version("servesim")
-    except importlib.metadata.PackageNotFoundError:
-        return "(not installed)"
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="servesim", description="Simulate ML serving: latency, accuracy and cost.")
-    p.add_argument("--version", action="version", version=f"servesim {_version()}")
+    p.add_argument("--version", action="version", version=f"servesim {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an experiment (all sweep points and seeds)")

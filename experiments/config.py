@@ -27,7 +27,7 @@ from servesim.workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND, check_as
 from . import cluster_specs, specs  # noqa: F401  (registers the names)
 from .cluster_specs import DeploymentConfig
 from .specs import MAX_REPLICAS
-from .registry import ADAPTERS, BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, PREDICTORS, ROUTERS, TRACES
+from .registry import ADAPTERS, BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, REGISTRIES, ROUTERS, TRACES, track
 
 
 class ConfigError(ValueError):
@@ -497,7 +497,7 @@ def _known_keys() -> list[str]:
     """Every key a config may hold, at any depth (for "did you mean" hints)."""
     models = [ExperimentConfig, ModelConfig, ServingConfig, ExitsConfig, RealConfig, ClusterConfig, DeploymentConfig,
               ResourceConfig, RefineConfig, ClusterBatching]
-    for registry in (TRACES, NOISE, BATCHING, ROUTERS, BEHAVIOUR, EXIT_POLICIES, PREDICTORS, ADAPTERS):
+    for registry in REGISTRIES:
         models += [registry.get(name) for name in registry.names()]
     return sorted({key for model in models for key in model.model_fields})
 
@@ -559,6 +559,9 @@ def read_yaml(path: Path) -> dict:
         found = "the file is empty" if data is None else f"it is a {type(data).__name__}"
         raise ConfigError(f"{path}: the top level must be a mapping of keys (name, trace, model, ...); {found}")
     return data
+
+
+track(ExperimentConfig)  # a name registered later (from a notebook, say) is valid in a config too
 
 
 def validate(data: dict, source: str) -> ExperimentConfig:

@@ -31,7 +31,7 @@ from servesim.workloads.exits import SegmentCosts
 
 from . import cluster_runner, store
 from .executors import LOCAL, InProcess, make_executor
-from .config import ConfigError, ExperimentConfig, Run, dump, expand, load, point_runs
+from .config import ConfigError, ExperimentConfig, Run, dump, expand, load, point_runs, validate
 from .exit_setup import behaviour, exit_setup, segment_costs, table_of, trace_exits
 from .files import exists, profile_path
 from .host_setup import build_host
@@ -40,6 +40,7 @@ from .refine import midpoints
 
 USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, BehaviourError, FileNotFoundError,
                store.ResultsError)
+CONFIG_GIVEN = "<config>"  # what errors name as the source of a config given as a mapping, not a file
 
 
 def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | SegmentCosts:
@@ -223,17 +224,24 @@ class SweepOutcome:
         return [r for r in self.rows if r["status"] != "ok"]
 
 
-def run_experiment(path: Path | str, out_dir: Path | str, *, jobs: Optional[int] = None, seed: Optional[int] = None,
-                   force: bool = False, resume: bool = False, executor: str = LOCAL, address: Optional[str] = None,
-                   show_progress: bool = True, warn=None) -> SweepOutcome:
+def run_experiment(path: Path | str | dict, out_dir: Path | str, *, jobs: Optional[int] = None,
+                   seed: Optional[int] = None, force: bool = False, resume: bool = False, executor: str = LOCAL,
+                   address: Optional[str] = None, show_progress: bool = True, warn=None,
+                   base_dir: Path | str = ".") -> SweepOutcome:
     """Run every point of the experiment in ``path`` into ``out_dir`` on ``executor``
     (``jobs`` at a time; see :func:`experiments.executors.make_executor`). ``warn(line)``
     is told, before anything runs, what makes the sweep's comparison unfair
-    (:func:`experiments.cluster_runner.ceiling_warnings`)."""
-    path, out_dir = Path(path), Path(out_dir)
-    config = load(path)
+    (:func:`experiments.cluster_runner.ceiling_warnings`). ``path`` may also be the
+    config itself, as a mapping (the Python API's), whose relative paths are read from
+    ``base_dir`` (a file's are read from its folder)."""
+    if isinstance(path, dict):
+        config, base_dir = validate(path, CONFIG_GIVEN), Path(base_dir).resolve()
+        path = Path(CONFIG_GIVEN)
+    else:
+        path = Path(path)
+        config, base_dir = load(path), path.resolve().parent
+    out_dir = Path(out_dir)
     runs = expand(config, str(path), None if seed is None else [seed])
-    base_dir = path.resolve().parent
     validate_runs(runs, path, base_dir)
     for line in cluster_runner.ceiling_warnings(runs):
         (warn or (lambda _line: None))(line)

@@ -51,6 +51,11 @@ class RequestTable:
         cols.update(self.exits)
         return cols
 
+    def to_frame(self):
+        """The table as a pandas DataFrame, one row per request (:meth:`columns`)."""
+        import pandas as pd  # only for readers of the table: the engine never needs it
+        return pd.DataFrame(self.columns())
+
 
 @dataclass
 class Results:
