@@ -5,7 +5,6 @@ distribution, PyPI's `traces` among them."""
 import ast
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -45,7 +44,7 @@ def test_installs_beside_pypis_traces_package(tmp_path):
     # servesim's own dependencies come from this environment (a path entry, not a copy)
     site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                         text=True).strip())
-    (site / "zz_servesim_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    (site / "zz_servesim_deps.pth").write_text("".join(f"{p}\n" for p in sys.path if p.endswith("site-packages")))
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(ROOT)], check=True,
                    capture_output=True, text=True)
     probe = """

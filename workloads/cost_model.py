@@ -230,11 +230,14 @@ class _ParamCache(dict):
         return value
 
 
+_PACKAGE = __name__.rpartition(".")[0] + "."  # servesim.workloads.
+
+
 def _caller_level() -> int:
     """The ``stacklevel`` that points a warning at the first frame outside this package
     (the engine line that asked), whichever lookup or sampler path led here."""
     frame, level = sys._getframe(1), 1
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("workloads."):
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     return level
 
