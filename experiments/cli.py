@@ -1,4 +1,5 @@
-"""The ``servesim`` command line: run, check, plot, fronts, seeds, trace-stats, fidelity, profile, profile-served.
+"""The ``servesim`` command line: run, check, plot, fronts, seeds, trace-stats, profiles, capacity, fidelity, profile,
+profile-served.
 
 Every user error (bad YAML, bad trace, unknown name, missing file) prints one line per
 problem — what, where, how to fix — and exits with status 2; never a traceback.
@@ -17,6 +18,7 @@ import pandas as pd
 from servesim import __version__
 from servesim.traces import FORMATS, describe, load as load_trace
 
+from . import answer, capacity_report, profile_list, store
 from .cluster_runner import ceiling_warnings
 from .config import load
 from .executors import EXECUTORS, LOCAL
@@ -37,20 +39,14 @@ def _run(args) -> int:
     for row in outcome.rows:
         if row["status"] != "ok":
             print(f"{row['run']}: FAILED: {row['error']}", file=sys.stderr)
-            continue
-        if not args.quiet:
-            slo = row["slo_violation_rate"]
-            print(f"{row['run']}: p50 {_num(row['latency_p50_ms'], '.3f')} ms, "
-                  f"p99 {_num(row['latency_p99_ms'], '.3f')} ms, "
-                  f"{_num(row['throughput_rps'], '.1f')} req/s, dropped {row['dropped']}"
-                  + ("" if slo is None else f", SLO violations {100 * slo:.2f}%")
-                  + (", OVERLOADED (fell behind its arrivals)" if row["overloaded"] else ""))
-        elif row["overloaded"]:
-            print(f"{row['run']}: warning: OVERLOADED (fell behind its arrivals)", file=sys.stderr)
-        if row["out_of_range_lookups"]:
+        elif row["out_of_range_lookups"]:
             print(f"{row['run']}: warning: {row['out_of_range_lookups']} stage-latency look-ups fell "
                   f"outside the profiled batch sizes (handled as model.out_of_range says); "
                   f"see profile_out_of_range in its summary.json", file=sys.stderr)
+    overloaded = [row["run"] for row in ok if row["overloaded"]]
+    if overloaded:
+        print(f"warning: {len(overloaded)} of {len(ok)} runs OVERLOADED (fell behind their arrivals): "
+              + ", ".join(overloaded[:3]) + (" ..." if len(overloaded) > 3 else ""), file=sys.stderr)
     interpolated = [row for row in ok if row["interpolated_batches"]]
     if interpolated:  # one line for the sweep: it is about the profile, not one run
         share = sum(r["interpolated_batches"] for r in interpolated) / sum(r["requests"] for r in interpolated)
@@ -58,8 +54,12 @@ def _run(args) -> int:
               f"where its own points put the interpolation error at 5% or more (about {share:.0%} as many such "
               f"batches as requests); see profile_interpolation in their summary.json, or profile those sizes",
               file=sys.stderr)
+    if not args.quiet:  # the answer: a line per sweep point
+        for line in answer.lines(outcome.points, any("adapter" in r for r in ok), str(out / store.RESULTS_BY_POINT)):
+            print(line)
     reused = f" ({outcome.reused} kept from an earlier run)" if outcome.reused else ""
-    print(f"{len(ok)} of {len(outcome.rows)} runs finished{reused}; results in {out / 'results.csv'}, plots in {out / 'plots'}")
+    print(f"{len(ok)} of {len(outcome.rows)} runs finished{reused}; results in {out / store.RESULTS} "
+          f"(by point: {store.RESULTS_BY_POINT}), plots in {out / 'plots'}")
     return 1 if outcome.failed else 0
 
 
@@ -142,7 +142,7 @@ def _fidelity(args) -> int:
     from .fidelity import FIDELITY, run_fidelity  # noqa: PLC0415
 
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.file).stem}-fidelity"
-    for row in run_fidelity(args.file, out):
+    for row in run_fidelity(args.file, out, show_progress=not args.quiet):
         print(f"{row['run']}: p50 sim {_num(row['sim_p50'], '.3f')} / real {_num(row['real_p50'], '.3f')} ms "
               f"(error {_num(row['p50_rel_error'], '+.1%')}), p99 sim {_num(row['sim_p99'], '.3f')} / real "
               f"{_num(row['real_p99'], '.3f')} ms (error {_num(row['p99_rel_error'], '+.1%')}), throughput error "
@@ -154,7 +154,10 @@ def _fidelity(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="servesim", description="Simulate ML serving: latency, accuracy and cost.")
+    p = argparse.ArgumentParser(prog="servesim", description="Simulate ML serving: latency, accuracy and cost.",
+                                epilog="Every key of an experiment YAML: docs/CONFIG.md. The files servesim reads "
+                                       "(trace formats, profile CSV, behaviour .npz): docs/FORMATS.md. Shipped "
+                                       "profiles: servesim profiles.")
     p.add_argument("--version", action="version", version=f"servesim {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -200,17 +203,44 @@ def parser() -> argparse.ArgumentParser:
     seeds.add_argument("dir")
     seeds.set_defaults(handler=_seeds)
 
-    stats = sub.add_parser("trace-stats", help="summarise a trace file")
-    stats.add_argument("file")
-    stats.add_argument("--format", required=True, choices=sorted(FORMATS))
+    stats = sub.add_parser("trace-stats", help="summarise a trace file",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="formats (each with an example in docs/FORMATS.md):\n" + "\n".join(
+                               f"  {name:16} {spec.description}" for name, spec in sorted(FORMATS.items())))
+    stats.add_argument("file", help="the trace file")
+    stats.add_argument("--format", required=True, choices=sorted(FORMATS), help="the file's format, below")
     stats.add_argument("--bin-seconds", type=float, help="bin width of a count format (default: its own)")
     stats.add_argument("--seed", type=int, default=0, help="seed for spreading counts into arrivals")
     stats.set_defaults(handler=_trace_stats)
+
+    cap = sub.add_parser("capacity", help="find the highest rate meeting an SLO, or the fewest replicas that do",
+                         description="Search one config (each sweep point on its own) for the highest arrival rate "
+                                     "whose latency meets the SLO, or the fewest replicas (cores) that meet it, by "
+                                     "bracketing and bisection; every probe runs --seeds seeds and is judged by "
+                                     "their mean and its 95% t-interval (docs/CONFIG.md, 'Capacity search').")
+    cap.add_argument("file", help="experiment YAML")
+    cap.add_argument("--slo", required=True, help="p50|p90|p95|p99|pNN.N|mean <= N ms|s (p99<=50ms, 'p99 <= 0.05s'), "
+                                                  "or violations<=N%% (requests later than the file's slo_ms)")
+    cap.add_argument("--vary", help="trace.rate (default where the trace has one), trace.scale_rate, "
+                                    "serving.replicas, replicas, or cluster.initial.TASK.K.replicas|cores")
+    cap.add_argument("--seeds", type=int, default=3, help="seeds per probe (default 3; the file's first)")
+    cap.add_argument("--tol", type=float, default=0.02, help="relative tolerance of a rate (default 0.02)")
+    cap.add_argument("--jobs", type=int, help="runs at a time (local processes, default 1)")
+    cap.add_argument("--out", help="output folder (default: runs/<file stem>-capacity)")
+    cap.add_argument("--quiet", action="store_true", help="no line per probe")
+    cap.set_defaults(handler=capacity_report.command)
+
+    profiles = sub.add_parser("profiles", help="list the shipped profiles (builtin:NAME), or the profile files "
+                                               "given: device, dtype, framework, date, hardware, models")
+    profiles.add_argument("paths", nargs="*", help="profile CSVs or folders of them (default: the shipped ones)")
+    profiles.add_argument("--stages", action="store_true", help="each model's stages by name, not counted")
+    profiles.set_defaults(handler=profile_list.command)
 
     fid = sub.add_parser("fidelity", help="run an experiment in the simulator and on the real executor, "
                                           "and report the simulator's errors (needs torch)")
     fid.add_argument("file", help="experiment YAML with a 'real:' section")
     fid.add_argument("--out", help="output folder (default: runs/<file stem>-fidelity)")
+    fid.add_argument("--quiet", action="store_true", help="no progress bar")
     fid.set_defaults(handler=_fidelity)
 
     # Its options (--model, --device, --dtype, --out, ...) are the profiler's: see main().

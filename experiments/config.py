@@ -8,7 +8,6 @@ whose lines read ``FILE: key.path: what is wrong (got VALUE)``.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import re
 import functools
 import itertools
@@ -26,6 +25,7 @@ from servesim.workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND, check_as
 
 from . import cluster_specs, specs  # noqa: F401  (registers the names)
 from .cluster_specs import DeploymentConfig
+from .names import GROUP_LABEL, identity, label, point_name, point_of, run_name  # noqa: F401  (label: for plots)
 from .specs import MAX_REPLICAS
 from .registry import ADAPTERS, BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, REGISTRIES, ROUTERS, TRACES, track
 
@@ -371,6 +371,11 @@ class Run:
     seed: int
     config: ExperimentConfig
 
+    @property
+    def point(self) -> str:
+        """The name of its sweep point: its own, less the seed (the same for every seed)."""
+        return point_of(self.name)
+
 
 _ABSENT = object()  # where an error's location leaves what the user wrote
 
@@ -589,9 +594,6 @@ def _set(data: dict, dotted: str, value: Any, source: str) -> None:
     node[keys[-1]] = value
 
 
-GROUP_LABEL = "label"  # in a group's value: its name in run folders, results and plots, set nowhere
-
-
 def _is_group(key: str) -> bool:
     """A swept key that names no config field (``workload``, say) is a group: each of
     its values is a mapping of key paths set together (a model, its ramps and its
@@ -607,12 +609,6 @@ def _check_swept_key(key: str, where: str, group: bool = False) -> None:
     if group and _is_group(key):
         raise ConfigError(f"{where}: {key!r} is not a config key (a group sets config keys such as "
                           f"'model.profile' or 'trace', and may name itself with '{GROUP_LABEL}')")
-
-
-def _short_names(keys: list[str]) -> dict[str, str]:
-    """The last part of each swept key, or the whole key where two would clash."""
-    last = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
 
 
 def expand(config: ExperimentConfig, source: str, seeds: Optional[list[int]] = None) -> list[Run]:
@@ -649,8 +645,8 @@ def expand(config: ExperimentConfig, source: str, seeds: Optional[list[int]] = N
 def point_runs(config: ExperimentConfig, source: str, params: dict[str, Any], seeds: list[int],
                names: dict[str, str]) -> list[Run]:
     """The runs of one sweep point (``params``: a value for every swept key), one per
-    seed; ``names`` (folder name -> the point, shown) holds the folders already taken
-    and gains these."""
+    seed, named by :mod:`experiments.names`; ``names`` (point name, lower case -> the
+    point's identity) holds the points already named and gains this one."""
     data = config.model_dump(mode="json", exclude={"sweep", "seeds", "refine"})
     for key, value in params.items():
         settings = value.items() if _is_group(key) else [(key, value)]
@@ -659,7 +655,11 @@ def point_runs(config: ExperimentConfig, source: str, params: dict[str, Any], se
                 _set(data, path, setting, source)
     swept = _one_line(", ".join(f"{k}={_shown(v)}" for k, v in params.items()))
     where = f"\n{source}: (in the sweep point {swept})" if params else ""
-    short = _short_names(list(params))
+    point_label = point_name(params, config.sweep, names)
+    if point_label.lower() in names:
+        raise ConfigError(f"{source}: sweep: the point {swept} is listed twice (its runs would share the folders "
+                          f"{run_name(point_label, seeds[0])!r}, ...); make the swept values distinct")
+    names[point_label.lower()] = identity(params)
     runs = []
     for seed in seeds:
         data["seed"] = seed
@@ -670,12 +670,7 @@ def point_runs(config: ExperimentConfig, source: str, params: dict[str, Any], se
         problem = _check_point(point, source)
         if problem:
             raise ConfigError(f"{problem}{where}")
-        name = ",".join([f"{short[k]}={label(v)}" for k, v in params.items()] + [f"seed={seed}"])
-        if name in names:
-            raise ConfigError(f"{source}: sweep: two runs would share the folder {name!r} "
-                              f"({names[name]} and {swept}); make the swept values distinct")
-        names[name] = swept
-        runs.append(Run(name=name, params=dict(params), seed=seed, config=point))
+        runs.append(Run(name=run_name(point_label, seed), params=dict(params), seed=seed, config=point))
     return runs
 
 
@@ -712,24 +707,6 @@ def _check_point(config: ExperimentConfig, source: str) -> Optional[str]:
             return (f"{source}: {key}.batching.slo_ms: the deadline policy needs an SLO; "
                     f"set {key}.batching.slo_ms or the top-level slo_ms (got neither)")
     return None
-
-
-MAX_LABEL = 40  # characters of one swept value in a run's folder name
-
-
-def label(value: Any) -> str:
-    """A swept value as part of a folder name: its values joined by '-', other
-    punctuation as '_'; a long one (a list of regimes, say) is cut and ends in a hash of
-    the whole, so names stay unique and within the file system's limit."""
-    if isinstance(value, dict) and GROUP_LABEL in value:
-        return label(value[GROUP_LABEL])
-    text = "-".join(map(str, value.values())) if isinstance(value, dict) else str(value)
-    # only characters a shell and every file system take as they are
-    text = re.sub(r"[^\w.+-]+", "_", text).strip("_")
-    if len(text) <= MAX_LABEL:
-        return text
-    digest = hashlib.sha1(repr(value).encode()).hexdigest()[:8]
-    return f"{text[:MAX_LABEL - 9]}~{digest}"
 
 
 def dump(config: ExperimentConfig) -> str:

@@ -10,10 +10,15 @@ p50/p90/p99 latency and throughput of both and the simulator's relative error
 then costs its simulation). With ``real.repeats`` each point is served for real several
 times and the error is against the median, with the real runs' range beside it.
 A simulator is trusted only as far as this table says.
+
+A real run replays its arrivals in wall-clock time and a calibrating profile times
+thousands of bursts, so a point takes minutes: a progress bar (stderr, off with
+``--quiet``) counts the phases of every point and names the one under way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -22,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from servesim.sim import summarize  # noqa: E402
 from servesim.sim.real import RUN, execute, measure_served  # noqa: E402
@@ -39,13 +45,12 @@ FIDELITY = "fidelity.csv"
 SERVED_PROFILE = "served_profile.csv"  # a point's calibrating profile (real.calibrate)
 
 
-def run_fidelity(path: Path | str, out_dir: Path | str) -> list[dict]:
+def run_fidelity(path: Path | str, out_dir: Path | str, show_progress: bool = True) -> list[dict]:
     path, out_dir = Path(path), Path(out_dir)
     config = load(path)
     runs = expand(config, str(path))
     base_dir = path.resolve().parent
     validate_runs(runs, path, base_dir)
-    rows = []
     for run in runs:
         cfg = run.config
         if cfg.real is None or cfg.exits is None:
@@ -53,20 +58,54 @@ def run_fidelity(path: Path | str, out_dir: Path | str) -> list[dict]:
                               f"(use exits.policy: never for a run without exits)")
         if cfg.serving.replicas != 1:
             raise ConfigError(f"{path}: serving.replicas: the real executor runs one worker (got {cfg.serving.replicas})")
-        # With calibrate, the served profile is measured under the batch sizes this point's
-        # simulation (costed by model.profile) serves: a call's cost depends on them.
-        first = simulate_config(cfg, base_dir)[0] if cfg.real.calibrate else None
-        reals, measured, real_model = _serve_for_real(cfg, base_dir, path, first)
-        if measured:
-            profile = served_profile(real_model, pool(*measured),
-                                     f"{cfg.real.calibrate_rounds} timed rounds of {RUN} bursts per size just "
-                                     f"before and as many just after each of the {len(reals)} real run(s) of "
-                                     f"{run.name}")
-            cfg = _costed_by(cfg, profile, out_dir / run.name / SERVED_PROFILE, path)
-        simulated, _, _ = simulate_config(cfg, base_dir)  # the same arrivals and samples, fresh policies
-        rows.append(_compare(run, simulated, reals, out_dir / run.name))
+    rows = []
+    with tqdm(total=sum(_phases(run.config.real) for run in runs), desc=f"{config.name}: fidelity", unit="phase",
+              disable=not show_progress) as bar:
+        for k, run in enumerate(runs, 1):
+            cfg = run.config
+            phase = Progress(bar, f"point {k}/{len(runs)}")
+            # With calibrate, the served profile is measured under the batch sizes this point's
+            # simulation (costed by model.profile) serves: a call's cost depends on them.
+            first = None
+            if cfg.real.calibrate:
+                with phase("simulating, for the batch sizes to calibrate at"):
+                    first = simulate_config(cfg, base_dir)[0]
+            reals, measured, real_model = _serve_for_real(cfg, base_dir, path, first, phase)
+            if measured:
+                profile = served_profile(real_model, pool(*measured),
+                                         f"{cfg.real.calibrate_rounds} timed rounds of {RUN} bursts per size just "
+                                         f"before and as many just after each of the {len(reals)} real run(s) of "
+                                         f"{run.name}")
+                cfg = _costed_by(cfg, profile, out_dir / run.name / SERVED_PROFILE, path)
+            with phase("simulating and comparing"):
+                simulated, _, _ = simulate_config(cfg, base_dir)  # the same arrivals and samples, fresh policies
+                rows.append(_compare(run, simulated, reals, out_dir / run.name))
     store.write_rows(out_dir / FIDELITY, rows)
     return rows
+
+
+def _phases(real) -> int:
+    """How many phases a point of ``real`` settings has: per repeat its real run (and the
+    two calibrating halves around it), then its simulation (and, with calibration, the
+    simulation before, that says which batch sizes to calibrate at)."""
+    return real.repeats * (1 + 2 * real.calibrate) + 1 + real.calibrate
+
+
+class Progress:
+    """``with progress("what"):`` names the phase under way on the bar, and counts it
+    done when the block ends; ``progress.show("what")`` names a step no phase counts."""
+
+    def __init__(self, bar: tqdm, point: str):
+        self.bar, self.point = bar, point
+
+    def show(self, what: str) -> None:
+        self.bar.set_description(f"{self.point}: {what}")
+
+    @contextlib.contextmanager
+    def __call__(self, what: str):
+        self.show(what)
+        yield
+        self.bar.update()
 
 
 def _batch_mix(results, max_batch: int) -> np.ndarray:
@@ -75,15 +114,18 @@ def _batch_mix(results, max_batch: int) -> np.ndarray:
     return np.bincount(sizes, minlength=max_batch + 1)[1:max_batch + 1] / np.arange(1, max_batch + 1)
 
 
-def _serve_for_real(cfg, base_dir: Path, path: Path, first):
+def _serve_for_real(cfg, base_dir: Path, path: Path, first, phase: Progress):
     """``cfg`` served ``real.repeats`` times by the real executor, each time on the same
     arrivals and samples with freshly built policies (an online policy must not carry
     what it learnt into the next repeat): the results of each, with ``real.calibrate``
     the served-profile halves measured just before and just after each (else none),
     under the batch sizes of the ``first`` simulation, and the real model (for its stage
-    names)."""
+    names). ``phase`` shows each repeat's phases as they run."""
     reals, measured = [], []
-    for repeat in range(cfg.real.repeats):
+    repeats = cfg.real.repeats
+    for repeat in range(repeats):
+        which = f" {repeat + 1}/{repeats}" if repeats > 1 else ""
+        phase.show(f"building and warming up the real model{which}")
         prepared = prepare(cfg, base_dir)
         if prepared.source_rows is None:
             raise ConfigError(f"{path}: exits.behaviour: the real executor needs a plain table (not a drifting one)")
@@ -92,13 +134,18 @@ def _serve_for_real(cfg, base_dir: Path, path: Path, first):
         calibrate = None if first is None else _calibration(
             cfg, real_model, prepared.batcher.max_batch, _batch_mix(first, prepared.batcher.max_batch))
         if calibrate:
-            measured.append(calibrate(2 * repeat))
-        reals.append(execute(prepared.trace.times, real_model.staged, prepared.batcher, table=prepared.exits.table,
-                             samples=prepared.exits.samples, policy=prepared.exits.policy,
-                             semantics=cfg.exits.semantics,
-                             drop_after=None if cfg.serving.drop_after_ms is None else cfg.serving.drop_after_ms / 1e3))
+            with phase(f"calibrating before real run{which}"):
+                measured.append(calibrate(2 * repeat))
+        span = prepared.trace.times[-1] if len(prepared.trace.times) else 0.0
+        with phase(f"real run{which}, {len(prepared.trace.times)} requests over {span:.0f} s of arrivals"):
+            reals.append(execute(prepared.trace.times, real_model.staged, prepared.batcher,
+                                 table=prepared.exits.table, samples=prepared.exits.samples,
+                                 policy=prepared.exits.policy, semantics=cfg.exits.semantics,
+                                 drop_after=None if cfg.serving.drop_after_ms is None
+                                 else cfg.serving.drop_after_ms / 1e3))
         if calibrate:
-            measured.append(calibrate(2 * repeat + 1))
+            with phase(f"calibrating after real run{which}"):
+                measured.append(calibrate(2 * repeat + 1))
     return reals, measured, real_model
 
 

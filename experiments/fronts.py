@@ -32,7 +32,8 @@ import pandas as pd
 
 from . import store
 from .config import STEP_ACCURACY, STEP_LATENCY
-from .plots import ci_half_width, front, panels, point_keys, read_results
+from .plots import front, panels, point_keys
+from .seeds import ci_half_width
 
 LATENCY_SLACK = 0.02     # a test point may be 2% slower and still match
 ACCURACY_SLACK = 0.005   # ... and half a point less accurate
@@ -65,7 +66,8 @@ def _panels_with_exits(results: pd.DataFrame) -> list[tuple[pd.DataFrame, str]]:
     ok = results[(results["status"] == "ok") & results["accuracy"].notna()]
     if ok.empty or "policy" not in ok:
         return []
-    groups, titles, _ = panels(ok)
+    keys = store.swept_keys(ok.columns)  # the panels and points of the swept keys, not of their fields
+    groups, titles, _ = panels(ok.drop(columns=[c for c in store.swept_columns(ok.columns) if c not in keys]))
     return list(zip(groups, titles))
 
 
@@ -138,7 +140,7 @@ def write_fronts(out_dir: Path | str, policy: str = "ttamer",
     path = out_dir / store.RESULTS
     if not path.exists():
         raise FileNotFoundError(f"{path}: no results.csv here; is {out_dir} an experiment output folder?")
-    results = read_results(path)
+    results = store.read_results(path)
     suffix = "" if latency == "p50" else f"-{latency}"
     targets = [out_dir / name.replace(".csv", f"{suffix}.csv") for name in (FRONTS, STEPS)]
     tables = compare(results, policy, rivals, latency), steps(results, latency)

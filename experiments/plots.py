@@ -1,263 +1,502 @@
-"""Plots of an experiment folder, drawn from results.csv and the per-run request tables.
+"""The plots of an experiment folder: its sweep averaged over seeds, drawn to read as
+well at 200 runs as at 4.
 
-* ``latency_cdf.png``: the latency CDF of every run, on one set of axes;
-* ``timeseries-<run>.png``: per run, latency (p50, p99) and throughput over time;
-* ``comparison.png``: p50/p99 latency and throughput of every run side by side;
-* ``pareto.png`` (runs with exits): accuracy against p50 and p99 latency, one front per
-  exit policy (with several seeds, a 95% confidence band), one row of panels per
-  combination of the other swept keys;
-* ``latency_cdf_by_policy.png`` (runs with exits): one latency CDF per exit policy
-  (seeds pooled), panels as in the Pareto plot;
-* ``controller-<run>.png`` (runs whose exit policy adapts online, e.g. Apparate): its
-  thresholds and its active ramps over time, from the run's ``controller.csv``.
+A sweep is read as *factors*: each swept key, and each field of a swept mapping
+(``serving.batching`` gives ``policy``, ``max_batch``, ``max_wait_ms``), that takes two values
+or more over the sweep's points (a point: its runs under every seed). Each gets a role:
 
-Per-run time series are drawn for the first :data:`MAX_TIMESERIES` runs only: a large
-sweep is read through its comparison and Pareto plots.
+* **family**: the first named choice (the name of a swept policy, adapter or router; a
+  swept group's label where there is none): one colour per family;
+* **shade**: the other fields of the family's key (``max_batch``, a threshold, a λ): a
+  sequential shade of the family's colour, light to dark in sorted order;
+* **x**: the numeric swept key with the most values (three or more), set at every point
+  (``trace.rate``): the x axis of the comparison;
+* **facets**: the rest: one panel, or one row of panels, each.
+
+A point's figures are the means over its seeds with the half-width of their 95%
+confidence interval (Student's t, :func:`.seeds.by_point`); drops are a per cent of
+each run's requests, SLO violations a per cent of its requests.
+
+Files in ``OUT/plots``:
+
+* ``comparison.png`` (``cluster_comparison.png`` for cluster runs): each figure per point,
+  one panel per figure: lines against x with their 95% band, a row per facet; without
+  an x, a dot per point with its 95% interval; with more than :data:`MAX_ROWS` points, a
+  heatmap per figure (families × shades down, facets across), means only;
+* ``latency_cdf.png``: the latency CDF of every point (its seeds' completed requests
+  pooled), one panel per facet and x value, the SLO drawn;
+* ``pareto.png`` (runs with accuracy): accuracy against p50 and p99 latency, a front and
+  its 95% band per family, a row per facet;
+* ``cluster_tasks.png`` (cluster runs): per point, the mean time a served request spent
+  at each task, queued and in its batch, stacked;
+* per run, for the first :data:`MAX_PER_RUN` runs: ``timeseries-<run>.png`` or
+  ``cluster-<run>.png``, and ``controller-<run>.png`` for every run with an online exit
+  policy (:mod:`.figures`).
 """
 
 from __future__ import annotations
 
-import ast
 import json
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
+from . import seeds, store
+from .figures import (PLOTTED, SLO_STYLE, cdf_line, cluster_timeseries, controller, front, latencies_ms, plain_log,
+                      plain_ticks, save_figure, swept_value, timeseries, unit, value_label)
+from .names import GROUP_LABEL
+from .store import read_results
 
-from . import store  # noqa: E402
-from .config import label as folder_label  # noqa: E402
-
-MAX_CDF_POINTS = 2000
-MAX_TIMESERIES = 24
-PLOTTED = ["arrival", "finish", "status"]  # the only request columns the plots read
-
-
-def _completed(table: pd.DataFrame) -> pd.DataFrame:
-    return table[table["status"] == 0]
-
-
-def _latencies_ms(tables: list[pd.DataFrame]) -> np.ndarray:
-    """Sorted latencies (ms) of the completed requests of ``tables``, pooled."""
-    done = [_completed(t) for t in tables]
-    return np.sort(np.concatenate([(t["finish"] - t["arrival"]).to_numpy() for t in done] or [np.empty(0)]) * 1e3)
+MAX_ROWS = 40  # points a dot plot lists one per row; more are drawn as heatmaps
+MAX_FACET_ROWS = 6  # rows of line panels; more facets are drawn as heatmaps
+MAX_LEGEND = 20  # entries a legend lists one by one; more are listed by family
+MAX_CDF_PANELS = 25
+CDF_POINTS = 400  # quantiles per CDF line: smooth at print size, quick at 200 lines
+MAX_PER_RUN = 12  # runs drawn one figure each (about half a second apiece); a large sweep is read through its summaries
+LONGEST_LABEL = 60  # characters of a label on a plot
+FAMILY_MAPS = ("Blues", "Oranges", "Greens", "Purples", "Greys", "PuRd", "YlOrBr", "BuGn", "Reds", "GnBu")
 
 
-def cdf_line(ax, lat: np.ndarray, **style) -> None:
-    if lat.size:
-        pick = np.unique(np.linspace(0, lat.size - 1, min(lat.size, MAX_CDF_POINTS)).astype(int))
-        ax.plot(lat[pick], (pick + 1) / lat.size, lw=1.4, **style)
+@dataclass(frozen=True)
+class Metric:
+    column: str
+    label: str  # with its unit
+    log: bool = False  # latencies span decades
+    share: bool = False  # a per cent: its axis starts at 0
 
 
-def latency_cdf(tables: dict[str, pd.DataFrame], target: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, table in tables.items():
-        cdf_line(ax, _latencies_ms([table]), label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("latency (ms, log scale)")
-    ax.set_ylabel("fraction of completed requests")
-    ax.set_title("Latency CDF")
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.lines and len(tables) <= 12:
-        ax.legend(fontsize=7)
-    save_figure(fig, target)
+SERVING = (Metric("latency_p50_ms", "p50 latency (ms)", log=True), Metric("latency_p99_ms", "p99 latency (ms)", log=True),
+           Metric("throughput_rps", "throughput (requests/s)"), Metric("dropped", "dropped (% of requests)", share=True),
+           Metric("slo_violation_rate", "SLO violations (% of requests)", share=True), Metric("accuracy", "accuracy (fraction)"))
+CLUSTER = (Metric("slo_violation_rate", "SLO violations (% of requests)", share=True), Metric("cost", "cost (core-seconds)"),
+           Metric("accuracy", "average accuracy (fraction)"), Metric("mean_cores", "mean cores (cores)"),
+           Metric("latency_p99_ms", "p99 latency (ms)", log=True), Metric("dropped", "dropped (% of requests)", share=True))
 
 
-def timeseries(name: str, table: pd.DataFrame, target: Path, bins: int = 120) -> None:
-    done = _completed(table)
-    end = float(np.nanmax(table["finish"])) if len(table) else 0.0
-    if end <= 0:
-        return
-    edges = np.linspace(0.0, end, bins + 1)
-    width = edges[1] - edges[0]
-    which = np.clip(np.digitize(done["finish"], edges) - 1, 0, bins - 1)
-    lat = (done["finish"] - done["arrival"]).to_numpy() * 1e3
-    frame = pd.DataFrame({"bin": which, "lat": lat})
-    grouped = frame.groupby("bin")["lat"]
-    mids = (edges[:-1] + edges[1:]) / 2
-    p50 = grouped.quantile(0.5).reindex(range(bins))
-    p99 = grouped.quantile(0.99).reindex(range(bins))
-    served = np.bincount(which, minlength=bins) / width
-    offered = np.histogram(table["arrival"], edges)[0] / width
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    top.plot(mids, p50, label="p50")
-    top.plot(mids, p99, label="p99")
-    top.set_ylabel("latency (ms)")
-    top.set_yscale("log")
-    top.legend(fontsize=8)
-    top.grid(True, alpha=0.3)
-    bottom.plot(mids, offered, label="offered (arrivals/s)", color="grey", lw=1)
-    bottom.plot(mids, served, label="throughput (completed/s)")
-    bottom.set_ylabel("requests / s")
-    bottom.set_xlabel("time (s)")
-    bottom.legend(fontsize=8)
-    bottom.grid(True, alpha=0.3)
-    fig.suptitle(name, fontsize=9)
-    save_figure(fig, target)
+@dataclass(frozen=True)
+class Factor:
+    """One swept quantity: its key (``serving.batching.max_batch``), the results.csv
+    column it comes from, and its value at each point (None where a point has none)."""
+    key: str
+    column: str
+    values: tuple
+
+    @property
+    def numeric(self) -> bool:
+        known = [v for v in self.values if v is not None]
+        return bool(known) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in known)
 
 
-def run_labels(names: list[str]) -> list[str]:
-    """Run names as bar labels: without the ``key=value`` parts every run shares (the
-    seed of a one-seed sweep, say), which tell the bars nothing apart."""
-    parts = [name.split(",") for name in names]
-    common = set.intersection(*map(set, parts)) if len(parts) > 1 else set()
-    return [",".join(p for p in ps if p not in common) or name for ps, name in zip(parts, names)]
+@dataclass
+class Sweep:
+    """The points of a sweep, seed-averaged (:func:`.seeds.by_point`'s table), each with
+    its ``family``, ``series`` (its label in a legend), ``colour``, ``facet`` (the panel
+    title of its facets), ``panel`` (its facets and x), ``x``, ``label`` and ``slo_ms``;
+    ``runs`` maps each point to its runs."""
+    points: pd.DataFrame
+    runs: dict[str, list[str]]
+    x: str | None
+    shades: list[str]  # keys of the shade factors, for a legend's title
 
 
-def _label_room(labels: list[str]) -> float:
-    """Inches below the axes that labels rotated by 60 degrees at 7 points need."""
-    return 0.06 * max((len(label) for label in labels), default=0)
+def _scalar(value):
+    """A factor's value: a number or a short text, None where the point has none."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return value_label(value) if isinstance(value, (dict, list, tuple)) else str(value)
 
 
-def comparison(results: pd.DataFrame, target: Path) -> None:
+def factors(first: pd.DataFrame) -> list[Factor]:
+    """The factors of a sweep, from one row per point: each swept key, or each field of
+    a swept mapping, that takes two values or more and does not just repeat another's."""
+    found, partitions = [], set()
+    for column in store.swept_keys(first.columns):
+        values = [swept_value(v) for v in first[column]]
+        if any(isinstance(v, dict) for v in values):  # a policy: {name: ...} or its bare name
+            fields = [v if isinstance(v, dict) else {"name": v} for v in values]
+            if all(GROUP_LABEL in f for f in fields):
+                candidates = [Factor(column, column, tuple(str(f[GROUP_LABEL]) for f in fields))]
+            else:
+                keys = list(dict.fromkeys(k for f in fields for k in f))
+                candidates = [Factor(f"{column}.{k}", column, tuple(_scalar(f.get(k)) for f in fields)) for k in keys]
+        else:
+            candidates = [Factor(column, column, tuple(_scalar(v) for v in values))]
+        for factor in candidates:
+            partition = tuple(pd.factorize(pd.Series([repr(v) for v in factor.values]))[0])
+            if len(set(partition)) > 1 and partition not in partitions:
+                found.append(factor)
+                partitions.add(partition)
+    return found
+
+
+def _text(key: str, value, with_unit: bool = True) -> str:
+    """``max_batch=8``, ``rate=1600 requests/s``."""
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    suffix = f" {unit(key)}" if with_unit and unit(key) and value is not None else ""
+    return f"{key.rsplit('.', 1)[-1]}={shown}{suffix}"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= LONGEST_LABEL else text[:LONGEST_LABEL - 1] + "…"
+
+
+def _sort_key(values: tuple) -> tuple:
+    """Values in a sortable order: missing first, then numbers, then texts."""
+    return tuple((v is not None, isinstance(v, str), v if v is not None else 0) for v in values)
+
+
+def _roles(found: list[Factor]) -> tuple[Factor | None, list[Factor], Factor | None, list[Factor]]:
+    """(family, shades, x, facets) of a sweep's factors (see the module docstring)."""
+    named = [f for f in found if not f.numeric]
+    family = next((f for f in named if f.key != f.column), named[0] if named else None)
+    xs = [f for f in found if f.numeric and None not in f.values and len(set(f.values)) >= 3
+          and (family is None or f.column != family.column)]
+    x = max(xs, key=lambda f: len(set(f.values)), default=None)
+    if family is not None:
+        series_column = family.column
+    else:  # no named choice: the last swept key other than x is shaded
+        series_column = next((f.column for f in reversed(found) if f is not x), None)
+    shades = [f for f in found if f.column == series_column and f is not family]
+    facets = [f for f in found if f.column != series_column and f is not x]
+    return family, shades, x, facets
+
+
+def per_cent(ok: pd.DataFrame) -> pd.DataFrame:
+    """Runs with drops and SLO violations as per cents of each run's requests, so that
+    their means and intervals over seeds read in the comparison's units."""
+    return ok.assign(dropped=100 * ok["dropped"] / ok["requests"].where(ok["requests"] > 0),
+                     slo_violation_rate=100 * ok["slo_violation_rate"])
+
+
+def _point_of_runs(ok: pd.DataFrame) -> pd.Series:
+    """Each run's sweep point, as :func:`.seeds.by_point` groups them."""
+    return ok["point"] if "point" in ok.columns else ok["run"].map(seeds.point_of)
+
+
+def describe(results: pd.DataFrame, slo: dict[str, float | None]) -> Sweep:
+    """The finished runs of ``results`` as a :class:`Sweep`; ``slo`` maps runs to their SLO (ms)."""
     ok = results[results["status"] == "ok"]
-    if ok.empty:
+    points = seeds.by_point(per_cent(ok))
+    runs = {p: frame["run"].tolist() for p, frame in ok.groupby(_point_of_runs(ok), sort=False)}
+    first = ok.groupby(_point_of_runs(ok), sort=False).head(1).set_axis(list(runs)).loc[points["point"]]
+    found = factors(first)
+    family, shades, x, facets = _roles(found)
+    n = len(points)
+    points["family"] = [str(v) for v in family.values] if family else ["all points"] * n
+    shade_values = list(zip(*(f.values for f in shades))) if shades else [()] * n
+    points["series"] = [_cut(" ".join([*([fam] if family else []),
+                                       *(_text(f.key, v, with_unit=False) for f, v in zip(shades, values) if v is not None)])
+                             or "all points") for fam, values in zip(points["family"], shade_values)]
+    points["facet"] = [", ".join(_text(f.key, v) for f, v in zip(facets, values)) for values in
+                       (zip(*(f.values for f in facets)) if facets else [()] * n)]
+    points["x"] = np.asarray(x.values, dtype=float) if x else np.nan
+    points["panel"] = [_cut(", ".join(filter(None, [facet, _text(x.key, v) if x else ""])) or "all points")
+                       for facet, v in zip(points["facet"], x.values if x else [None] * n)]
+    points["facet"] = points["facet"].map(lambda t: _cut(t) if t else "")
+    points["label"] = [_cut(f"{facet}: {series}" if facet else series)
+                       for facet, series in zip(points["facet"], points["series"])]
+    points["slo_ms"] = [slo.get(runs[p][0]) for p in points["point"]]
+    points["colour"] = _colours(points["family"].tolist(), shade_values)
+    order = sorted(range(n), key=lambda i: (list(dict.fromkeys(points["facet"])).index(points["facet"][i]),
+                                            list(dict.fromkeys(points["family"])).index(points["family"][i]),
+                                            _sort_key(shade_values[i]), points["x"][i]))
+    return Sweep(points.iloc[order].reset_index(drop=True), runs, x.key if x else None, [f.key for f in shades])
+
+
+def _colours(families: list[str], shade_values: list[tuple]) -> list:
+    """One sequential colour map per family; a point's shade is the rank of its shade
+    values among its family's, light to dark."""
+    maps = {family: plt.get_cmap(FAMILY_MAPS[i % len(FAMILY_MAPS)]) for i, family in enumerate(dict.fromkeys(families))}
+    ranks = {}
+    for family in maps:
+        distinct = sorted({v for f, v in zip(families, shade_values) if f == family}, key=_sort_key)
+        ranks.update({(family, v): (0.75 if len(distinct) == 1 else 0.4 + 0.55 * i / (len(distinct) - 1))
+                      for i, v in enumerate(distinct)})
+    return [maps[f](ranks[f, v]) for f, v in zip(families, shade_values)]
+
+
+def family_colour(sweep: Sweep, family: str):
+    return plt.get_cmap(FAMILY_MAPS[list(dict.fromkeys(sweep.points["family"])).index(family) % len(FAMILY_MAPS)])(0.75)
+
+
+def _slo(ax, pts: pd.DataFrame, axis: str) -> None:
+    """The SLO of the points drawn in ``ax`` (one line per distinct value)."""
+    for value in sorted({v for v in pts["slo_ms"] if v is not None and np.isfinite(v)}):
+        (ax.axvline if axis == "x" else ax.axhline)(value, **SLO_STYLE)
+
+
+def _legend(fig, sweep: Sweep, pts: pd.DataFrame, marker: str = "o", series: bool = True) -> None:
+    """One legend for the figure, right of it: each series, or past :data:`MAX_LEGEND`
+    of them each family (its shades then said in the title); the SLO."""
+    series = pts.drop_duplicates("series") if series else pts.iloc[:0]
+    if len(series) <= MAX_LEGEND:
+        handles = [Line2D([], [], color=c, marker=marker, label=s) for s, c in zip(series["series"], series["colour"])]
+        title = None
+    else:
+        handles = [Line2D([], [], color=family_colour(sweep, f), lw=3, label=_cut(f))
+                   for f in dict.fromkeys(series["family"])]
+        title = _cut("darker: larger " + ", ".join(k.rsplit(".", 1)[-1] for k in sweep.shades)) if sweep.shades else None
+    slos = sorted({v for v in pts["slo_ms"] if v is not None and np.isfinite(v)})
+    handles += [Line2D([], [], label=f"SLO {v:g} ms", **SLO_STYLE) for v in slos]
+    if handles:
+        fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=7, title=title,
+                   title_fontsize=7, frameon=False)
+
+
+def comparison(sweep: Sweep, metrics: tuple[Metric, ...], target: Path, title: str) -> None:
+    """Each figure of ``metrics`` per point: lines against x, dots, or heatmaps (module docstring)."""
+    pts = sweep.points
+    shown = [m for m in metrics if m.column in pts and pts[m.column].notna().any()]
+    if pts.empty or not shown:
         return
-    names = run_labels(ok["run"].tolist())
-    x = np.arange(len(names))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 0.6 * len(names) + 4), 4.5 + _label_room(names)))
-    left.bar(x - 0.2, ok["latency_p50_ms"], width=0.4, label="p50")
-    left.bar(x + 0.2, ok["latency_p99_ms"], width=0.4, label="p99")
-    left.set_ylabel("latency (ms)")
-    left.set_yscale("log")
-    left.legend(fontsize=8)
-    right.bar(x, ok["throughput_rps"], color="tab:green")
-    right.set_ylabel("throughput (requests/s)")
-    for ax in (left, right):
-        ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle("Runs compared")
+    facets = list(dict.fromkeys(pts["facet"]))
+    banded = " with 95% interval" if (pts["seeds"] > 1).any() else ""
+    if sweep.x and len(facets) <= MAX_FACET_ROWS:
+        fig = _lines(sweep, shown, facets)
+    elif len(pts) <= MAX_ROWS:
+        fig = _dots(sweep, shown)
+    else:
+        fig, banded = _heatmaps(sweep, shown), ""
+    fig.suptitle(f"{title}: mean over seeds{banded}")
     save_figure(fig, target)
 
 
-def cluster_timeseries(name: str, series: pd.DataFrame, target: Path) -> None:
-    """A cluster run over time: the offered load, the cores provisioned per task, and
-    per task the cores of each variant (stacked): what the adapter did and when."""
-    tasks = [c.split(":", 1)[1] for c in series.columns if c.startswith("cores:") and "/" not in c]
-    fig, axes = plt.subplots(2 + len(tasks), 1, figsize=(8, 2.2 * (2 + len(tasks))), sharex=True)
-    t = series["time_s"]
-    axes[0].plot(t, series["load_rps"], color="grey", lw=1)
-    axes[0].set_ylabel("load (req/s)")
-    for task in tasks:
-        axes[1].step(t, series[f"cores:{task}"], where="post", label=task)
-    axes[1].set_ylabel("cores")
-    axes[1].legend(fontsize=7)
-    for ax, task in zip(axes[2:], tasks):
-        columns = [c for c in series.columns if c.startswith(f"cores:{task}/")]
-        ax.stackplot(t, *(series[c] for c in columns), labels=[c.split("/", 1)[1] for c in columns], step="post")
-        ax.set_ylabel(f"{task}\ncores by variant", fontsize=8)
-        ax.legend(fontsize=6, loc="upper left")
-    axes[-1].set_xlabel("time (s)")
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
-    fig.suptitle(name, fontsize=9)
+def _wrapped(count: int, width: float, height: float, **shared):
+    """``count`` panels of ``width`` x ``height`` inches, three across: the axes, in order, and the figure."""
+    across = min(3, count)
+    down = -(-count // across)
+    fig, axes = plt.subplots(down, across, figsize=(width * across, height * down + 0.6), squeeze=False, **shared)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:count])
+
+
+def _style(ax, metric: Metric, values: pd.Series, axis: str) -> None:
+    """A figure's axis: log for latencies (plain ticks), from 0 for a per cent."""
+    if metric.log and (values > 0).all():
+        plain_log(ax, axis)
+    elif metric.share:
+        getattr(ax, f"set_{axis}lim")(0)
+    ax.tick_params(which="both", labelsize=7)
+
+
+def _lines(sweep: Sweep, metrics: list[Metric], facets: list[str]):
+    """Each figure against x, a line and its band per series; one row per figure, one
+    column per facet (figures sharing their scale along the row), or wrapped three across
+    for one facet."""
+    pts = sweep.points
+    if len(facets) == 1:
+        fig, flat = _wrapped(len(metrics), 3.4, 2.8)
+        cells = [(ax, metric, facets[0]) for ax, metric in zip(flat, metrics)]
+    else:
+        fig, axes = plt.subplots(len(metrics), len(facets), figsize=(3.2 * len(facets), 2.5 * len(metrics) + 0.6),
+                                 squeeze=False, sharey="row", sharex=True)
+        cells = [(ax, metric, facet) for row, metric in zip(axes, metrics) for ax, facet in zip(row, facets)]
+        for ax, facet in zip(axes[0], facets):
+            ax.set_title(facet, fontsize=8)
+    xs = pts["x"].to_numpy()
+    for ax, metric, facet in cells:
+        here = pts[pts["facet"] == facet]
+        for _, line in here.groupby("series", sort=False):
+            line = line.sort_values("x")
+            mean, half = line[metric.column].to_numpy(float), line[f"{metric.column}_ci95"].to_numpy(float)
+            colour = line["colour"].iloc[0]
+            ax.plot(line["x"], mean, marker="o", ms=3, lw=1.3, color=colour)
+            if np.isfinite(half).any():
+                ax.fill_between(line["x"], mean - half, mean + half, color=colour, alpha=0.2, lw=0)
+        _style(ax, metric, pts[metric.column].dropna(), "y")
+        if metric.column.startswith("latency"):
+            _slo(ax, here, "y")
+        if xs.max() >= 20 * xs.min() > 0:
+            plain_log(ax, "x")
+        ax.set_ylabel(metric.label, fontsize=8)
+        ax.set_xlabel(sweep.x.rsplit(".", 1)[-1] + (f" ({unit(sweep.x)})" if unit(sweep.x) else ""), fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+    _legend(fig, sweep, pts)
+    return fig
+
+
+def _dots(sweep: Sweep, metrics: list[Metric]):
+    """Each figure a dot per point with its 95% interval, points down (the same rows in
+    every panel), panels three across."""
+    pts = sweep.points
+    y = np.arange(len(pts))[::-1]
+    fig, flat = _wrapped(len(metrics), 3.2, 0.24 * len(pts) + 0.9, sharey=True)
+    changes = [yy + 0.5 for yy, a, b in zip(y[1:], pts["facet"][1:], pts["facet"][:-1]) if a != b]
+    for ax, metric in zip(flat, metrics):
+        for yy, (_, point) in zip(y, pts.iterrows()):
+            half = point[f"{metric.column}_ci95"]
+            ax.errorbar(point[metric.column], yy, xerr=half if np.isfinite(half) else None, fmt="o", ms=4,
+                        capsize=2, color=point["colour"])
+        _style(ax, metric, pts[metric.column].dropna(), "x")
+        if metric.column.startswith("latency"):
+            _slo(ax, pts, "x")
+        for level in changes:  # a rule between facets
+            ax.axhline(level, color="grey", lw=0.6)
+        ax.set_xlabel(metric.label, fontsize=8)
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+    flat[0].set_yticks(y, pts["label"], fontsize=7)
+    flat[0].set_ylim(-0.7, len(pts) - 0.3)
+    _legend(fig, sweep, pts, series=False)  # the rows say which point is which
+    return fig
+
+
+def _heatmaps(sweep: Sweep, metrics: list[Metric]):
+    """Families and shades down, panels (facets, x) across, one heatmap per figure, three
+    across; a red x marks a latency over the point's SLO."""
+    pts = sweep.points
+    rows = list(dict.fromkeys(pts["series"]))
+    columns = list(dict.fromkeys(pts.sort_values(["facet", "x"], kind="stable")["panel"]))
+    width = min(8.0, 0.3 * len(columns) + 3.2)
+    down = -(-len(metrics) // 3)
+    fig, flat = _wrapped(len(metrics), width, min(18.0 / down, 0.16 * len(rows) + 1.8), sharey=True)
+    slo = pts.pivot_table(index="series", columns="panel", values="slo_ms", aggfunc="first",
+                          dropna=False).reindex(index=rows, columns=columns).to_numpy(dtype=float) \
+        if pts["slo_ms"].notna().any() else None
+    for ax, metric in zip(flat, metrics):
+        grid = pts.pivot_table(index="series", columns="panel", values=metric.column, aggfunc="first",
+                               dropna=False).reindex(index=rows, columns=columns)
+        values = grid.to_numpy(dtype=float)
+        positive = values[np.isfinite(values) & (values > 0)]
+        log = metric.log and positive.size and positive.max() > positive.min()
+        image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis", interpolation="nearest",
+                          norm=LogNorm(positive.min(), positive.max()) if log else None,
+                          vmin=0 if metric.share and not log else None)
+        bar = fig.colorbar(image, ax=ax, fraction=0.08, pad=0.02)
+        bar.ax.tick_params(which="both", labelsize=7)
+        if log:
+            plain_ticks(bar.ax.yaxis)
+        if slo is not None and metric.column.startswith("latency"):
+            over = np.argwhere(values > slo)
+            ax.scatter(over[:, 1], over[:, 0], marker="x", s=12, color="tab:red", lw=1)
+        ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=6)
+        ax.set_title(metric.label, fontsize=8)
+    flat[0].set_yticks(range(len(rows)), rows, fontsize=max(4.0, min(7.0, 500 / max(len(rows), 1))))
+    colours = dict(zip(pts["series"], pts["colour"]))
+    for ax in flat:  # the rows' labels in their family's colour, left of each row of panels
+        for tick, row in zip(ax.get_yticklabels(), rows):
+            tick.set_color(colours[row])
+    if slo is not None:
+        fig.legend(handles=[Line2D([], [], marker="x", ls="", color="tab:red", label="over the SLO")],
+                   loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=7, frameon=False)
+    return fig
+
+
+def latency_cdf(sweep: Sweep, tables: dict[str, pd.DataFrame], target: Path) -> None:
+    """Latency CDF of every point (its seeds pooled), one panel per facet and x value."""
+    pts = sweep.points[sweep.points["point"].map(lambda p: any(r in tables for r in sweep.runs[p]))]
+    panels = list(dict.fromkeys(pts.sort_values(["facet", "x"], kind="stable")["panel"]))
+    if pts.empty or len(panels) > MAX_CDF_PANELS:
+        return
+    across = min(4, len(panels))
+    down = -(-len(panels) // across)
+    fig, axes = plt.subplots(down, across, figsize=(3.6 * across + 0.5, 2.9 * down + 0.6), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, panel in zip(axes.flat, panels):
+        here = pts[pts["panel"] == panel]
+        for _, point in here.iterrows():
+            lat = latencies_ms([tables[r] for r in sweep.runs[point["point"]] if r in tables])
+            cdf_line(ax, lat[lat > 0], points=CDF_POINTS, color=point["colour"])
+        _slo(ax, here, "x")
+        ax.set_title(panel, fontsize=8, loc="left")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.tick_params(which="both", labelsize=7)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    plain_log(axes[0][0], "x")
+    for ax in axes.flat[max(0, len(panels) - across):len(panels)]:  # the lowest panel of each column
+        ax.xaxis.set_tick_params(which="both", labelbottom=True)
+        ax.set_xlabel("latency (ms, log scale)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("completed requests (fraction)", fontsize=8)
+    _legend(fig, sweep, pts, marker="")
+    fig.suptitle("Latency CDF per sweep point, seeds pooled")
     save_figure(fig, target)
 
 
-def cluster_comparison(results: pd.DataFrame, target: Path) -> None:
-    """SLO violations, cost and accuracy of each cluster run, side by side."""
-    ok = results[results["status"] == "ok"]
-    if ok.empty:
+def pareto(sweep: Sweep, target: Path) -> None:
+    """Accuracy against p50 and p99 latency: per family its points and its front, with a
+    band of each front point's 95% interval of accuracy over seeds; a row per panel."""
+    pts = sweep.points[sweep.points.get("accuracy", pd.Series(dtype=float)).notna()] \
+        if "accuracy" in sweep.points else sweep.points.iloc[:0]
+    if pts.empty:
         return
-    names = run_labels(ok["run"].tolist())
-    x = np.arange(len(names))
-    figures = (("slo_violation_rate", "SLO violation rate", "tab:red"), ("cost", "cost (core-seconds)", "tab:blue"),
-               ("accuracy", "average accuracy", "tab:green"))
-    fig, axes = plt.subplots(1, 3, figsize=(max(10, 0.7 * len(names) + 6), 4.5 + _label_room(names)))
-    for ax, (column, title, colour) in zip(axes, figures):
-        ax.bar(x, ok[column], color=colour)
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
-        ax.grid(True, axis="y", alpha=0.3)
-    lo = np.nanmin(ok["accuracy"]) if ok["accuracy"].notna().any() else None
-    if lo is not None:
-        axes[2].set_ylim(max(0.0, lo - 0.05), min(1.0, np.nanmax(ok["accuracy"]) + 0.02))
-    fig.suptitle("Cluster runs compared")
+    panels = list(dict.fromkeys(pts.sort_values(["facet", "x"], kind="stable")["panel"]))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10, 3.4 * len(panels) + 0.6), squeeze=False)
+    for panel, row in zip(panels, axes):
+        here = pts[pts["panel"] == panel]
+        for ax, column, name in ((row[0], "latency_p50_ms", "p50"), (row[1], "latency_p99_ms", "p99")):
+            for family, group in here.groupby("family", sort=False):
+                lat, acc, band = (group[c].to_numpy(float) for c in (column, "accuracy", "accuracy_ci95"))
+                on = front(lat, acc)
+                ax.scatter(lat, acc, s=14, color=list(group["colour"]), zorder=3)
+                ax.plot(lat[on], acc[on], lw=1.3, color=family_colour(sweep, family))
+                if np.isfinite(band[on]).any():
+                    ax.fill_between(lat[on], acc[on] - band[on], acc[on] + band[on], color=family_colour(sweep, family),
+                                    alpha=0.15, lw=0)
+            _slo(ax, here, "x")
+            ax.set_xlabel(f"{name} latency (ms)", fontsize=8)
+            ax.set_ylabel("accuracy (fraction)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(True, alpha=0.3)
+        row[0].set_title(panel, fontsize=8, loc="left")
+    handles = [Line2D([], [], color=family_colour(sweep, f), marker="o", label=_cut(f)) for f in dict.fromkeys(pts["family"])]
+    slos = sorted({v for v in pts["slo_ms"] if v is not None and np.isfinite(v)})
+    handles += [Line2D([], [], label=f"SLO {v:g} ms", **SLO_STYLE) for v in slos]
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=7, frameon=False,
+               title=_cut("darker: larger " + ", ".join(k.rsplit(".", 1)[-1] for k in sweep.shades)) if sweep.shades
+               else None, title_fontsize=7)
+    fig.suptitle("Accuracy against latency: front per family, mean over seeds")
     save_figure(fig, target)
 
 
-def cluster_tasks(summaries: dict[str, dict], target: Path) -> None:
-    """Where each cluster run's time goes: per task, the mean time a served request spent
-    queued there and in its batch (``summary.json``'s ``tasks``), stacked in task order,
-    so the bar is the mean time through the pipeline."""
-    runs = {name: s["tasks"] for name, s in summaries.items() if s.get("tasks")}
-    if not runs:
+def cluster_tasks(sweep: Sweep, summaries: dict[str, dict], target: Path) -> None:
+    """Where each point's time goes: per task, the mean time a served request spent queued
+    there and in its batch (``summary.json``'s ``tasks``, averaged over seeds), stacked
+    in task order, so a bar is the mean time through the pipeline."""
+    rows = []
+    for _, point in sweep.points.iterrows():
+        found = [summaries[r]["tasks"] for r in sweep.runs[point["point"]] if (summaries.get(r) or {}).get("tasks")]
+        if found:
+            rows.append((point, {task: (np.mean([f[task]["wait_ms"]["mean"] or 0.0 for f in found]),
+                                        np.mean([f[task]["latency_ms"]["mean"] or 0.0 for f in found]))
+                                 for task in found[0]}))
+    if not rows:
         return
-    names = list(runs)
-    labels = run_labels(names)
-    tasks = list(next(iter(runs.values())))
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(names) + 4), 4.5 + _label_room(labels)))
-    bottom = np.zeros(len(names))
-    for k, task in enumerate(tasks):
-        wait = np.array([runs[n][task]["wait_ms"]["mean"] or 0.0 for n in names])
-        total = np.array([runs[n][task]["latency_ms"]["mean"] or 0.0 for n in names])
+    y = np.arange(len(rows))[::-1]
+    fig, ax = plt.subplots(figsize=(9, min(16.0, 0.28 * len(rows) + 1.6)))
+    left = np.zeros(len(rows))
+    for k, task in enumerate(rows[0][1]):
+        wait = np.array([times[task][0] for _, times in rows])
+        total = np.array([times[task][1] for _, times in rows])
         colour = plt.cm.tab10(k % 10)
-        ax.bar(x, wait, bottom=bottom, color=colour, alpha=0.4, hatch="//", label=f"{task}: queued")
-        ax.bar(x, total - wait, bottom=bottom + wait, color=colour, label=f"{task}: in its batch")
-        bottom += total
-    ax.set_ylabel("mean time of a served request (ms)")
-    ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.suptitle("Where the time goes, task by task")
+        ax.barh(y, wait, left=left, color=colour, alpha=0.4, hatch="//", label=f"{task}: queued")
+        ax.barh(y, total - wait, left=left + wait, color=colour, label=f"{task}: in its batch")
+        left += total
+    ax.set_yticks(y, [point["label"] for point, _ in rows], fontsize=max(4, min(7, 600 / len(rows))))
+    ax.set_xlabel("mean time of a served request (ms)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.suptitle("Where the time goes, task by task (mean over seeds)")
     save_figure(fig, target)
 
 
 def panel_keys(results: pd.DataFrame) -> list[str]:
-    """The swept keys of results.csv other than the exit policy (panels of the Pareto plot)."""
-    fixed = {"run", "status", "seed", "policy", *store.SUMMARY_COLUMNS}
-    return [c for c in results.columns if c not in fixed and not c.endswith("_change")
-            and not c.startswith("policy_") and not c.startswith("exits.policy")]
+    """The swept columns of results.csv other than the exit policy's (panels of ``servesim fronts``)."""
+    return [c for c in store.swept_columns(results.columns) if not c.startswith("exits.policy")]
 
 
 def point_keys(results: pd.DataFrame) -> list[str]:
     """Columns that tell one exit-policy setting from another: its name and the swept
     ``exits.policy...`` keys (not the fitted ``policy_*`` values, which differ by seed)."""
     return ["policy"] + [c for c in results.columns if c.startswith("exits.policy")]
-
-
-LONGEST_LABEL = 120  # characters of a legend entry: a legend longer than the plot is no use
-
-
-def _label(values) -> str:
-    """A legend entry: the policy name, then its swept parameters."""
-    name, *rest = values if isinstance(values, tuple) else (values,)
-    params = []
-    for value in rest:
-        spec = _swept_value(value)
-        if isinstance(spec, dict):
-            params += [f"{k}={v}" for k, v in spec.items() if k != "name"]
-        elif pd.notna(spec) and spec != name:
-            params.append(str(spec))
-    text = name + (f" ({', '.join(params)})" if params else "")
-    return text if len(text) <= LONGEST_LABEL else text[:LONGEST_LABEL - 1] + "…"
-
-
-def ci_half_width(values: pd.Series | np.ndarray, level: float = 0.95) -> float:
-    """Half-width of the ``level`` confidence interval of the mean of ``values`` (one per
-    seed; Student's t), or NaN with fewer than two."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size < 2:
-        return float("nan")
-    return float(stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
-
-
-def front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
-    """Indices of the points no other point beats on both (lower latency, higher accuracy), by latency."""
-    order = np.lexsort((-accuracy, latency))
-    best, keep = -np.inf, []
-    for i in order:
-        if accuracy[i] > best:
-            keep.append(i)
-            best = accuracy[i]
-    return np.array(keep, dtype=int)
 
 
 def panels(ok: pd.DataFrame) -> tuple[list[pd.DataFrame], list[str], dict[str, str]]:
@@ -268,135 +507,10 @@ def panels(ok: pd.DataFrame) -> tuple[list[pd.DataFrame], list[str], dict[str, s
     titles = []
     for key, _ in groups:
         values = key if isinstance(key, tuple) else (key,)
-        titles.append(", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in zip(panels, values)) or "all runs")
+        titles.append(", ".join(f"{k.rsplit('.', 1)[-1]}={value_label(v)}" for k, v in zip(panels, values)) or "all runs")
     colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(ok["policy"]))}
     return [frame for _, frame in groups], titles, colours
 
-
-def pareto(results: pd.DataFrame, target: Path) -> None:
-    """Accuracy vs p50 and p99 latency, one front per policy (points averaged over seeds;
-    with two seeds or more, a band of each front point's 95% confidence interval of
-    accuracy, from the spread over seeds)."""
-    ok = results[(results["status"] == "ok") & results["accuracy"].notna()]
-    if ok.empty or "policy" not in ok:
-        return
-    groups, titles, colours = panels(ok)
-    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
-    for frame, title, row in zip(groups, titles, axes):
-        points = frame.groupby(point_keys(frame), dropna=False, sort=False)
-        means = points[["accuracy", "latency_p50_ms", "latency_p99_ms"]].mean().reset_index()
-        means["band"] = points["accuracy"].agg(ci_half_width).to_numpy()
-        for ax, column, label in ((row[0], "latency_p50_ms", "p50"), (row[1], "latency_p99_ms", "p99")):
-            for name, pts in means.groupby("policy", sort=False):
-                lat, acc, band = (pts[c].to_numpy() for c in (column, "accuracy", "band"))
-                on = front(lat, acc)
-                ax.scatter(lat, acc, s=12, alpha=0.35, color=colours[name])
-                ax.plot(lat[on], acc[on], marker="o", ms=4, lw=1.4, color=colours[name], label=name)
-                if np.isfinite(band[on]).any():
-                    ax.fill_between(lat[on], acc[on] - band[on], acc[on] + band[on],
-                                    color=colours[name], alpha=0.15, lw=0)
-            ax.set_xlabel(f"{label} latency (ms)")
-            ax.set_ylabel("accuracy")
-            ax.grid(True, alpha=0.3)
-        row[0].set_title(title, fontsize=8, loc="left")
-        row[0].legend(fontsize=7)
-    fig.suptitle("Accuracy against latency: Pareto front per exit policy")
-    save_figure(fig, target)
-
-
-def policy_cdf(results: pd.DataFrame, tables: dict[str, pd.DataFrame], target: Path) -> None:
-    """Latency CDF per exit policy (seeds pooled), one panel per combination of the other
-    swept keys, as the Pareto plot's rows."""
-    ok = results[(results["status"] == "ok") & results["run"].isin(list(tables))]
-    if ok.empty or "policy" not in ok:
-        return
-    groups, titles, colours = panels(ok)
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.4 * len(groups)), squeeze=False)
-    for frame, title, (ax,) in zip(groups, titles, axes):
-        for values, runs in frame.groupby(point_keys(frame), dropna=False, sort=False):
-            name = values[0] if isinstance(values, tuple) else values
-            cdf_line(ax, _latencies_ms([tables[r] for r in runs["run"]]), color=colours[name], label=_label(values))
-        ax.set_title(title, fontsize=8, loc="left")
-        ax.set_xscale("log")
-        ax.set_xlabel("latency (ms, log scale)")
-        ax.set_ylabel("fraction of requests")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
-    fig.suptitle("Latency CDF per exit policy")
-    save_figure(fig, target)
-
-
-def controller(name: str, history: pd.DataFrame, end: float, target: Path) -> None:
-    """An online exit policy's thresholds (top) and active ramps (bottom) over time; each
-    row of ``history`` holds from its time until the next row's (or ``end``)."""
-    times = history["time"].to_numpy(dtype=float)
-    until = np.append(times[1:], max(end, times[-1]))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    for column in [c for c in history.columns if c.startswith("threshold_")]:
-        values = history[column].to_numpy(dtype=float)
-        if np.isfinite(values).any():
-            top.step(np.append(times, until[-1]), np.append(values, values[-1]), where="post",
-                     label=column.removeprefix("threshold_"))
-    top.set_ylabel("threshold")
-    if top.get_legend_handles_labels()[0]:  # an online policy that never set a threshold has none
-        top.legend(fontsize=7, title="exit", ncol=2)
-    top.grid(True, alpha=0.3)
-    for start, stop, ramps in zip(times, until, history["active_ramps"].fillna("").astype(str)):
-        for ramp in filter(None, ramps.split(";")):
-            bottom.plot([start, stop], [int(ramp)] * 2, color="tab:blue", lw=4, solid_capstyle="butt")
-    bottom.set_ylabel("active ramp")
-    bottom.set_xlabel("time (s)")
-    bottom.grid(True, alpha=0.3)
-    fig.suptitle(f"{name}: controller state", fontsize=9)
-    save_figure(fig, target)
-
-
-def _short(value) -> str:
-    """A swept value as a panel title shows it: as in the run folders' names."""
-    return folder_label(_swept_value(value))
-
-
-LONGEST_SWEPT_VALUE = 2000  # characters: far more than any config's value, far less than parsing can choke on
-
-
-def _swept_value(value):
-    """A swept value as results.csv spells it (a Python literal: ``{'policy': 'dynamic'}``)
-    read back as data, or the text itself where it is none. ``ast.literal_eval`` builds
-    literals only, never calls anything; a hostile results.csv can still make it exhaust
-    the parser (deep nesting: RecursionError, MemoryError), so long texts stay text."""
-    if not isinstance(value, str) or len(value) > LONGEST_SWEPT_VALUE:
-        return value
-    try:
-        return ast.literal_eval(value)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return value
-
-
-def save_figure(fig, target: Path) -> None:
-    with warnings.catch_warnings():  # a crowded figure keeps its default margins: say nothing
-        warnings.simplefilter("ignore", UserWarning)
-        fig.tight_layout()
-    with store.atomic_path(target) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
-def read_results(path: Path) -> pd.DataFrame:
-    """results.csv, checked before any of its values names a file: each run is a folder
-    of this experiment (a plain name, no path), so a results.csv from elsewhere can
-    neither make the plots read outside the folder nor write a plot outside ``plots/``."""
-    try:
-        results = pd.read_csv(path, dtype={"run": str, "status": str})
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise store.ResultsError(f"{path}: not a results table ({' '.join(str(exc).split())})") from None
-    missing = [c for c in ("run", "status") if c not in results.columns]
-    if missing:
-        raise store.ResultsError(f"{path}: no column {missing[0]!r}; is this a servesim results.csv?")
-    for row, name in enumerate(results["run"], 2):
-        if not store.is_run_name(name):
-            raise store.ResultsError(f"{path}: line {row}: column 'run' is {name!r}; a run is a folder name "
-                                     f"of this experiment (no path, no '..')")
-    return results
 
 
 def plot_experiment(out_dir: Path | str) -> list[Path]:
@@ -407,38 +521,38 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
         raise FileNotFoundError(f"{results_path}: no results.csv here; is {out_dir} an experiment output folder?")
     results = read_results(results_path)
     plots = out_dir / "plots"
-    tables = {}
-    for name in results.loc[results["status"] == "ok", "run"]:
-        path = out_dir / name / store.REQUESTS
-        if path.exists():
-            tables[name] = store.read_requests(path, PLOTTED)
-    if "adapter" in results.columns:  # cluster runs: latency, then what each adapter did
-        written = [plots / "latency_cdf.png", plots / "cluster_comparison.png", plots / "cluster_tasks.png"]
-        latency_cdf(tables, written[0])
-        cluster_comparison(results, written[1])
-        summaries = {name: json.loads((out_dir / name / store.SUMMARY).read_text(encoding="utf-8"))
-                     for name in tables if (out_dir / name / store.SUMMARY).exists()}
-        cluster_tasks(summaries, written[2])
-        for name in tables:
+    ok_runs = results.loc[results["status"] == "ok", "run"].tolist()
+    tables = {name: store.read_requests(out_dir / name / store.REQUESTS, PLOTTED) for name in ok_runs
+              if (out_dir / name / store.REQUESTS).exists()}
+    summaries = {name: json.loads((out_dir / name / store.SUMMARY).read_text(encoding="utf-8")) for name in ok_runs
+                 if (out_dir / name / store.SUMMARY).exists()}
+    slo = {name: summary.get("slo_ms") for name, summary in summaries.items()}
+    if not ok_runs:
+        return []
+    sweep = describe(results, slo)
+    written = [plots / "latency_cdf.png"]
+    latency_cdf(sweep, tables, written[0])
+    if "adapter" in results.columns:  # cluster runs: what each adapter did
+        written += [plots / "cluster_comparison.png", plots / "cluster_tasks.png"]
+        comparison(sweep, CLUSTER, written[1], "Cluster runs compared")
+        cluster_tasks(sweep, summaries, written[2])
+        for name in list(tables)[:MAX_PER_RUN]:
             path = out_dir / name / store.TIMESERIES
             if path.exists():
                 written.append(plots / f"cluster-{name}.png")
                 cluster_timeseries(name, pd.read_csv(path), written[-1])
         return [p for p in written if p.exists()]
-    written = [plots / "latency_cdf.png", plots / "comparison.png", plots / "pareto.png",
-               plots / "latency_cdf_by_policy.png"]
-    latency_cdf(tables, written[0])
-    comparison(results, written[1])
-    pareto(results, written[2])
-    policy_cdf(results, tables, written[3])
+    written += [plots / "comparison.png", plots / "pareto.png"]
+    comparison(sweep, SERVING, written[1], "Sweep points compared")
+    pareto(sweep, written[2])
     for name, table in tables.items():
         path = out_dir / name / store.CONTROLLER
         if path.exists():
             target = plots / f"controller-{name}.png"
             controller(name, pd.read_csv(path, dtype={"active_ramps": str}), float(np.nanmax(table["finish"])), target)
             written.append(target)
-    for name, table in list(tables.items())[:MAX_TIMESERIES]:
+    for name, table in list(tables.items())[:MAX_PER_RUN]:
         target = plots / f"timeseries-{name}.png"
-        timeseries(name, table, target)
+        timeseries(name, table, target, slo.get(name))
         written.append(target)
     return [p for p in written if p.exists()]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from servesim.sim import simulate, summarize
@@ -35,8 +36,11 @@ from .config import ConfigError, ExperimentConfig, Run, dump, expand, load, poin
 from .exit_setup import behaviour, exit_setup, segment_costs, table_of, trace_exits
 from .files import exists, profile_path
 from .host_setup import build_host
+from .names import identity
+from .overthinking import beats_full_model_warnings
 from .prices import as_served_on, check_hardware, priced
 from .refine import midpoints
+from .seeds import by_point, write_by_point
 
 USER_ERRORS = (ConfigError, TraceError, ProfileError, ProfileRangeError, BehaviourError, FileNotFoundError,
                store.ResultsError)
@@ -156,19 +160,19 @@ def lost(run: Run, exc: BaseException) -> store.RunFiles:
 
 
 def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -> dict:
-    """One row of results.csv: run name, swept values, then the flattened summary."""
-    row = {"run": run.name, "status": "ok" if error is None else "failed", "seed": run.seed}
-    row.update(run.params)
+    """One row of results.csv: the run, its point, its swept values (as JSON, every
+    field in a column of its own: :func:`store.swept_values`), then the flattened summary."""
+    row = {"run": run.name, "status": "ok" if error is None else "failed", "seed": run.seed, "point": run.point}
+    row.update(store.swept_values(run.params))
     s = summary or {}
     if run.config.exits is not None:  # the exit policy and its parameters, one column each
         policy = s.get("policy") or {"name": run.config.exits.policy.name}
         row.update({"policy": policy["name"], **{f"policy_{k}": v for k, v in policy.items() if k != "name"}})
     cluster = run.config.cluster
     if cluster is not None:  # the adapter, and the figures only a cluster has
-        row["adapter"] = cluster.adapter.name
-        row.update({"pipeline_accuracy": s.get("pipeline_accuracy"),
-                    "mean_cores": (s.get("cost") or {}).get("mean_cores"),
-                    "peak_cores": (s.get("cost") or {}).get("peak_cores")})
+        cores = s.get("cost") or {}
+        row.update(zip(store.CLUSTER_COLUMNS, (cluster.adapter.name, s.get("pipeline_accuracy"),
+                                               cores.get("mean_cores"), cores.get("peak_cores"))))
     lat = s.get("latency_ms") or {}
     cost = s.get("cost") or {}
     values = {
@@ -215,8 +219,12 @@ def versus_vanilla(runs: list[Run], rows: list[dict]) -> list[dict]:
 
 @dataclass
 class SweepOutcome:
+    """A finished sweep: results.csv's ``rows``, ``points`` (results_by_point.csv's
+    table: :func:`experiments.seeds.by_point`) and how many runs were kept from before."""
+
     out_dir: Path
     rows: list[dict] = field(default_factory=list)
+    points: pd.DataFrame = field(default_factory=pd.DataFrame)
     reused: int = 0
 
     @property
@@ -288,13 +296,13 @@ def run_experiment(path: Path | str | dict, out_dir: Path | str, *, jobs: Option
             with tqdm(total=len(todo), desc=desc, unit="run", disable=not show_progress) as bar:
                 for result in pool.map(_with_progress(task) if alone else task, todo, lost):
                     _record(result, out_dir, manifest, summaries, errors)
-                    store.write_rows(out_dir / store.RESULTS, rows())  # results.csv grows as runs finish
+                    _write_results(out_dir, rows())  # results.csv grows as runs finish
                     bar.update()
 
     with pool:
         serve(runs, f"{config.name}: runs")
         if config.refine is not None:
-            names = {run.name: run.name for run in runs}
+            names = {run.point.lower(): identity(run.params) for run in runs}
             seeds = list(dict.fromkeys(run.seed for run in runs))
             for round_ in range(1, config.refine.rounds + 1):
                 wanted = midpoints(config.refine, swept, summaries)
@@ -303,7 +311,11 @@ def run_experiment(path: Path | str | dict, out_dir: Path | str, *, jobs: Option
                 serve([run for params in wanted for run in point_runs(config, str(path), params, seeds, names)],
                       f"{config.name}: refining ({round_}/{config.refine.rounds})")
     outcome.rows = rows()
-    store.write_rows(out_dir / store.RESULTS, outcome.rows)
+    _write_results(out_dir, outcome.rows)
+    outcome.points = by_point(pd.DataFrame(outcome.rows, columns=store.results_columns(outcome.rows), dtype=object))
+    write_by_point(out_dir / store.RESULTS_BY_POINT, outcome.points)
+    for line in beats_full_model_warnings(swept, summaries):
+        (warn or (lambda _line: None))(line)
     stale = [name for name in finished_before if name not in kept]
     if resume and stale and warn is not None:
         warn(f"--resume kept {len(kept)} finished run(s) of {out_dir}, not {len(stale)} other(s) there, whose config "
@@ -311,6 +323,10 @@ def run_experiment(path: Path | str | dict, out_dir: Path | str, *, jobs: Option
              f"writes them; those were computed anew or, not being runs of this file, left out: "
              + ", ".join(stale[:3]) + (" ..." if len(stale) > 3 else ""))
     return outcome
+
+
+def _write_results(out_dir: Path, rows: list[dict]) -> None:
+    store.write_rows(out_dir / store.RESULTS, rows, store.results_columns(rows))
 
 
 def _summary_reads(run: Run, summary: dict) -> bool:

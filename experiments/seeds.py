@@ -7,7 +7,9 @@ with its interval. With common random numbers (the seeds of a sweep are shared b
 points) a difference between two points is tighter than their intervals suggest; pair
 the seeds (as ``servesim fronts`` does) to test one.
 
-    servesim seeds runs/exits_autoscaling      # prints the table, writes seeds.csv there
+Every ``servesim run`` writes this table as ``results_by_point.csv``;
+
+    servesim seeds runs/exits_autoscaling      # prints it, writes seeds.csv there
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from . import store
-from .plots import ci_half_width, read_results
+from .names import point_of  # noqa: F401  (a run's point, for readers of run names)
 
 SEEDS = "seeds.csv"
 # the figures averaged, where results.csv has them
@@ -26,34 +29,67 @@ FIGURES = ("slo_violation_rate", "accuracy", "agreement", "latency_p50_ms", "lat
            "dropped", "cost", "cost_money", "mean_cores", "peak_cores", "pipeline_accuracy", "mean_stages_paid")
 
 
-def point_of(run: str) -> str:
-    """A run's sweep point: its name without its seed."""
-    return ",".join(part for part in run.split(",") if not part.startswith("seed=")) or "all runs"
+def ci_half_width(values: pd.Series | np.ndarray, level: float = 0.95) -> float:
+    """Half-width of the ``level`` confidence interval of the mean of ``values`` (one per
+    seed; Student's t), or NaN with fewer than two."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
 
 
 def by_point(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per sweep point of the finished runs (in results.csv's order): ``seeds``,
-    then per figure ``<figure>`` (mean), ``<figure>_ci95``, ``<figure>_min``, ``<figure>_max``."""
+    """One row per sweep point of the finished runs (in results.csv's order): ``point``,
+    ``seeds``, the point's swept values (results.csv's columns), then per figure
+    ``<figure>`` (mean), ``<figure>_ci95``, ``<figure>_min``, ``<figure>_max``. A point
+    is results.csv's ``point`` column (in a folder written before it had one, the run's
+    name less its seed)."""
     ok = results[results["status"] == "ok"]
     figures = [f for f in FIGURES if f in ok.columns and ok[f].notna().any()]
+    swept = store.swept_columns(ok.columns)
+    columns = ["point", "seeds", *swept,
+               *(f"{figure}{part}" for figure in figures for part in ("", "_ci95", "_min", "_max"))]
+    points = ok["point"] if "point" in ok.columns else ok["run"].map(point_of)
     rows = []
-    for point, runs in ok.groupby(ok["run"].map(point_of), sort=False):
-        row = {"point": point, "seeds": len(runs)}
+    for point, runs in ok.groupby(points, sort=False):
+        row = {"point": point, "seeds": len(runs), **runs[swept].iloc[0].to_dict()}
         for figure in figures:
             values = runs[figure].astype(float)
             row.update({figure: values.mean(), f"{figure}_ci95": ci_half_width(values),
                         f"{figure}_min": values.min(), f"{figure}_max": values.max()})
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=columns)
+    for column in swept:  # as results.csv has them (a column of numbers and blanks is no column of floats)
+        table[column] = pd.Series([row[column] for row in rows], index=table.index, dtype=object)
+    return table
+
+
+def mean_ci(mean: float, half: float, spec: str = ".4g", half_spec: str = ".2g") -> str:
+    """``mean ± half``, or ``mean`` alone where there is no interval (one seed) or its
+    seeds agree exactly; large numbers in full, never as ``1.4e+03``."""
+    if not np.isfinite(mean):
+        return "n/a"
+    return _number(mean, spec) + ("" if not np.isfinite(half) or half == 0 else f" ± {_number(half, half_spec)}")
+
+
+def _number(value: float, spec: str) -> str:
+    text = format(value, spec)
+    return f"{float(text):.0f}" if "e+" in text else text
 
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:
     """The table as read: per figure ``mean ± ci95``."""
     out = table[["point", "seeds"]].copy()
     for figure in (f for f in FIGURES if f in table.columns):
-        out[figure] = [f"{m:.4g}" if not np.isfinite(h) else f"{m:.4g} ± {h:.2g}"
-                       for m, h in zip(table[figure], table[f"{figure}_ci95"])]
+        out[figure] = [mean_ci(m, h) for m, h in zip(table[figure], table[f"{figure}_ci95"])]
     return out
+
+
+def write_by_point(target: Path, table: pd.DataFrame) -> None:
+    """:func:`by_point`'s table as a CSV, written atomically."""
+    with store.atomic_path(target) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.10g")  # the figures: far finer than any interval
 
 
 def write_seeds(out_dir: Path | str) -> tuple[Path, pd.DataFrame]:
@@ -62,8 +98,6 @@ def write_seeds(out_dir: Path | str) -> tuple[Path, pd.DataFrame]:
     path = out_dir / store.RESULTS
     if not path.exists():
         raise FileNotFoundError(f"{path}: no results.csv here; is {out_dir} an experiment output folder?")
-    table = by_point(read_results(path))
-    target = out_dir / SEEDS
-    with store.atomic_path(target) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-    return target, table
+    table = by_point(store.read_results(path))
+    write_by_point(out_dir / SEEDS, table)
+    return out_dir / SEEDS, table

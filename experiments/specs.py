@@ -393,10 +393,12 @@ BEHAVIOUR_DIR = Path(behaviour.__file__).with_name("data")  # tables shipped wit
 class SyntheticBehaviour(Spec):
     """Markov-correlated correctness across exits with the given per-exit ``accuracy``
     (one per exit, the last the final one); ``persistence`` in [0, 1] sets how much an
-    exit's outcome follows the previous one's."""
+    exit's outcome follows the previous one's. The default, 1, keeps the final exit the
+    most accurate (workloads.behaviour.DEFAULT_PERSISTENCE); below 1 earlier exits are
+    right on some samples the final exit gets wrong, and policies can beat the full model."""
     kind: Literal["synthetic"]
     accuracy: list[float] = Field(min_length=2)
-    persistence: float = Field(default=0.5, ge=0, le=1)
+    persistence: float = Field(default=behaviour.DEFAULT_PERSISTENCE, ge=0, le=1)
     n_classes: int = Field(default=10, ge=2)
     samples: PositiveInt = 20_000
 

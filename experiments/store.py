@@ -25,15 +25,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .names import GROUP_LABEL
+
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
 REQUESTS = "requests.parquet"
 ERROR = "error.txt"
 RESULTS = "results.csv"
+RESULTS_BY_POINT = "results_by_point.csv"  # one row per sweep point: each figure's mean and 95% CI over seeds
 CONTROLLER = "controller.csv"   # an online exit policy's state over time (Apparate)
-# results.csv: "run", "status", "seed", the swept keys, with exits "policy" and its
-# "policy_<param>" columns, then these (the flattened summary), then with exits the
-# changes against the vanilla run of the same point (VERSUS_VANILLA):
+# results.csv: RUN_COLUMNS, the swept values (swept_values), with exits "policy" and its
+# "policy_<param>" columns, for a cluster CLUSTER_COLUMNS, then these (the flattened
+# summary), then with exits the changes against the vanilla run of the same point
+# (VERSUS_VANILLA, as "<figure>_change"):
 TIMESERIES = "timeseries.csv"  # a cluster run: load and cores over time
 PLANS = "plans.csv"  # a cluster run: every plan its adapter made
 MANIFEST = "manifest.json"  # the sweep: its finished and failed runs
@@ -48,6 +52,8 @@ SUMMARY_COLUMNS = (
     "interpolated_batches", "error",
 )
 VERSUS_VANILLA = ("latency_p25_ms", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "throughput_rps")
+RUN_COLUMNS = ("run", "status", "seed", "point")  # point: the run's sweep point, named as its folder less the seed
+CLUSTER_COLUMNS = ("adapter", "pipeline_accuracy", "mean_cores", "peak_cores")
 
 
 class ResultsError(ValueError):
@@ -217,13 +223,94 @@ class Manifest:
         write_json(self.path, {"experiment": self.experiment, "runs": self.runs})
 
 
+def read_results(path: Path) -> pd.DataFrame:
+    """results.csv, checked before any of its values names a file: each run is a folder
+    of this experiment (a plain name, no path), so a results.csv from elsewhere can
+    neither make the plots read outside the folder nor write a plot outside ``plots/``."""
+    try:
+        results = pd.read_csv(path, dtype={"run": str, "status": str, "point": str})
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not a results table ({' '.join(str(exc).split())})") from None
+    missing = [c for c in ("run", "status") if c not in results.columns]
+    if missing:
+        raise ResultsError(f"{path}: no column {missing[0]!r}; is this a servesim results.csv?")
+    for row, name in enumerate(results["run"], 2):
+        if not is_run_name(name):
+            raise ResultsError(f"{path}: line {row}: column 'run' is {name!r}; a run is a folder name "
+                               f"of this experiment (no path, no '..')")
+    return results
+
+
 def read_requests(path: Path, columns: Optional[list[str]] = None) -> pd.DataFrame:
     return pd.read_parquet(path, columns=columns)
 
 
-def write_rows(target: Path, rows: list[dict]) -> None:
-    """A CSV with the union of the rows' keys as columns, in first-seen order."""
-    fields = list(dict.fromkeys(k for row in rows for k in row))
+def _cell(value):
+    """A swept value as one CSV cell: a structure as JSON, a boolean as JSON's, null as
+    an empty cell, a number or a string as itself."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _fields(column: str, mapping: dict) -> dict:
+    """``column.field`` for every field of a swept mapping, nested ones too (a group's
+    ``label`` is its own column's value)."""
+    cells = {}
+    for key, value in mapping.items():
+        if key != GROUP_LABEL:
+            cells[f"{column}.{key}"] = _cell(value)
+            if isinstance(value, dict):
+                cells.update(_fields(f"{column}.{key}", value))
+    return cells
+
+
+def swept_values(params: dict) -> dict:
+    """A sweep point's columns of results.csv: each swept key's value (a group's label,
+    or the value: a mapping or list as JSON), then, for a mapping, each of its fields in
+    a column of its own (``serving.batching.max_batch``). A field's column never hides a
+    swept key of the same name (sweeping ``trace`` and ``trace.rate``, say)."""
+    cells = {}
+    for key, value in params.items():
+        labelled = isinstance(value, dict) and isinstance(value.get(GROUP_LABEL), str)
+        cells[key] = value[GROUP_LABEL] if labelled else _cell(value)
+        if isinstance(value, dict):
+            cells.update((column, cell) for column, cell in _fields(key, value).items() if column not in params)
+    return cells
+
+
+def swept_columns(columns) -> list[str]:
+    """The columns of a results table that hold swept values (:func:`swept_values`),
+    in its order: every column but the run's, the exit policy's (``policy``,
+    ``policy_<param>``), a cluster's, the summary's and the changes against vanilla."""
+    other = {*RUN_COLUMNS, *CLUSTER_COLUMNS, *SUMMARY_COLUMNS, "policy"}
+    return [c for c in columns if c not in other and not c.startswith("policy_") and not c.endswith("_change")]
+
+
+def swept_keys(columns) -> list[str]:
+    """The swept keys among a results table's columns: its swept columns less the
+    fields split off a swept mapping (``serving.batching``, not ``serving.batching.max_batch``)."""
+    swept = swept_columns(columns)
+    return [c for c in swept if not any(c.startswith(f"{k}.") for k in swept if k != c)]
+
+
+def results_columns(rows: list[dict]) -> list[str]:
+    """results.csv's columns for ``rows``: the run's, then the swept values, each key's
+    fields after it (a field only some values have is found in later rows), then the
+    rest in first-seen order."""
+    seen = list(dict.fromkeys(k for row in rows for k in row))
+    swept = swept_columns(seen)
+    ordered = [c for k in swept_keys(seen) for c in swept if c == k or c.startswith(f"{k}.")]
+    first = [c for c in RUN_COLUMNS if c in seen] + list(dict.fromkeys(ordered))
+    return first + [c for c in seen if c not in first]
+
+
+def write_rows(target: Path, rows: list[dict], fields: Optional[list[str]] = None) -> None:
+    """A CSV with ``fields`` as columns, by default the union of the rows' keys in
+    first-seen order."""
+    fields = fields or list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(target) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)

@@ -23,18 +23,18 @@ def test_check_prints_ok_and_the_number_of_runs(sweep, servesim):
     assert result.rc == 0, result.err
     assert result.err == ""
     assert result.out.splitlines() == [
-        f"{sweep.yaml}: OK, 8 run(s): replicas=1,max_batch=1,seed=1, replicas=1,max_batch=1,seed=2, "
-        "replicas=1,max_batch=8,seed=1, replicas=1,max_batch=8,seed=2, replicas=2,max_batch=1,seed=1, "
-        "replicas=2,max_batch=1,seed=2, replicas=2,max_batch=8,seed=1, replicas=2,max_batch=8,seed=2"]
+        f"{sweep.yaml}: OK, 8 run(s): replicas-1_max_batch-1_seed-1, replicas-1_max_batch-1_seed-2, "
+        "replicas-1_max_batch-8_seed-1, replicas-1_max_batch-8_seed-2, replicas-2_max_batch-1_seed-1, "
+        "replicas-2_max_batch-1_seed-2, replicas-2_max_batch-8_seed-1, replicas-2_max_batch-8_seed-2"]
 
 
 def test_check_lists_at_most_ten_runs(write, tiny_yaml_text, servesim):
     path = write("many.yaml", tiny_yaml_text + "seeds: [0, 1, 2]\nsweep: {serving.replicas: [1, 2, 3, 4]}\n")
     result = servesim("check", path)
     assert result.rc == 0, result.err
-    assert result.out.startswith(f"{path}: OK, 12 run(s): replicas=1,seed=0, ")
+    assert result.out.startswith(f"{path}: OK, 12 run(s): replicas-1_seed-0, ")
     assert result.out.rstrip().endswith(" ...")
-    assert result.out.count("seed=") == 10
+    assert result.out.count("_seed-") == 10
 
 
 def test_check_writes_nothing(tiny_yaml, servesim, tmp_path):
@@ -134,11 +134,11 @@ def test_quickstart_shows_batching_beats_batch_size_one(servesim, tmp_path):
     result = servesim("run", QUICKSTART, "--out", out, "--jobs", "1", "--quiet")
     assert result.rc == 0, result.err
     # --quiet: no line per run, only the closing one
-    assert result.out.splitlines() == [f"8 of 8 runs finished; results in {out / store.RESULTS}, "
-                                       f"plots in {out / 'plots'}"]
+    assert result.out.splitlines() == [f"8 of 8 runs finished; results in {out / store.RESULTS} "
+                                       f"(by point: {store.RESULTS_BY_POINT}), plots in {out / 'plots'}"]
     results = pd.read_csv(out / store.RESULTS)
     assert len(results) == 8 and (results["status"] == "ok").all()
-    unbatched = results["run"].str.startswith("batching=dynamic-1,")
+    unbatched = results["serving.batching.max_batch"] == 1
     assert unbatched.sum() == 2
     for seed in (1, 2):
         rows = results[results["seed"] == seed]

@@ -262,7 +262,7 @@ def test_a_good_trace_file_runs(write, servesim, tmp_path):
     out = tmp_path / "out"
     result = servesim("run", path, "--out", out, "--quiet")
     assert result.rc == 0, result.err
-    summary = json.loads((out / "seed=0" / "summary.json").read_text())
+    summary = json.loads((out / "seed-0" / "summary.json").read_text())
     assert summary["requests"] == 200
     assert summary["completed"] == 200
 

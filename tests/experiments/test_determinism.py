@@ -37,7 +37,7 @@ def _run_dirs(out):
 def test_same_file_same_seed_twice_gives_identical_runs(tiny_yaml, servesim, tmp_path):
     _run(servesim, tiny_yaml, "--out", tmp_path / "a")
     _run(servesim, tiny_yaml, "--out", tmp_path / "b")
-    a, b = tmp_path / "a" / "seed=0", tmp_path / "b" / "seed=0"
+    a, b = tmp_path / "a" / "seed-0", tmp_path / "b" / "seed-0"
     ta, tb = _table(a), _table(b)
     assert len(ta) == 500
     assert ta.equals(tb)
@@ -93,13 +93,13 @@ def test_seed_on_the_command_line_replaces_the_files_seeds(write, tiny_yaml_text
     _run(servesim, seeded, "--out", tmp_path / "file")
     _run(servesim, tiny_yaml, "--out", tmp_path / "flag", "--seed", "7")
     _run(servesim, tiny_yaml, "--out", tmp_path / "zero")
-    assert _run_dirs(tmp_path / "flag") == ["seed=7"]
-    from_flag, from_file = tmp_path / "flag" / "seed=7", tmp_path / "file" / "seed=7"
+    assert _run_dirs(tmp_path / "flag") == ["seed-7"]
+    from_flag, from_file = tmp_path / "flag" / "seed-7", tmp_path / "file" / "seed-7"
     assert _table(from_flag).equals(_table(from_file))
     assert {k: _summary(from_flag)[k] for k in NUMBERS} == {k: _summary(from_file)[k] for k in NUMBERS}
     assert _summary(from_flag)["seed"] == 7
     # and seed 7 is not seed 0
-    zero = _table(tmp_path / "zero" / "seed=0")
+    zero = _table(tmp_path / "zero" / "seed-0")
     assert len(zero) == 500 and not np.allclose(zero["arrival"], _table(from_flag)["arrival"])
 
 
@@ -109,8 +109,8 @@ def test_seed_flag_overrides_a_seeds_list(sweep, servesim, tmp_path):
     results = pd.read_csv(out / store.RESULTS)
     assert len(results) == 4  # 2 x 2 sweep points, one seed instead of [1, 2]
     assert (results["seed"] == 7).all()
-    assert all(name.endswith(",seed=7") for name in results["run"])
+    assert all(name.endswith("_seed-7") for name in results["run"])
     arrivals = [_table(out / name)["arrival"] for name in results["run"]]
     for other in arrivals[1:]:
         pd.testing.assert_series_equal(arrivals[0], other)
-    assert not np.allclose(arrivals[0], _table(sweep.out / "replicas=1,max_batch=1,seed=1")["arrival"])
+    assert not np.allclose(arrivals[0], _table(sweep.out / "replicas-1_max_batch-1_seed-1")["arrival"])

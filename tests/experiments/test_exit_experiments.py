@@ -80,7 +80,7 @@ def test_latency_only_keeps_throughput_and_compute_saving_saves_compute(swept):
 
 
 def test_summary_and_plots(swept):
-    run = next(p for p in swept.iterdir() if p.name.startswith("semantics=compute_saving,policy=ttamer"))
+    run = next(p for p in swept.iterdir() if p.name.startswith("compute_saving_ttamer-"))
     summary = json.loads((run / store.SUMMARY).read_text())
     assert summary["policy"]["name"] == "ttamer" and summary["policy"]["lam"] == 0.9
     assert sum(summary["exits"]["share"].values()) == pytest.approx(1.0)
@@ -145,7 +145,7 @@ def test_changes_against_the_vanilla_run_of_the_same_point(swept):
 
 
 def test_long_swept_values_get_short_unique_folder_names(write):
-    from servesim.experiments.config import MAX_LABEL, expand, load
+    from servesim.experiments.config import expand, load
 
     regimes = [
         "[{name: a, accuracy: [0.9, 0.91, 0.92, 0.99]}, {name: b, accuracy: [0.5, 0.6, 0.7, 0.9]}]",
@@ -155,5 +155,5 @@ def test_long_swept_values_get_short_unique_folder_names(write):
         f"    - {{kind: video_drift, duration_s: 10, regimes: {r}}}\n" for r in regimes)
     path = write("long.yaml", EXITS + sweep)
     runs = expand(load(path), str(path))
-    labels = [run.name.removeprefix("behaviour=").removesuffix(",seed=0") for run in runs]
-    assert len(set(labels)) == 2 and all(len(label) <= MAX_LABEL for label in labels)
+    # they differ only deep inside, and every readable form is too long: numbered by their place in the sweep
+    assert [run.name for run in runs] == ["video_drift-v1_seed-0", "video_drift-v2_seed-0"]

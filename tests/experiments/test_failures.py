@@ -24,8 +24,8 @@ serving:
 sweep:
   serving.batching.batch_size: [4, 100, 16]
 """
-OK_RUNS = ["batch_size=4,seed=0", "batch_size=16,seed=0"]
-BAD_RUN = "batch_size=100,seed=0"
+OK_RUNS = ["batch_size-4_seed-0", "batch_size-16_seed-0"]
+BAD_RUN = "batch_size-100_seed-0"
 OLD = 1_000_000_000  # an mtime in 2001: a file still this old was not rewritten
 
 
@@ -52,7 +52,7 @@ def _assert_failed_sweep(result, out):
     assert "2 of 3 runs finished" in result.out
 
     results = pd.read_csv(out / store.RESULTS)
-    assert list(results["run"]) == ["batch_size=4,seed=0", BAD_RUN, "batch_size=16,seed=0"]
+    assert list(results["run"]) == ["batch_size-4_seed-0", BAD_RUN, "batch_size-16_seed-0"]
     assert list(results["status"]) == ["ok", "failed", "ok"]
     bad = results[results["run"] == BAD_RUN].iloc[0]
     assert bad["serving.batching.batch_size"] == 100
@@ -61,8 +61,8 @@ def _assert_failed_sweep(result, out):
     assert results.loc[results["status"] == "ok", "error"].isna().all()
     # the finished runs are whole: 300 requests in fixed batches (the remainder runs at the end)
     by = results.set_index("run")
-    assert by.loc["batch_size=4,seed=0", "mean_batch_items"] == 4.0
-    assert by.loc["batch_size=16,seed=0", "mean_batch_items"] == pytest.approx(300 / 19, abs=1e-6)
+    assert by.loc["batch_size-4_seed-0", "mean_batch_items"] == 4.0
+    assert by.loc["batch_size-16_seed-0", "mean_batch_items"] == pytest.approx(300 / 19, abs=1e-6)
     assert (by.loc[OK_RUNS, "completed"] == 300).all()
 
     error = (out / BAD_RUN / store.ERROR).read_text()
@@ -137,7 +137,7 @@ def test_reuse_counts_simulations(write, tiny_yaml_text, monkeypatch, tmp_path):
     calls = _counting(monkeypatch)
 
     first = runner.run_experiment(path, out, show_progress=False)
-    assert sorted(calls) == ["seed=3", "seed=4"] and first.reused == 0 and not first.failed
+    assert sorted(calls) == ["seed-3", "seed-4"] and first.reused == 0 and not first.failed
 
     calls.clear()
     second = runner.run_experiment(path, out, show_progress=False, resume=True)
@@ -146,22 +146,22 @@ def test_reuse_counts_simulations(write, tiny_yaml_text, monkeypatch, tmp_path):
 
     calls.clear()
     forced = runner.run_experiment(path, out, show_progress=False, force=True)
-    assert sorted(calls) == ["seed=3", "seed=4"] and forced.reused == 0
+    assert sorted(calls) == ["seed-3", "seed-4"] and forced.reused == 0
     assert forced.rows == first.rows
 
     # a changed config is not a finished run, even in a folder of the same name
     calls.clear()
     path.write_text(tiny_yaml_text.replace("slo_ms: 5", "slo_ms: 2") + "seeds: [3, 4]\n")
     changed = runner.run_experiment(path, out, show_progress=False, resume=True)
-    assert sorted(calls) == ["seed=3", "seed=4"] and changed.reused == 0
+    assert sorted(calls) == ["seed-3", "seed-4"] and changed.reused == 0
     assert all(row["slo_violation_rate"] >= old["slo_violation_rate"] for row, old in zip(changed.rows, first.rows))
-    assert json.loads((out / "seed=3" / store.SUMMARY).read_text())["slo_ms"] == 2.0
+    assert json.loads((out / "seed-3" / store.SUMMARY).read_text())["slo_ms"] == 2.0
 
     # a run folder without summary.json (interrupted before it was written) is recomputed
     calls.clear()
-    (out / "seed=4" / store.SUMMARY).unlink()
+    (out / "seed-4" / store.SUMMARY).unlink()
     runner.run_experiment(path, out, show_progress=False, resume=True)
-    assert calls == ["seed=4"]
+    assert calls == ["seed-4"]
 
 
 def test_internal_error_is_isolated_and_keeps_its_traceback(write, tiny_yaml_text, servesim, monkeypatch, tmp_path):
@@ -181,21 +181,21 @@ def test_internal_error_is_isolated_and_keeps_its_traceback(write, tiny_yaml_tex
     assert result.rc == 1
     assert "Traceback" not in result.err
     failures = [line for line in result.err_lines if not line.startswith("warning: ")]  # the profile's, not ours
-    assert failures == ["seed=4: FAILED: internal error: ZeroDivisionError: boom"]
+    assert failures == ["seed-4: FAILED: internal error: ZeroDivisionError: boom"]
     results = pd.read_csv(out / store.RESULTS)
     assert list(results["status"]) == ["ok", "failed"]
     assert results["error"].iloc[1] == "internal error: ZeroDivisionError: boom"
-    error = (out / "seed=4" / store.ERROR).read_text()
+    error = (out / "seed-4" / store.ERROR).read_text()
     assert error.startswith("Traceback") and "ZeroDivisionError: boom" in error and "broken" in error
-    assert json.loads((out / "seed=3" / store.SUMMARY).read_text())["completed"] == 500
+    assert json.loads((out / "seed-3" / store.SUMMARY).read_text())["completed"] == 500
 
     # fixed: the rerun retries only the failed run and clears its error.txt
     monkeypatch.setattr(runner, "simulate_config", real)
     calls = _counting(monkeypatch)
     fixed = servesim("run", path, "--out", out, "--quiet", "--resume")
     assert fixed.rc == 0, fixed.err
-    assert calls == ["seed=4"]
-    assert not (out / "seed=4" / store.ERROR).exists()
+    assert calls == ["seed-4"]
+    assert not (out / "seed-4" / store.ERROR).exists()
     assert list(pd.read_csv(out / store.RESULTS)["status"]) == ["ok", "ok"]
 
 
@@ -225,7 +225,7 @@ def test_a_run_that_crashes_while_writing_leaves_no_stale_summary(write, tiny_ya
     path = write("one.yaml", tiny_yaml_text)
     out = tmp_path / "out"
     runner.run_experiment(path, out, show_progress=False)
-    assert json.loads((out / "seed=0" / store.SUMMARY).read_text())["slo_ms"] == 5.0
+    assert json.loads((out / "seed-0" / store.SUMMARY).read_text())["slo_ms"] == 5.0
 
     path.write_text(tiny_yaml_text.replace("slo_ms: 5", "slo_ms: 2"))
     real = store.write_bytes
@@ -239,12 +239,12 @@ def test_a_run_that_crashes_while_writing_leaves_no_stale_summary(write, tiny_ya
     crashed = runner.run_experiment(path, out, show_progress=False, resume=True)
     assert [row["status"] for row in crashed.rows] == ["failed"]
     assert "No space left on device" in crashed.rows[0]["error"]
-    assert not (out / "seed=0" / store.SUMMARY).exists()
-    assert "slo_ms: 2" in (out / "seed=0" / store.CONFIG).read_text()
+    assert not (out / "seed-0" / store.SUMMARY).exists()
+    assert "slo_ms: 2" in (out / "seed-0" / store.CONFIG).read_text()
 
     monkeypatch.setattr(store, "write_bytes", real)
     calls = _counting(monkeypatch)
     rerun = runner.run_experiment(path, out, show_progress=False, resume=True)
-    assert calls == ["seed=0"] and rerun.reused == 0
-    assert json.loads((out / "seed=0" / store.SUMMARY).read_text())["slo_ms"] == 2.0
-    assert not (out / "seed=0" / store.ERROR).exists()
+    assert calls == ["seed-0"] and rerun.reused == 0
+    assert json.loads((out / "seed-0" / store.SUMMARY).read_text())["slo_ms"] == 2.0
+    assert not (out / "seed-0" / store.ERROR).exists()

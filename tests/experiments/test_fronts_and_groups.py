@@ -1,5 +1,6 @@
 """Swept groups (several keys set together), the recorded video behaviour in a config, the
-front-against-front comparison (``servesim fronts``) and the Pareto plot's bands."""
+front-against-front comparison (``servesim fronts``); the Pareto plot's bands are tested
+in test_sweep_plots.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from servesim.experiments import fronts
 from servesim.experiments.config import ConfigError, expand, load
-from servesim.experiments.plots import ci_half_width, pareto
+from servesim.experiments.seeds import ci_half_width
 
 HEAD = """\
 name: groups
@@ -40,9 +41,8 @@ def test_a_group_sets_its_keys_together_and_is_named_by_its_label(write):
     path = write("g.yaml", GROUPED)
     runs = expand(load(path), str(path))
     assert len(runs) == 2 * 2 * 2
-    assert [r.name for r in runs[:3]] == ["workload=digits,policy=never,seed=1", "workload=digits,policy=never,seed=2",
-                                          "workload=digits,policy=ttamer-0.9,seed=1"]
-    mnist = [r for r in runs if r.name.startswith("workload=mnist1d")]
+    assert [r.name for r in runs[:3]] == ["digits_never_seed-1", "digits_never_seed-2", "digits_ttamer-lam-0.9_seed-1"]
+    mnist = [r for r in runs if r.name.startswith("mnist1d_")]
     assert {r.config.model.name for r in mnist} == {"mnist1d_ee"}
     assert {r.config.exits.behaviour.name for r in mnist} == {"mnist1d_ee"}
     assert {r.config.trace.rate for r in mnist} == {300}
@@ -124,22 +124,6 @@ def test_ci_half_width_is_students_t():
     assert np.isnan(ci_half_width([0.9]))
     # three values with sd 0.01: t(0.975, 2) = 4.303, / sqrt(3)
     assert ci_half_width([0.89, 0.90, 0.91]) == pytest.approx(4.3027 * 0.01 / np.sqrt(3), rel=1e-4)
-
-
-def test_pareto_draws_a_band_with_several_seeds(tmp_path, monkeypatch):
-    rows = [(p, f"{p}{k}", seed, 0.8 + 0.05 * k + 0.01 * seed, 1.0 + k) for p in ("ttamer", "confidence")
-            for k in range(3) for seed in (1, 2, 3)]
-    bands = []
-    import matplotlib.axes
-
-    original = matplotlib.axes.Axes.fill_between
-    monkeypatch.setattr(matplotlib.axes.Axes, "fill_between",
-                        lambda self, x, lo, hi, **kw: bands.append((np.asarray(lo), np.asarray(hi))) or original(self, x, lo, hi, **kw))
-    pareto(_results(rows), tmp_path / "pareto.png")
-    assert (tmp_path / "pareto.png").exists()
-    assert len(bands) == 4  # two policies, p50 and p99 panels
-    lo, hi = bands[0]
-    np.testing.assert_allclose(hi - lo, 2 * 4.3027 * 0.01 / np.sqrt(3), rtol=1e-4)
 
 
 def test_steps_say_how_densely_each_front_is_drawn():

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from servesim.experiments import config as config_mod, store
-from servesim.experiments.plots import run_labels
 
 REPLICAS, MAX_BATCH, SEEDS = [1, 2], [1, 8], [1, 2]
-RUN_NAMES = [f"replicas={r},max_batch={b},seed={s}" for r, b, s in itertools.product(REPLICAS, MAX_BATCH, SEEDS)]
+POINTS = {(r, b): f"replicas-{r}_max_batch-{b}" for r, b in itertools.product(REPLICAS, MAX_BATCH)}
+RUN_NAMES = [f"{POINTS[r, b]}_seed-{s}" for r, b, s in itertools.product(REPLICAS, MAX_BATCH, SEEDS)]
 REQUIRED_COLUMNS = ["run", "serving.replicas", "serving.batching.max_batch", "latency_p50_ms", "latency_p90_ms",
                     "latency_p99_ms", "latency_mean_ms", "throughput_rps", "dropped", "slo_violation_rate",
                     "accuracy", "cost"]
@@ -49,14 +49,17 @@ def test_cli_reports_every_run(sweep, servesim, tmp_path):
     assert sweep.result.rc == 0
     quiet = sweep.result.out.splitlines()
     assert len(quiet) == 1 and quiet[0].startswith("8 of 8 runs finished; results in "), quiet
-    # without --quiet, a line per run (here for runs kept from it, in a copy of its folder)
+    # without --quiet, the answer: a line per sweep point (here for runs kept from it, in a copy of its folder)
     out = tmp_path / "out"
     shutil.copytree(sweep.out, out)
     again = servesim("run", sweep.yaml, "--out", out, "--resume")
     assert again.rc == 0, again.err
     lines = again.out.splitlines()
-    for name in RUN_NAMES:
-        assert sum(line.startswith(f"{name}: p50 ") for line in lines) == 1
+    assert lines[0] == "4 sweep point(s), mean ± 95% CI over 2 seeds:"
+    assert lines[1].split() == ["point", "p50", "ms", "p99", "ms", "SLO", "viol.", "%", "accel-s", "dropped"]
+    for point in POINTS.values():
+        assert sum(line.startswith(f"{point} ") for line in lines) == 1
+    assert len(lines) == 7
     assert lines[-1].startswith("8 of 8 runs finished (8 kept from an earlier run); results in ")
 
 
@@ -65,7 +68,9 @@ def test_results_csv_has_one_row_per_run_and_the_documented_columns(results):
     assert list(results["run"]) == RUN_NAMES  # the sweep's order: product of the sweep lists, then seeds
     for column in REQUIRED_COLUMNS:
         assert column in results.columns, column
-    assert list(results.columns[:5]) == ["run", "status", "seed", "serving.replicas", "serving.batching.max_batch"]
+    assert list(results.columns[:6]) == ["run", "status", "seed", "point", "serving.replicas",
+                                         "serving.batching.max_batch"]
+    assert list(results["point"]) == [POINTS[r, b] for r, b, _ in itertools.product(REPLICAS, MAX_BATCH, SEEDS)]
     assert (results["status"] == "ok").all()
     assert results["error"].isna().all()
     assert results["accuracy"].isna().all()  # no early exits yet
@@ -152,8 +157,7 @@ def test_requests_parquet_agrees_with_summary(sweep):
         assert s["slo_violation_rate"] == pytest.approx(late / len(t), abs=1e-9)
 
         # every request waited, then was served in a batch no larger than max_batch
-        replicas = int(name.split(",")[0].split("=")[1])
-        max_batch = int(name.split(",")[1].split("=")[1])
+        replicas, max_batch = s["params"]["serving.replicas"], s["params"]["serving.batching.max_batch"]
         assert (done["start"] >= done["arrival"]).all() and (done["finish"] > done["start"]).all()
         assert done["batch_size"].between(1, max_batch).all()
         assert set(done["replica"]) == set(range(replicas))
@@ -177,7 +181,7 @@ def test_requests_parquet_agrees_with_summary(sweep):
 def test_runs_with_the_same_seed_see_the_same_arrivals(sweep):
     """Common random numbers: the swept serving settings never change the trace."""
     for seed in SEEDS:
-        names = [n for n in RUN_NAMES if n.endswith(f"seed={seed}")]
+        names = [n for n in RUN_NAMES if n.endswith(f"_seed-{seed}")]
         first = _table(sweep, names[0])
         for other in names[1:]:
             pd.testing.assert_series_equal(first["arrival"], _table(sweep, other)["arrival"])
@@ -190,9 +194,9 @@ def test_the_numbers_show_what_the_sweep_varies(sweep, results):
     ~1,390 req/s); batching to 8 or a second replica keeps up."""
     by = results.set_index("run")
     for seed in SEEDS:
-        overloaded = by.loc[f"replicas=1,max_batch=1,seed={seed}"]
-        batched = by.loc[f"replicas=1,max_batch=8,seed={seed}"]
-        two = by.loc[f"replicas=2,max_batch=1,seed={seed}"]
+        overloaded = by.loc[f"replicas-1_max_batch-1_seed-{seed}"]
+        batched = by.loc[f"replicas-1_max_batch-8_seed-{seed}"]
+        two = by.loc[f"replicas-2_max_batch-1_seed-{seed}"]
         assert 1200 < overloaded["throughput_rps"] < 1500
         assert overloaded["utilisation"] > 0.95
         assert overloaded["latency_p99_ms"] > 50
@@ -204,7 +208,7 @@ def test_the_numbers_show_what_the_sweep_varies(sweep, results):
             assert ok["slo_violation_rate"] < 0.1
         assert batched["mean_batch_items"] > 2
         # one replica costs about half of two over the same trace
-        assert batched["cost"] < by.loc[f"replicas=2,max_batch=8,seed={seed}"]["cost"]
+        assert batched["cost"] < by.loc[f"replicas-2_max_batch-8_seed-{seed}"]["cost"]
     assert (results["dropped"] == 0).all() and (results["rejected"] == 0).all()
 
 
@@ -222,9 +226,3 @@ def test_plots_exist_and_are_valid_pngs(sweep):
     assert {p.name for p in plots.iterdir()} == expected
     for name in expected:
         _assert_png(plots / name)
-
-
-def test_bar_labels_leave_out_what_every_run_shares():
-    assert run_labels(["trace=a,adapter=ipa,seed=1", "trace=b,adapter=ipa,seed=1"]) == ["trace=a", "trace=b"]
-    assert run_labels(["adapter=ipa,seed=1", "adapter=rim,seed=1"]) == ["adapter=ipa", "adapter=rim"]
-    assert run_labels(["only,one"]) == ["only,one"]  # one run: nothing to tell apart, its whole name
