@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 
 from . import store  # noqa: E402
 from .capacity_search import COUNT, RATE, Outcome, Probe, Search, Slo, parse_slo, run_capacity  # noqa: E402
-from .plots import save_figure  # noqa: E402
+from .figures import plain_log, save_figure, unit  # noqa: E402
 
 PROBES, ANSWERS, PLOT = "probes.csv", "capacity.json", "capacity.png"
 VERDICT_COLOURS = {"met": "tab:green", "met on average": "tab:olive", "missed on average": "tab:orange",
@@ -143,11 +143,11 @@ def _panel(ax, name: str, search: Search, xlim: Optional[tuple[float, float]] = 
                                                                     f"{_value(search, high)}")
     ax.axvline(search.answer, color="tab:blue", lw=1.5, label=f"answer {_value(search, search.answer)}")
     if search.axis.kind == RATE and xlim is None:
-        ax.set_xscale("log")
+        plain_log(ax, "x")
     if xlim is not None:
         ax.set_xlim(*xlim)
     ax.set_ylim(0, top)
-    ax.set_xlabel(search.axis.key)
+    ax.set_xlabel(f"{search.axis.key} ({unit(search.axis.key) or 'times the trace file rate'})")
     ax.set_ylabel(f"{slo.figure} ({'%' if scale == 100 else 'ms'}), seeds' mean ±95%")
     ax.set_title(name, fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
