@@ -12,17 +12,9 @@ from servesim.experiments import fronts
 from servesim.experiments.config import ConfigError, expand, load
 from servesim.experiments.seeds import ci_half_width
 
-HEAD = """\
-name: groups
-seeds: [1, 2]
-trace: {kind: poisson, rate: 150, count: 400}
-model: {profile: "builtin:cpu_digits_ee", name: digits_ee}
-serving: {batching: {policy: dynamic, max_batch: 16}}
-exits:
-  ramps: {block1: ramp1, block2: ramp2, block3: ramp3}
-  behaviour: {kind: builtin, name: digits_ee}
-  policy: never
-"""
+from configs import digits_exits
+
+HEAD = digits_exits("groups")
 
 GROUPED = HEAD + """\
 sweep:

@@ -16,6 +16,7 @@ from hypothesis import given, settings, strategies as st
 from servesim.experiments import names, store
 from servesim.experiments.seeds import mean_ci
 
+from configs import digits_exits
 from test_cluster_experiment import profile_text
 
 T_975_2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom (3 seeds)
@@ -105,16 +106,7 @@ def test_the_console_shows_a_line_per_point_with_its_interval(three, servesim):
     assert len(lines) == 7 and lines[-1].startswith("12 of 12 runs finished (12 kept")
 
 
-EXITS = """\
-name: exits
-seeds: [1, 2]
-trace: {kind: poisson, rate: 150, count: 1500}
-model: {profile: "builtin:cpu_digits_ee", name: digits_ee}
-serving: {batching: {policy: dynamic, max_batch: 16}}
-exits:
-  ramps: {block1: ramp1, block2: ramp2, block3: ramp3}
-  behaviour: {kind: builtin, name: digits_ee}
-  policy: never
+EXITS = digits_exits("exits", count=1500) + """\
 sweep:
   exits.policy: [never, {name: confidence, threshold: 0.9}, {name: confidence, threshold: 0.6}]
 """

@@ -20,6 +20,8 @@ from servesim.experiments.config import expand, load
 from servesim.experiments.figures import plain_log, timeseries
 from servesim.experiments.runner import result_row
 
+from configs import digits_exits
+
 HEAD = """\
 name: s
 slo_ms: 5
@@ -210,16 +212,7 @@ def test_more_points_than_rows_become_heatmaps(write, drawn):
     assert len(over) == int((sweep.points["latency_p99_ms"] > 5).sum()) > 0
 
 
-EXITS = """\
-name: e
-seeds: [1, 2, 3]
-trace: {kind: poisson, rate: 150, count: 400}
-model: {profile: "builtin:cpu_digits_ee", name: digits_ee}
-serving: {batching: {policy: dynamic, max_batch: 16}}
-exits:
-  ramps: {block1: ramp1, block2: ramp2, block3: ramp3}
-  behaviour: {kind: builtin, name: digits_ee}
-  policy: never
+EXITS = digits_exits("e", seeds="[1, 2, 3]") + """\
 sweep:
   exits.policy:
 """ + "".join(f"    - {{name: {p}, {k}: {v}}}\n" for p, k in (("ttamer", "lam"), ("confidence", "threshold"))
