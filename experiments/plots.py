@@ -368,7 +368,9 @@ def _heatmaps(sweep: Sweep, metrics: list[Metric]):
         log = metric.log and positive.size and positive.max() > positive.min()
         image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis", interpolation="nearest",
                           norm=LogNorm(positive.min(), positive.max()) if log else None,
-                          vmin=0 if metric.share and not log else None)
+                          vmin=0 if metric.share and not log else None,
+                          # a share that is 0 everywhere reads 0..1%, not a scale around 0 with negative shares
+                          vmax=1.0 if metric.share and not log and not np.nanmax(values, initial=0) else None)
         bar = fig.colorbar(image, ax=ax, fraction=0.08, pad=0.02)
         bar.ax.tick_params(which="both", labelsize=7)
         if log:
@@ -378,11 +380,13 @@ def _heatmaps(sweep: Sweep, metrics: list[Metric]):
             ax.scatter(over[:, 1], over[:, 0], marker="x", s=12, color="tab:red", lw=1)
         ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=6)
         ax.set_title(metric.label, fontsize=8)
-    flat[0].set_yticks(range(len(rows)), rows, fontsize=max(4.0, min(7.0, 500 / max(len(rows), 1))))
+    size = max(4.0, min(7.0, 500 / max(len(rows), 1)))
+    flat[0].set_yticks(range(len(rows)), rows)
     colours = dict(zip(pts["series"], pts["colour"]))
     for ax in flat:  # the rows' labels in their family's colour, left of each row of panels
         for tick, row in zip(ax.get_yticklabels(), rows):
             tick.set_color(colours[row])
+            tick.set_fontsize(size)
     if slo is not None:
         fig.legend(handles=[Line2D([], [], marker="x", ls="", color="tab:red", label="over the SLO")],
                    loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=7, frameon=False)
