@@ -246,7 +246,10 @@ def _walk(node, parts: list[str]):
 def resolve_axis(config: ExperimentConfig, vary: Optional[str], source: str) -> Axis:
     """The axis ``--vary`` names on ``config`` (one sweep point's), or a one-line error."""
     trace = config.trace
-    has_rate = "rate" in type(trace).model_fields
+    if trace is None and vary in (None, "trace.rate", "trace.scale_rate"):
+        raise ConfigError(f"{source}: load: closed-loop clients have no arrival rate to search (their load is "
+                          f"'load.clients': sweep it); give --vary replicas")
+    has_rate = trace is not None and "rate" in type(trace).model_fields
     if vary is None:
         if not has_rate:
             raise ConfigError(f"{source}: trace.kind: a {trace.kind} trace has no single rate to search; give "

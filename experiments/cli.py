@@ -247,7 +247,8 @@ def parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profile", add_help=False,
                           help="time a real PyTorch model's stages and ramps into a profile CSV (needs torch; "
                                "servesim profile --help); `servesim profile import FILE` converts a per-stage "
-                               "timing CSV measured elsewhere (docs/PROFILES.md)")
+                               "timing CSV measured elsewhere, or with --format perf-analyzer|offline-table an "
+                               "offline latency-per-batch table (docs/PROFILES.md)")
     prof.set_defaults(handler=_profile)
     served = sub.add_parser("profile-served", add_help=False,
                             help="time a real model as the real executor serves it, host time included, into a "

@@ -18,16 +18,16 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                      ValidationError, field_validator, model_validator)
+                      ValidationError, field_serializer, field_validator, model_validator)
 
 from servesim.policies.batching import DeadlineBatcher, DynamicBatcher, FixedBatcher
 from servesim.workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND, check_assumed_host
 
-from . import cluster_specs, specs  # noqa: F401  (registers the names)
+from . import cluster_specs, load_specs, specs  # noqa: F401  (registers the names)
 from .cluster_specs import DeploymentConfig
 from .names import GROUP_LABEL, identity, label, point_name, point_of, run_name  # noqa: F401  (label: for plots)
 from .specs import MAX_REPLICAS
-from .registry import ADAPTERS, BATCHING, BEHAVIOUR, EXIT_POLICIES, NOISE, REGISTRIES, ROUTERS, TRACES, track
+from .registry import ADAPTERS, BATCHING, BEHAVIOUR, EXIT_POLICIES, LOADS, NOISE, REGISTRIES, ROUTERS, TRACES, track
 
 
 class ConfigError(ValueError):
@@ -321,7 +321,9 @@ class ExperimentConfig(Strict):
     seeds: Optional[list[NonNegativeInt]] = Field(default=None, min_length=1)
     slo_ms: Optional[PositiveFloat] = None
     warmup_s: NonNegativeFloat = 0.0
-    trace: TRACES.union()
+    # one of the two: arrivals known in advance, or load that answers shape (closed-loop clients)
+    trace: TRACES.union() = None
+    load: LOADS.union() = None
     model: Optional[ModelConfig] = None
     serving: ServingConfig = Field(default_factory=ServingConfig)
     exits: Optional[ExitsConfig] = None
@@ -330,6 +332,32 @@ class ExperimentConfig(Strict):
     resources: dict[str, ResourceConfig] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     refine: Optional[RefineConfig] = None
+
+    @field_serializer("trace", "load", mode="wrap")
+    def _absent(self, value, handler):
+        """Either may be left out (``None``, its default; :meth:`_trace_or_load` wants one),
+        though typed as their registries' entries, not Optional, so that a name registered
+        later retypes them; ``trace: null`` written out is refused as before."""
+        return None if value is None else handler(value)
+
+    @model_validator(mode="after")
+    def _trace_or_load(self):
+        if self.trace is None and self.load is None:
+            raise ValueError("trace: required key is missing (or, for clients that wait for their answers, give "
+                             "'load')")
+        if self.load is None:
+            return self
+        if self.trace is not None:
+            raise ValueError("give one of 'trace' (arrivals known in advance) and 'load' (closed-loop clients), "
+                             "not both")
+        unserved = [key for key, given in (("cluster", self.cluster is not None), ("exits", self.exits is not None),
+                                           ("real", self.real is not None),
+                                           ("serving.drop_after_ms", self.serving.drop_after_ms is not None),
+                                           ("serving.host", self.serving.host is not None)) if given]
+        if unserved:
+            raise ValueError(f"load: a closed loop is served by one plain model without drops or a serving host; "
+                             f"remove {unserved[0]}")
+        return self  # (its size against the batch: experiments.runner.validate_runs, once the batcher is built)
 
     @model_validator(mode="after")
     def _model_or_cluster(self):
@@ -647,7 +675,7 @@ def point_runs(config: ExperimentConfig, source: str, params: dict[str, Any], se
     """The runs of one sweep point (``params``: a value for every swept key), one per
     seed, named by :mod:`experiments.names`; ``names`` (point name, lower case -> the
     point's identity) holds the points already named and gains this one."""
-    data = config.model_dump(mode="json", exclude={"sweep", "seeds", "refine"})
+    data = dumped(config)
     for key, value in params.items():
         settings = value.items() if _is_group(key) else [(key, value)]
         for path, setting in settings:
@@ -711,4 +739,11 @@ def _check_point(config: ExperimentConfig, source: str) -> Optional[str]:
 
 def dump(config: ExperimentConfig) -> str:
     """The resolved config as YAML (every default filled in), for the run's folder."""
-    return yaml.safe_dump(config.model_dump(mode="json", exclude={"sweep", "seeds", "refine"}), sort_keys=False)
+    return yaml.safe_dump(dumped(config), sort_keys=False)
+
+
+def dumped(config: ExperimentConfig) -> dict:
+    """The config as plain data, less the sweep's own keys, and less whichever of ``trace``
+    and ``load`` it leaves out (so a trace's config reads as it did before ``load`` was one)."""
+    absent = {key for key in ("trace", "load") if getattr(config, key) is None}
+    return config.model_dump(mode="json", exclude={"sweep", "seeds", "refine"} | absent)

@@ -23,6 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from servesim.sim import simulate, summarize
+from servesim.sim.client_view import client_view
 from servesim.sim.exits import ExitSetup
 from servesim.sim.host import ServingHost
 from servesim.traces import FORMATS, TraceError
@@ -90,7 +91,9 @@ def prepare(config: ExperimentConfig, base_dir: Path) -> Prepared:
     so changing the router or the exit policy never changes arrivals or samples.
     """
     trace_seed, noise_seed, router_seed, sample_seed, behaviour_seed = np.random.SeedSequence(config.seed).spawn(5)
-    trace = config.trace.build(np.random.default_rng(trace_seed), base_dir)
+    # closed-loop clients (``load``) draw their think times from the arrivals' stream
+    trace = (config.trace.build(np.random.default_rng(trace_seed), base_dir) if config.load is None
+             else config.load.build(trace_seed))
     cost_model = build_cost_model(config, base_dir)
     exits, source_rows = (None, None) if config.exits is None else exit_setup(
         config.exits, cost_model, base_dir, trace, behaviour_seed, sample_seed)
@@ -128,6 +131,8 @@ def run_one(run: Run, base_dir: Path, progress=None) -> tuple[dict, dict[str, by
                              summary["cost"]["provisioned_accelerator_s"])  # a replica holds one unit
     summary = {"run": run.name, "seed": run.seed, "params": run.params,
                "trace": trace.source, **summary}
+    if run.config.load is not None:  # what the clients see, in perf_analyzer's terms
+        summary.update(client_view(results.requests, trace, warmup))
     if policy is not None:
         summary["policy"] = {"name": run.config.exits.policy.name, **policy.params()}
     columns = results.requests.columns()
@@ -374,7 +379,15 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
                 continue
             cost_model = build_cost_model(run.config, base_dir)
             with _at("serving.batching"):
-                run.config.serving.batching.build(cost_model, run.config.slo_ms)
+                batcher = run.config.serving.batching.build(cost_model, run.config.slo_ms)
+            load = run.config.load
+            if load is not None and load.size > batcher.max_batch:
+                raise ConfigError(f"load.size: requests of {load.size} items could never be served in batches of "
+                                  f"at most {batcher.max_batch} items")
+            if load is not None and run.config.serving.batching.policy == "fixed" \
+                    and load.clients * load.size < batcher.max_batch:  # it would wait for a batch forever
+                raise ConfigError(f"serving.batching.batch_size: {load.clients} clients of {load.size} item(s) can "
+                                  f"never fill a fixed batch of {batcher.max_batch} items")
             build_host(run.config.serving.host, cost_model.profile, run.config.model.hardware)
             exits = run.config.exits
             if exits is not None:

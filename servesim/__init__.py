@@ -15,7 +15,7 @@ Build one run in code: :func:`simulate` (one model on ``replicas`` replicas) ser
 ``results.requests.to_frame()`` is its per-request table, :func:`summarize` its figures.
 
 Add a policy without editing the package: a pydantic class registered in one of the
-registries (``BATCHING``, ``ROUTERS``, ``EXIT_POLICIES``, ``TRACES``, ``NOISE``,
+registries (``BATCHING``, ``ROUTERS``, ``EXIT_POLICIES``, ``TRACES``, ``LOADS``, ``NOISE``,
 ``BEHAVIOUR``, ``PREDICTORS``, ``ADAPTERS``) is a name a config may use from then on; see
 docs/API.md. The source folders (sim/, workloads/, policies/, traces/, experiments/)
 install as the subpackages ``servesim.sim``, ``servesim.workloads``, ...
@@ -41,9 +41,12 @@ _EXPORTS = {
     "load_config": "servesim.experiments.config", "ConfigError": "servesim.experiments.config",
     "Spec": "servesim.experiments.specs",
     **{name: "servesim.experiments.registry" for name in
-       ("TRACES", "NOISE", "BATCHING", "ROUTERS", "BEHAVIOUR", "EXIT_POLICIES", "PREDICTORS", "ADAPTERS")},
+       ("TRACES", "LOADS", "NOISE", "BATCHING", "ROUTERS", "BEHAVIOUR", "EXIT_POLICIES", "PREDICTORS",
+        "ADAPTERS")},
 }
 _RENAMED = {"load_config": "load"}  # public name -> its name in its module
+# the registries are filled as the config models that name their entries are built
+_FILLED_BY = {"servesim.experiments.registry": "servesim.experiments.config"}
 
 __all__ = ["__version__", *_EXPORTS]
 
@@ -51,7 +54,10 @@ __all__ = ["__version__", *_EXPORTS]
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'servesim' has no attribute {name!r}")
-    value = getattr(import_module(_EXPORTS[name]), _RENAMED.get(name, name))
+    module = _EXPORTS[name]
+    if module in _FILLED_BY:
+        import_module(_FILLED_BY[module])
+    value = getattr(import_module(module), _RENAMED.get(name, name))
     globals()[name] = value  # looked up once
     return value
 

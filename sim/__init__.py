@@ -1,7 +1,9 @@
 """The engine (sim.cluster: lanes, lazy routing, plans), its per-request records and summaries. Start at engine.simulate."""
+from .closed_loop import ClosedLoop, ThinkTime
 from .engine import simulate
 from .errors import SimulationError
 from .metrics import summarize
 from .records import COMPLETED, DROPPED, REJECTED, RequestTable, Results
 
-__all__ = ["simulate", "summarize", "SimulationError", "Results", "RequestTable", "COMPLETED", "DROPPED", "REJECTED"]
+__all__ = ["simulate", "ClosedLoop", "ThinkTime", "summarize", "SimulationError", "Results", "RequestTable",
+           "COMPLETED", "DROPPED", "REJECTED"]

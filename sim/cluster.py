@@ -105,6 +105,7 @@ from servesim.policies.batching import NEVER_BUSY, BatchingPolicy, DynamicBatche
 from servesim.policies.routing import Router
 from servesim.traces.trace import Trace
 
+from .closed_loop import ClosedLoop
 from .errors import SimulationError
 from .exits import ExitRun
 from .host import ServingHost
@@ -116,6 +117,9 @@ CORE_MODES = ("lanes", "threads")
 WINDOW = 1 << 16
 PROGRESS_EVERY = 1 << 16
 BUILD_ROWS = 1 << 16  # requests per step when a task's table is built: bounds its temporaries (~3 MB)
+# A lane's copy of the next arrival's time that makes it route arrivals after its batch: in a
+# closed loop, where another lane's answers may bring a send before the copy it holds
+LOOK_AGAIN = float("-inf")
 Key = tuple[str, str, int]  # (task, variant, cores)
 
 
@@ -418,13 +422,14 @@ class _Deployment:
 
 
 class _Cluster:
-    def __init__(self, env: simpy.Environment, trace: Trace, tasks: Sequence[str], edges, variants, costs,
+    def __init__(self, env: simpy.Environment, trace: Trace | ClosedLoop, tasks: Sequence[str], edges, variants, costs,
                  adapter: Adapter, drop_after: Mapping[str, Optional[float]], core_mode: str,
                  batching: Callable[[int, Optional[Callable[[int], float]]], BatchingPolicy],
                  routing: Optional[Callable[[Key], Optional[Router]]],
                  progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True,
                  host: Optional[ServingHost] = None):
         self.env, self.costs, self.adapter, self.core_mode = env, costs, adapter, core_mode
+        closed = trace if isinstance(trace, ClosedLoop) else None  # clients that wait for their answers
         # the serving host of the one lane every request reaches (sim.host), which takes each
         # arrival in between launching batches: it runs on the trace's arrival times
         self.host_clock = None if host is None else host.clock(trace.times)
@@ -442,8 +447,9 @@ class _Cluster:
         # several successors): then one queued at a task may have been dropped at another
         self.forks = len(self.sources) > 1 or any(len(after) > 1 for after in self.succ.values())
         self.drop_after = drop_after
-        n = len(trace.times)
-        self.arrival = trace.times
+        n = len(trace.times) if closed is None else closed.count
+        # a closed loop's arrival times become known as its clients send (kept as they are routed: keep_sent)
+        self.arrival = trace.times if closed is None else np.full(n, np.nan)
         # Requests that ended unserved, the rare case: request -> (status, when, task index).
         # The request-level columns are built from it and the sink's answers at the end.
         self.ended: dict[int, tuple[int, float, int]] = {}
@@ -458,7 +464,8 @@ class _Cluster:
         self.lane_bits = dict.fromkeys(self.tasks, LANE_BITS)  # per task, the bits of a code that name its lane
         self.batches: dict[str, list[_BatchLog]] = {t: [] for t in self.tasks}
         self.dropped_by: dict[str, dict[int, int]] = {t: {} for t in self.tasks}  # request -> replica
-        sizes = trace.columns.get("size")
+        sizes = (trace.columns.get("size") if closed is None
+                 else None if closed.size == 1 else np.full(n, closed.size, dtype=np.int64))
         self.size = None if sizes is None else np.asarray(sizes)
         self.sizes = None if sizes is None else self.size.tolist()  # a list: fast to index per request
         self.rejected = 0
@@ -499,6 +506,14 @@ class _Cluster:
         # per task, when each request was queued there: its arrival at a source, else the
         # moment the tasks before it answered (kept for requests queued there only)
         self.since = {t: self.times if not self.preds[t] else array.array("d", [np.nan]) * n for t in self.tasks}
+        # A closed loop's sends (sim.closed_loop), kept in ``times`` as they become known
+        # (nothing to fill them from: ``filled`` is n), and told of every batch's answers
+        # (``answered_by``: None for a trace, so that its lanes skip the call).
+        self.sends = None if closed is None else closed.sends(self.times)
+        self.answered_by: Optional[Callable[[float, int], None]] = None
+        if closed is not None:
+            self.filled = n
+            self.answered_by, self.arm_timer = self.clients_answered, self.arm_send_timer
         self.slide()
 
     # --- requests --------------------------------------------------------------------
@@ -624,19 +639,52 @@ class _Cluster:
         for _, rid in self.orphans:
             oldest = min(oldest, rid)
         if oldest > self.held:
+            if self.sends is not None:
+                self.keep_sent(oldest)
             times[self.held:oldest] = [np.inf] * (oldest - self.held)
             self.held = oldest
 
-    def arm_timer(self) -> None:
+    def arm_timer(self) -> Optional[simpy.Event]:
         """While a lane of a source task waits, keep a timer set for the next arrival (one
         at a time: :attr:`timer_at` is its arrival's time, exact where SimPy's clock, which
-        adds the delay to its own time, may round)."""
+        adds the delay to its own time, may round). Returns the timer set, if one was."""
         if self.timer_set or self.exhausted:
-            return
+            return None
         self.timer_set = True
         self.timer_at = at = self.times[self.arrived]
         delay = at - self.env.now
-        self.env.timeout(delay if delay > 0.0 else 0.0).callbacks.append(self.on_timer)
+        timer = self.env.timeout(delay if delay > 0.0 else 0.0)
+        timer.callbacks.append(self.on_timer)
+        return timer
+
+    # --- a closed loop's arrivals (sim.closed_loop) ----------------------------------
+    def arm_send_timer(self) -> None:
+        """:meth:`arm_timer` of a closed loop (it stands in for it there), whose next send
+        may not be known yet (every client waits for an answer: the answers' batches will
+        tell), and may become known earlier than the timer set: the timer is kept
+        (:attr:`send_timer`) to be moved (:meth:`clients_answered`)."""
+        if self.times[self.arrived] < np.inf:
+            timer = _Cluster.arm_timer(self)
+            if timer is not None:
+                self.send_timer = timer
+
+    def clients_answered(self, at: float, count: int) -> None:
+        """A batch of ``count`` requests answers at ``at`` (told as it starts): their clients
+        send again. A timer set for a later arrival than a send now known is taken back (a
+        lane that starts to wait trusts a timer set to be the next arrival's), and set again
+        while a lane of a source task waits (a lane that calls this reads SimPy's next event
+        again)."""
+        self.sends.answered(at, count, self.arrived)
+        if self.timer_set and self.times[self.arrived] < self.timer_at:
+            self.send_timer.callbacks.remove(self.on_timer)
+            self.timer_set = False
+        if self.waiting and not self.timer_set:
+            self.arm_timer()
+
+    def keep_sent(self, upto: int) -> None:
+        """Copy the routed sends' times before ``upto`` (and after those copied already) into
+        :attr:`arrival`, the request table's column, before their floats are let go."""
+        self.arrival[self.held:upto] = self.times[self.held:upto]
 
     def on_timer(self, _event) -> None:
         self.timer_set = False
@@ -789,6 +837,7 @@ class _Cluster:
         sampler, execute, decide, padded = dep.sampler, dep.execute, dep.batcher.decide, dep.padded
         host = self.host_clock if execute is None else None  # an exit run plays the host itself
         unload = self.unloader(replica)
+        answered = self.answered_by
         while not replica.retired:
             if next_arrival <= now:  # a stale copy is early: a needless call, never a missed arrival
                 next_arrival = catch_up(now)
@@ -882,6 +931,11 @@ class _Cluster:
                 members = [rid for rid, a in zip(members, answers) if a >= done]
             log_batch((now, done, items))  # with exits, each request's own: ExitRun.finish
             b += step
+            if answered is not None:  # a closed loop's clients send again after their answers
+                answered(done, taken)
+                # any lane's answers may bring the next arrival forward: look after the batch
+                next_arrival = LOOK_AGAIN
+                horizon = peek()
             if routed:
                 replica.in_flight += taken
             end = done
@@ -1039,9 +1093,10 @@ class _Cluster:
         dep.changed()
         self.records.append(replica)
         lanes, per_lane = (cores, 1) if self.core_mode == "lanes" else (1, cores)
-        # the one task of a run whose plan never changes, with plain requests and batches
+        # the one task of a run whose plan never changes, with plain requests and batches and
+        # arrivals known in advance (a closed loop's clients are told of answers by lane())
         steady = (self.static and len(self.tasks) == 1 and self.fast_forward and dep.execute is None
-                  and self.sizes is None and dep.padded is None)
+                  and self.sizes is None and dep.padded is None and self.answered_by is None)
         for _ in range(lanes):
             self.lanes += 1  # a lane's number: an exit run's host tells a busy lane's batches apart
             lane = self.steady_lane(replica, dep) if steady else self.lane(replica, dep, per_lane, self.lanes)
@@ -1309,7 +1364,7 @@ class _Cluster:
                 self.apply(plan)
 
 
-def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[str, str]],
+def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Sequence[tuple[str, str]],
                      variants: Mapping[str, Sequence[str]], costs: ClusterCosts, adapter: Adapter, initial: Plan, *,
                      drop_after: Optional[Mapping[str, float]] = None, core_mode: str = "lanes",
                      batching: Callable[[int, Optional[Callable[[int], float]]], BatchingPolicy] = (
@@ -1332,21 +1387,37 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     gives every batch its own SimPy event (see :meth:`_Cluster.lane`); results agree up to
     clock rounding. ``host`` makes the serving host a resource that launches batches and
     takes requests in (:mod:`sim.host`), as :func:`sim.simulate` does: it models one server
-    process, so it needs one task served by one lane under a plan that never changes."""
+    process, so it needs one task served by one lane under a plan that never changes.
+
+    ``trace`` may instead be a :class:`~sim.closed_loop.ClosedLoop`: clients that send
+    again once answered (:mod:`sim.closed_loop`); the table's ``arrival`` is then when
+    each request was sent. It serves one task of plain variants under a plan that never
+    changes, without drops (a client would wait for an answer no server gives)."""
     if core_mode not in CORE_MODES:
         raise ValueError(f"core_mode must be one of {CORE_MODES}, got {core_mode!r}")
+    closed = trace if isinstance(trace, ClosedLoop) else None
+    if closed is not None:
+        _check_closed_loop(closed, tasks, adapter, initial, drop_after, host)
     env = simpy.Environment()
     cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode, batching,
                        routing, progress, fast_forward, host)
     if cluster.static:
         cluster.fix_lanes(initial)
     cluster.apply(initial, warm=True)
+    if closed is not None and any(dep.execute is not None for dep in cluster.deployments.values()):
+        raise ValueError("a closed loop is served by plain models only; this plan's variants have exits")
     if not cluster.static:
         env.process(cluster.adapting())
     # A sentinel that never fires keeps SimPy's queue non-empty, so ``env.peek()`` (asked
     # after every batch) never takes the slow path of an empty queue (as sim.engine does).
     env.timeout(float("inf"))
     env.run()
+    if closed is not None:
+        if cluster.arrived < closed.count:
+            raise SimulationError(f"the closed loop stopped after {cluster.arrived} of {closed.count} requests: "
+                                  f"its {closed.clients} clients' last requests wait for a batch that is never "
+                                  f"started (does the batching policy wait for more than they can send at once?)")
+        cluster.keep_sent(closed.count)
     # the arrival times as n list slots (8 bytes a request), let go before the tables are built
     cluster.times = cluster.since = cluster.catch_up = None
     stages, variant = cluster.task_columns()
@@ -1358,7 +1429,7 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
     # the run ends with its last answer, arrival or batch (with exits a batch may run on
     # past its last answer): replicas still up are released then, not when the adapter's
     # last timer would have fired
-    end = float(max(np.max(finish, initial=0.0), np.max(trace.times, initial=0.0), cluster.last_batch_end))
+    end = float(max(np.max(finish, initial=0.0), np.max(cluster.arrival, initial=0.0), cluster.last_batch_end))
     records = [ReplicaRecord(*r.deployment.key, min(r.requested, end), r.ready if r.ready is not None else np.inf,
                              min(end, r.released if r.released is not None else end), float(busy))
                for r, busy in zip(cluster.records, cluster.busy_s)]
@@ -1368,3 +1439,19 @@ def simulate_cluster(trace: Trace, tasks: Sequence[str], edges: Sequence[tuple[s
                           cluster.size, tuple(map(tuple, edges)), stages,
                           {"larger than max_batch": cluster.rejected} if cluster.rejected else {},
                           None if cluster.host_clock is None else cluster.host_clock.busy)
+
+
+def _check_closed_loop(load: ClosedLoop, tasks: Sequence[str], adapter: Adapter, initial: Plan,
+                       drop_after: Optional[Mapping[str, float]], host: Optional[ServingHost]) -> None:
+    """What a closed loop can be served by (:func:`simulate_cluster`): its clients hear of
+    an answer from the one task's batches as they start, so one task, a plan that never
+    changes, no serving host (it runs on arrival times known in advance), and no drops or
+    rejections (whose clients would never send again)."""
+    drops = any(limit is not None for limit in (drop_after or {}).values())
+    if len(tasks) != 1 or type(adapter) is not StaticAdapter or host is not None or drops:
+        raise ValueError("a closed loop is served by one task under a plan that never changes, without a serving "
+                         "host or drops")
+    smallest = min((d.batch for d in initial.tasks.get(tasks[0], ())), default=load.size)
+    if load.size > smallest:
+        raise ValueError(f"a closed loop's requests of {load.size} items exceed a deployment's batch of {smallest} "
+                         f"items: they could never be served")

@@ -18,6 +18,7 @@ from servesim.policies.autoscaling import Deployment, Plan, StaticAdapter
 from servesim.policies.routing import JoinShortestQueue
 from servesim.traces.trace import Trace
 
+from .closed_loop import ClosedLoop
 from .cluster import ClusterCosts, ClusterResults, simulate_cluster
 from .exits import ExitRun, ExitSetup
 from .host import ServingHost
@@ -26,11 +27,13 @@ from .records import Results
 TASK, MODEL = "model", "model"  # the one task of a single-model run, and its one variant
 
 
-def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=None,
+def simulate(trace: Trace | ClosedLoop, cost_model, batcher, *, replicas: int = 1, router=None,
              shared_queue: bool = False, drop_after: Optional[float] = None, rng: Optional[np.random.Generator] = None,
              progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True,
              exits: Optional[ExitSetup] = None, host: Optional[ServingHost] = None) -> Results:
     """Serve ``trace`` with ``replicas`` replicas, each batching with ``batcher``.
+    ``trace`` may be a :class:`~sim.closed_loop.ClosedLoop` instead: clients that send
+    again once answered (a plain model, without ``drop_after``, ``exits`` or ``host``).
 
     ``cost_model`` supplies service times (``cost_model.sampler(rng)``, one sampler for
     every replica, drawn in the order batches start); ``router`` chooses a replica per
@@ -57,6 +60,8 @@ def simulate(trace: Trace, cost_model, batcher, *, replicas: int = 1, router=Non
         raise ValueError(f"a serving host models one server process with one worker; got replicas={replicas!r}")
     replicas = int(replicas)
     rng = rng if rng is not None else np.random.default_rng(0)
+    if isinstance(trace, ClosedLoop) and (exits is not None or host is not None or drop_after is not None):
+        raise ValueError("a closed loop is served by a plain model without drop_after, exits or a serving host")
     if exits is not None:
         if "size" in trace.columns:
             raise ValueError("a model with exits serves one item per request; this trace has a 'size' column")

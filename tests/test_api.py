@@ -114,13 +114,15 @@ def test_a_name_registered_from_user_code_is_valid_in_a_config_file(tmp_path):
     assert twice.startswith("twice: router 'every_other' is registered twice")
 
 
-def test_the_engine_alone_does_not_load_the_experiment_layer(tmp_path):
+def test_the_engine_alone_does_not_load_the_experiment_layer_and_registries_come_filled(tmp_path):
     done = _python("""
         import sys
         import servesim.sim
         print(sorted(m for m in sys.modules if m.startswith("servesim.experiments")))
         import servesim
         print(servesim.__version__, servesim.simulate is servesim.sim.simulate)
+        print("dynamic" in servesim.BATCHING.names(), "closed_loop" in servesim.LOADS.names())
     """, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["[]", f"{servesim.__version__} True"]
+    # a registry asked for first comes with the shipped entries
+    assert done.stdout.splitlines() == ["[]", f"{servesim.__version__} True", "True True"]

@@ -31,6 +31,10 @@ Output, per model M of the input, on hardware ``--hardware``:
 The metadata lines of the input come first, then ``source``, and the required keys
 (``device``, ``dtype``, ``framework``, ``date``, ``execution_mode``) may be given or
 overridden on the command line.
+
+This is ``--format stages``, the default. The command's other formats, offline
+latency-per-batch tables (perf_analyzer's CSV, published tables), are read by
+``offline_tables.py``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .offline_tables import DEFAULT_TIME_UNIT, FORMATS, TIME_UNITS, import_offline_table, leading_metadata, read_text
 from .profile import REQUIRED_METADATA, Profile, ProfileError, ProfileRow
 
 KINDS = ("stage", "ramp", "full")
@@ -74,15 +79,7 @@ def import_profile(path: Path | str, hardware: str, metadata: Optional[dict[str,
     keeps the rows of one dtype, ``models`` those of some models. Any problem is a
     :class:`ProfileError` naming the file, line, column and value."""
     name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ProfileError(f"{name}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise ProfileError(f"{name}: not UTF-8 text (byte {exc.start}); a profile to import is a CSV file") from None
-    except OSError as exc:
-        raise ProfileError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    found, points = _read(text, name, dtype, models)
+    found, points = _read(read_text(path), name, dtype, models)
     meta = {**found, "source": f"imported from {Path(path).name} by servesim profile import", **(metadata or {})}
     if dtype is not None:
         meta["dtype"] = dtype
@@ -94,13 +91,7 @@ def import_profile(path: Path | str, hardware: str, metadata: Optional[dict[str,
 
 def _read(text: str, name: str, dtype: Optional[str], models: Optional[Sequence[str]]):
     lines = text.splitlines()
-    metadata: dict[str, str] = {}
-    start = 0
-    while start < len(lines) and (not lines[start].strip() or lines[start].lstrip().startswith("#")):
-        key, colon, value = lines[start].lstrip()[1:].partition(":")
-        if colon and key.strip():
-            metadata[key.strip()] = value.strip()
-        start += 1
+    metadata, start = leading_metadata(lines)
     reader = csv.DictReader(io.StringIO("\n".join(lines[start:])))
     header = reader.fieldnames or []
     columns = {want: next((c for c in aliases if c in header), None) for want, aliases in ALIASES.items()}
@@ -245,19 +236,35 @@ def _ramp_places(ramps: list[_Point], stages: list[str], model: str, name: str) 
 
 
 def main(argv: Optional[list[str]] = None, prog: str = "servesim profile import") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description="Turn a generic per-stage timing CSV into a servesim "
-                                                            "profile (format: docs/PROFILES.md).")
-    parser.add_argument("file", help="the CSV to import")
+    parser = argparse.ArgumentParser(prog=prog, description="Turn a timing table measured elsewhere into a servesim "
+                                                            "profile (formats: docs/PROFILES.md).")
+    parser.add_argument("file", help="the CSV (or, for the offline formats, Markdown table) to import")
+    parser.add_argument("--format", choices=("stages", *FORMATS), default="stages",
+                        help="stages (default): a per-stage timing CSV; perf-analyzer: perf_analyzer's -f CSV at "
+                             "concurrency 1 with a batch column; offline-table: a published latency-per-batch table")
     parser.add_argument("--out", required=True, help="the servesim profile CSV to write")
     parser.add_argument("--hardware", required=True, help="the rows' hardware name, e.g. h100")
     parser.add_argument("--dtype", help="keep the rows of this dtype (a file may hold several); also metadata 'dtype'")
-    parser.add_argument("--model", action="append", help="keep this model (repeat for several; default all)")
+    parser.add_argument("--model", action="append", help="stages: keep this model (repeat for several; default all); "
+                                                         "perf-analyzer, offline-table: the model's name (once)")
+    parser.add_argument("--time-unit", choices=tuple(TIME_UNITS),
+                        help="perf-analyzer, offline-table: the unit of times whose header and cells name none "
+                             f"(default {DEFAULT_TIME_UNIT['perf-analyzer']} and "
+                             f"{DEFAULT_TIME_UNIT['offline-table']}, as each is written)")
     for key in (k for k in REQUIRED_METADATA if k != "dtype"):
         parser.add_argument(f"--{key.replace('_', '-')}", dest=key,
                             help=f"metadata '{key}' (overrides the file's own '# {key}:' line)")
     args = parser.parse_args(argv)
     metadata = {key: getattr(args, key) for key in REQUIRED_METADATA if getattr(args, key, None) is not None}
-    profile = import_profile(args.file, args.hardware, metadata, args.dtype, args.model)
+    if args.format == "stages":
+        if args.time_unit:
+            parser.error("--time-unit is for --format perf-analyzer or offline-table; stages are in ms")
+        profile = import_profile(args.file, args.hardware, metadata, args.dtype, args.model)
+    else:
+        if not args.model or len(args.model) > 1:
+            parser.error(f"--format {args.format} needs the model's name, once: --model NAME")
+        profile = import_offline_table(args.file, args.format, args.hardware, args.model[0], metadata,
+                                       args.time_unit)
     try:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         profile.save(args.out)

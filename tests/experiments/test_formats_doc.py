@@ -2,8 +2,9 @@
 code reads them, and the command line points users to it.
 
 An example is the fenced block after a ``<!-- example: ... -->`` line: ``trace FORMAT``,
-``profile FILE`` and ``profile-import`` blocks are file contents; ``python WHAT ... FILE``
-blocks are run (in a fresh folder, in page order) and write FILE."""
+``profile FILE``, ``profile-import``, ``perf-analyzer`` and ``offline-table`` blocks are
+file contents; ``python WHAT ... FILE`` blocks are run (in a fresh folder, in page order)
+and write FILE."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from servesim.experiments.specs import FileBehaviour
 from servesim.workloads import load_profile
 from servesim.workloads.behaviour import REQUIRED_KEYS, OPTIONAL_KEYS, from_apparate_pickle, load_table
 from servesim.workloads.profile import COLUMNS, REQUIRED_METADATA, SAMPLES_SUFFIX
+from servesim.workloads.offline_tables import FORMATS as OFFLINE_FORMATS, import_offline_table
 from servesim.workloads.profile_import import import_profile
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "FORMATS.md"
@@ -41,6 +43,8 @@ def test_every_format_the_code_reads_is_documented_with_an_example():
     assert any(m.startswith("python apparate-pickle") for m in markers)
     assert any(m.startswith("profile ") for m in markers) and "profile-import" in markers
     assert any(m.startswith("python samples") for m in markers) and SAMPLES_SUFFIX in text
+    for name in OFFLINE_FORMATS:  # servesim profile import --format NAME
+        assert f"### `{name}`" in text and name in markers, name
     for word in COLUMNS + REQUIRED_METADATA + REQUIRED_KEYS + OPTIONAL_KEYS:  # every column, key and array
         assert f"`{word}`" in text, word
 
@@ -67,6 +71,11 @@ def test_every_example_loads(tmp_path, monkeypatch):
         elif kind == "profile-import":
             profile = import_profile(file, "h100", {"dtype": "fp16", "date": "2026-11-22", "execution_mode": "eager"})
             assert profile.models() == ("resnet50", "resnet50_ee", "resnet50_full")
+        elif kind in OFFLINE_FORMATS:
+            profile = import_offline_table(file, kind, "t4", "resnet50", {
+                "device": "NVIDIA T4", "dtype": "fp16", "framework": "tensorrt", "date": "2026-12-01",
+                "execution_mode": "triton"})
+            assert profile.stages("resnet50") == ("forward",) and len(profile.rows) == 3
         elif kind == "behaviour":
             assert load_table(file).exit_names == ("ramp1", "final")
         elif kind == "apparate-pickle":

@@ -1,0 +1,86 @@
+"""``load: {kind: closed_loop}`` in an experiment: a concurrency sweep in one file, what its
+summary says in perf_analyzer's terms, and the one-line errors of what it cannot be."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from servesim.experiments.config import dumped, load
+
+MODEL = 'model: {profile: "builtin:cpu_mlp", name: mlp3}\n'
+LOAD = ("load: {kind: closed_loop, clients: 4, count: 600, think: {kind: exponential, mean_ms: 2}, "
+        "client_overhead_ms: 0.25}\n")
+SWEEP = LOAD + MODEL + """\
+serving: {batching: {policy: dynamic, max_batch: 8}}
+sweep:
+  load.clients: [1, 4, 16]
+"""
+
+
+def test_a_concurrency_sweep_reads_like_perf_analyzer(write, servesim, tmp_path):
+    out = tmp_path / "out"
+    result = servesim("run", write("sweep.yaml", SWEEP), "--out", out, "--quiet")
+    assert result.rc == 0, result.err
+    rows = pd.read_csv(out / "results.csv")
+    assert rows["load.clients"].tolist() == [1, 4, 16]
+    views = {}
+    for run, clients in zip(rows["run"], rows["load.clients"]):
+        summary = json.loads((out / run / "summary.json").read_text())
+        view = views[clients] = summary["closed_loop"]
+        assert summary["clients"] == view["clients"] == clients
+        assert summary["trace"].startswith(f"closed loop: {clients} clients, 600 requests")
+        assert view["split_ms"]["client_overhead"] == 0.25
+        # the client sees the server's latency plus its overhead; the server's splits into queue and compute
+        assert view["latency_ms"]["mean"] == pytest.approx(summary["latency_ms"]["mean"] + 0.25, abs=1e-5)
+        assert view["split_ms"]["queue"] + view["split_ms"]["compute"] == pytest.approx(
+            summary["latency_ms"]["mean"], abs=1e-5)
+        assert view["throughput_rps"] == pytest.approx(summary["throughput_rps"])
+        requests = pd.read_parquet(out / run / "requests.parquet")
+        assert len(requests) == 600 and requests["arrival"].is_monotonic_increasing
+    # more clients, more throughput and more queueing (1 client never queues)
+    assert views[1]["throughput_rps"] < views[4]["throughput_rps"] < views[16]["throughput_rps"]
+    assert views[1]["split_ms"]["queue"] == 0 < views[4]["split_ms"]["queue"] < views[16]["split_ms"]["queue"]
+
+
+def test_same_config_and_seed_same_files(write, servesim, tmp_path):
+    path = write("one.yaml", LOAD + MODEL)
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert servesim("run", path, "--out", out, "--quiet").rc == 0
+    run = pd.read_csv(outs[0] / "results.csv")["run"][0]
+    for name in ("requests.parquet", "summary.json", "config.yaml"):
+        assert (outs[0] / run / name).read_bytes() == (outs[1] / run / name).read_bytes()
+
+
+def test_a_trace_config_is_written_as_before(write):
+    config = load(write("t.yaml", "trace: {kind: poisson, rate: 100, count: 10}\n" + MODEL))
+    assert "load" not in dumped(config)
+    assert "trace" not in dumped(load(write("l.yaml", LOAD + MODEL)))
+
+
+@pytest.mark.parametrize("text, fragment", [
+    (MODEL, "trace: required key is missing (or, for clients that wait for their answers, give 'load')"),
+    ("trace: {kind: poisson, rate: 100, count: 10}\n" + LOAD + MODEL, "give one of 'trace'"),
+    (LOAD + MODEL + "serving: {drop_after_ms: 5}\n", "load: a closed loop is served by one plain model without "
+                                                     "drops or a serving host; remove serving.drop_after_ms"),
+    ("load: {kind: closed_loop, clients: 0, count: 10}\n" + MODEL, "load.clients:"),
+    ("load: {kind: closed_loop, clients: 2}\n" + MODEL, "load.count: required key is missing"),
+    ("load: {kind: closed, clients: 2, count: 10}\n" + MODEL, "load.kind:"),
+    ("load: {kind: closed_loop, clients: 2, count: 10, think: {kind: exponential}}\n" + MODEL,
+     "load.think: mean_ms: think kind 'exponential' needs its mean_ms (> 0)"),
+    ("load: {kind: closed_loop, clients: 2, count: 10, think: {kind: zero, mean_ms: 3}}\n" + MODEL,
+     "load.think: mean_ms: think kind 'zero' takes no mean_ms"),
+    ("load: {kind: closed_loop, clients: 2, count: 10, size: 4}\n" + MODEL,
+     "load.size: requests of 4 items could never be served in batches of at most 1 items"),
+    (LOAD + MODEL + "serving: {batching: {policy: fixed, batch_size: 8}}\n",
+     "serving.batching.batch_size: 4 clients of 1 item(s) can never fill a fixed batch of 8 items"),
+])
+def test_what_a_closed_loop_cannot_be_is_one_line(text, fragment, write, servesim):
+    path = write("bad.yaml", text)
+    result = servesim("check", path)
+    assert result.rc == 2 and "Traceback" not in result.err
+    assert len(result.err_lines) == 1, result.err
+    assert fragment in result.err_lines[0] and str(path) in result.err_lines[0]
