@@ -370,8 +370,9 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
 
     A burst whose batch did not start on an idle server or did not take exactly its ``b``
     requests (the one before it overran) is left out; a replay with fewer than half its
-    bursts clean (a busy machine) runs again, at most :data:`MAX_REPLAYS` times. The bursts' rows are drawn from
-    ``samples`` with a generator seeded by ``seed``.
+    bursts clean (a busy machine) runs again, the idle bursts twice as far apart, at most
+    :data:`MAX_REPLAYS` times. The bursts' rows are drawn from ``samples`` with a
+    generator seeded by ``seed``.
     """
     rng = np.random.default_rng(seed)
     if mix is not None:
@@ -419,9 +420,10 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
     # microseconds a call, some 5% of a small batch, which ``total`` must not include).
     for policy, model_k in ((NeverExit(), served), (_Thinning(leave, rng), served), (NeverExit(), bare)):
         # On a busy machine a burst may come out unclean (the one before it overran, the
-        # process was descheduled): the replay runs again, up to MAX_REPLAYS times, until at
-        # least half of its timed bursts were clean, so that no part goes unmeasured
-        timed_bursts, clean = repeats * len(sizes) * RUN, 0
+        # process was descheduled): the replay runs again, up to MAX_REPLAYS times and each
+        # time with its bursts further apart, until at least half of its timed bursts were
+        # clean, so that no part goes unmeasured
+        timed_bursts, clean, apart = repeats * len(sizes) * RUN, 0, 1.0
         for _ in range(MAX_REPLAYS):
             # Each size in a run of RUN bursts, the runs in a fresh order each round: served
             # traffic changes batch size now and then, not at every batch, and a call at a
@@ -437,7 +439,7 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
             turnarounds = isinstance(policy, NeverExit) and model_k is served
             busy = np.arange(len(order)) % 2 == 1 if turnarounds else np.zeros(len(order), bool)
             took_k = np.array([took[b] for b in order])
-            wait = took_k + rng.uniform(*idle, len(order))  # after a busy burst, also the half it came early
+            wait = apart * took_k + rng.uniform(*idle, len(order))  # after a busy burst, also the half it came early
             wait[1:] += np.where(busy[1:], 0.5 * took_k[:-1], 0.0)
             step = np.where(busy[1:], 0.5 * took_k[:-1], wait[:-1])
             starts = clock.now() + 0.01 + np.concatenate(([0.0], np.cumsum(step)))
@@ -455,6 +457,7 @@ def measure_served(model: StagedModel, samples: np.ndarray, batch_sizes: Sequenc
                          out.exit_stage, model.n_exits - 1)
             if 2 * clean >= timed_bursts:
                 break
+            apart *= 2.0
     return {key: np.array(values) for key, values in found.items()}
 
 

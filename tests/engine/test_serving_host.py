@@ -181,8 +181,11 @@ def test_measure_served_times_each_intake_and_leaves_it_out_of_the_gaps():
     # idle machine, and at least half of them however busy (a replay runs again until then)
     assert intake.size >= 4 * 4 * (1 + 3) // 2
     assert INTAKE_S <= np.median(intake) < 2 * INTAKE_S
-    for b in (1, 3):  # what is left of the gap before the first stage: the loop, not b intakes
-        assert np.median(found[("batch", -1, b)]) < INTAKE_S
+    # what is left of the gap before the first stage is the loop, not b intakes: a burst of 3
+    # would otherwise leave 2 intakes (4 ms) more than a burst of 1 (on an idle machine each
+    # median is under 2 ms; at load 6 on 2 cores both grow alike, by scheduling delays)
+    one, three = (np.median(found[("batch", -1, b)]) for b in (1, 3))
+    assert three - one < INTAKE_S
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the real models need the `real` extra")
