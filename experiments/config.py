@@ -21,6 +21,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
                       ValidationError, field_serializer, field_validator, model_validator)
 
 from servesim.policies.batching import DeadlineBatcher, DynamicBatcher, FixedBatcher
+from servesim.workloads.contention import MAX_INSTANCES
 from servesim.workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND, check_assumed_host
 
 from . import cluster_specs, load_specs, specs  # noqa: F401  (registers the names)
@@ -101,12 +102,15 @@ class ServingConfig(Strict):
     drop_after_ms: Optional[PositiveFloat] = None
     host: Optional[HostConfig] = None
     resource: Optional[str] = None  # a name of the top-level price table; each replica holds one unit
+    # model instances sharing each replica's device, contending as the profile's measured
+    # contention table says (workloads/contention.py); more than one needs that table
+    instances: PositiveInt = Field(1, le=MAX_INSTANCES)
 
     @model_validator(mode="after")
     def _one_process(self):
-        if self.host is not None and self.replicas != 1:
+        if self.host is not None and (self.replicas != 1 or self.instances != 1):
             raise ValueError(f"host: the serving host models one server process with one worker; "
-                             f"replicas is {self.replicas}")
+                             f"replicas is {self.replicas}, instances {self.instances}")
         return self
 
     @field_validator("router", mode="before")

@@ -2,7 +2,8 @@
 
 ``load: {kind: closed_loop, ...}`` stands instead of ``trace:``: clients that wait for
 their answers (:mod:`sim.closed_loop`), perf_analyzer's concurrency mode. Sweeping
-``load.clients`` is a concurrency sweep in one experiment.
+``load.clients`` is a concurrency sweep in one experiment. ``load: {kind: request_rate,
+...}`` is perf_analyzer's request-rate mode with a cap on the requests outstanding.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
-from servesim.sim.closed_loop import ClosedLoop, ThinkTime
+from servesim.sim.closed_loop import ClosedLoop, RequestRate, ThinkTime
 from servesim.traces import _checks
 
 from .registry import LOADS
@@ -62,3 +63,31 @@ class ClosedLoopLoad(Spec):
     def build(self, seed: np.random.SeedSequence) -> ClosedLoop:
         """The load of one run, its think times drawn from ``seed`` (the run's arrival stream)."""
         return ClosedLoop(self.clients, self.count, self.think.build(), self.size, self.client_overhead_ms / 1e3, seed)
+
+
+@LOADS.register
+class RequestRateLoad(Spec):
+    """``count`` requests of ``size`` items due at ``rate`` per second (``poisson`` or
+    ``constant`` gaps), at most ``max_outstanding`` out at once: a send due while that
+    many are out waits for an answer (and the client's ``client_overhead_ms``), as
+    perf_analyzer's request-rate mode delays it (:class:`~sim.closed_loop.RequestRate`)."""
+
+    kind: Literal["request_rate"]
+    rate: PositiveFloat
+    arrival: Literal["poisson", "constant"] = "poisson"
+    max_outstanding: PositiveInt = Field(le=MAX_CLIENTS)
+    count: PositiveInt = Field(le=_checks.MAX_ARRIVALS)
+    size: PositiveInt = Field(default=1, le=MAX_BATCH)
+    client_overhead_ms: NonNegativeFloat = Field(default=0.0, le=MAX_PAUSE_MS)
+
+    @property
+    def clients(self) -> int:
+        """The most requests out at once: what a closed loop's clients are (the checks of
+        :func:`experiments.runner.validate_runs` read it so)."""
+        return self.max_outstanding
+
+    def build(self, seed: np.random.SeedSequence) -> RequestRate:
+        """The load of one run, its schedule drawn from ``seed`` (the run's arrival stream)."""
+        return RequestRate(self.max_outstanding, self.count, size=self.size,
+                           client_overhead_s=self.client_overhead_ms / 1e3, seed=seed, rate=self.rate,
+                           arrival=self.arrival)

@@ -27,6 +27,8 @@ Files in ``OUT/plots``:
   pooled), one panel per facet and x value, the SLO drawn;
 * ``pareto.png`` (runs with accuracy): accuracy against p50 and p99 latency, a front and
   its 95% band per family, a row per facet;
+* ``concurrency.png`` (a sweep of ``load.clients``): throughput against p99, the knee
+  marked (:mod:`experiments.concurrency_plot`).
 * ``cluster_tasks.png`` (cluster runs): per point, the mean time a served request spent
   at each task, queued and in its batch, stacked;
 * per run, for the first :data:`MAX_PER_RUN` runs: ``timeseries-<run>.png`` or
@@ -47,6 +49,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 
 from . import seeds, store
+from .concurrency_plot import concurrency_plot
 from .figures import (PLOTTED, SLO_STYLE, cdf_line, cluster_timeseries, controller, front, latencies_ms, plain_log,
                       plain_ticks, save_figure, swept_value, timeseries, unit, value_label)
 from .names import GROUP_LABEL
@@ -549,6 +552,8 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
     written += [plots / "comparison.png", plots / "pareto.png"]
     comparison(sweep, SERVING, written[1], "Sweep points compared")
     pareto(sweep, written[2])
+    if concurrency_plot(results, plots / "concurrency.png"):  # a sweep of load.clients
+        written.append(plots / "concurrency.png")
     for name, table in tables.items():
         path = out_dir / name / store.CONTROLLER
         if path.exists():

@@ -29,6 +29,7 @@ from servesim.sim.host import ServingHost
 from servesim.traces import FORMATS, TraceError
 from servesim.workloads import CostModel, ProfileError, ProfileRangeError, load_profile
 from servesim.workloads.behaviour import BehaviourError
+from servesim.workloads.contention import NoContentionModel
 from servesim.workloads.exits import SegmentCosts
 
 from . import cluster_runner, store
@@ -62,6 +63,14 @@ def build_cost_model(config: ExperimentConfig, base_dir: Path) -> CostModel | Se
                    out_of_range=config.model.out_of_range)
     costs = (CostModel(profile, config.model.name, **options) if exits is None
              else segment_costs(exits, profile, config.model.name, options))
+    if config.serving.instances > 1:  # refused unless the profile measured how instances contend
+        if exits is not None:
+            raise ConfigError(f"serving.instances: {config.serving.instances} instances sharing a device are "
+                              f"modelled for models without exits only")
+        try:
+            costs.contention(config.serving.instances, "serving.instances")
+        except NoContentionModel as exc:
+            raise ConfigError(str(exc)) from None
     # the resource is checked once the model's own rows are known to exist
     for name in (exits.cascade if exits and exits.cascade else [config.model.name]) if resource else ():
         measured = (config.model.hardware,) if config.model.hardware else profile.hardware(name)
@@ -113,7 +122,7 @@ def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
         run.trace, run.cost_model, run.batcher, replicas=serving.replicas, router=run.router,
         shared_queue=run.router is None,
         drop_after=None if serving.drop_after_ms is None else serving.drop_after_ms / 1e3,
-        rng=run.noise_rng, progress=progress, exits=run.exits, host=run.host)
+        rng=run.noise_rng, progress=progress, exits=run.exits, host=run.host, instances=serving.instances)
     return results, run.trace, None if run.exits is None else run.exits.policy
 
 
@@ -197,6 +206,12 @@ def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -
         "error": error or "",
     }
     row.update((key, values[key]) for key in store.SUMMARY_COLUMNS)
+    if run.config.load is not None:  # what the clients see (sim.client_view)
+        view = s.get("closed_loop") or {}
+        seen, split = view.get("latency_ms") or {}, view.get("split_ms") or {}
+        row.update(zip(store.CLIENT_COLUMNS, (
+            view.get("throughput_rps"), seen.get("p50"), seen.get("p90"), seen.get("p95"), seen.get("p99"),
+            seen.get("mean"), split.get("queue"), split.get("compute"), split.get("client_overhead"))))
     return row
 
 

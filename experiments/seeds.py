@@ -26,7 +26,8 @@ from .names import point_of  # noqa: F401  (a run's point, for readers of run na
 SEEDS = "seeds.csv"
 # the figures averaged, where results.csv has them
 FIGURES = ("slo_violation_rate", "accuracy", "agreement", "latency_p50_ms", "latency_p99_ms", "throughput_rps",
-           "dropped", "cost", "cost_money", "mean_cores", "peak_cores", "pipeline_accuracy", "mean_stages_paid")
+           "dropped", "cost", "cost_money", "mean_cores", "peak_cores", "pipeline_accuracy", "mean_stages_paid",
+           "client_throughput_rps", "client_p99_ms")
 
 
 def ci_half_width(values: pd.Series | np.ndarray, level: float = 0.95) -> float:

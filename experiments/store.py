@@ -36,7 +36,7 @@ RESULTS_BY_POINT = "results_by_point.csv"  # one row per sweep point: each figur
 CONTROLLER = "controller.csv"   # an online exit policy's state over time (Apparate)
 # results.csv: RUN_COLUMNS, the swept values (swept_values), with exits "policy" and its
 # "policy_<param>" columns, for a cluster CLUSTER_COLUMNS, then these (the flattened
-# summary), then with exits the changes against the vanilla run of the same point
+# summary), for a ``load`` CLIENT_COLUMNS, then with exits the changes against the vanilla run of the same point
 # (VERSUS_VANILLA, as "<figure>_change"):
 TIMESERIES = "timeseries.csv"  # a cluster run: load and cores over time
 PLANS = "plans.csv"  # a cluster run: every plan its adapter made
@@ -54,6 +54,11 @@ SUMMARY_COLUMNS = (
 VERSUS_VANILLA = ("latency_p25_ms", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "throughput_rps")
 RUN_COLUMNS = ("run", "status", "seed", "point")  # point: the run's sweep point, named as its folder less the seed
 CLUSTER_COLUMNS = ("adapter", "pipeline_accuracy", "mean_cores", "peak_cores")
+# a run of closed-loop or request-rate clients (``load:``): what the clients see, as
+# perf_analyzer prints it (summary.json's ``closed_loop``), after the summary's columns;
+# open-loop runs have none of them
+CLIENT_COLUMNS = ("client_throughput_rps", "client_p50_ms", "client_p90_ms", "client_p95_ms", "client_p99_ms",
+                  "client_mean_ms", "queue_ms", "compute_ms", "client_overhead_ms")
 
 
 class ResultsError(ValueError):
@@ -285,7 +290,7 @@ def swept_columns(columns) -> list[str]:
     """The columns of a results table that hold swept values (:func:`swept_values`),
     in its order: every column but the run's, the exit policy's (``policy``,
     ``policy_<param>``), a cluster's, the summary's and the changes against vanilla."""
-    other = {*RUN_COLUMNS, *CLUSTER_COLUMNS, *SUMMARY_COLUMNS, "policy"}
+    other = {*RUN_COLUMNS, *CLUSTER_COLUMNS, *SUMMARY_COLUMNS, *CLIENT_COLUMNS, "policy"}
     return [c for c in columns if c not in other and not c.startswith("policy_") and not c.endswith("_change")]
 
 

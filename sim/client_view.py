@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .closed_loop import ClosedLoop
+from .closed_loop import ClosedLoop, RequestRate
 from .metrics import _latency_ms
 from .records import COMPLETED, RequestTable
 
@@ -24,15 +24,16 @@ def client_view(table: RequestTable, load: ClosedLoop, warmup: float = 0.0) -> d
     """``clients`` and a ``closed_loop`` block: throughput (requests and items per
     second), the latency clients see (the server's plus their overhead; mean and
     percentiles, ms) and the mean ``split_ms`` of a served request (queue, compute, client
-    overhead). ``warmup`` (seconds) leaves out requests sent earlier, as
-    :func:`sim.metrics.summarize` does."""
+    overhead). A request-rate load adds ``request_rate``: its rate, arrivals, cap and the
+    share of sends that went later than due (held by the cap). ``warmup`` (seconds) leaves
+    out requests sent earlier, as :func:`sim.metrics.summarize` does."""
     skip = int(np.searchsorted(table.arrival, warmup, side="left")) if warmup > 0 else 0
     done = table.status[skip:] == COMPLETED
     arrival, start, finish = (column[skip:][done] for column in (table.arrival, table.start, table.finish))
     span = float(finish.max() - arrival.min()) if finish.size else 0.0
     rate = finish.size / span if span > 0 else None
     overhead = load.client_overhead_s
-    return {"clients": load.clients, "closed_loop": {
+    view = {
         "clients": load.clients,
         "request_items": load.size,
         "throughput_rps": None if rate is None else round(rate, 6),
@@ -40,7 +41,12 @@ def client_view(table: RequestTable, load: ClosedLoop, warmup: float = 0.0) -> d
         "latency_ms": _latency_ms(finish - arrival + overhead),
         "split_ms": {"queue": _mean_ms(start - arrival), "compute": _mean_ms(finish - start),
                      "client_overhead": round(overhead * 1e3, 6)},
-    }}
+    }
+    if isinstance(load, RequestRate):  # perf_analyzer warns when many sends were late
+        due = load.schedule()[skip:][done]
+        view["request_rate"] = {"rate": load.rate, "arrival": load.arrival, "max_outstanding": load.clients,
+                                "delayed_share": round(float((arrival > due).mean()), 6) if due.size else None}
+    return {"clients": load.clients, "closed_loop": view}
 
 
 def _mean_ms(seconds: np.ndarray):

@@ -119,3 +119,90 @@ class Sends:
             times[slot + 1:end + 1] = times[slot:end]
         times[slot] = at
         self.created = end + 1
+
+
+ARRIVALS = ("poisson", "constant")
+
+
+@dataclass(frozen=True)
+class RequestRate(ClosedLoop):
+    """perf_analyzer's request-rate mode with a cap on outstanding requests: sends are due
+    at ``rate`` per second (``poisson``: exponential gaps; ``constant``: one every
+    ``1/rate``, the first one gap after 0), but at most ``clients`` requests (the cap, M)
+    are out at once. A send due while M are out goes when one of them is answered (plus
+    ``client_overhead_s``, the time a client holds a request outside the server); the
+    schedule itself is kept, so the sends after a late one are not moved, and go at once
+    when their time has passed (perf_analyzer sends a late request as soon as it can and
+    counts it as delayed). Send ``i`` is therefore at ``max(due_i, free_i)``, ``free_i``
+    the ``(i - M)``-th earliest moment a slot frees (0 for the first M). It is a closed
+    loop whose M clients send the next request due instead of thinking, so the engine
+    serves it as one (:class:`Sends` and :class:`RateSends` answer to it alike).
+
+    The latency a client sees runs from the actual send, as perf_analyzer measures it, not
+    from the due time (a request held back by the cap does not count its wait)."""
+
+    rate: float = 1.0
+    arrival: str = "poisson"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (np.isfinite(self.rate) and self.rate > 0):
+            raise ValueError(f"request rate: rate must be a finite number > 0, got {self.rate!r}")
+        if self.arrival not in ARRIVALS:
+            raise ValueError(f"request rate: arrival must be one of {ARRIVALS}, got {self.arrival!r}")
+        if self.think != ThinkTime():
+            raise ValueError("request rate: its clients never think (the schedule says when they send)")
+
+    @property
+    def source(self) -> str:
+        return (f"request rate: {self.arrival} {self.rate:g} req/s, at most {self.clients} outstanding, "
+                f"{self.count} requests of {self.size} item(s)")
+
+    def schedule(self) -> np.ndarray:
+        """When each send is due (seconds, ascending), drawn from ``seed``."""
+        if self.arrival == "constant":
+            return np.arange(1, self.count + 1) / self.rate
+        return np.cumsum(np.random.default_rng(self.seed).exponential(1.0 / self.rate, self.count))
+
+    def sends(self, times: list) -> "RateSends":
+        return RateSends(self, times)
+
+
+class RateSends:
+    """A request-rate load's sends during one run, kept in ``times`` as :class:`Sends`
+    keeps a closed loop's. ``free`` holds, in order, when each send from ``base`` on may
+    go: the earliest moments slots free (an answer plus the overhead) not yet taken by a
+    routed send. An answer told later may free its slot earlier than one told before (a
+    batch on another replica): it then takes its place in ``free``, and the sends after it
+    move earlier, never later. None of them has been routed: each is later than the slot
+    it waits for, and an answer is told as its batch starts, no earlier than now."""
+
+    def __init__(self, load: RequestRate, times: list):
+        self.times, self.limit, self.overhead = times, load.count, load.client_overhead_s
+        self.due = load.schedule().tolist()
+        self.free = [0.0] * min(load.clients, load.count)  # the first M sends wait for no slot
+        self.base = 0
+        times[:len(self.free)] = self.due[:len(self.free)]
+        self.created = len(self.free)
+
+    def answered(self, at: float, count: int, arrived: int) -> None:
+        """``count`` requests are answered at ``at``: their slots free ``client_overhead_s``
+        later, and the sends waiting for a slot take the earliest ones."""
+        free = self.free
+        if arrived > self.base:  # slots taken by routed sends are spent
+            del free[:arrived - self.base]
+            self.base = arrived
+        freed = at + self.overhead
+        first = len(free)
+        for _ in range(count):
+            slot = bisect.bisect_right(free, freed)
+            if self.base + len(free) >= self.limit:  # every send has a slot: keep the earliest
+                if slot == len(free):
+                    break
+                free.pop()
+            free.insert(slot, freed)
+            first = min(first, slot)
+        times, due, base = self.times, self.due, self.base
+        for k in range(first, len(free)):
+            times[base + k] = max(due[base + k], free[k])
+        self.created = base + len(free)

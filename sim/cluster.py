@@ -50,6 +50,17 @@ carries it out as a cluster would:
   (``core_mode="lanes"``, each running its own batches from the replica's queue:
   TF-Serving's batch threads, as InfAdapter configured it) or as one lane whose batches
   run on ``c`` threads (``"threads"``: the service time of the ``c``-core profile).
+* **Instances**: with ``instances=k`` each such device runs ``k`` lanes (model instances,
+  Triton's ``instance_group count``) that contend for it. A batch's time is its sampled
+  time times the measured slowdown (``costs.contention``, :mod:`workloads.contention`) for
+  the number of batches running on the device when it starts, itself included, at its
+  size; it is held from then on. That is an approximation of processor sharing, which
+  would stretch a running batch again when another starts and shrink it when one ends:
+  a batch that starts alone is never slowed by one that starts after it, and one that
+  starts beside another keeps its slowdown after the other ends. Ties: a batch ending at
+  the instant another starts is not running then; two starting at one instant count
+  each other in the order their lanes run. One instance (the default) is exactly the
+  engine without instances.
 
 Arrivals are known in advance (a trace), so they are routed lazily
 (:attr:`_Cluster.catch_up`): when a lane looks at its queue or ends a batch, or a plan
@@ -134,12 +145,16 @@ class ClusterCosts:
     plays its batches through it, so an online policy learns from all of them), or
     ``None`` for a plain variant; ``latency(task, variant, units)``, where given, the
     median seconds of a lane's batch by its size, for batching policies that plan by it
-    (the deadline policy)."""
+    (the deadline policy); ``contention(task, variant, units)``, where given, the measured
+    slowdown of instances sharing one device of a lane's size (a
+    :class:`~workloads.contention.ContentionTable`, or None where none was measured),
+    asked only for a run of more than one instance per device."""
 
     service: Callable[[str, str, int], Callable[[int], float]]
     load_time: Callable[[str, str], float]
     exits: Optional[Callable[[str, str, int], Optional[ExitRun]]] = None
     latency: Optional[Callable[[str, str, int], Callable[[int], float]]] = None
+    contention: Optional[Callable[[str, str, int], Optional[object]]] = None
 
 
 @dataclass(frozen=True)
@@ -150,7 +165,8 @@ class ReplicaRecord:
     requested: float
     ready: float  # inf if released before it loaded
     released: float  # the run's end if never released
-    busy_s: float = 0.0  # seconds its lanes ran batches (summed over its lanes)
+    # seconds its lanes ran batches (summed over its lanes; instances sharing a device: while any ran one)
+    busy_s: float = 0.0
 
 
 @dataclass
@@ -281,6 +297,7 @@ class _BatchLog:
         if slot >= 1 << bits:
             raise SimulationError(f"a task ran more than {1 << bits} lanes in one run")
         self.slot, self.replica, self.step = slot, replica, 1 << bits
+        self.device: Optional[_Device] = None  # the device it shares with other instances, if it does
         self.flat: list[float] = []
         self.chunks: list[np.ndarray] = []
 
@@ -293,6 +310,16 @@ class _BatchLog:
         """Move what is left into numpy; returns the batches logged (rows of :attr:`chunks`)."""
         self.flush()
         return sum(len(chunk) for chunk in self.chunks)
+
+
+class _Device:
+    """A device that several lanes (model instances) share: the end of each one's latest
+    batch on it, from which a lane counts the batches running when it starts one."""
+
+    __slots__ = ("ends",)
+
+    def __init__(self, instances: int):
+        self.ends = [float("-inf")] * instances
 
 
 class _Queue(deque):
@@ -379,6 +406,9 @@ class _Deployment:
                  latency: Optional[Callable[[int], float]], variant_index: int,
                  execute: Optional[ExitRun] = None, router: Optional[Router] = None):
         self.key, self.sampler, self.latency, self.variant_index = key, sampler, latency, variant_index
+        # with several instances per device, factors[k][b]: the slowdown of a batch of b items
+        # while k batches run on its device (ContentionTable.factors); None with one instance
+        self.factors: Optional[list[list[float]]] = None
         self.use(batcher)
         self.execute = execute  # a variant with exits plays its batches through this
         self.router = router  # None: one queue shared by every replica
@@ -427,8 +457,9 @@ class _Cluster:
                  batching: Callable[[int, Optional[Callable[[int], float]]], BatchingPolicy],
                  routing: Optional[Callable[[Key], Optional[Router]]],
                  progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True,
-                 host: Optional[ServingHost] = None):
+                 host: Optional[ServingHost] = None, instances: int = 1):
         self.env, self.costs, self.adapter, self.core_mode = env, costs, adapter, core_mode
+        self.instances = instances  # lanes (model instances) sharing each device
         closed = trace if isinstance(trace, ClosedLoop) else None  # clients that wait for their answers
         # the serving host of the one lane every request reaches (sim.host), which takes each
         # arrival in between launching batches: it runs on the trace's arrival times
@@ -789,12 +820,18 @@ class _Cluster:
             entry[1].succeed()
 
     # --- replicas --------------------------------------------------------------------
-    def lane(self, replica: _Replica, dep: _Deployment, cores_per_lane: int, lane: int):
+    def lane(self, replica: _Replica, dep: _Deployment, cores_per_lane: int, lane: int,
+             device: Optional[_Device] = None, instance: int = 0):
         """A lane: one SimPy process serving batches from its replica's queue, for whatever a
-        deployment can be (see :meth:`steady_lane` for the commonest case, served faster)."""
+        deployment can be (see :meth:`steady_lane` for the commonest case, served faster).
+        ``device``: with several instances per device, the device it shares (its lanes'
+        batch ends; this lane's at ``instance``): a batch is stretched by the slowdown for
+        the batches running there when it starts."""
         env = self.env
         task = dep.key[0]
         batch_of, log = self.batch_of[task], self.lane_log(replica)
+        log.device = device
+        ends = None if device is None else device.ends
         log_batch = log.flat.extend  # (the list is cleared in place when it moves into numpy)
         b = log.slot  # its next batch's code
         step = log.step  # from one batch's code to the next's
@@ -835,6 +872,7 @@ class _Cluster:
         # fixed for the deployment; its batching policy changes with a plan's batch, which only
         # happens while this lane yields (read again after each yield)
         sampler, execute, decide, padded = dep.sampler, dep.execute, dep.batcher.decide, dep.padded
+        factors = dep.factors
         host = self.host_clock if execute is None else None  # an exit run plays the host itself
         unload = self.unloader(replica)
         answered = self.answered_by
@@ -917,7 +955,16 @@ class _Cluster:
                 if not members:
                     continue
             if execute is None:
-                service = sampler(items if padded is None else padded(items))
+                cost = items if padded is None else padded(items)
+                service = sampler(cost)
+                if ends is not None:  # held from its start: see the module docstring (Instances)
+                    running = 1
+                    for end in ends:  # (this lane's own ended by now)
+                        if end > now:
+                            running += 1
+                    slowdown = factors[running]
+                    service *= slowdown[cost] if cost < len(slowdown) else slowdown[-1]
+                    ends[instance] = now + service
                 if host is not None:  # the host's intake of what arrives meanwhile stretches it
                     service = host.finish(now, service) - now
                 done = now + service
@@ -1096,11 +1143,15 @@ class _Cluster:
         # the one task of a run whose plan never changes, with plain requests and batches and
         # arrivals known in advance (a closed loop's clients are told of answers by lane())
         steady = (self.static and len(self.tasks) == 1 and self.fast_forward and dep.execute is None
-                  and self.sizes is None and dep.padded is None and self.answered_by is None)
+                  and self.sizes is None and dep.padded is None and self.answered_by is None and dep.factors is None)
         for _ in range(lanes):
-            self.lanes += 1  # a lane's number: an exit run's host tells a busy lane's batches apart
-            lane = self.steady_lane(replica, dep) if steady else self.lane(replica, dep, per_lane, self.lanes)
-            self.env.process(lane)
+            # with several instances, one lane each, sharing the device: their batches' ends
+            device = None if dep.factors is None else _Device(self.instances)
+            for instance in range(self.instances):
+                self.lanes += 1  # a lane's number: an exit run's host tells a busy lane's batches apart
+                lane = (self.steady_lane(replica, dep) if steady
+                        else self.lane(replica, dep, per_lane, self.lanes, device, instance))
+                self.env.process(lane)
         return replica
 
     def retire(self, replica: _Replica) -> None:
@@ -1131,11 +1182,28 @@ class _Cluster:
                                                       self.exit_run(task, variant, per_lane),
                                                       None if self.routing is None else self.routing(key))
             dep.source = task in self.sources
+            if self.instances > 1:
+                dep.factors = self.contention(task, variant, per_lane, dep.execute is not None)
         if dep.batcher.max_batch != batch:
             dep.use(self.batching(batch, dep.latency))
         if dep.execute is not None and dep.padded is not None:
             raise ValueError("padded batches (allowed_sizes) are modelled for models without exits only")
         return dep
+
+    def contention(self, task: str, variant: str, per_lane: int, exits: bool) -> list[list[float]]:
+        """The slowdown factors of :attr:`instances` instances of ``variant`` sharing a device
+        (see :attr:`_Deployment.factors`): measured, or the run is refused."""
+        if exits:
+            raise SimulationError(f"{task}/{variant}: instances sharing a device are modelled for models without "
+                                  f"exits only")
+        table = None if self.costs.contention is None else self.costs.contention(task, variant, per_lane)
+        if table is None:
+            raise SimulationError(f"{task}/{variant}: {self.instances} instances share each device, and no contention "
+                                  f"was measured for them; instances are never assumed not to contend")
+        if self.instances > table.max_instances:
+            raise SimulationError(f"{task}/{variant}: {self.instances} instances share each device, and contention "
+                                  f"was measured up to {table.max_instances} only")
+        return table.factors()
 
     def exit_run(self, task: str, variant: str, per_lane: int) -> Optional[ExitRun]:
         """The variant's exit run on lanes of ``per_lane`` units (one for all its deployments
@@ -1192,6 +1260,7 @@ class _Cluster:
         first = np.cumsum([0] + counts)
         table = np.empty((int(first[-1]), 3))
         items = np.zeros(1, dtype=np.int64)
+        shared: dict[_Device, list[np.ndarray]] = {}  # a shared device's batches, from all its lanes
         for log, row in zip(logs, first.tolist()):
             top = row
             chunks, log.chunks = log.chunks[::-1], []
@@ -1205,7 +1274,12 @@ class _Cluster:
                 items[:used.size] += used
                 self.last_batch_end = max(self.last_batch_end, float(chunk[:, 1].max()))
             # summed over the lane's batches at once: a sum that does not depend on how they were chunked
-            self.busy_s[log.replica] += float((table[top:row, 1] - table[top:row, 0]).sum())
+            if log.device is None:
+                self.busy_s[log.replica] += float((table[top:row, 1] - table[top:row, 0]).sum())
+            else:  # instances sharing a device: it is busy while any of them runs a batch
+                shared.setdefault(log.device, []).append(table[top:row, :2])
+        for device, spans in shared.items():
+            self.busy_s[next(log.replica for log in logs if log.device is device)] += _covered(np.concatenate(spans))
         return table, first[:-1], np.array([log.replica for log in logs], dtype=np.int32), items
 
     def request_columns(self, stages: dict[str, TaskColumns]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1253,7 +1327,8 @@ class _Cluster:
     # --- plans -----------------------------------------------------------------------
     def lanes_of(self, plan: Plan, task: str) -> int:
         """The lanes ``plan`` runs for ``task``."""
-        return sum(d.replicas * (d.cores if self.core_mode == "lanes" else 1) for d in plan.tasks.get(task, ()))
+        return sum(d.replicas * (d.cores if self.core_mode == "lanes" else 1) * self.instances
+                   for d in plan.tasks.get(task, ()))
 
     def fix_lanes(self, plan: Plan) -> None:
         """``plan`` is the run's for good: each task's lanes are its lanes. Code their batches
@@ -1371,7 +1446,8 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
                          lambda batch, latency: DynamicBatcher(batch)),
                      routing: Optional[Callable[[Key], Optional[Router]]] = None,
                      progress: Optional[Callable[[int], None]] = None,
-                     fast_forward: bool = True, host: Optional[ServingHost] = None) -> ClusterResults:
+                     fast_forward: bool = True, host: Optional[ServingHost] = None,
+                     instances: int = 1) -> ClusterResults:
     """Serve ``trace`` through the pipeline ``tasks``/``edges`` (a DAG; every request
     enters at its sources), starting from ``initial`` (its replicas are ready at time 0,
     as a cluster already running) and adapted by ``adapter``; ``variants[task]`` are the
@@ -1388,6 +1464,9 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
     clock rounding. ``host`` makes the serving host a resource that launches batches and
     takes requests in (:mod:`sim.host`), as :func:`sim.simulate` does: it models one server
     process, so it needs one task served by one lane under a plan that never changes.
+    ``instances`` runs that many lanes (model instances) on each device of a replica,
+    their batches stretched by the measured slowdown ``costs.contention`` gives (see the
+    module docstring; refused where none was measured); 1 is the engine without instances.
 
     ``trace`` may instead be a :class:`~sim.closed_loop.ClosedLoop`: clients that send
     again once answered (:mod:`sim.closed_loop`); the table's ``arrival`` is then when
@@ -1395,12 +1474,14 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
     changes, without drops (a client would wait for an answer no server gives)."""
     if core_mode not in CORE_MODES:
         raise ValueError(f"core_mode must be one of {CORE_MODES}, got {core_mode!r}")
+    if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
+        raise ValueError(f"instances must be a whole number >= 1, got {instances!r}")
     closed = trace if isinstance(trace, ClosedLoop) else None
     if closed is not None:
         _check_closed_loop(closed, tasks, adapter, initial, drop_after, host)
     env = simpy.Environment()
     cluster = _Cluster(env, trace, tasks, edges, variants, costs, adapter, dict(drop_after or {}), core_mode, batching,
-                       routing, progress, fast_forward, host)
+                       routing, progress, fast_forward, host, instances)
     if cluster.static:
         cluster.fix_lanes(initial)
     cluster.apply(initial, warm=True)
@@ -1439,6 +1520,14 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
                           cluster.size, tuple(map(tuple, edges)), stages,
                           {"larger than max_batch": cluster.rejected} if cluster.rejected else {},
                           None if cluster.host_clock is None else cluster.host_clock.busy)
+
+
+def _covered(spans: np.ndarray) -> float:
+    """The length of the union of the intervals ``spans`` (rows of start, end)."""
+    spans = spans[np.argsort(spans[:, 0], kind="stable")]
+    reached = np.maximum.accumulate(spans[:, 1])  # covered up to here by the intervals so far, from the first start
+    before = np.concatenate(([-np.inf], reached[:-1]))
+    return float(np.maximum(0.0, spans[:, 1] - np.maximum(spans[:, 0], before)).sum())
 
 
 def _check_closed_loop(load: ClosedLoop, tasks: Sequence[str], adapter: Adapter, initial: Plan,

@@ -30,7 +30,7 @@ TASK, MODEL = "model", "model"  # the one task of a single-model run, and its on
 def simulate(trace: Trace | ClosedLoop, cost_model, batcher, *, replicas: int = 1, router=None,
              shared_queue: bool = False, drop_after: Optional[float] = None, rng: Optional[np.random.Generator] = None,
              progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True,
-             exits: Optional[ExitSetup] = None, host: Optional[ServingHost] = None) -> Results:
+             exits: Optional[ExitSetup] = None, host: Optional[ServingHost] = None, instances: int = 1) -> Results:
     """Serve ``trace`` with ``replicas`` replicas, each batching with ``batcher``.
     ``trace`` may be a :class:`~sim.closed_loop.ClosedLoop` instead: clients that send
     again once answered (a plain model, without ``drop_after``, ``exits`` or ``host``).
@@ -51,6 +51,10 @@ def simulate(trace: Trace | ClosedLoop, cost_model, batcher, *, replicas: int = 
     ``host`` makes the serving host a resource that launches batches and takes requests
     in (:mod:`sim.host`): batches stretch by the intake of what arrives while the host
     launches them. It models one server process, so it needs one replica.
+
+    ``instances`` runs that many model instances on each replica's device, their batches
+    stretched by the slowdown the profile measured (``cost_model.contention``, see
+    :mod:`sim.cluster`); refused where none was measured. 1 is the run without instances.
     """
     if replicas < 1 or int(replicas) != replicas:
         raise ValueError(f"replicas must be a whole number >= 1, got {replicas!r}")
@@ -70,14 +74,17 @@ def simulate(trace: Trace | ClosedLoop, cost_model, batcher, *, replicas: int = 
     # one sampler (or exit run) for the one deployment: every replica draws from it in turn
     service = cost_model.sampler(rng) if exits is None else None
     execute = None if exits is None else ExitRun(exits, rng)
+    # (a count that is not a whole number >= 1 is refused by simulate_cluster)
+    several = isinstance(instances, int) and instances > 1 and exits is None
+    contention = cost_model.contention(instances, "instances") if several else None
     costs = ClusterCosts(service=lambda task, variant, units: service, load_time=lambda task, variant: 0.0,
-                         exits=lambda task, variant, units: execute)
+                         exits=lambda task, variant, units: execute, contention=lambda task, variant, units: contention)
     router = None if shared_queue or replicas == 1 else (router if router is not None else JoinShortestQueue())
     results = simulate_cluster(trace, [TASK], [], {TASK: (MODEL,)}, costs, StaticAdapter(),
                                Plan({TASK: (Deployment(MODEL, replicas, batch=batcher.max_batch),)}),
                                drop_after=None if drop_after is None else {TASK: drop_after},
                                batching=lambda batch, latency: batcher, routing=lambda key: router,
-                               progress=progress, fast_forward=fast_forward, host=host)
+                               progress=progress, fast_forward=fast_forward, host=host, instances=instances)
     return _single(results, cost_model if exits is None else exits.costs, exits is None)
 
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from servesim.workloads.contention import ContentionTable, contention_for
 from servesim.workloads.model import ModelSpec
 from servesim.workloads.noise import Deterministic, Noise, Percentiles, Sampler
 from servesim.workloads.profile import SAMPLES_SUFFIX, Profile, ProfileError, ProfileRow
@@ -133,6 +134,13 @@ class CostModel:
             f"CostModel(model={self.model_spec.name!r}, hardware={self.hardware!r}, "
             f"stages={self.stages!r}, noise={self.noise!r}, out_of_range={self.out_of_range!r})"
         )
+
+    def contention(self, instances: int, where: str) -> ContentionTable | None:
+        """The measured slowdown of ``instances`` instances of this model sharing one
+        device (None for one instance); :class:`~workloads.contention.NoContentionModel`,
+        naming ``where``, if the profile did not measure that many."""
+        return contention_for(self.profile.contention, self.hardware, self.model_spec.name, instances, where,
+                              self.profile.source)
 
     def profiled_range(self, stage: str) -> tuple[int, int]:
         """Smallest and largest batch size measured for ``stage``."""

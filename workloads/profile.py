@@ -21,6 +21,11 @@ the other). It is loaded without pickle, and checked against the table: a sideca
 whose point is not a row, whose count is not the row's ``repeats`` or whose median is
 not the row's p50 is stale, and refused. The ``measured`` noise (and ``per_batch``'s
 whole-batch spread) draws from them.
+
+Instances that share a device stretch one another's batches; how much is measured and
+kept in a second sidecar, ``X.contention.csv`` (:mod:`workloads.contention`), read into
+:attr:`Profile.contention`. A profile without it has no contention model, and a run with
+more than one instance per device is refused.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
+
+from servesim.workloads.contention import (ContentionTable, contention_path, read_contention, tables_from_rows,
+                                           write_contention)
 
 COLUMNS = (
     "hardware",
@@ -103,22 +111,27 @@ class Profile:
     source: str = "<memory>"
     # raw samples (ms) of some points, by (hardware, model, stage, batch_size): see the module docstring
     samples: Mapping[PointKey, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    # measured slowdowns of instances sharing a device, by (hardware, model): workloads.contention
+    contention: Mapping[tuple[str, str], ContentionTable] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rows", tuple(self.rows))
         object.__setattr__(self, "metadata", dict(self.metadata))
         object.__setattr__(self, "samples", dict(self.samples))
+        object.__setattr__(self, "contention", dict(self.contention))
 
     @classmethod
     def from_rows(
         cls, rows: Iterable[RowLike], metadata: Mapping[str, str], source: str = "<memory>",
         samples: Mapping[PointKey, Sequence[float]] | None = None,
+        contention: Sequence[Mapping[str, object]] = (),
     ) -> "Profile":
         """Build and check a profile in code (tests, queueing validation, profilers).
 
         A row is a :class:`ProfileRow`, a mapping with exactly the :data:`COLUMNS` keys,
         or a sequence of values in :data:`COLUMNS` order. ``samples`` are raw samples
-        (ms) of some of the points, checked against their rows.
+        (ms) of some of the points, checked against their rows. ``contention`` are rows of
+        the contention table (mappings with :data:`workloads.contention.CONTENTION_COLUMNS` keys).
         """
         checked, wheres = [], []
         for i, values in enumerate(rows, 1):
@@ -129,7 +142,10 @@ class Profile:
         _check_table(checked, wheres, source)
         kept = {key: np.asarray(v, dtype=np.float64) for key, v in (samples or {}).items()}
         _check_samples(checked, kept, f"{source} samples")
-        return cls(tuple(checked), dict(metadata), source, kept)
+        tables = tables_from_rows(contention, [f"{source} contention row {i}" for i in range(1, len(contention) + 1)],
+                                  f"{source} contention", ProfileError) if contention else {}
+        _check_contention(checked, tables, f"{source} contention")
+        return cls(tuple(checked), dict(metadata), source, kept, tables)
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the table atomically: a temporary file in the same folder, then
@@ -137,11 +153,15 @@ class Profile:
         sidecar (first, so that a new table never meets an old sidecar), or remove a
         sidecar a table without samples would leave stale."""
         path = Path(path)
-        sidecar = samples_path(path)
+        sidecar, slowdowns = samples_path(path), contention_path(path)
         if self.samples:
             _atomic(sidecar, self._write_samples, binary=True)
         elif sidecar.exists():
             sidecar.unlink()
+        if self.contention:
+            _atomic(slowdowns, lambda f: write_contention(f, self.contention))
+        elif slowdowns.exists():
+            slowdowns.unlink()
         _atomic(path, self._write_table)
 
     def _write_table(self, f) -> None:
@@ -175,7 +195,7 @@ class Profile:
         samples = {key: values * factor if key[0] == hardware and key[2] not in keep else values
                    for key, values in self.samples.items()}
         return Profile(tuple(map(slow, self.rows)), self.metadata, f"{self.source} (x{factor:g} on {hardware})",
-                       samples)
+                       samples, self.contention)
 
     def models(self) -> tuple[str, ...]:
         """Model names, in the order first seen."""
@@ -276,7 +296,10 @@ def load_profile(path: Union[str, os.PathLike]) -> Profile:
     sidecar = samples_path(path)
     samples = _read_samples(sidecar) if sidecar.exists() else {}
     _check_samples(rows, samples, str(sidecar))
-    return Profile(tuple(rows), metadata, name, samples)
+    slowdowns = contention_path(path)
+    tables = read_contention(slowdowns, ProfileError) if slowdowns.exists() else {}
+    _check_contention(rows, tables, str(slowdowns))
+    return Profile(tuple(rows), metadata, name, samples, tables)
 
 
 def samples_path(path: Union[str, os.PathLike]) -> Path:
@@ -337,6 +360,16 @@ def _check_samples(rows: Sequence[ProfileRow], samples: Mapping[PointKey, np.nda
         if abs(median - row.latency_p50_ms) > 1e-4 + 1e-9 * median:
             raise ProfileError(f"{where}: the samples of {key!r} have median {median:.6g} ms, its row p50 "
                                f"{row.latency_p50_ms!r} ms (stale sidecar?)")
+
+
+def _check_contention(rows: Sequence[ProfileRow], tables: Mapping[tuple[str, str], ContentionTable],
+                      where: str) -> None:
+    """A contention table belongs to a (hardware, model) the profile measured."""
+    profiled = {(r.hardware, r.model) for r in rows}
+    for key in tables:
+        if key not in profiled:
+            raise ProfileError(f"{where}: contention of model {key[1]!r} on {key[0]!r}, which the profile has no "
+                               f"rows for (stale sidecar?)")
 
 
 def _names(names: Iterable[str]) -> str:

@@ -24,6 +24,16 @@ behaviour table ``workloads/data/digits_ee.npz``.
 ``--model mnist1d_ee``: the same network trained on MNIST-1D (40 inputs, not 64).
 
     python -m servesim.workloads.profiler_cpu --model mnist1d_ee --out workloads/profiles/cpu_mnist1d_ee.csv
+
+``--instances K`` also measures how K instances of the model contend for the CPU when
+they share it (:mod:`workloads.contention`), into ``<out>.contention.csv``: at each batch
+size, for k = 2..K, k threads (one instance each, as a Python server's instance threads
+are) run the whole model on that batch back to back, started together; a call's time
+under k is compared with its time alone, measured the same way just before (one
+thread), as the ratio of the medians. Only calls that ended while all k were still
+running count. numpy releases the GIL inside BLAS, and each BLAS call runs on one
+thread (``--threads``), so the threads share the cores and the GIL as instances in one
+server process would; the instances share the weight arrays (read-only).
 """
 
 from __future__ import annotations
@@ -32,10 +42,12 @@ import argparse
 import datetime
 import functools
 import gc
+import math
 import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -79,6 +91,48 @@ def time_ms(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, warmup: int, 
         fn(x)
         elapsed[i] = time.perf_counter_ns() - start
     return elapsed / 1e6
+
+
+def concurrent_ms(call: Callable[[], object], streams: int, repeats: int, warmup: int) -> np.ndarray:
+    """Wall times (ms) of ``call()`` run back to back by ``streams`` threads started
+    together, ``repeats`` calls each after ``warmup`` untimed ones; only the calls that
+    ended before the first thread finished (so all ran beside ``streams - 1`` others)."""
+    start = threading.Barrier(streams)
+    lock = threading.Lock()
+    first_done = [math.inf]
+    spans: list[np.ndarray] = [np.empty((0, 2))] * streams
+
+    def stream(i: int) -> None:
+        for _ in range(warmup):
+            call()
+        start.wait()
+        span = np.empty((repeats, 2))
+        for r in range(repeats):
+            began = time.perf_counter_ns()
+            call()
+            span[r] = began, time.perf_counter_ns()
+        spans[i] = span
+        with lock:
+            first_done[0] = min(first_done[0], span[-1, 1])
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = np.concatenate(spans)
+    kept = every[every[:, 1] <= first_done[0]]
+    return (kept[:, 1] - kept[:, 0]) / 1e6
+
+
+def slowdowns(call: Callable[[], object], most: int, repeats: int, warmup: int) -> list[float]:
+    """How many times longer a call takes while k run at once, for k = 2..``most``: the
+    median under k over the median of one stream alone, measured just before."""
+    result = []
+    for k in range(2, most + 1):
+        alone = float(np.median(concurrent_ms(call, 1, repeats, warmup)))
+        result.append(float(np.median(concurrent_ms(call, k, repeats, warmup))) / alone)
+    return result
 
 
 def cpu_metadata(framework: str, threads: int) -> dict[str, str]:
@@ -139,20 +193,33 @@ MODELS = {"mlp3": mlp3, **{f"{d}_ee": functools.partial(trained_mlp_ee, d) for d
 DEFAULT_OUT = {name: f"workloads/profiles/cpu_{name}.csv" for name in MODELS} | {"mlp3": "workloads/profiles/cpu_mlp.csv"}
 
 
-def measure(repeats: int, warmup: int, threads: int, model: str = "mlp3") -> Profile:
+def forward(stages: list[StageFn], x: np.ndarray) -> None:
+    """The whole model on ``x``: every stage, each branch on the trunk's output before it."""
+    for _, run, trunk in stages:
+        y = run(x)
+        if trunk:
+            x = y
+
+
+def measure(repeats: int, warmup: int, threads: int, model: str = "mlp3", instances: int = 1) -> Profile:
     """Time every (stage, batch size) of ``model`` (a key of :data:`MODELS`) and return
-    the checked profile.
+    the checked profile; with ``instances`` > 1 also how that many instances contend
+    (its contention table, see the module docstring).
 
     ``threads`` is only recorded: the BLAS thread count is fixed by the environment
     before numpy loads (see :func:`main`).
     """
     rng = np.random.default_rng(0)
     stages, inputs, describe = MODELS[model](rng)
-    rows = []
+    rows, contention = [], []
     gc.disable()  # a collection inside a timed call would be noise, not model cost
     try:
         for batch in BATCH_SIZES:
             x = inputs(batch)
+            measured = slowdowns(functools.partial(forward, stages, x), instances, repeats, warmup)
+            for k, slowdown in enumerate(measured, 2):
+                contention.append({"hardware": "cpu", "model": model, "instances": k, "batch_size": batch,
+                                   "slowdown": round(slowdown, 4), "repeats": repeats})
             for name, run, trunk in stages:
                 ms = time_ms(run, x, warmup, repeats)
                 p50, p90, p99 = (round(float(v), 4) for v in np.percentile(ms, [50, 90, 99]))
@@ -168,7 +235,10 @@ def measure(repeats: int, warmup: int, threads: int, model: str = "mlp3") -> Pro
         "timing": f"time.perf_counter_ns per call, {warmup} warm-up calls, percentiles over repeats",
         "python": platform.python_version(),
     }
-    return Profile.from_rows(rows, metadata, source="profiler_cpu")
+    if contention:
+        metadata["contention"] = (f"2 to {instances} threads each running the model back to back, median call time "
+                                  f"over one thread's (workloads/profiler_cpu.py)")
+    return Profile.from_rows(rows, metadata, source="profiler_cpu", contention=contention)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per (stage, batch size)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed calls before timing")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="also measure how up to this many instances sharing the CPU slow each other down")
     args = parser.parse_args(argv)
+    if args.instances < 1:
+        parser.error(f"--instances must be >= 1, got {args.instances}")
 
     wanted = str(args.threads)
     if any(os.environ.get(var) != wanted for var in THREAD_VARS):
@@ -189,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     out = args.out or DEFAULT_OUT[args.model]
-    profile = measure(args.repeats, args.warmup, args.threads, args.model)
+    profile = measure(args.repeats, args.warmup, args.threads, args.model, args.instances)
     profile.save(out)
     print(f"wrote {out} ({len(profile.rows)} rows) in {time.perf_counter() - started:.1f} s")
     return 0

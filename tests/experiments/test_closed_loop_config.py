@@ -68,7 +68,10 @@ def test_a_trace_config_is_written_as_before(write):
                                                      "drops or a serving host; remove serving.drop_after_ms"),
     ("load: {kind: closed_loop, clients: 0, count: 10}\n" + MODEL, "load.clients:"),
     ("load: {kind: closed_loop, clients: 2}\n" + MODEL, "load.count: required key is missing"),
-    ("load: {kind: closed, clients: 2, count: 10}\n" + MODEL, "load.kind:"),
+    ("load: {kind: closed, clients: 2, count: 10}\n" + MODEL, "load: kind 'closed'"),
+    ("load: {kind: request_rate, rate: 10, count: 10}\n" + MODEL, "load.max_outstanding: required key is missing"),
+    ("load: {kind: request_rate, rate: 10, max_outstanding: 2, count: 10, arrival: gamma}\n" + MODEL,
+     "load.arrival:"),
     ("load: {kind: closed_loop, clients: 2, count: 10, think: {kind: exponential}}\n" + MODEL,
      "load.think: mean_ms: think kind 'exponential' needs its mean_ms (> 0)"),
     ("load: {kind: closed_loop, clients: 2, count: 10, think: {kind: zero, mean_ms: 3}}\n" + MODEL,
@@ -84,3 +87,42 @@ def test_what_a_closed_loop_cannot_be_is_one_line(text, fragment, write, servesi
     assert result.rc == 2 and "Traceback" not in result.err
     assert len(result.err_lines) == 1, result.err
     assert fragment in result.err_lines[0] and str(path) in result.err_lines[0]
+
+
+RATE = """\
+load: {kind: request_rate, rate: 300, arrival: poisson, max_outstanding: 2, count: 600, client_overhead_ms: 0.5}
+serving: {batching: {policy: dynamic, max_batch: 8}}
+sweep:
+  load.rate: [50, 3000]
+""" + MODEL
+
+
+def test_a_request_rate_run_writes_what_its_clients_see_to_results_csv(write, servesim, tmp_path):
+    out = tmp_path / "out"
+    result = servesim("run", write("rate.yaml", RATE), "--out", out, "--quiet")
+    assert result.rc == 0, result.err
+    rows = pd.read_csv(out / "results.csv")
+    for _, row in rows.iterrows():
+        summary = json.loads((out / row["run"] / "summary.json").read_text())
+        view = summary["closed_loop"]
+        assert summary["trace"].startswith(f"request rate: poisson {row['load.rate']:g} req/s, at most 2 outstanding")
+        assert view["request_rate"]["max_outstanding"] == summary["clients"] == 2
+        # results.csv's client columns are the summary's closed_loop block, figure for figure
+        assert row["client_throughput_rps"] == pytest.approx(view["throughput_rps"])
+        for q in (50, 90, 95, 99):
+            assert row[f"client_p{q}_ms"] == pytest.approx(view["latency_ms"][f"p{q}"])
+        assert row["client_mean_ms"] == pytest.approx(row["latency_mean_ms"] + 0.5, abs=1e-5)
+        assert row["queue_ms"] + row["compute_ms"] == pytest.approx(row["latency_mean_ms"], abs=1e-5)
+        assert row["client_overhead_ms"] == 0.5
+    slow, fast = (json.loads((out / run / "summary.json").read_text())["closed_loop"] for run in rows["run"])
+    # at 50 req/s two slots are never short; at 3000 req/s (above what 2 outstanding can carry) most sends wait
+    assert slow["request_rate"]["delayed_share"] < 0.05 < 0.5 < fast["request_rate"]["delayed_share"]
+    assert fast["throughput_rps"] < 3000 * 0.8
+
+
+def test_an_open_loop_results_csv_has_no_client_columns(write, servesim, tmp_path):
+    out = tmp_path / "out"
+    assert servesim("run", write("t.yaml", "trace: {kind: poisson, rate: 100, count: 50}\n" + MODEL),
+                    "--out", out, "--quiet").rc == 0
+    columns = set(pd.read_csv(out / "results.csv").columns)
+    assert "latency_p99_ms" in columns and not columns & {"client_throughput_rps", "client_p99_ms", "queue_ms"}
