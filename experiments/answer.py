@@ -2,9 +2,9 @@
 
 ``servesim run`` ends with this table (not under ``--quiet``): per point the mean over
 its seeds, ± the half-width of the 95% confidence interval where it has two seeds or
-more, of p50 and p99 latency, the SLO violation rate (with an SLO), accuracy (runs with
-exits, clusters), cost (clusters; a single model's where the points' costs differ) and
-the requests dropped. A long sweep shows the points no other point beats on every
+more, of p50 and p99 latency, the clients' throughput (closed-loop load), the SLO
+violation rate (with an SLO), accuracy (runs with exits, clusters), cost (clusters; a
+single model's where the points' costs differ) and the requests dropped. A long sweep shows the points no other point beats on every
 figure shown, at most :data:`MAX_ROWS`, and says where the full table is
 (``results_by_point.csv``, :func:`experiments.seeds.by_point`).
 """
@@ -35,6 +35,7 @@ LATENCY = [Column("latency_p50_ms", "p50 ms", ".4g"), Column("latency_p99_ms", "
 SLO = Column("slo_violation_rate", "SLO viol. %", ".3g", 100.0)
 ACCURACY = Column("accuracy", "accuracy", ".4f", better=1)
 DROPPED = Column("dropped", "dropped", ".4g")
+THROUGHPUT = Column("client_throughput_rps", "req/s", ".4g", better=1)  # closed-loop and request-rate runs
 
 
 def columns(points: pd.DataFrame, cluster: bool) -> list[Column]:
@@ -42,6 +43,8 @@ def columns(points: pd.DataFrame, cluster: bool) -> list[Column]:
     differs between points)."""
     shown = list(LATENCY)
     has = {c for c in points.columns if points[c].notna().any()}
+    if THROUGHPUT.figure in has:  # clients that wait for answers: how much they get through is the answer
+        shown.append(THROUGHPUT)
     if SLO.figure in has:
         shown.append(SLO)
     if ACCURACY.figure in has:

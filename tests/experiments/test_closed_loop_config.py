@@ -45,6 +45,16 @@ def test_a_concurrency_sweep_reads_like_perf_analyzer(write, servesim, tmp_path)
     assert views[1]["split_ms"]["queue"] == 0 < views[4]["split_ms"]["queue"] < views[16]["split_ms"]["queue"]
 
 
+def test_the_console_answers_a_concurrency_sweep_with_its_throughput(write, servesim, tmp_path):
+    result = servesim("run", write("sweep.yaml", SWEEP), "--out", tmp_path / "out")
+    assert result.rc == 0, result.err
+    header, *lines = result.out.splitlines()[1:5]
+    assert header.split()[:6] == ["point", "p50", "ms", "p99", "ms", "req/s"]
+    rows = pd.read_csv(tmp_path / "out" / "results.csv")
+    for line, rate in zip(lines, rows["client_throughput_rps"]):  # one seed: the run's own figure
+        assert line.split()[3] == format(rate, ".4g")
+
+
 def test_same_config_and_seed_same_files(write, servesim, tmp_path):
     path = write("one.yaml", LOAD + MODEL)
     outs = [tmp_path / "a", tmp_path / "b"]
