@@ -153,13 +153,14 @@ def _panel(ax, name: str, search: Search, xlim: Optional[tuple[float, float]] = 
     ax.legend(fontsize=7, loc="upper left")
 
 
-def write_outputs(outcome: Outcome, out: Path) -> list[Path]:
-    """``probes.csv``, ``capacity.json`` and ``capacity.png`` in ``out`` (each written atomically)."""
+def write_outputs(outcome: Outcome, out: Path) -> tuple[list[Path], pd.DataFrame]:
+    """``probes.csv``, ``capacity.json`` and ``capacity.png`` in ``out`` (each written
+    atomically); returns them and the probes' table."""
     rows = [row for name, search in outcome.searches.items() for row in probe_rows(name, search, outcome.seeds)]
     store.write_rows(out / PROBES, rows)
     store.write_json(out / ANSWERS, answers(outcome))
     plot_search(outcome, out / PLOT)
-    return [out / PROBES, out / ANSWERS, out / PLOT]
+    return [out / PROBES, out / ANSWERS, out / PLOT], pd.DataFrame(rows)
 
 
 def figure_text(probe: Probe, slo: Slo) -> str:
@@ -186,8 +187,7 @@ def command(args) -> int:
     started = time.perf_counter()
     outcome = run_capacity(args.file, slo, args.vary, args.seeds, args.tol, args.jobs,
                            progress=lambda name, probe: None if args.quiet else _progress(name, probe, slo))
-    paths = write_outputs(outcome, out)
-    table = pd.read_csv(out / PROBES)
+    paths, table = write_outputs(outcome, out)
     shown = table[["point", "probe", "value", "mean", "ci95", "verdict", "offered_rps"]
                   + (["cost"] if table["cost"].notna().any() else [])]
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 50):

@@ -27,10 +27,11 @@ from servesim.workloads.variants import FAMILIES, PIPELINES, Pipeline, cpu_hardw
 
 from . import store
 from .cluster_specs import Context
-from .config import GROUP_LABEL, ConfigError, Run
+from .config import ConfigError, Run
 from .exit_setup import behaviour, check_exits, exit_setup, segment_costs, table_of
 from .files import profile_path
 from .host_setup import build_host
+from .names import GROUP_LABEL
 from .prices import as_served_on, check_hardware, priced
 
 def resolve_pipeline(name: str) -> Pipeline:

@@ -26,7 +26,7 @@ from servesim.workloads.exits import ALL_LEFT, HOST_STAGES, TURNAROUND, check_as
 
 from . import cluster_specs, load_specs, specs  # noqa: F401  (registers the names)
 from .cluster_specs import DeploymentConfig
-from .names import GROUP_LABEL, identity, label, point_name, point_of, run_name  # noqa: F401  (label: for plots)
+from .names import GROUP_LABEL, identity, point_name, point_of, run_name
 from .specs import MAX_REPLICAS
 from .registry import ADAPTERS, BATCHING, BEHAVIOUR, EXIT_POLICIES, LOADS, NOISE, REGISTRIES, ROUTERS, TRACES, track
 

@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from . import store  # noqa: E402
-from .config import label as folder_label  # noqa: E402
+from .names import label as folder_label  # noqa: E402
 
 MAX_CDF_POINTS = 2000
 PLOTTED = ["arrival", "finish", "status"]  # the only request columns the plots read

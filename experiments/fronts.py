@@ -137,10 +137,7 @@ def write_fronts(out_dir: Path | str, policy: str = "ttamer",
     """:func:`compare` and :func:`steps` on an experiment folder's results.csv, written
     there as ``fronts[-LATENCY].csv`` and ``front_steps[-LATENCY].csv`` (no suffix for p50)."""
     out_dir = Path(out_dir)
-    path = out_dir / store.RESULTS
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no results.csv here; is {out_dir} an experiment output folder?")
-    results = store.read_results(path)
+    results = store.read_folder(out_dir)
     suffix = "" if latency == "p50" else f"-{latency}"
     targets = [out_dir / name.replace(".csv", f"{suffix}.csv") for name in (FRONTS, STEPS)]
     tables = compare(results, policy, rivals, latency), steps(results, latency)

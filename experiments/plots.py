@@ -53,7 +53,6 @@ from .concurrency_plot import concurrency_plot
 from .figures import (PLOTTED, SLO_STYLE, cdf_line, cluster_timeseries, controller, front, latencies_ms, plain_log,
                       plain_ticks, save_figure, swept_value, timeseries, unit, value_label)
 from .names import GROUP_LABEL
-from .store import read_results
 
 MAX_ROWS = 40  # points a dot plot lists one per row; more are drawn as heatmaps
 MAX_FACET_ROWS = 6  # rows of line panels; more facets are drawn as heatmaps
@@ -178,17 +177,13 @@ def per_cent(ok: pd.DataFrame) -> pd.DataFrame:
                      slo_violation_rate=100 * ok["slo_violation_rate"])
 
 
-def _point_of_runs(ok: pd.DataFrame) -> pd.Series:
-    """Each run's sweep point, as :func:`.seeds.by_point` groups them."""
-    return ok["point"] if "point" in ok.columns else ok["run"].map(seeds.point_of)
-
-
 def describe(results: pd.DataFrame, slo: dict[str, float | None]) -> Sweep:
     """The finished runs of ``results`` as a :class:`Sweep`; ``slo`` maps runs to their SLO (ms)."""
     ok = results[results["status"] == "ok"]
     points = seeds.by_point(per_cent(ok))
-    runs = {p: frame["run"].tolist() for p, frame in ok.groupby(_point_of_runs(ok), sort=False)}
-    first = ok.groupby(_point_of_runs(ok), sort=False).head(1).set_axis(list(runs)).loc[points["point"]]
+    grouped = ok.groupby(seeds.points_of(ok), sort=False)
+    runs = {p: frame["run"].tolist() for p, frame in grouped}
+    first = grouped.head(1).set_axis(list(runs)).loc[points["point"]]
     found = factors(first)
     family, shades, x, facets = _roles(found)
     n = len(points)
@@ -523,10 +518,7 @@ def panels(ok: pd.DataFrame) -> tuple[list[pd.DataFrame], list[str], dict[str, s
 def plot_experiment(out_dir: Path | str) -> list[Path]:
     """Draw every plot of an experiment folder into ``out_dir/plots``; returns the files."""
     out_dir = Path(out_dir)
-    results_path = out_dir / store.RESULTS
-    if not results_path.exists():
-        raise FileNotFoundError(f"{results_path}: no results.csv here; is {out_dir} an experiment output folder?")
-    results = read_results(results_path)
+    results = store.read_folder(out_dir)
     plots = out_dir / "plots"
     ok_runs = results.loc[results["status"] == "ok", "run"].tolist()
     tables = {name: store.read_requests(out_dir / name / store.REQUESTS, PLOTTED) for name in ok_runs

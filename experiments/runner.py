@@ -141,7 +141,7 @@ def run_one(run: Run, base_dir: Path, progress=None) -> tuple[dict, dict[str, by
     summary = {"run": run.name, "seed": run.seed, "params": run.params,
                "trace": trace.source, **summary}
     if run.config.load is not None:  # what the clients see, in perf_analyzer's terms
-        summary.update(client_view(results.requests, trace, warmup))
+        summary.update(client_view(results.requests, trace, summary, warmup))
     if policy is not None:
         summary["policy"] = {"name": run.config.exits.policy.name, **policy.params()}
     columns = results.requests.columns()

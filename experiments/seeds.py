@@ -9,7 +9,7 @@ the seeds (as ``servesim fronts`` does) to test one.
 
 Every ``servesim run`` writes this table as ``results_by_point.csv``;
 
-    servesim seeds runs/exits_autoscaling      # prints it, writes seeds.csv there
+    servesim seeds runs/exits_autoscaling      # prints it, and writes it again there
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import pandas as pd
 from scipy import stats
 
 from . import store
-from .names import point_of  # noqa: F401  (a run's point, for readers of run names)
+from .names import point_of
 
-SEEDS = "seeds.csv"
 # the figures averaged, where results.csv has them
 FIGURES = ("slo_violation_rate", "accuracy", "agreement", "latency_p50_ms", "latency_p99_ms", "throughput_rps",
            "dropped", "cost", "cost_money", "mean_cores", "peak_cores", "pipeline_accuracy", "mean_stages_paid",
@@ -40,6 +39,12 @@ def ci_half_width(values: pd.Series | np.ndarray, level: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
 
 
+def points_of(results: pd.DataFrame) -> pd.Series:
+    """Each run's sweep point: results.csv's ``point`` column (in a folder written before
+    it had one, the run's name less its seed)."""
+    return results["point"] if "point" in results.columns else results["run"].map(point_of)
+
+
 def by_point(results: pd.DataFrame) -> pd.DataFrame:
     """One row per sweep point of the finished runs (in results.csv's order): ``point``,
     ``seeds``, the point's swept values (results.csv's columns), then per figure
@@ -51,7 +56,7 @@ def by_point(results: pd.DataFrame) -> pd.DataFrame:
     swept = store.swept_columns(ok.columns)
     columns = ["point", "seeds", *swept,
                *(f"{figure}{part}" for figure in figures for part in ("", "_ci95", "_min", "_max"))]
-    points = ok["point"] if "point" in ok.columns else ok["run"].map(point_of)
+    points = points_of(ok)
     rows = []
     for point, runs in ok.groupby(points, sort=False):
         row = {"point": point, "seeds": len(runs), **runs[swept].iloc[0].to_dict()}
@@ -94,11 +99,9 @@ def write_by_point(target: Path, table: pd.DataFrame) -> None:
 
 
 def write_seeds(out_dir: Path | str) -> tuple[Path, pd.DataFrame]:
-    """:func:`by_point` of an experiment folder's results.csv, written there as ``seeds.csv``."""
+    """:func:`by_point` of an experiment folder's results.csv, written there as
+    ``results_by_point.csv`` (a folder from before that file, or edited by hand, gets it)."""
     out_dir = Path(out_dir)
-    path = out_dir / store.RESULTS
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no results.csv here; is {out_dir} an experiment output folder?")
-    table = by_point(store.read_results(path))
-    write_by_point(out_dir / SEEDS, table)
-    return out_dir / SEEDS, table
+    table = by_point(store.read_folder(out_dir))
+    write_by_point(out_dir / store.RESULTS_BY_POINT, table)
+    return out_dir / store.RESULTS_BY_POINT, table

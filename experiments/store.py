@@ -228,6 +228,15 @@ class Manifest:
         write_json(self.path, {"experiment": self.experiment, "runs": self.runs})
 
 
+def read_folder(out_dir: Path | str) -> pd.DataFrame:
+    """The results.csv of an experiment's output folder (:func:`read_results`), or an
+    error saying the folder is none."""
+    path = Path(out_dir) / RESULTS
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no results.csv here; is {out_dir} an experiment output folder?")
+    return read_results(path)
+
+
 def read_results(path: Path) -> pd.DataFrame:
     """results.csv, checked before any of its values names a file: each run is a folder
     of this experiment (a plain name, no path), so a results.csv from elsewhere can

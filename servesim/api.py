@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from servesim.experiments import store
-from servesim.experiments.plots import plot_experiment, read_results
+from servesim.experiments.plots import plot_experiment
 from servesim.experiments.runner import run_experiment
 from servesim.experiments.seeds import by_point
 
@@ -93,11 +93,7 @@ class Sweep:
 
 def read(out: Union[str, Path]) -> Sweep:
     """The sweep in an output folder written by ``servesim run`` or :func:`run`."""
-    out = Path(out)
-    path = out / store.RESULTS
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no results.csv here; is {out} an experiment output folder?")
-    return Sweep(out, read_results(path))
+    return Sweep(Path(out), store.read_folder(out))
 
 
 def run(config: Union[str, Path, dict], out: Union[str, Path, None] = None, *, base_dir: Union[str, Path] = ".",

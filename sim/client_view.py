@@ -20,23 +20,22 @@ from .metrics import _latency_ms
 from .records import COMPLETED, RequestTable
 
 
-def client_view(table: RequestTable, load: ClosedLoop, warmup: float = 0.0) -> dict:
+def client_view(table: RequestTable, load: ClosedLoop, summary: dict, warmup: float = 0.0) -> dict:
     """``clients`` and a ``closed_loop`` block: throughput (requests and items per
-    second), the latency clients see (the server's plus their overhead; mean and
-    percentiles, ms) and the mean ``split_ms`` of a served request (queue, compute, client
-    overhead). A request-rate load adds ``request_rate``: its rate, arrivals, cap and the
-    share of sends that went later than due (held by the cap). ``warmup`` (seconds) leaves
-    out requests sent earlier, as :func:`sim.metrics.summarize` does."""
+    second: the run's, from its ``summary``), the latency clients see (the server's plus
+    their overhead; mean and percentiles, ms) and the mean ``split_ms`` of a served request
+    (queue, compute, client overhead). A request-rate load adds ``request_rate``: its rate,
+    arrivals, cap and the share of sends that went later than due (held by the cap).
+    ``warmup`` (seconds) leaves out requests sent earlier, as the summary did."""
     skip = int(np.searchsorted(table.arrival, warmup, side="left")) if warmup > 0 else 0
     done = table.status[skip:] == COMPLETED
     arrival, start, finish = (column[skip:][done] for column in (table.arrival, table.start, table.finish))
-    span = float(finish.max() - arrival.min()) if finish.size else 0.0
-    rate = finish.size / span if span > 0 else None
+    rate = summary["throughput_rps"]
     overhead = load.client_overhead_s
     view = {
         "clients": load.clients,
         "request_items": load.size,
-        "throughput_rps": None if rate is None else round(rate, 6),
+        "throughput_rps": rate,
         "throughput_items_per_s": None if rate is None else round(rate * load.size, 6),
         "latency_ms": _latency_ms(finish - arrival + overhead),
         "split_ms": {"queue": _mean_ms(start - arrival), "compute": _mean_ms(finish - start),

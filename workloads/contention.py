@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
+
 CONTENTION_SUFFIX = ".contention.csv"
 CONTENTION_COLUMNS = ("hardware", "model", "instances", "batch_size", "slowdown", "repeats")
 MAX_INSTANCES = 64  # far beyond a real server's instance count: a slip (a batch size there) fails
@@ -63,23 +65,9 @@ class ContentionTable:
         last entry): a list lookup for the engine's hot path."""
         top = self.sizes[-1]
         rows = [[1.0] * (top + 1), [1.0] * (top + 1)]  # k = 0 (unused) and k = 1
-        for measured in self.slowdown:
-            rows.append([_interpolate(self.sizes, measured, b) for b in range(top + 1)])
+        # linear between measured sizes, the nearest measured one outside them
+        rows += [np.interp(np.arange(top + 1), self.sizes, measured).tolist() for measured in self.slowdown]
         return rows
-
-
-def _interpolate(sizes: Sequence[int], values: Sequence[float], b: int) -> float:
-    """Linear between measured sizes, the nearest measured one outside them."""
-    if b <= sizes[0]:
-        return values[0]
-    if b >= sizes[-1]:
-        return values[-1]
-    hi = next(i for i, s in enumerate(sizes) if s >= b)
-    if sizes[hi] == b:
-        return values[hi]
-    lo = hi - 1
-    w = (b - sizes[lo]) / (sizes[hi] - sizes[lo])
-    return values[lo] + w * (values[hi] - values[lo])
 
 
 def contention_path(profile_path) -> Path:

@@ -7,13 +7,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from servesim.experiments.seeds import SEEDS, point_of
+from servesim.experiments import store
+from servesim.experiments.seeds import point_of
 
 
 def test_each_point_is_its_seeds_mean_interval_and_range(sweep, servesim):
+    written = sweep.out / store.RESULTS_BY_POINT
+    written.unlink()  # `servesim run` wrote it; `servesim seeds` writes it again from results.csv
     result = servesim("seeds", sweep.out)
     assert result.rc == 0, result.err
-    table = pd.read_csv(sweep.out / SEEDS)
+    table = pd.read_csv(written)
     results = pd.read_csv(sweep.out / "results.csv")
     assert len(table) == 4 and (table["seeds"] == 2).all()  # 2 x 2 points, 2 seeds each
     assert (results["run"].map(point_of) == results["point"]).all()  # a run's point: its name less the seed
