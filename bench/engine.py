@@ -38,11 +38,21 @@ draws the service times (b) replays.
     seconds (Trace + simulate), the child's peak RSS (``VmHWM``) and the increase
     over its RSS right after imports.
 
+(e) **the multi-replica cases users run** (``bench/multi.py``): 8 replicas behind
+    join-shortest-queue, round robin or one shared queue, at rho 0.3 and 0.9, without
+    batching and with dynamic batching (max 8, wait 1 ms), 100,000 requests each; servesim
+    against a heapq loop written from the same rules, which must give the same sample
+    path (every request's start time and replica equal to servesim's). The sides run in
+    turn ``--repeats`` times per case and the median ratio counts;
+    ``ratio_vs_heapq_multi`` is the smallest over the twelve cases.
+
 Targets: ``ratio_vs_heapq >= 0.5``, ``ratio_vs_ciw >= 8``, large run ``<= 15 s`` and
-``<= 1 GB`` peak RSS. The last line printed is one JSON object with the figures.
+``<= 1 GB`` peak RSS, ``ratio_vs_heapq_multi >= 0.5``. The last line printed is one JSON
+object with the figures.
 
     python bench/engine.py                      # full size (~1 minute on 2 cores)
-    python bench/engine.py --requests 20000 --large-requests 100000 --skip-ciw
+    python bench/engine.py --quick              # every case, smaller (20k requests, 3 runs a side)
+    python bench/engine.py --requests 20000 --large-requests 100000 --skip-ciw --skip-multi
 """
 
 from __future__ import annotations
@@ -67,30 +77,31 @@ from servesim.policies.batching import DynamicBatcher  # noqa: E402
 from servesim.policies.routing import JoinShortestQueue  # noqa: E402
 from servesim.sim import engine  # noqa: E402
 from servesim.traces import Trace, poisson  # noqa: E402
-from servesim.workloads import PROFILES_DIR, CostModel, Empirical, Exponential, Profile, load_profile  # noqa: E402
+from servesim.workloads import PROFILES_DIR, CostModel, Empirical, load_profile  # noqa: E402
+
+import multi  # noqa: E402  (bench/multi.py and bench/timing.py, next to this file)
+from timing import in_turn  # noqa: E402
 
 RHO = 0.9                 # M/M/1 load: arrival rate 0.9/s, mean service 1 s
 SEED = 20240601
-REPEATS = 5
 WAIT_RTOL = 1e-6          # mean waiting times of (a), (b), (c) must agree this closely
-TARGETS = {"ratio_vs_heapq": 0.5, "ratio_vs_ciw": 8.0, "large_wall_s": 15.0, "large_peak_rss_mb": 1024.0}
+TARGETS = {"ratio_vs_heapq": 0.5, "ratio_vs_ciw": 8.0, "large_wall_s": 15.0, "large_peak_rss_mb": 1024.0,
+           "ratio_vs_heapq_multi": 0.5}
+# Sizes: (M/M/1 requests, large-case requests, requests per multi-replica case, repeats)
+FULL = (200_000, 1_000_000, 100_000, 5)
+QUICK = (20_000, 100_000, 20_000, 3)
 
 LARGE_REPLICAS = 8
 LARGE_MAX_BATCH = 16
 LARGE_MAX_WAIT = 0.5e-3   # seconds
 LARGE_LOAD = 0.75         # offered load / full-batch capacity of all replicas
 
-METADATA = {"device": "none (synthetic)", "dtype": "n/a", "framework": "bench/engine.py",
-            "date": "2026-01-01", "execution_mode": "synthetic"}
-
 
 # ----------------------------------------------------------------------------- (a)
 
 def mm1_cost_model() -> CostModel:
-    """One stage, batch size 1, median 1000 ms; Exponential noise makes the median the
-    mean, so service is exactly exponential with mean 1 s."""
-    profile = Profile.from_rows([("bench", "mm1", "serve", 1, 1000.0, 1000.0, 1000.0, 1)], METADATA)
-    return CostModel(profile, "mm1", noise=Exponential())
+    """One stage, batch size 1: service exactly exponential with mean 1 s."""
+    return multi.exponential_model("mm1", {1: 1000.0})
 
 
 def run_servesim(times: np.ndarray, cost_model: CostModel):
@@ -247,18 +258,6 @@ def run_large(n: int) -> dict:
 
 # ----------------------------------------------------------------------------- main
 
-def in_turn(repeats: int, first, second) -> tuple[list[float], list[float], object, object]:
-    """Time ``first()`` and ``second()`` in turn, ``repeats`` times each; returns both
-    sides' seconds and their last results."""
-    seconds = ([], [])
-    results = [None, None]
-    for _ in range(repeats):
-        for side, fn in enumerate((first, second)):
-            took, results[side] = fn()
-            seconds[side].append(took)
-    return seconds[0], seconds[1], results[0], results[1]
-
-
 def check_agree(name: str, value: float, reference: float) -> None:
     rel = abs(value - reference) / abs(reference)
     status = "ok" if rel <= WAIT_RTOL else "MISMATCH"
@@ -277,18 +276,26 @@ def verdict(key: str, value, higher_is_better: bool) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=200_000, help="M/M/1 requests for (a)-(c)")
-    parser.add_argument("--large-requests", type=int, default=1_000_000, help="requests of the large case (d)")
-    parser.add_argument("--repeats", type=int, default=REPEATS, help="repeats of (a) and (b); the best counts")
+    parser.add_argument("--requests", type=int, help=f"M/M/1 requests for (a)-(c) (default {FULL[0]:,})")
+    parser.add_argument("--large-requests", type=int, help=f"requests of the large case (d) (default {FULL[1]:,})")
+    parser.add_argument("--multi-requests", type=int,
+                        help=f"requests of each multi-replica case (e) (default {FULL[2]:,})")
+    parser.add_argument("--repeats", type=int, help=f"runs of each side, in turn: for (a)-(b) the best counts, "
+                        f"for (e) the median ratio (default {FULL[3]})")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller defaults for a quick run: {:,} / {:,} / {:,} requests, {} repeats".format(*QUICK))
     parser.add_argument("--skip-ciw", action="store_true", help="skip (c)")
     parser.add_argument("--skip-large", action="store_true", help="skip (d)")
+    parser.add_argument("--skip-multi", action="store_true", help="skip (e)")
     parser.add_argument("--large-child", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.large_child is not None:
         large_child(args.large_child)
         return 0
+    sizes = QUICK if args.quick else FULL  # a size given explicitly wins
+    n, large_n, multi_n, repeats = (given if given is not None else default for given, default in
+                                    zip((args.requests, args.large_requests, args.multi_requests, args.repeats), sizes))
 
-    n = args.requests
     print(f"servesim engine benchmark: M/M/1 rho={RHO}, {n:,} requests; python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs")
     times = poisson(RHO, count=n, rng=np.random.default_rng(SEED)).times
@@ -301,7 +308,7 @@ def main(argv=None) -> int:
     services = req.finish - req.start
     s_wait = float(np.mean(req.start - req.arrival))
 
-    s_all, h_all, again, (h_start, _) = in_turn(args.repeats, lambda: run_servesim(times, cost_model),
+    s_all, h_all, again, (h_start, _) = in_turn(repeats, lambda: run_servesim(times, cost_model),
                                                 lambda: run_heapq(times, services))
     if not np.array_equal(again.requests.finish, req.finish):
         raise AssertionError("servesim gave another sample path on the same inputs")
@@ -334,7 +341,7 @@ def main(argv=None) -> int:
 
     large = {}
     if not args.skip_large:
-        large = run_large(args.large_requests)
+        large = run_large(large_n)
         print(f"(d) large: {large['requests']:,} requests, {LARGE_REPLICAS} replicas, JSQ, "
               f"DynamicBatcher({LARGE_MAX_BATCH}, {LARGE_MAX_WAIT * 1e3:g} ms), cpu_mlp Empirical; "
               f"rate {large['rate']:,.0f} req/s = {LARGE_LOAD} x full-batch capacity "
@@ -348,6 +355,13 @@ def main(argv=None) -> int:
               f"increase {large['peak_rss_mb'] - large['rss_after_imports_mb']:.0f} MB)  "
               f"{verdict('large_peak_rss_mb', large['peak_rss_mb'], False)}")
 
+    cases = [] if args.skip_multi else multi.run_cases(multi_n, repeats)
+    worst = min(cases, key=lambda c: c.ratio, default=None)
+    ratio_multi = None if worst is None else worst.ratio
+    if worst is not None:
+        print(f"ratio_vs_heapq_multi = {ratio_multi:.3f} ({worst.case.name})  "
+              f"{verdict('ratio_vs_heapq_multi', ratio_multi, True)}")
+
     rnd = lambda x, d: None if x is None else round(x, d)  # noqa: E731
     print(json.dumps({
         "servesim_rps": rnd(servesim_rps, 1),
@@ -358,6 +372,8 @@ def main(argv=None) -> int:
         "large_wall_s": rnd(large.get("wall_s"), 3),
         "large_peak_rss_mb": rnd(large.get("peak_rss_mb"), 1),
         "large_rss_increase_mb": rnd(large["peak_rss_mb"] - large["rss_after_imports_mb"], 1) if large else None,
+        "ratio_vs_heapq_multi": rnd(ratio_multi, 4),
+        "ratio_vs_heapq_cases": {c.case.name: round(c.ratio, 4) for c in cases} or None,
     }))
     return 0
 

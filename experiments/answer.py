@@ -6,7 +6,9 @@ more, of p50 and p99 latency, the clients' throughput (closed-loop load), the SL
 violation rate (with an SLO), accuracy (runs with exits, clusters), cost (clusters; a
 single model's where the points' costs differ) and the requests dropped. A long sweep shows the points no other point beats on every
 figure shown, at most :data:`MAX_ROWS`, and says where the full table is
-(``results_by_point.csv``, :func:`experiments.seeds.by_point`).
+(``results_by_point.csv``, :func:`experiments.seeds.by_point`). A sweep with clients
+(``load:``) then shows perf_analyzer's figures per point (:func:`perf_lines`), the
+figures of ``perf_analyzer.csv`` (:mod:`experiments.perf_table`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .perf_table import CONCURRENCY, PERF_COLUMNS, REQUEST_RATE
 from .seeds import mean_ci
 
 MAX_ROWS = 50  # points listed one per line; a longer sweep lists the ones no other point beats
@@ -83,12 +86,40 @@ def lines(points: pd.DataFrame, cluster: bool, where: str) -> list[str]:
     body = [[row["point"]] + ([str(row["seeds"])] if len(seeds) > 1 else [])
             + [mean_ci(row[c.figure] * c.scale, row[f"{c.figure}_ci95"] * c.scale, c.spec) for c in shown]
             for _, row in rows.iterrows()]
-    widths = [max(len(text) for text in column) for column in zip(head, *body)]
     spread = f"mean ± 95% CI over {' or '.join(map(str, seeds))} seeds" if several else "one seed each"
-    out = [f"{len(points)} sweep point(s), {spread}:",
-           *("  ".join(text.ljust(w) if i == 0 else text.rjust(w) for i, (text, w) in enumerate(zip(line, widths)))
-             .rstrip() for line in [head, *body])]
+    out = [f"{len(points)} sweep point(s), {spread}:", *aligned(head, body)]
     if len(rows) < len(points):
         out.append(f"({len(rows)} of {len(points)} points shown: those no other point beats on every figure above; "
                    f"all of them in {where})")
     return out
+
+
+# perf_analyzer's columns as the console shows them (short: the line has 15 figures)
+PERF_HEADERS = {CONCURRENCY: "conc.", REQUEST_RATE: "rate/s", "Inferences/Second": "infer/s", "Client Send": "send",
+                "Network+Server Send/Recv": "network", "Server Queue": "queue", "Server Compute Input": "input",
+                "Server Compute Infer": "infer", "Server Compute Output": "output", "Client Recv": "recv",
+                "p50 latency": "p50", "p90 latency": "p90", "p95 latency": "p95", "p99 latency": "p99",
+                "Avg latency": "avg"}
+
+
+def perf_lines(table: pd.DataFrame, where: str) -> list[str]:
+    """perf_analyzer's table (:func:`experiments.perf_table.perf_table`) as text lines: a
+    title, a header and a line per point (at most :data:`MAX_ROWS`); a figure not measured
+    shows as ``-``."""
+    if table.empty:
+        return []
+    shown = [c for c in (CONCURRENCY, REQUEST_RATE) if c in table.columns] + list(PERF_COLUMNS)
+    head = ["point"] + [PERF_HEADERS[c] for c in shown]
+    body = [[row["point"]] + ["-" if pd.isna(row[c]) else format(row[c], ".5g") for c in shown]
+            for _, row in table.head(MAX_ROWS).iterrows()]
+    out = [f"perf_analyzer's figures per point (its median run; times in usec, as in {where}):", *aligned(head, body)]
+    if len(table) > MAX_ROWS:
+        out.append(f"({MAX_ROWS} of {len(table)} points shown; all of them in {where})")
+    return out
+
+
+def aligned(head: list[str], body: list[list[str]]) -> list[str]:
+    """A header and rows as lines of columns: the first left-aligned, the rest right."""
+    widths = [max(len(text) for text in column) for column in zip(head, *body)]
+    return ["  ".join(text.ljust(w) if i == 0 else text.rjust(w) for i, (text, w) in enumerate(zip(line, widths)))
+            .rstrip() for line in [head, *body]]

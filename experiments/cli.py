@@ -57,6 +57,8 @@ def _run(args) -> int:
     if not args.quiet:  # the answer: a line per sweep point
         for line in answer.lines(outcome.points, any("adapter" in r for r in ok), str(out / store.RESULTS_BY_POINT)):
             print(line)
+        for line in answer.perf_lines(outcome.perf, str(out / store.PERF_ANALYZER)):  # a sweep with clients
+            print(line)
     reused = f" ({outcome.reused} kept from an earlier run)" if outcome.reused else ""
     print(f"{len(ok)} of {len(outcome.rows)} runs finished{reused}; results in {out / store.RESULTS} "
           f"(by point: {store.RESULTS_BY_POINT}), plots in {out / 'plots'}")
@@ -115,11 +117,16 @@ def _trace_stats(args) -> int:
 def _profile(args) -> int:
     """Hand the options to the torch profiler (kernel or served), imported only now:
     servesim runs without torch, and each profiler's own parser stays the one definition
-    of its options. ``servesim profile import`` needs no torch: it converts a CSV."""
+    of its options. ``servesim profile import`` and ``servesim profile contention`` need no
+    torch: they convert a CSV, and derive a contention table from one."""
     if args.command == "profile" and args.profiler_args[:1] == ["import"]:
         from servesim.workloads.profile_import import main as import_profile  # noqa: PLC0415
 
         return import_profile(args.profiler_args[1:])
+    if args.command == "profile" and args.profiler_args[:1] == ["contention"]:
+        from servesim.workloads.derived_contention import main as derive_contention  # noqa: PLC0415
+
+        return derive_contention(args.profiler_args[1:])
     try:
         if args.command == "profile":
             from servesim.workloads.profiler_torch import main as profile
@@ -248,7 +255,9 @@ def parser() -> argparse.ArgumentParser:
                           help="time a real PyTorch model's stages and ramps into a profile CSV (needs torch; "
                                "servesim profile --help); `servesim profile import FILE` converts a per-stage "
                                "timing CSV measured elsewhere, or with --format perf-analyzer|offline-table an "
-                               "offline latency-per-batch table (docs/PROFILES.md)")
+                               "offline latency-per-batch table; `servesim profile contention FILE --derive "
+                               "merged-batch --instances K` derives its instances' contention, labelled as derived "
+                               "(docs/PROFILES.md)")
     prof.set_defaults(handler=_profile)
     served = sub.add_parser("profile-served", add_help=False,
                             help="time a real model as the real executor serves it, host time included, into a "

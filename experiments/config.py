@@ -175,9 +175,13 @@ class RealConfig(Strict):
     rounds each): a shared machine drifts by several percent over minutes, and
     bracketing the real run cancels that drift to first order. ``repeats`` serves each
     point that many times (fresh policies each time): the spread of the real runs is
-    the noise floor the simulator's error is read against."""
+    the noise floor the simulator's error is read against. A closed loop (``load:``)
+    serves a whole model of experiments.real_models.WHOLE_MODELS on real client and
+    instance threads; its ``calibrate`` measures the model, its contention and the
+    clients' overhead in isolation just before the point's real runs
+    (experiments/fidelity_closed_loop.py)."""
 
-    model: Literal["digits_torch_ee", "digits_torch_ee_json"]
+    model: Literal["digits_torch_ee", "digits_torch_ee_json", "resnet18_32"]
     threads: PositiveInt = 1
     calibrate: bool = False
     calibrate_rounds: PositiveInt = 50
@@ -355,7 +359,6 @@ class ExperimentConfig(Strict):
             raise ValueError("give one of 'trace' (arrivals known in advance) and 'load' (closed-loop clients), "
                              "not both")
         unserved = [key for key, given in (("cluster", self.cluster is not None), ("exits", self.exits is not None),
-                                           ("real", self.real is not None),
                                            ("serving.drop_after_ms", self.serving.drop_after_ms is not None),
                                            ("serving.host", self.serving.host is not None)) if given]
         if unserved:

@@ -51,19 +51,19 @@ def run_fidelity(path: Path | str, out_dir: Path | str, show_progress: bool = Tr
     runs = expand(config, str(path))
     base_dir = path.resolve().parent
     validate_runs(runs, path, base_dir)
+    from .fidelity_closed_loop import check_closed_loop, closed_loop_point  # noqa: PLC0415  (it imports this module)
+
     for run in runs:
-        cfg = run.config
-        if cfg.real is None or cfg.exits is None:
-            raise ConfigError(f"{path}: real: a fidelity run needs a 'real:' section and an 'exits:' section "
-                              f"(use exits.policy: never for a run without exits)")
-        if cfg.serving.replicas != 1:
-            raise ConfigError(f"{path}: serving.replicas: the real executor runs one worker (got {cfg.serving.replicas})")
+        _check(run.config, path, check_closed_loop)
     rows = []
-    with tqdm(total=sum(_phases(run.config.real) for run in runs), desc=f"{config.name}: fidelity", unit="phase",
-              disable=not show_progress) as bar:
+    phases = sum(_phases(run.config.real, run.config.load is not None) for run in runs)
+    with tqdm(total=phases, desc=f"{config.name}: fidelity", unit="phase", disable=not show_progress) as bar:
         for k, run in enumerate(runs, 1):
             cfg = run.config
             phase = Progress(bar, f"point {k}/{len(runs)}")
+            if cfg.load is not None:
+                rows.append(closed_loop_point(run, base_dir, path, out_dir / run.name, phase))
+                continue
             # With calibrate, the served profile is measured under the batch sizes this point's
             # simulation (costed by model.profile) serves: a call's cost depends on them.
             first = None
@@ -76,7 +76,7 @@ def run_fidelity(path: Path | str, out_dir: Path | str, show_progress: bool = Tr
                                          f"{cfg.real.calibrate_rounds} timed rounds of {RUN} bursts per size just "
                                          f"before and as many just after each of the {len(reals)} real run(s) of "
                                          f"{run.name}")
-                cfg = _costed_by(cfg, profile, out_dir / run.name / SERVED_PROFILE, path)
+                cfg = costed_by(cfg, profile, out_dir / run.name / SERVED_PROFILE, path)
             with phase("simulating and comparing"):
                 simulated, _, _ = simulate_config(cfg, base_dir)  # the same arrivals and samples, fresh policies
                 rows.append(_compare(run, simulated, reals, out_dir / run.name))
@@ -84,10 +84,30 @@ def run_fidelity(path: Path | str, out_dir: Path | str, show_progress: bool = Tr
     return rows
 
 
-def _phases(real) -> int:
-    """How many phases a point of ``real`` settings has: per repeat its real run (and the
-    two calibrating halves around it), then its simulation (and, with calibration, the
-    simulation before, that says which batch sizes to calibrate at)."""
+def _check(cfg, path: Path, check_closed_loop) -> None:
+    """What the real executors can serve of ``cfg`` (one line naming file, key and value);
+    a closed loop's by ``check_closed_loop``."""
+    if cfg.real is None:
+        raise ConfigError(f"{path}: real: a fidelity run needs a 'real:' section")
+    if cfg.serving.replicas != 1:
+        raise ConfigError(f"{path}: serving.replicas: the real executor runs one worker (got {cfg.serving.replicas})")
+    if cfg.load is not None:
+        check_closed_loop(cfg, path)
+    elif cfg.exits is None:
+        raise ConfigError(f"{path}: exits: a fidelity run of a trace needs an 'exits:' section "
+                          f"(use exits.policy: never for a run without exits)")
+    elif cfg.real.model not in REAL_MODELS:
+        raise ConfigError(f"{path}: real.model: {cfg.real.model!r} is served whole by a closed loop's instances "
+                          f"only; a trace's real run needs one of {', '.join(sorted(REAL_MODELS))}")
+
+
+def _phases(real, closed_loop: bool = False) -> int:
+    """How many phases a point of ``real`` settings has: per repeat its real run (and, for
+    a trace, the two calibrating halves around it), then its simulation (and, with
+    calibration, for a trace the simulation before, that says which batch sizes to
+    calibrate at; for a closed loop the measurements in isolation before its real runs)."""
+    if closed_loop:
+        return real.repeats + 1 + real.calibrate
     return real.repeats * (1 + 2 * real.calibrate) + 1 + real.calibrate
 
 
@@ -161,10 +181,10 @@ def _calibration(cfg, real_model, max_batch: int, mix):
     return measure
 
 
-def _costed_by(cfg, profile, file: Path, path: Path):
+def costed_by(cfg, profile, file: Path, path: Path):
     """``cfg`` simulated with ``profile`` (saved to ``file``) in place of ``model.profile``."""
     host = cfg.serving.host
-    for model in {cfg.model.name, cfg.exits.host, host and host.intake} - {None}:
+    for model in {cfg.model.name, cfg.exits and cfg.exits.host, host and host.intake} - {None}:
         if model not in profile.models():
             raise ConfigError(f"{path}: real.calibrate: the measured served profile has no model {model!r} "
                               f"(it has: {', '.join(profile.models())}); model.name, exits.host and "
@@ -188,30 +208,51 @@ def _compare(run, simulated, reals: list, run_dir: Path) -> dict:
     slo = None if run.config.slo_ms is None else run.config.slo_ms / 1e3
     warmup = run.config.warmup_s
     summaries = {"sim": summarize(simulated, slo, warmup), "real": [summarize(real, slo, warmup) for real in reals]}
-    row = {"run": run.name, "seed": run.seed, **run.params}
-    for name, keys in FIGURES:
-        s = _figure(summaries["sim"], keys)
-        measured = [v for v in (_figure(summary, keys) for summary in summaries["real"]) if v is not None]
-        r = float(np.median(measured)) if measured else None
-        row.update({f"sim_{name}": s, f"real_{name}": r,
-                    f"{name}_rel_error": None if s is None or not r else round(s / r - 1, 6)})
-        if len(reals) > 1:
-            row.update({f"real_{name}_min": min(measured, default=None), f"real_{name}_max": max(measured, default=None)})
+    row = figures_row(run, summaries, FIGURES)
     # fell behind for good (sim.metrics): the simulator's verdict, and the share of real runs that did
     row["sim_overloaded"] = summaries["sim"]["overloaded"]
     row["real_overloaded_share"] = float(np.mean([bool(summary["overloaded"]) for summary in summaries["real"]]))
     row["sim_accuracy"] = summaries["sim"]["accuracy"]
     row["real_accuracy"] = float(np.median([summary["accuracy"] for summary in summaries["real"]]))
-    named = [("sim_requests.parquet", "simulated", simulated)] + [
-        (f"real_requests{k}.parquet", f"real{k}", real) for k, real in _numbered(reals)]
-    for file, _, results in named:
-        store.write_requests(run_dir / file, results.requests.columns())
+    named = [("sim_requests.parquet", "simulated", simulated.requests.columns(), _served_ms(simulated))] + [
+        (f"real_requests{k}.parquet", f"real{k}", real.requests.columns(), _served_ms(real))
+        for k, real in numbered(reals)]
+    write_point(run, row, summaries, named, run_dir)
+    return row
+
+
+def figures_row(run, summaries: dict, figures) -> dict:
+    """A fidelity row's figures: each of ``figures`` (name, keys into a summary) simulated,
+    real (the median of the real runs' summaries, with their min and max when there are
+    several) and the simulator's relative error."""
+    row = {"run": run.name, "seed": run.seed, **run.params}
+    for name, keys in figures:
+        s = _figure(summaries["sim"], keys)
+        measured = [v for v in (_figure(summary, keys) for summary in summaries["real"]) if v is not None]
+        r = float(np.median(measured)) if measured else None
+        row.update({f"sim_{name}": s, f"real_{name}": r,
+                    f"{name}_rel_error": None if s is None or not r else round(s / r - 1, 6)})
+        if len(summaries["real"]) > 1:
+            row.update({f"real_{name}_min": min(measured, default=None), f"real_{name}_max": max(measured, default=None)})
+    return row
+
+
+def _served_ms(results) -> np.ndarray:
+    """The latency (ms) of each completed request of ``results``, as the server saw it."""
+    table = results.requests
+    done = table.status == 0
+    return (table.finish - table.arrival)[done] * 1e3
+
+
+def write_point(run, row: dict, summaries: dict, named: list, run_dir: Path) -> None:
+    """A point's folder: each run's request table (``named``: file, label, columns,
+    latencies in ms), both summaries, and the latencies' CDFs overlaid."""
+    for file, _, columns, _ in named:
+        store.write_requests(run_dir / file, columns)
     store.write_text(run_dir / "fidelity_summary.json", json.dumps(summaries, indent=2) + "\n")
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for _, label, results in named:
-        table = results.requests
-        done = table.status == 0
-        cdf_line(ax, np.sort((table.finish - table.arrival)[done]) * 1e3, label=label)
+    for _, label, _, latency_ms in named:
+        cdf_line(ax, np.sort(latency_ms), label=label)
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of completed requests")
@@ -219,9 +260,8 @@ def _compare(run, simulated, reals: list, run_dir: Path) -> dict:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     save_figure(fig, run_dir / "latency_cdf_sim_vs_real.png")
-    return row
 
 
-def _numbered(reals: list):
+def numbered(reals: list):
     """``("", first), ("_2", second), ...``: the first real run's files keep the plain name."""
     return [("" if k == 0 else f"_{k + 1}", real) for k, real in enumerate(reals)]

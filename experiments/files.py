@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from servesim.workloads import PROFILES_DIR
+from servesim.workloads.contention import profiles_in
 
 from .config import ConfigError
 
@@ -28,7 +29,7 @@ def profile_path(name: str, base_dir: Path, key: str = "model.profile") -> Path:
         path = PROFILES_DIR / (stem if stem.endswith(".csv") else f"{stem}.csv")
         # a built-in name is a file of workloads/profiles, never a path out of it
         if "/" in stem or "\\" in stem or not exists(path, key):
-            known = ", ".join(sorted(BUILTIN + p.stem for p in PROFILES_DIR.glob("*.csv")))
+            known = ", ".join(BUILTIN + p.stem for p in profiles_in(PROFILES_DIR))
             raise ConfigError(f"{key}: no built-in profile {name!r}; known: {known}")
         return path
     path = base_dir / name

@@ -4,6 +4,12 @@
 their answers (:mod:`sim.closed_loop`), perf_analyzer's concurrency mode. Sweeping
 ``load.clients`` is a concurrency sweep in one experiment. ``load: {kind: request_rate,
 ...}`` is perf_analyzer's request-rate mode with a cap on the requests outstanding.
+
+A client's fixed costs outside the server (``client:``) are measured figures: given in ms,
+or ``from_profile``, read from what ``servesim profile import --format perf-analyzer``
+kept of perf_analyzer's rows (:func:`workloads.offline_tables.request_costs`) at the
+load's request size. The same profile's compute input / infer / output, where it has
+them, split the simulated compute in the clients' view (:func:`compute_split`).
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
-from servesim.sim.closed_loop import ClosedLoop, RequestRate, ThinkTime
+from servesim.sim.client_view import ComputeSplit
+from servesim.sim.closed_loop import ClientCosts, ClosedLoop, RequestRate, ThinkTime
 from servesim.traces import _checks
+from servesim.workloads.offline_tables import COMPUTE_PARTS, REQUEST_PARTS, request_costs
+from servesim.workloads.profile import Profile
 
 from .registry import LOADS
 from .specs import MAX_BATCH, Spec
@@ -26,6 +35,15 @@ MAX_CLIENTS = 100_000
 # The longest a client's fixed overhead or mean think time may be: an hour, far above any
 # measured round trip; a larger value is a typo (seconds for milliseconds).
 MAX_PAUSE_MS = 3.6e6
+# The longest a closed loop may send for: a day of simulated time.
+MAX_DURATION_S = 86_400.0
+# The room a loop that ends by time is first given (sends the engine holds); a loop that
+# sends more is run again with room for what its rate so far needs (sim.closed_loop.SendsExceeded).
+FIRST_ROOM = 65_536
+# The client's parts of a perf_analyzer row, by the metadata key a perf-analyzer import keeps them under.
+CLIENT_PARTS = {"send_s": REQUEST_PARTS["client_send"], "network_s": REQUEST_PARTS["network"],
+                "recv_s": REQUEST_PARTS["client_recv"]}
+FROM_PROFILE = "from_profile"
 
 
 class Think(Spec):
@@ -46,30 +64,110 @@ class Think(Spec):
         return ThinkTime(self.kind, 0.0 if self.mean_ms is None else self.mean_ms / 1e3)
 
 
+class Client(Spec):
+    """A client's measured fixed costs per request outside the server, in ms, as
+    perf_analyzer splits them: ``send_ms`` (Client Send), ``network_ms`` (Network+Server
+    Send/Recv), ``recv_ms`` (Client Recv). Each delays the client's next send and adds to
+    the latency it sees. ``client: from_profile`` reads them from the model's profile
+    (a perf_analyzer import) at the load's request size."""
+
+    send_ms: NonNegativeFloat = Field(default=0.0, le=MAX_PAUSE_MS)
+    network_ms: NonNegativeFloat = Field(default=0.0, le=MAX_PAUSE_MS)
+    recv_ms: NonNegativeFloat = Field(default=0.0, le=MAX_PAUSE_MS)
+    from_profile: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, data):
+        if isinstance(data, str):
+            if data != FROM_PROFILE:
+                raise ValueError(f"expected {FROM_PROFILE!r} or {{send_ms, network_ms, recv_ms}}, got {data!r}")
+            return {"from_profile": True}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [k for k in ("send_ms", "network_ms", "recv_ms") if getattr(self, k)]  # (a dumped config has 0s)
+        if self.from_profile and given:
+            raise ValueError(f"{given[0]}: the costs come from the profile ({FROM_PROFILE}) or are given, not both")
+        return self
+
+    def build(self, profile: Optional[Profile], size: int) -> ClientCosts:
+        """The costs of one request of ``size`` items; ``profile`` is the model's (read
+        only ``from_profile``). A profile without them, or without a measured batch size at
+        or around ``size``, is a ValueError of one line."""
+        if not self.from_profile:
+            return ClientCosts(self.send_ms / 1e3, self.network_ms / 1e3, self.recv_ms / 1e3)
+        costs = request_costs(profile) if profile is not None else {}
+        missing = [key for key in CLIENT_PARTS.values() if key not in costs]
+        if missing:
+            source = "the model's profile" if profile is None else profile.source
+            raise ValueError(f"{FROM_PROFILE}: {source} has no {missing[0]} (per-request costs are kept by "
+                             f"`servesim profile import --format perf-analyzer`); give client: {{send_ms, network_ms, "
+                             f"recv_ms}} instead")
+        return ClientCosts(**{part: _at_size(costs[key], size, key) / 1e3 for part, key in CLIENT_PARTS.items()})
+
+
+def _at_size(by_batch: dict[int, float], size: int, key: str) -> float:
+    """A per-request figure at ``size`` items: measured there, or interpolated linearly
+    between the measured sizes around it; outside them it is not known (a request's send
+    and receive grow with its size), so refused."""
+    sizes = sorted(by_batch)
+    if not sizes[0] <= size <= sizes[-1]:
+        raise ValueError(f"{FROM_PROFILE}: the profile's {key} is measured at batch sizes {sizes[0]}-{sizes[-1]}, "
+                         f"not at load.size {size}")
+    return float(np.interp(size, sizes, [by_batch[b] for b in sizes]))
+
+
+def compute_split(profile: Profile) -> Optional[ComputeSplit]:
+    """The compute's input / infer / output shares a perf_analyzer import measured, or
+    ``None`` (any other profile: its compute is reported whole)."""
+    costs = request_costs(profile)
+    keys = list(COMPUTE_PARTS.values())
+    if not all(key in costs for key in keys):
+        return None
+    sizes = sorted(costs[keys[0]])
+    return ComputeSplit(tuple(sizes), tuple(tuple(costs[key][b] for b in sizes) for key in keys))
+
+
 @LOADS.register
 class ClosedLoopLoad(Spec):
     """``clients`` clients, each sending a request of ``size`` items, waiting for its
-    answer, then ``client_overhead_ms`` (its measured fixed cost outside the server:
-    serialising, the network, reading the answer; it delays the next send and adds to the
-    latency the client sees) and a ``think`` time, until ``count`` requests are sent."""
+    answer, then spending its ``client`` costs (measured, outside the server) and a
+    ``think`` time, until ``count`` requests are sent or, with ``duration_s`` instead, until
+    that moment (the requests out then are answered; perf_analyzer measures over windows
+    of time)."""
 
     kind: Literal["closed_loop"]
     clients: PositiveInt = Field(le=MAX_CLIENTS)
-    count: PositiveInt = Field(le=_checks.MAX_ARRIVALS)
+    count: Optional[PositiveInt] = Field(default=None, le=_checks.MAX_ARRIVALS)
+    duration_s: Optional[PositiveFloat] = Field(default=None, le=MAX_DURATION_S)
     size: PositiveInt = Field(default=1, le=MAX_BATCH)
     think: Think = Field(default_factory=Think)
-    client_overhead_ms: NonNegativeFloat = Field(default=0.0, le=MAX_PAUSE_MS)
+    client: Client = Field(default_factory=Client)
 
-    def build(self, seed: np.random.SeedSequence) -> ClosedLoop:
-        """The load of one run, its think times drawn from ``seed`` (the run's arrival stream)."""
-        return ClosedLoop(self.clients, self.count, self.think.build(), self.size, self.client_overhead_ms / 1e3, seed)
+    @model_validator(mode="after")
+    def _count_or_duration(self):
+        if (self.count is None) == (self.duration_s is None):
+            raise ValueError("count: give one of count (requests in all) and duration_s (seconds of sending)"
+                             + (", not both" if self.count is not None else ""))
+        return self
+
+    def build(self, seed: np.random.SeedSequence, profile: Optional[Profile] = None,
+              room: Optional[int] = None) -> ClosedLoop:
+        """The load of one run, its think times drawn from ``seed`` (the run's arrival
+        stream); ``profile`` is the model's (for ``client: from_profile``); ``room``: the
+        sends a loop that ends by time is given room for (default :data:`FIRST_ROOM`)."""
+        count = self.count if self.duration_s is None else max(room or FIRST_ROOM, self.clients + 1)
+        return ClosedLoop(self.clients, count, self.think.build(), self.size, self.client.build(profile, self.size),
+                          seed, self.duration_s)
 
 
 @LOADS.register
 class RequestRateLoad(Spec):
     """``count`` requests of ``size`` items due at ``rate`` per second (``poisson`` or
     ``constant`` gaps), at most ``max_outstanding`` out at once: a send due while that
-    many are out waits for an answer (and the client's ``client_overhead_ms``), as
+    many are out waits for an answer (and the client's ``client`` costs), as
     perf_analyzer's request-rate mode delays it (:class:`~sim.closed_loop.RequestRate`)."""
 
     kind: Literal["request_rate"]
@@ -78,7 +176,7 @@ class RequestRateLoad(Spec):
     max_outstanding: PositiveInt = Field(le=MAX_CLIENTS)
     count: PositiveInt = Field(le=_checks.MAX_ARRIVALS)
     size: PositiveInt = Field(default=1, le=MAX_BATCH)
-    client_overhead_ms: NonNegativeFloat = Field(default=0.0, le=MAX_PAUSE_MS)
+    client: Client = Field(default_factory=Client)
 
     @property
     def clients(self) -> int:
@@ -86,8 +184,11 @@ class RequestRateLoad(Spec):
         :func:`experiments.runner.validate_runs` read it so)."""
         return self.max_outstanding
 
-    def build(self, seed: np.random.SeedSequence) -> RequestRate:
-        """The load of one run, its schedule drawn from ``seed`` (the run's arrival stream)."""
+    def build(self, seed: np.random.SeedSequence, profile: Optional[Profile] = None,
+              room: Optional[int] = None) -> RequestRate:
+        """The load of one run, its schedule drawn from ``seed`` (the run's arrival stream);
+        ``profile`` as for a closed loop; ``room`` is a closed loop's only (a schedule has
+        its count)."""
         return RequestRate(self.max_outstanding, self.count, size=self.size,
-                           client_overhead_s=self.client_overhead_ms / 1e3, seed=seed, rate=self.rate,
+                           client=self.client.build(profile, self.size), seed=seed, rate=self.rate,
                            arrival=self.arrival)

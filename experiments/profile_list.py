@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servesim.workloads import PROFILES_DIR, load_profile
+from servesim.workloads.contention import profiles_in
 from servesim.workloads.profile import Profile
 
 from .files import BUILTIN
@@ -46,13 +47,15 @@ class ProfileEntry:
 
 def profile_files(paths: list[str]) -> list[tuple[str, Path]]:
     """(name, file) of each profile to list: the shipped ones when ``paths`` is empty, else
-    each file given and every ``*.csv`` of each folder given, in order."""
+    each file given and every ``*.csv`` of each folder given, in order. A profile's
+    contention table (``X.contention.csv``) sits beside it and is not a profile."""
     if not paths:
-        return [(BUILTIN + p.stem, p) for p in sorted(PROFILES_DIR.glob("*.csv"))]
+        return [(BUILTIN + p.stem, p) for p in profiles_in(PROFILES_DIR)]
     found = []
     for given in map(Path, paths):
-        found += [(str(p), p) for p in sorted(given.glob("*.csv"))] if given.is_dir() else [(str(given), given)]
+        found += [(str(p), p) for p in profiles_in(given)] if given.is_dir() else [(str(given), given)]
     return found
+
 
 
 def entries(paths: list[str], stages: bool = False) -> list[ProfileEntry]:

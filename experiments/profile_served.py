@@ -28,6 +28,19 @@ gather of the rows that go on — whatever the network's accuracy.
         --out workloads/profiles/cpu_digits_torch_ee_served.csv
     servesim profile-served --model resnet18_ee --input-size 64 --batch-sizes 1,2,4,8 --repeats 20 \\
         --out runs/served/cpu_resnet18_ee_served.csv
+
+``--whole`` times instead a model as a closed loop's real instances serve it
+(:mod:`sim.real_clients`, ``servesim fidelity`` with ``load:``): the whole model in one
+call per batch (model ``<name>``, stage ``batch``: the queue's lock, the batching
+decision, the model, the answers handed back), back to back on one thread; with
+``--instances K``, the same calls on 2..K threads at once, as the contention table
+(``<out>.contention.csv``, :mod:`workloads.contention`: the median call under k over
+the median alone, measured just before); and the clients' own time per request, one
+client against an instance that answers at once (printed, and in the metadata as
+``client``, for the experiment's ``load.client: {send_ms, network_ms, recv_ms}``):
+
+    servesim profile-served --model resnet18_32 --whole --instances 2 \\
+        --out workloads/profiles/cpu_resnet18_32_whole.csv
 """
 
 from __future__ import annotations
@@ -40,14 +53,15 @@ import time
 import numpy as np
 import torch  # the `real` extra: servesim imports this module only when asked to profile
 
-from servesim.sim.real import RUN, measure_served
+from servesim.sim.real import RUN, measure_served, paused_gc
+from servesim.sim.real_clients import ClientOverhead, batch_call, measure_client_overhead
 from servesim.workloads.exits import ALL_LEFT, HOST_STAGES, INTAKE, TOTAL, TURNAROUND
 from servesim.workloads.profile import Profile
-from servesim.workloads.profiler_cpu import cpu_metadata
+from servesim.workloads.profiler_cpu import concurrent_ms, cpu_metadata
 from servesim.workloads.profiler_torch import DTYPES, cuda_math, hardware_name
 from servesim.workloads.torch_models import MODELS
 
-from .real_models import REAL_MODELS, RealModel, served_network, warm_up
+from .real_models import REAL_MODELS, WHOLE_MODELS, RealModel, served_network, warm_up
 
 BATCH_SIZES = (1, 2, 3, 4, 5, 6, 7, 8)
 TIMING = ('served: sim.real.measure_served: bursts of b simultaneous requests, each its own batch, replayed by '
@@ -123,6 +137,56 @@ def served_profile(real: RealModel, measured: dict, repeats: str, device: str = 
     return Profile.from_rows(table, metadata, source="profile_served", samples=samples)
 
 
+WHOLE_STAGE = "batch"  # a whole-model profile's one stage
+
+
+def profile_whole(real: RealModel, name: str, batch_sizes=BATCH_SIZES, instances: int = 1, repeats: int = 50,
+                  warmup: int = 5) -> tuple[Profile, ClientOverhead]:
+    """The whole-model profile of ``real`` (as model ``name``) as a closed loop's real
+    instances serve it (see the module docstring), with the contention of 2..``instances``
+    instances, and the clients' own overhead; ``repeats`` timed calls per size and count
+    after ``warmup`` untimed. All measured in isolation: no client, no other batch but
+    the k being compared."""
+    warm_up(real.staged, np.arange(real.rows), max(batch_sizes))
+    rows, samples, contention = [], {}, []
+    with paused_gc():  # as the real loop serves: a collection mid-batch is no cost of the model
+        for b in batch_sizes:
+            call = batch_call(real.staged, b, real.rows)
+            alone = concurrent_ms(call, 1, repeats, warmup)
+            ms = np.round(alone, 4)
+            p50, p90, p99 = (round(float(v), 4) for v in np.percentile(ms, [50, 90, 99]))
+            rows.append(("cpu", name, WHOLE_STAGE, b, p50, p90, p99, len(ms)))
+            samples[("cpu", name, WHOLE_STAGE, b)] = ms
+            for k in range(2, instances + 1):
+                together = concurrent_ms(call, k, repeats, warmup)
+                contention.append({"hardware": "cpu", "model": name, "instances": k, "batch_size": b,
+                                   "slowdown": round(float(np.median(together) / np.median(alone)), 4),
+                                   "repeats": len(together)})
+    overhead = measure_client_overhead()
+    metadata = {
+        **cpu_metadata(f"torch {'.'.join(torch.__version__.split('.')[:2])}", torch.get_num_threads()),
+        "model": f"{name}: the whole model as sim.real_clients' instances serve it (every stage, the last exit's "
+                 f"head; no ramps), {real.rows} input rows",
+        "timing": f"served whole: sim.real_clients.batch_call back to back on one thread ({repeats} timed after "
+                  f"{warmup} untimed per size): the queue's lock, the batching decision, the model, the answers",
+        "client": f"{client_costs(overhead)} (means of {overhead.requests} requests of one client against an "
+                  f"instance that answers at once: network_ms is the handoff to the idle instance's thread)",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if contention:
+        metadata["contention"] = (f"2 to {instances} threads each running batch_call back to back, started together; "
+                                  f"median call over the median of one thread's, measured just before")
+    return Profile.from_rows(rows, metadata, source="profile_served --whole", samples=samples,
+                             contention=contention), overhead
+
+
+def client_costs(overhead: ClientOverhead) -> str:
+    """``overhead`` as the YAML of a load's ``client:`` costs (ms, 4 decimals: 0.1 us)."""
+    return ", ".join(f"{key}: {seconds * 1e3:.4f}" for key, seconds in
+                     (("send_ms", overhead.send), ("network_ms", overhead.wake), ("recv_ms", overhead.receive)))
+
+
 def pool(*measured: dict) -> dict:
     """Several :func:`sim.real.measure_served` results as one: each point's samples together."""
     keys = {key for m in measured for key in m}
@@ -148,11 +212,21 @@ def main(argv: list[str] | None = None, prog: str = "servesim profile-served") -
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="networks only (default fp32)")
     parser.add_argument("--input-size", type=int, default=None,
                         help="input size: image side or sequence length (networks only; default the model's)")
+    parser.add_argument("--whole", action="store_true",
+                        help=f"time the whole model as a closed loop's real instances serve it "
+                             f"({', '.join(sorted(WHOLE_MODELS))}), and the clients' overhead")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="with --whole: also measure how 2..K instances sharing the CPU slow each other down "
+                             "(<out>.contention.csv)")
     args = parser.parse_args(argv)
     if min(args.batch_sizes) < 1 or args.repeats < 1 or args.warmup < 0 or args.threads < 1 \
-            or (args.input_size is not None and args.input_size < 1):
-        parser.error("batch sizes, --repeats, --threads and --input-size must be positive, --warmup >= 0")
+            or (args.input_size is not None and args.input_size < 1) or args.instances < 1:
+        parser.error("batch sizes, --repeats, --threads, --instances and --input-size must be positive, --warmup >= 0")
+    if args.instances > 1 and not args.whole:
+        parser.error(f"--instances {args.instances}: contention is measured for whole models (--whole)")
     started = time.perf_counter()
+    if args.whole:
+        return _whole(args, parser.prog, started)
     try:
         if args.model not in REAL_MODELS and args.model not in networks:
             raise ValueError(f"unknown model {args.model!r}; choose from {', '.join(sorted(REAL_MODELS) + networks)}")
@@ -163,6 +237,22 @@ def main(argv: list[str] | None = None, prog: str = "servesim profile-served") -
         return 2
     profile.save(args.out)
     print(f"wrote {args.out} ({len(profile.rows)} rows) in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _whole(args, prog: str, started: float) -> int:
+    """``--whole``: the closed loop's profile, its contention table and the clients' overhead."""
+    if args.model not in WHOLE_MODELS or (args.device, args.dtype, args.input_size) != ("cpu", "fp32", None):
+        print(f"{prog}: error: --whole serves {', '.join(sorted(WHOLE_MODELS))} on the CPU in fp32 as built "
+              f"(got --model {args.model}, --device {args.device}, --dtype {args.dtype}, --input-size "
+              f"{args.input_size})", file=sys.stderr)
+        return 2
+    profile, overhead = profile_whole(WHOLE_MODELS[args.model](args.threads), args.model, args.batch_sizes,
+                                      args.instances, args.repeats, args.warmup)
+    profile.save(args.out)
+    print(f"wrote {args.out} ({len(profile.rows)} rows{', and its contention table' if args.instances > 1 else ''}) "
+          f"in {time.perf_counter() - started:.1f} s; the clients' own costs per request, for the experiment's "
+          f"load: client: {{{client_costs(overhead)}}}")
     return 0
 
 

@@ -86,7 +86,7 @@ def _digits_model(inputs: np.ndarray, threads: int, intake: Optional[Callable[[i
     heads = [lambda h, ramp=ramp: ramp(h).numpy() for _, ramp in ramps] + [digits_torch.final_probabilities]
     staged = StagedModel(batch=lambda r: tensor[torch.from_numpy(r)], stages=[m for _, m in ee.blocks],
                          heads=heads, select=lambda x, keep: x[torch.from_numpy(keep)],
-                         session=torch.inference_mode, intake=intake)
+                         session=torch.inference_mode, intake=intake, on_thread=lambda: torch.set_num_threads(threads))
     return RealModel(staged, len(inputs), ee.name, tuple(n for n, _ in ee.blocks), tuple(n for n, _ in ramps))
 
 
@@ -123,12 +123,22 @@ def served_network(name: str, device: str = "cpu", dtype: str = "fp32", size: Op
     heads = [lambda h, ramp=ee.ramps[b][1]: probabilities(ramp(h)) for b in blocks[:-1]] + [probabilities]
     staged = StagedModel(batch=lambda r: inputs[torch.from_numpy(r).to(dev)], stages=[m for _, m in ee.blocks],
                          heads=heads, select=lambda x, keep: x[torch.from_numpy(keep).to(dev)],
-                         session=torch.inference_mode)
+                         session=torch.inference_mode, on_thread=lambda: torch.set_num_threads(threads))
     return RealModel(staged, rows, ee.name, tuple(blocks), tuple(ee.ramps[b][0] for b in blocks[:-1]))
 
 
 REAL_MODELS: dict[str, Callable[[Optional[np.ndarray], int], RealModel]] = {
     "digits_torch_ee": _digits_torch_ee, "digits_torch_ee_json": _digits_torch_ee_json}
+
+# What a closed loop's real instances serve (sim.real_clients): the whole model, every
+# stage then the last exit's head, on ``threads`` torch threads. No behaviour table is
+# needed (nobody exits), so a network with random weights serves as well as a trained
+# one: ResNet-18 on 32x32 inputs takes milliseconds a batch on one core, and a batch of
+# 8 about twice what a batch of 1 does, so that batching matters and the model's kernels
+# (which release the interpreter lock) dominate a batch, not the Python around them.
+WHOLE_MODELS: dict[str, Callable[[int], RealModel]] = {
+    "digits_torch_ee": lambda threads: _digits_torch_ee(None, threads),
+    "resnet18_32": lambda threads: served_network("resnet18_ee", size=32, threads=threads)}
 
 
 def warm_up(model: StagedModel, rows: np.ndarray, max_batch: int) -> None:

@@ -14,9 +14,10 @@ import contextlib
 import functools
 import traceback
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 import pandas as pd
@@ -24,12 +25,13 @@ from tqdm import tqdm
 
 from servesim.sim import simulate, summarize
 from servesim.sim.client_view import client_view
+from servesim.sim.closed_loop import SendsExceeded
 from servesim.sim.exits import ExitSetup
 from servesim.sim.host import ServingHost
 from servesim.traces import FORMATS, TraceError
 from servesim.workloads import CostModel, ProfileError, ProfileRangeError, load_profile
 from servesim.workloads.behaviour import BehaviourError
-from servesim.workloads.contention import NoContentionModel
+from servesim.workloads.contention import MEASURED, NoContentionModel
 from servesim.workloads.exits import SegmentCosts
 
 from . import cluster_runner, store
@@ -37,9 +39,11 @@ from .executors import LOCAL, InProcess, make_executor
 from .config import ConfigError, ExperimentConfig, Run, dump, expand, load, point_runs, validate
 from .exit_setup import behaviour, exit_setup, segment_costs, table_of, trace_exits
 from .files import exists, profile_path
+from .load_specs import compute_split
 from .host_setup import build_host
 from .names import identity
 from .overthinking import beats_full_model_warnings
+from .perf_table import client_columns, perf_table, write_perf_table
 from .prices import as_served_on, check_hardware, priced
 from .refine import midpoints
 from .seeds import by_point, write_by_point
@@ -92,18 +96,19 @@ class Prepared:
     host: Optional[ServingHost] = None
 
 
-def prepare(config: ExperimentConfig, base_dir: Path) -> Prepared:
+def prepare(config: ExperimentConfig, base_dir: Path, room: Optional[int] = None) -> Prepared:
     """Build the trace, cost model, policies and exits of one config.
 
     One SeedSequence per run is split into independent streams for the trace, the
     service-time noise, the router, the samples requests draw and the behaviour table,
     so changing the router or the exit policy never changes arrivals or samples.
+    ``room``: the sends a closed loop that ends by time is given room for.
     """
     trace_seed, noise_seed, router_seed, sample_seed, behaviour_seed = np.random.SeedSequence(config.seed).spawn(5)
+    cost_model = build_cost_model(config, base_dir)
     # closed-loop clients (``load``) draw their think times from the arrivals' stream
     trace = (config.trace.build(np.random.default_rng(trace_seed), base_dir) if config.load is None
-             else config.load.build(trace_seed))
-    cost_model = build_cost_model(config, base_dir)
+             else config.load.build(trace_seed, cost_model.profile, room))
     exits, source_rows = (None, None) if config.exits is None else exit_setup(
         config.exits, cost_model, base_dir, trace, behaviour_seed, sample_seed)
     serving = config.serving
@@ -116,14 +121,19 @@ def prepare(config: ExperimentConfig, base_dir: Path) -> Prepared:
 def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
     """Simulate one config; returns the results, the trace and the exit policy (``None``
     without exits)."""
-    run = prepare(config, base_dir)
-    serving = config.serving
-    results = simulate(
-        run.trace, run.cost_model, run.batcher, replicas=serving.replicas, router=run.router,
-        shared_queue=run.router is None,
-        drop_after=None if serving.drop_after_ms is None else serving.drop_after_ms / 1e3,
-        rng=run.noise_rng, progress=progress, exits=run.exits, host=run.host, instances=serving.instances)
-    return results, run.trace, None if run.exits is None else run.exits.policy
+    serving, room = config.serving, None
+    while True:
+        run = prepare(config, base_dir, room)
+        try:
+            results = simulate(
+                run.trace, run.cost_model, run.batcher, replicas=serving.replicas, router=run.router,
+                shared_queue=run.router is None,
+                drop_after=None if serving.drop_after_ms is None else serving.drop_after_ms / 1e3,
+                rng=run.noise_rng, progress=progress, exits=run.exits, host=run.host, instances=serving.instances)
+        except SendsExceeded as full:  # a closed loop that ends by time sent more than its room: again, with more
+            room = full.room
+            continue
+        return results, run.trace, None if run.exits is None else run.exits.policy
 
 
 def run_one(run: Run, base_dir: Path, progress=None) -> tuple[dict, dict[str, bytes]]:
@@ -141,7 +151,11 @@ def run_one(run: Run, base_dir: Path, progress=None) -> tuple[dict, dict[str, by
     summary = {"run": run.name, "seed": run.seed, "params": run.params,
                "trace": trace.source, **summary}
     if run.config.load is not None:  # what the clients see, in perf_analyzer's terms
-        summary.update(client_view(results.requests, trace, summary, warmup))
+        profile = build_cost_model(run.config, base_dir).profile  # its compute split, where it measured one
+        summary.update(client_view(results.requests, trace, summary, warmup, compute_split(profile)))
+    if run.config.serving.instances > 1:  # whether their contention was measured or derived (an assumption)
+        table = build_cost_model(run.config, base_dir).contention(run.config.serving.instances, "serving.instances")
+        summary["instances"] = {"count": run.config.serving.instances, "contention": table.source}
     if policy is not None:
         summary["policy"] = {"name": run.config.exits.policy.name, **policy.params()}
     columns = results.requests.columns()
@@ -207,11 +221,7 @@ def result_row(run: Run, summary: Optional[dict], error: Optional[str] = None) -
     }
     row.update((key, values[key]) for key in store.SUMMARY_COLUMNS)
     if run.config.load is not None:  # what the clients see (sim.client_view)
-        view = s.get("closed_loop") or {}
-        seen, split = view.get("latency_ms") or {}, view.get("split_ms") or {}
-        row.update(zip(store.CLIENT_COLUMNS, (
-            view.get("throughput_rps"), seen.get("p50"), seen.get("p90"), seen.get("p95"), seen.get("p99"),
-            seen.get("mean"), split.get("queue"), split.get("compute"), split.get("client_overhead"))))
+        row.update(client_columns(s.get("closed_loop") or {}))
     return row
 
 
@@ -245,6 +255,7 @@ class SweepOutcome:
     out_dir: Path
     rows: list[dict] = field(default_factory=list)
     points: pd.DataFrame = field(default_factory=pd.DataFrame)
+    perf: pd.DataFrame = field(default_factory=pd.DataFrame)  # perf_analyzer.csv's table (a sweep with clients)
     reused: int = 0
 
     @property
@@ -332,9 +343,14 @@ def run_experiment(path: Path | str | dict, out_dir: Path | str, *, jobs: Option
                       f"{config.name}: refining ({round_}/{config.refine.rounds})")
     outcome.rows = rows()
     _write_results(out_dir, outcome.rows)
-    outcome.points = by_point(pd.DataFrame(outcome.rows, columns=store.results_columns(outcome.rows), dtype=object))
+    results = pd.DataFrame(outcome.rows, columns=store.results_columns(outcome.rows), dtype=object)
+    outcome.points, outcome.perf = by_point(results), perf_table(results)
     write_by_point(out_dir / store.RESULTS_BY_POINT, outcome.points)
-    for line in beats_full_model_warnings(swept, summaries):
+    if outcome.perf.empty:  # no clients: no perf_analyzer table (nor one an earlier sweep here left)
+        (out_dir / store.PERF_ANALYZER).unlink(missing_ok=True)
+    else:  # the sweep as perf_analyzer writes it
+        write_perf_table(out_dir / store.PERF_ANALYZER, outcome.perf)
+    for line in [*beats_full_model_warnings(swept, summaries), *derived_contention_warnings(summaries.values())]:
         (warn or (lambda _line: None))(line)
     stale = [name for name in finished_before if name not in kept]
     if resume and stale and warn is not None:
@@ -347,6 +363,16 @@ def run_experiment(path: Path | str | dict, out_dir: Path | str, *, jobs: Option
 
 def _write_results(out_dir: Path, rows: list[dict]) -> None:
     store.write_rows(out_dir / store.RESULTS, rows, store.results_columns(rows))
+
+
+def derived_contention_warnings(summaries: Iterable[dict]) -> list[str]:
+    """One line per derived contention table the runs' instances were stretched by: a
+    figure resting on an assumption must never read as measured."""
+    sources = Counter(s["instances"]["contention"] for s in summaries
+                      if s.get("instances") and s["instances"]["contention"] != MEASURED)
+    return [f"serving.instances: {n} run(s) stretched concurrent batches by a contention table {source!r}: an "
+            f"assumption from the profile's batch curve, not a measurement (docs/PROFILES.md, 'Contention')"
+            for source, n in sources.items()]
 
 
 def _summary_reads(run: Run, summary: dict) -> bool:
@@ -403,6 +429,9 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
                     and load.clients * load.size < batcher.max_batch:  # it would wait for a batch forever
                 raise ConfigError(f"serving.batching.batch_size: {load.clients} clients of {load.size} item(s) can "
                                   f"never fill a fixed batch of {batcher.max_batch} items")
+            if load is not None:
+                with _at("load.client"):  # from_profile: the profile must have them
+                    load.client.build(cost_model.profile, load.size)
             build_host(run.config.serving.host, cost_model.profile, run.config.model.hardware)
             exits = run.config.exits
             if exits is not None:

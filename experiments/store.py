@@ -56,9 +56,16 @@ RUN_COLUMNS = ("run", "status", "seed", "point")  # point: the run's sweep point
 CLUSTER_COLUMNS = ("adapter", "pipeline_accuracy", "mean_cores", "peak_cores")
 # a run of closed-loop or request-rate clients (``load:``): what the clients see, as
 # perf_analyzer prints it (summary.json's ``closed_loop``), after the summary's columns;
-# open-loop runs have none of them
-CLIENT_COLUMNS = ("client_throughput_rps", "client_p50_ms", "client_p90_ms", "client_p95_ms", "client_p99_ms",
-                  "client_mean_ms", "queue_ms", "compute_ms", "client_overhead_ms")
+# open-loop runs have none of them. ``clients``: the concurrency (a request rate's cap);
+# ``request_rate``: a request-rate load's rate (empty for a closed loop); then the
+# throughput, the latency clients see, and the mean request's parts (ms), which add up to
+# ``client_mean_ms`` (``compute_ms`` is input + infer + output, those empty where the
+# profile measured no split)
+CLIENT_COLUMNS = ("clients", "request_rate", "client_throughput_rps", "client_throughput_items_per_s",
+                  "client_p50_ms", "client_p90_ms", "client_p95_ms", "client_p99_ms", "client_mean_ms",
+                  "client_send_ms", "network_ms", "queue_ms", "compute_ms", "compute_input_ms", "compute_infer_ms",
+                  "compute_output_ms", "client_recv_ms")
+PERF_ANALYZER = "perf_analyzer.csv"  # a sweep with clients, as perf_analyzer writes it (experiments.perf_table)
 
 
 class ResultsError(ValueError):

@@ -2,16 +2,21 @@
 
 perf_analyzer reports, per concurrency, the throughput, the average and p50/p90/p95/p99
 latency seen by its clients, and where an average request's time went: client send,
-network and server receive, server queue, compute input / infer / output, client
+network + server send/recv, server queue, server compute input / infer / output, client
 receive. The simulator knows a request's queue (arrival to its batch's start) and its
-compute (its batch), and adds a client's fixed costs as one measured figure,
-``client_overhead_s`` (:class:`~sim.closed_loop.ClosedLoop`), to the latency clients
-see. Splitting that figure (send, network, receive) or the compute (input, infer,
-output) needs those parts measured: each would be a field of the load and an entry of
-``split_ms`` here, the latency seen being the server's plus their sum.
+compute (its batch); the client's parts are the load's measured
+:class:`~sim.closed_loop.ClientCosts`; the compute's input / infer / output split is the
+batch's simulated compute apportioned by the shares a perf_analyzer profile measured at
+that batch size (:class:`ComputeSplit`), or not split where none was measured. The parts
+add up to the mean latency the clients see, exactly: it is the server's plus the client's
+fixed costs. Everything here is computed from the request table after the run, so the
+engine tracks nothing for it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -19,33 +24,81 @@ from .closed_loop import ClosedLoop, RequestRate
 from .metrics import _latency_ms
 from .records import COMPLETED, RequestTable
 
+COMPUTE_PARTS = ("compute_input", "compute_infer", "compute_output")
 
-def client_view(table: RequestTable, load: ClosedLoop, summary: dict, warmup: float = 0.0) -> dict:
+
+@dataclass(frozen=True)
+class ComputeSplit:
+    """The shares of a batch's compute that are input, infer and output (perf_analyzer's
+    Server Compute Input / Infer / Output), measured at ``batch_sizes`` (items, increasing);
+    ``parts_ms`` holds each part's measured mean at those sizes. Between two measured sizes
+    each share is interpolated linearly (so the three still add up to 1); beyond them the
+    nearest measured size's shares hold."""
+
+    batch_sizes: tuple[int, ...]
+    parts_ms: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]  # input, infer, output
+
+    def __post_init__(self) -> None:
+        sizes = np.asarray(self.batch_sizes)
+        if sizes.size == 0 or np.any(np.diff(sizes) <= 0):
+            raise ValueError(f"compute split: batch sizes must be increasing and not empty, got {self.batch_sizes}")
+        parts = np.asarray(self.parts_ms, dtype=float)
+        if parts.shape != (3, sizes.size) or not np.all(np.isfinite(parts)) or np.any(parts < 0) \
+                or np.any(parts.sum(axis=0) <= 0):
+            raise ValueError("compute split: input, infer and output need a time >= 0 at each batch size, "
+                             "adding up to more than 0")
+
+    def shares(self, items: np.ndarray) -> np.ndarray:
+        """Rows of (input, infer, output) shares for batches of ``items`` items."""
+        parts = np.asarray(self.parts_ms, dtype=float)
+        fractions = parts / parts.sum(axis=0)
+        return np.column_stack([np.interp(items, self.batch_sizes, f) for f in fractions])
+
+
+def client_view(table: RequestTable, load: ClosedLoop, summary: dict, warmup: float = 0.0,
+                compute: Optional[ComputeSplit] = None) -> dict:
     """``clients`` and a ``closed_loop`` block: throughput (requests and items per
     second: the run's, from its ``summary``), the latency clients see (the server's plus
-    their overhead; mean and percentiles, ms) and the mean ``split_ms`` of a served request
-    (queue, compute, client overhead). A request-rate load adds ``request_rate``: its rate,
+    their fixed costs; mean and percentiles, ms) and the mean ``split_ms`` of a served
+    request (:func:`split_ms`). A request-rate load adds ``request_rate``: its rate,
     arrivals, cap and the share of sends that went later than due (held by the cap).
     ``warmup`` (seconds) leaves out requests sent earlier, as the summary did."""
     skip = int(np.searchsorted(table.arrival, warmup, side="left")) if warmup > 0 else 0
     done = table.status[skip:] == COMPLETED
-    arrival, start, finish = (column[skip:][done] for column in (table.arrival, table.start, table.finish))
+    arrival, start, finish, items = (column[skip:][done] for column in (table.arrival, table.start, table.finish,
+                                                                        table.batch_size))
     rate = summary["throughput_rps"]
-    overhead = load.client_overhead_s
     view = {
         "clients": load.clients,
         "request_items": load.size,
         "throughput_rps": rate,
         "throughput_items_per_s": None if rate is None else round(rate * load.size, 6),
-        "latency_ms": _latency_ms(finish - arrival + overhead),
-        "split_ms": {"queue": _mean_ms(start - arrival), "compute": _mean_ms(finish - start),
-                     "client_overhead": round(overhead * 1e3, 6)},
+        "latency_ms": _latency_ms(finish - arrival + load.client_overhead_s),
+        "split_ms": split_ms(load, arrival, start, finish, items, compute),
     }
     if isinstance(load, RequestRate):  # perf_analyzer warns when many sends were late
         due = load.schedule()[skip:][done]
         view["request_rate"] = {"rate": load.rate, "arrival": load.arrival, "max_outstanding": load.clients,
                                 "delayed_share": round(float((arrival > due).mean()), 6) if due.size else None}
     return {"clients": load.clients, "closed_loop": view}
+
+
+def split_ms(load: ClosedLoop, arrival: np.ndarray, start: np.ndarray, finish: np.ndarray, items: np.ndarray,
+             compute: Optional[ComputeSplit]) -> dict:
+    """The mean served request's time by part, in ms, in perf_analyzer's order:
+    ``client_send``, ``network``, ``queue``, ``compute`` (its batch) and its
+    ``compute_input`` / ``compute_infer`` / ``compute_output`` (``None`` each where the
+    profile measured no split), ``client_recv``. Client send, network, queue, compute and
+    client receive add up to the mean latency the clients see; compute is the sum of its
+    three parts, where they are measured."""
+    batch = finish - start
+    parts = dict.fromkeys(COMPUTE_PARTS)
+    if compute is not None and batch.size:
+        parts = dict(zip(COMPUTE_PARTS, (_mean_ms(batch * share) for share in compute.shares(items).T)))
+    client = load.client
+    return {"client_send": round(client.send_s * 1e3, 6), "network": round(client.network_s * 1e3, 6),
+            "queue": _mean_ms(start - arrival), "compute": _mean_ms(batch), **parts,
+            "client_recv": round(client.recv_s * 1e3, 6)}
 
 
 def _mean_ms(seconds: np.ndarray):

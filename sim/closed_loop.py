@@ -2,8 +2,9 @@
 
 An open-loop trace fixes every arrival in advance. A closed loop's arrivals do not exist
 until the server answers: each of ``clients`` clients sends a request of ``size`` items,
-waits for its answer, spends ``client_overhead_s`` outside the server and a think time
-drawn from ``think``, then sends again, until ``count`` requests have been sent.
+waits for its answer, spends its fixed costs outside the server (:class:`ClientCosts`) and
+a think time drawn from ``think``, then sends again, until ``count`` requests have been
+sent or, with ``duration_s``, until its next send would fall at or after that moment.
 perf_analyzer's concurrency mode (``--concurrency-range N``) is ``clients=N`` with no
 think time; a Locust or wrk user population with think times is the rest.
 
@@ -12,15 +13,22 @@ batch's answers as the batch starts (its end is known then): every send known an
 yet routed sits, in time order, where the engine reads arrival times, so lazy routing
 reads the next arrival as it does a trace's. Clients are alike (one size, one think-time
 law), so an answer need not say whose it was: each answer makes one send.
+
+A loop that ends by time (:class:`TimedSends`) does not know in advance how many requests
+it sends, and the engine holds room for ``count`` of them: its ``count`` is that room, and
+a loop that would send more raises :class:`SendsExceeded`, which says how much room a run
+again would need (``experiments.runner`` runs it again with that much).
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
+
+from .errors import SimulationError
 
 THINK_KINDS = ("zero", "fixed", "exponential")
 BLOCK = 4096  # think times drawn at a time (a draw then costs a list pop)
@@ -56,39 +64,73 @@ class ThinkTime:
 
 
 @dataclass(frozen=True)
+class ClientCosts:
+    """A client's fixed costs per request outside the server, in seconds, as perf_analyzer
+    splits them: ``send_s`` (client send: serialising the request), ``network_s`` (network
+    + server send/recv: the wire both ways and the server's protocol handling) and
+    ``recv_s`` (client receive: reading the answer). Measured figures (a config's, or an
+    imported perf_analyzer profile's), never assumed ones. The engine needs their sum only
+    (:attr:`total_s`): a client spends it between an answer and its next send, and sees
+    its latency as the server's plus it (in a closed loop only the cycle's length matters,
+    not where in it the client's part falls)."""
+
+    send_s: float = 0.0
+    network_s: float = 0.0
+    recv_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("send_s", "network_s", "recv_s"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"client costs: {name} must be a finite number >= 0, got {value!r}")
+
+    @property
+    def total_s(self) -> float:
+        return self.send_s + self.network_s + self.recv_s
+
+
+@dataclass(frozen=True)
 class ClosedLoop:
     """The closed-loop load of a run: ``clients`` clients of ``size`` items per request,
-    ``count`` requests in all. ``client_overhead_s``: a client's fixed time per request
-    outside the server (serialising, the network both ways, reading the answer), as
-    measured; it delays the next send, and a client sees its latency as the server's plus
-    this. ``seed`` (anything :func:`numpy.random.default_rng` takes) seeds the think
-    times, so a run is the same each time it is served."""
+    ``count`` requests in all; with ``duration_s``, as many as the clients send before that
+    moment (the requests out then are answered; ``count`` is then only the room the engine
+    holds, see the module docstring). ``client``: a client's measured fixed costs per
+    request outside the server (:class:`ClientCosts`). ``seed`` (anything
+    :func:`numpy.random.default_rng` takes) seeds the think times, so a run is the same
+    each time it is served."""
 
     clients: int
     count: int
     think: ThinkTime = field(default_factory=ThinkTime)
     size: int = 1
-    client_overhead_s: float = 0.0
+    client: ClientCosts = field(default_factory=ClientCosts)
     seed: object = 0
+    duration_s: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("clients", "count", "size"):
             value = getattr(self, name)
             if int(value) != value or value < 1:
                 raise ValueError(f"closed loop: {name} must be a whole number >= 1, got {value!r}")
-        if not (np.isfinite(self.client_overhead_s) and self.client_overhead_s >= 0):
-            raise ValueError(f"closed loop: client_overhead_s must be a finite number >= 0, "
-                             f"got {self.client_overhead_s!r}")
+        if self.duration_s is not None and not (np.isfinite(self.duration_s) and self.duration_s > 0):
+            raise ValueError(f"closed loop: duration_s must be a finite number > 0, got {self.duration_s!r}")
+
+    @property
+    def client_overhead_s(self) -> float:
+        """A client's time per request outside the server: what the engine waits before its
+        next send (think time apart)."""
+        return self.client.total_s
 
     @property
     def source(self) -> str:
         """What the run's summary names as its arrivals."""
         think = self.think.kind if self.think.kind == "zero" else f"{self.think.kind} {self.think.mean_s:g} s"
-        return f"closed loop: {self.clients} clients, {self.count} requests of {self.size} item(s), think {think}"
+        sent = f"{self.count} requests" if self.duration_s is None else f"sending for {self.duration_s:g} s"
+        return f"closed loop: {self.clients} clients, {sent} of {self.size} item(s), think {think}"
 
     def sends(self, times: list) -> "Sends":
         """The sends of one run, kept in ``times`` (the engine's arrival times)."""
-        return Sends(self, times)
+        return Sends(self, times) if self.duration_s is None else TimedSends(self, times)
 
 
 class Sends:
@@ -106,6 +148,11 @@ class Sends:
         for _ in range(min(load.clients, load.count)):  # each client thinks, then sends its first request
             self.add(self.think(), 0)
 
+    @property
+    def done(self) -> bool:
+        """Whether the clients sent all they were to send (else the loop stalled)."""
+        return self.created == self.limit
+
     def answered(self, at: float, count: int, arrived: int) -> None:
         """``count`` requests are answered at ``at``: their clients send again after their
         overhead and a think time each, while requests are left to send."""
@@ -119,6 +166,54 @@ class Sends:
             times[slot + 1:end + 1] = times[slot:end]
         times[slot] = at
         self.created = end + 1
+
+
+class SendsExceeded(SimulationError):
+    """A loop that ends by time would send more requests than the engine holds room for
+    (its ``count``). ``room``: enough room for a run again, from the rate of sends so far
+    (a run with more room than it uses is the same run)."""
+
+    def __init__(self, message: str, room: int):
+        super().__init__(message, room)  # all in args: SimPy raises a copy made from them
+        self.room = room
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    @classmethod
+    def at(cls, room: int, at: float, until: float, clients: int) -> "SendsExceeded":
+        """``room`` sends were made by ``at``, before the end ``until``."""
+        needed = int(room * max(2.0, 1.25 * until / at)) + clients if at > 0 else 2 * room + clients
+        return cls(f"the closed loop sent {room} requests by {at:g} s, before its end at {until:g} s: give it room "
+                   f"(count) for about {needed}", needed)
+
+
+class TimedSends(Sends):
+    """The sends of a closed loop that ends by time: a send due at or after ``duration_s``
+    is never made (its client stops), so the run ends once the requests out then are
+    answered. The engine holds room for ``count`` sends; one more raises
+    :class:`SendsExceeded`. A run with room to spare is the same run, so what it sends does
+    not depend on the room."""
+
+    def __init__(self, load: ClosedLoop, times: list):
+        self.until, self.clients, self.stopped = load.duration_s, load.clients, 0
+        super().__init__(load, times)
+
+    @property
+    def done(self) -> bool:
+        return self.stopped == self.clients  # every client's next send fell at or after the end
+
+    def answered(self, at: float, count: int, arrived: int) -> None:
+        for _ in range(count):
+            self.add(at + self.overhead + self.think(), arrived)
+
+    def add(self, at: float, arrived: int) -> None:
+        if at >= self.until:
+            self.stopped += 1
+            return
+        if self.created == self.limit:
+            raise SendsExceeded.at(self.limit, at, self.until, self.clients)
+        super().add(at, arrived)
 
 
 ARRIVALS = ("poisson", "constant")
@@ -152,6 +247,8 @@ class RequestRate(ClosedLoop):
             raise ValueError(f"request rate: arrival must be one of {ARRIVALS}, got {self.arrival!r}")
         if self.think != ThinkTime():
             raise ValueError("request rate: its clients never think (the schedule says when they send)")
+        if self.duration_s is not None:
+            raise ValueError("request rate: its schedule has a count of requests, not a duration_s")
 
     @property
     def source(self) -> str:
@@ -184,6 +281,11 @@ class RateSends:
         self.base = 0
         times[:len(self.free)] = self.due[:len(self.free)]
         self.created = len(self.free)
+
+    @property
+    def done(self) -> bool:
+        """Whether every send of the schedule was made (else the loop stalled)."""
+        return self.created == self.limit
 
     def answered(self, at: float, count: int, arrived: int) -> None:
         """``count`` requests are answered at ``at``: their slots free ``client_overhead_s``

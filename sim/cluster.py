@@ -712,6 +712,14 @@ class _Cluster:
         if self.waiting and not self.timer_set:
             self.arm_timer()
 
+    def shorten(self, n: int) -> None:
+        """Keep the first ``n`` requests' columns: a closed loop that ended by time sent
+        fewer than the room it was given (nothing was stored past them)."""
+        self.arrival = self.arrival[:n]
+        self.batch_of = {task: codes[:n] for task, codes in self.batch_of.items()}
+        if self.size is not None:
+            self.size = self.size[:n]
+
     def keep_sent(self, upto: int) -> None:
         """Copy the routed sends' times before ``upto`` (and after those copied already) into
         :attr:`arrival`, the request table's column, before their floats are let go."""
@@ -1494,11 +1502,16 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
     env.timeout(float("inf"))
     env.run()
     if closed is not None:
-        if cluster.arrived < closed.count:
-            raise SimulationError(f"the closed loop stopped after {cluster.arrived} of {closed.count} requests: "
+        sent = cluster.sends.created  # all of count, or what a loop that ends by time sent before its end
+        if cluster.arrived < sent or not cluster.sends.done:
+            planned = f"of {closed.count} requests" if closed.duration_s is None else \
+                f"requests, before its end at {closed.duration_s:g} s"
+            raise SimulationError(f"the closed loop stopped after {cluster.arrived} {planned}: "
                                   f"its {closed.clients} clients' last requests wait for a batch that is never "
                                   f"started (does the batching policy wait for more than they can send at once?)")
-        cluster.keep_sent(closed.count)
+        cluster.keep_sent(sent)
+        if sent < closed.count:
+            cluster.shorten(sent)
     # the arrival times as n list slots (8 bytes a request), let go before the tables are built
     cluster.times = cluster.since = cluster.catch_up = None
     stages, variant = cluster.task_columns()

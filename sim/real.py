@@ -55,7 +55,10 @@ class StagedModel:
     one ``session()`` (e.g. ``torch.inference_mode``), entered once, not per call.
     ``intake(row)``, where given, is the host's work to take one request in (parse its
     body into the input ``batch`` reads), done as each request is admitted, on the same
-    thread that runs the batches, as a one-process server does."""
+    thread that runs the batches, as a one-process server does. ``on_thread()`` is called
+    once on each further thread that runs batches (:mod:`sim.real_clients`' instances)
+    before its first: torch's intra-op thread count is per thread (an OpenMP setting), and
+    a new thread would otherwise use every core."""
 
     batch: Callable[[np.ndarray], object]
     stages: Sequence[Callable[[object], object]]
@@ -63,6 +66,7 @@ class StagedModel:
     select: Callable[[object, np.ndarray], object] = lambda x, keep: x[keep]
     session: Callable[[], ContextManager] = contextlib.nullcontext
     intake: Optional[Callable[[int], None]] = None
+    on_thread: Callable[[], None] = lambda: None
 
     @property
     def n_exits(self) -> int:
@@ -121,10 +125,17 @@ def _replay(times: np.ndarray, samples: np.ndarray, model: StagedModel, batcher,
     (start, finish). The garbage collector is paused while it serves (as a server that
     freezes its heap after start-up would, and as the simulator does): a collection in
     the middle of a batch is a millisecond-long stall that no profile row would explain."""
+    with paused_gc():
+        return _serve(times, samples, model, batcher, policy, saving, drop_after, clock)
+
+
+@contextlib.contextmanager
+def paused_gc():
+    """The garbage collector paused inside the block (and enabled again after, if it was)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _serve(times, samples, model, batcher, policy, saving, drop_after, clock)
+        yield
     finally:
         if collecting:
             gc.enable()

@@ -20,6 +20,13 @@ may be written only as exactly 1. Every instance count from 2 to the largest mus
 the same batch sizes. Between measured sizes the factor is interpolated linearly; below
 the smallest and above the largest the nearest measured one is used.
 
+A seventh column, ``source``, says where a (hardware, model)'s figures came from, the
+same on all its rows: ``measured`` (a profiler timed concurrent streams), or
+``derived: <rule> from <profile>`` (computed from the profile's own batch curve where no
+device was at hand to measure, :mod:`workloads.derived_contention`: an assumption, which
+every run that uses it reports as such). A file without the column is the first
+version's, all measured; :func:`write_contention` always writes it.
+
 A profile without this file (or without rows for a model on a hardware) has **no**
 contention model: a run with more than one instance per device is then refused
 (:class:`NoContentionModel`), not treated as free.
@@ -36,7 +43,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 CONTENTION_SUFFIX = ".contention.csv"
-CONTENTION_COLUMNS = ("hardware", "model", "instances", "batch_size", "slowdown", "repeats")
+CONTENTION_COLUMNS = ("hardware", "model", "instances", "batch_size", "slowdown", "repeats", "source")
+LEGACY_COLUMNS = CONTENTION_COLUMNS[:-1]  # the first version's header: every table measured
+MEASURED = "measured"
+DERIVED = "derived: "  # how a derived table's source starts: "derived: <rule> from <profile>"
 MAX_INSTANCES = 64  # far beyond a real server's instance count: a slip (a batch size there) fails
 
 
@@ -46,14 +56,20 @@ class NoContentionModel(ValueError):
 
 @dataclass(frozen=True)
 class ContentionTable:
-    """The measured slowdown of one model on one hardware: ``slowdown[k - 2][i]`` for
-    ``k`` batches running at once and batch size ``sizes[i]`` (k = 1 is 1, not stored)."""
+    """The slowdown of one model on one hardware: ``slowdown[k - 2][i]`` for ``k``
+    batches running at once and batch size ``sizes[i]`` (k = 1 is 1, not stored);
+    ``source`` says whether it was measured or derived (module docstring)."""
 
     hardware: str
     model: str
     sizes: tuple[int, ...]
     slowdown: tuple[tuple[float, ...], ...]
     repeats: tuple[tuple[int, ...], ...]
+    source: str = MEASURED
+
+    @property
+    def derived(self) -> bool:
+        return self.source != MEASURED
 
     @property
     def max_instances(self) -> int:
@@ -70,6 +86,12 @@ class ContentionTable:
         return rows
 
 
+def profiles_in(folder: Path) -> list[Path]:
+    """The profile CSVs of ``folder``, sorted: every ``*.csv`` but the contention tables
+    that sit beside them."""
+    return sorted(p for p in Path(folder).glob("*.csv") if not p.name.endswith(CONTENTION_SUFFIX))
+
+
 def contention_path(profile_path) -> Path:
     """The contention table of the profile at ``profile_path`` (``X.csv`` -> ``X.contention.csv``)."""
     path = Path(profile_path)
@@ -78,14 +100,20 @@ def contention_path(profile_path) -> Path:
 
 def tables_from_rows(rows: Sequence[Mapping[str, object]], wheres: Sequence[str], source: str,
                      error: type[Exception] = ValueError) -> dict[tuple[str, str], ContentionTable]:
-    """Check rows (mappings with the :data:`CONTENTION_COLUMNS` keys) and build each (hardware,
-    model)'s table; a problem raises ``error`` naming ``where`` the row is, the column and its value."""
+    """Check rows (mappings with the :data:`CONTENTION_COLUMNS` keys; ``source`` may be
+    left out: measured) and build each (hardware, model)'s table; a problem raises
+    ``error`` naming ``where`` the row is, the column and its value."""
     points: dict[tuple[str, str], dict[int, dict[int, tuple[float, int]]]] = {}
     first: dict[tuple[str, str], str] = {}
+    sources: dict[tuple[str, str], str] = {}
     for values, where in zip(rows, wheres):
         hardware, model = str(values["hardware"]).strip(), str(values["model"]).strip()
         if not hardware or not model:
             raise error(f"{where}: hardware and model must not be empty")
+        source = _source(values, where, error)
+        if sources.setdefault((hardware, model), source) != source:
+            raise error(f"{where}: source {source!r}, and an earlier row of {model!r} on {hardware!r} says "
+                        f"{sources[hardware, model]!r}; a table is measured or derived as a whole")
         k = _whole(values, "instances", where, MAX_INSTANCES, error)
         b = _whole(values, "batch_size", where, math.inf, error)
         repeats = _whole(values, "repeats", where, math.inf, error)
@@ -115,7 +143,7 @@ def tables_from_rows(rows: Sequence[Mapping[str, object]], wheres: Sequence[str]
         tables[hardware, model] = ContentionTable(
             hardware, model, tuple(sizes),
             tuple(tuple(by_k[k][b][0] for b in sizes) for k in range(2, top + 1)),
-            tuple(tuple(by_k[k][b][1] for b in sizes) for k in range(2, top + 1)))
+            tuple(tuple(by_k[k][b][1] for b in sizes) for k in range(2, top + 1)), sources[hardware, model])
     return tables
 
 
@@ -126,14 +154,16 @@ def read_contention(path: Path, error: type[Exception] = ValueError) -> dict[tup
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{path}: cannot read contention table ({exc})") from None
     lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if not lines or next(csv.reader([lines[0][1]])) != list(CONTENTION_COLUMNS):
-        raise error(f"{path} line {lines[0][0] if lines else 1}: the header must be {','.join(CONTENTION_COLUMNS)}")
+    header = next(csv.reader([lines[0][1]])) if lines else []
+    if header not in (list(CONTENTION_COLUMNS), list(LEGACY_COLUMNS)):
+        raise error(f"{path} line {lines[0][0] if lines else 1}: the header must be {','.join(CONTENTION_COLUMNS)} "
+                    f"(or, all measured, without source)")
     rows, wheres = [], []
     for n, line in lines[1:]:
         cells = next(csv.reader([line]))
-        if len(cells) != len(CONTENTION_COLUMNS):
-            raise error(f"{path} line {n}: {len(cells)} values for {len(CONTENTION_COLUMNS)} columns")
-        rows.append(dict(zip(CONTENTION_COLUMNS, cells)))
+        if len(cells) != len(header):
+            raise error(f"{path} line {n}: {len(cells)} values for {len(header)} columns")
+        rows.append(dict(zip(header, cells)))
         wheres.append(f"{path} line {n}")
     if not rows:
         raise error(f"{path}: no data rows; remove the file if no contention was measured")
@@ -146,8 +176,17 @@ def write_contention(f, tables: Mapping[tuple[str, str], ContentionTable]) -> No
     writer.writerow(CONTENTION_COLUMNS)
     for table in tables.values():
         for k, (row, counts) in enumerate(zip(table.slowdown, table.repeats), 2):
-            writer.writerows((table.hardware, table.model, k, b, repr(s), n)
+            writer.writerows((table.hardware, table.model, k, b, repr(s), n, table.source)
                              for b, s, n in zip(table.sizes, row, counts))
+
+
+def _source(values: Mapping[str, object], where: str, error: type[Exception]) -> str:
+    """A row's ``source``: measured where the column is absent (the first version's file)."""
+    source = " ".join(str(values.get("source", MEASURED)).split())
+    if source != MEASURED and not (source.startswith(DERIVED) and source[len(DERIVED):].strip()):
+        raise error(f"{where}: source {values.get('source')!r} must be {MEASURED!r} or {DERIVED.strip()!r} "
+                    f"followed by how (e.g. 'derived: merged-batch from X.csv')")
+    return source
 
 
 def _float(values: Mapping[str, object], column: str) -> float:
@@ -185,9 +224,12 @@ def contention_for(tables: Mapping[tuple[str, str], ContentionTable], hardware: 
         raise NoContentionModel(
             f"{where}: {instances} instances of {model!r} share one {hardware!r} device, and the profile {source} has "
             f"no measured contention for them ({CONTENTION_SUFFIX} beside it; measure it with "
-            f"'python -m servesim.workloads.profiler_cpu --instances {instances}' or your GPU profiler); "
+            f"'python -m servesim.workloads.profiler_cpu --instances {instances}' or your GPU profiler, or, "
+            f"labelled as an assumption, derive it from the profile's batch curve with 'servesim profile "
+            f"contention PROFILE --derive merged-batch --instances {instances}'); "
             f"instances are never assumed not to contend")
     if instances > table.max_instances:
+        how = "derived" if table.derived else "measured"
         raise NoContentionModel(f"{where}: {instances} instances of {model!r} on {hardware!r}, and {source} "
-                                f"measured contention up to {table.max_instances} instances only")
+                                f"{how} contention up to {table.max_instances} instances only")
     return table

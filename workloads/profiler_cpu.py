@@ -34,6 +34,13 @@ thread), as the ratio of the medians. Only calls that ended while all k were sti
 running count. numpy releases the GIL inside BLAS, and each BLAS call runs on one
 thread (``--threads``), so the threads share the cores and the GIL as instances in one
 server process would; the instances share the weight arrays (read-only).
+
+``--contention-only`` measures that table alone and writes it beside the profile already
+at ``--out``, whose rows are left as they are (the profile's own metadata gains a
+``contention`` line saying when and how): the way to add a measured table to a shipped
+profile without timing its stages again.
+
+    python -m servesim.workloads.profiler_cpu --instances 2 --contention-only --out workloads/profiles/cpu_mlp.csv
 """
 
 from __future__ import annotations
@@ -49,11 +56,13 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
-from servesim.workloads.profile import Profile
+from servesim.workloads.contention import contention_path, tables_from_rows
+from servesim.workloads.profile import Profile, ProfileError, load_profile
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 # Stage name -> (input width, hidden width, output width).
@@ -201,6 +210,29 @@ def forward(stages: list[StageFn], x: np.ndarray) -> None:
             x = y
 
 
+def measure_contention(repeats: int, warmup: int, model: str, instances: int) -> list[dict]:
+    """The contention rows of ``model`` for 2 to ``instances`` instances, at every batch
+    size (see the module docstring); none for one instance."""
+    stages, inputs, _ = MODELS[model](np.random.default_rng(0))
+    rows = []
+    gc.disable()  # a collection inside a timed call would be noise, not model cost
+    try:
+        for batch in BATCH_SIZES if instances > 1 else ():
+            measured = slowdowns(functools.partial(forward, stages, inputs(batch)), instances, repeats, warmup)
+            rows += [{"hardware": "cpu", "model": model, "instances": k, "batch_size": batch,
+                      "slowdown": round(slowdown, 4), "repeats": repeats} for k, slowdown in enumerate(measured, 2)]
+    finally:
+        gc.enable()
+    return rows
+
+
+def contention_note(instances: int) -> str:
+    """The profile metadata line saying how its contention table was measured."""
+    counts = "2" if instances == 2 else f"2 to {instances}"
+    return (f"{counts} threads each running the model back to back, median call time over one thread's "
+            f"(workloads/profiler_cpu.py)")
+
+
 def measure(repeats: int, warmup: int, threads: int, model: str = "mlp3", instances: int = 1) -> Profile:
     """Time every (stage, batch size) of ``model`` (a key of :data:`MODELS`) and return
     the checked profile; with ``instances`` > 1 also how that many instances contend
@@ -209,17 +241,14 @@ def measure(repeats: int, warmup: int, threads: int, model: str = "mlp3", instan
     ``threads`` is only recorded: the BLAS thread count is fixed by the environment
     before numpy loads (see :func:`main`).
     """
+    contention = measure_contention(repeats, warmup, model, instances)
     rng = np.random.default_rng(0)
     stages, inputs, describe = MODELS[model](rng)
-    rows, contention = [], []
+    rows = []
     gc.disable()  # a collection inside a timed call would be noise, not model cost
     try:
         for batch in BATCH_SIZES:
             x = inputs(batch)
-            measured = slowdowns(functools.partial(forward, stages, x), instances, repeats, warmup)
-            for k, slowdown in enumerate(measured, 2):
-                contention.append({"hardware": "cpu", "model": model, "instances": k, "batch_size": batch,
-                                   "slowdown": round(slowdown, 4), "repeats": repeats})
             for name, run, trunk in stages:
                 ms = time_ms(run, x, warmup, repeats)
                 p50, p90, p99 = (round(float(v), 4) for v in np.percentile(ms, [50, 90, 99]))
@@ -236,9 +265,27 @@ def measure(repeats: int, warmup: int, threads: int, model: str = "mlp3", instan
         "python": platform.python_version(),
     }
     if contention:
-        metadata["contention"] = (f"2 to {instances} threads each running the model back to back, median call time "
-                                  f"over one thread's (workloads/profiler_cpu.py)")
+        metadata["contention"] = contention_note(instances)
     return Profile.from_rows(rows, metadata, source="profiler_cpu", contention=contention)
+
+
+def add_contention(path: str, repeats: int, warmup: int, threads: int, model: str, instances: int) -> Profile:
+    """Measure ``model``'s contention table and write it beside the profile at ``path``,
+    whose rows (and its other models' tables) are kept as they are; ``threads`` (BLAS
+    threads, fixed before numpy loaded) is only recorded."""
+    profile = load_profile(path)
+    if ("cpu", model) not in {(row.hardware, row.model) for row in profile.rows}:
+        raise ProfileError(f"{path}: no rows of model {model!r} on 'cpu'; --contention-only adds a table to a "
+                           f"profile of that model (run without it to time the stages as well)")
+    rows = measure_contention(repeats, warmup, model, instances)
+    tables = tables_from_rows(rows, [f"{model} contention row {i}" for i in range(1, len(rows) + 1)],
+                              f"{model} contention", ProfileError)
+    note = (f"{contention_note(instances)}, measured after the rows: {datetime.date.today().isoformat()}, "
+            f"cpu:{cpu_name()}, {threads} BLAS thread(s)")
+    updated = replace(profile, metadata={**profile.metadata, "contention": note},
+                      contention={**profile.contention, **tables})
+    updated.save(path)
+    return updated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,9 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads")
     parser.add_argument("--instances", type=int, default=1,
                         help="also measure how up to this many instances sharing the CPU slow each other down")
+    parser.add_argument("--contention-only", action="store_true",
+                        help="measure only the contention table (--instances >= 2), beside the profile at --out")
     args = parser.parse_args(argv)
     if args.instances < 1:
         parser.error(f"--instances must be >= 1, got {args.instances}")
+    if args.contention_only and args.instances < 2:
+        parser.error(f"--contention-only measures instances sharing the CPU: give --instances 2 or more, "
+                     f"got {args.instances}")
 
     wanted = str(args.threads)
     if any(os.environ.get(var) != wanted for var in THREAD_VARS):
@@ -263,6 +315,14 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     out = args.out or DEFAULT_OUT[args.model]
+    if args.contention_only:
+        try:
+            add_contention(out, args.repeats, args.warmup, args.threads, args.model, args.instances)
+        except ProfileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {contention_path(out)} in {time.perf_counter() - started:.1f} s")
+        return 0
     profile = measure(args.repeats, args.warmup, args.threads, args.model, args.instances)
     profile.save(out)
     print(f"wrote {out} ({len(profile.rows)} rows) in {time.perf_counter() - started:.1f} s")

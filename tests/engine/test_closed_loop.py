@@ -30,7 +30,8 @@ import pytest
 from enginekit import batch_means, make_cost
 from servesim.policies.batching import DynamicBatcher, FixedBatcher
 from servesim.policies.routing import JoinShortestQueue
-from servesim.sim import ClosedLoop, SimulationError, ThinkTime, simulate
+from servesim.sim import ClientCosts, ClosedLoop, SimulationError, ThinkTime, simulate
+from servesim.sim.closed_loop import SendsExceeded
 from servesim.traces.trace import Trace
 from servesim.workloads import Deterministic, Exponential
 
@@ -98,7 +99,7 @@ def test_littles_law_for_the_clients_at_every_concurrency(clients):
     the run's ends are off: each client's cycle cut at either end, at most 2N of the
     requests counted; measured: within 0.06%, a fifth of that bound or less)."""
     think_s, overhead_s, count = 0.02, 0.001, 40_000
-    load = ClosedLoop(clients, count, ThinkTime("fixed", think_s), client_overhead_s=overhead_s)
+    load = ClosedLoop(clients, count, ThinkTime("fixed", think_s), client=ClientCosts(send_s=overhead_s))
     cost = make_cost({1: 4.0, 2: 5.0, 4: 6.5, 8: 9.0}, Exponential())
     table = serve(load, cost, DynamicBatcher(8, 0.001), replicas=2)
     skip = count // 100
@@ -110,7 +111,7 @@ def test_littles_law_for_the_clients_at_every_concurrency(clients):
 def test_clients_send_again_after_their_answer_overhead_and_think():
     """One server: answers come in order, so send k + N is answer k plus the pause."""
     clients, count, pause = 5, 3000, ThinkTime("fixed", 0.004)
-    load = ClosedLoop(clients, count, pause, client_overhead_s=0.0005)
+    load = ClosedLoop(clients, count, pause, client=ClientCosts(send_s=0.0005))
     table = serve(load, make_cost({1: 2.0, 4: 3.0}, Exponential()), DynamicBatcher(4, 0.001))
     assert np.array_equal(table.arrival[:clients], np.full(clients, 0.004))  # each thinks, then sends
     assert np.array_equal(table.arrival[clients:], table.finish[:count - clients] + 0.0005 + 0.004)
@@ -139,7 +140,7 @@ CASES = {  # name -> (replicas, shared queue, think, batcher, request size)
 def test_a_closed_loop_is_the_open_loop_run_of_its_own_sends(name):
     replicas, shared, think, batcher, size = CASES[name]
     cost = lambda: make_cost({1: 10.0, 2: 14.0, 4: 20.0, 8: 30.0}, Exponential())  # noqa: E731
-    load = ClosedLoop(12, 5000, think, size=size, client_overhead_s=0.001, seed=5)
+    load = ClosedLoop(12, 5000, think, size=size, client=ClientCosts(send_s=0.001), seed=5)
     options = dict(replicas=replicas, shared_queue=shared, router=None if shared else JoinShortestQueue())
     closed = serve(load, cost(), batcher(), **options)
     stepped = serve(load, cost(), batcher(), fast_forward=False, **options)
@@ -181,8 +182,59 @@ def test_what_a_closed_loop_cannot_be_served_by_is_refused(options, message):
 @pytest.mark.parametrize("bad, message", [
     (dict(clients=0), "clients must be a whole number >= 1"),
     (dict(count=2.5), "count must be a whole number >= 1"),
-    (dict(client_overhead_s=-1.0), "client_overhead_s must be a finite number >= 0"),
+    (dict(duration_s=0.0), "duration_s must be a finite number > 0"),
 ])
 def test_a_closed_loop_checks_its_numbers(bad, message):
     with pytest.raises(ValueError, match=message):
         ClosedLoop(**{"clients": 2, "count": 10, **bad})
+    with pytest.raises(ValueError, match="network_s must be a finite number >= 0"):
+        ClientCosts(network_s=-1.0)
+
+
+# --- a closed loop that ends by time (duration_s) -----------------------------------------
+
+def test_a_loop_that_ends_by_time_stops_sending_then_answers_what_is_out():
+    """One server, fixed pause: each answer makes one send at finish + pause, unless that
+    falls at or after the end, when its client stops. So every send is before the end, the
+    first ``clients`` are the clients' first sends, and exactly as many answers as there are
+    later sends came early enough to make one; the requests out at the end are served."""
+    clients, until, pause = 5, 0.5, 0.0005 + 0.004
+    load = ClosedLoop(clients, 10_000, ThinkTime("fixed", 0.004), client=ClientCosts(send_s=0.0002, network_s=0.0002,
+                                                                                     recv_s=0.0001), duration_s=until)
+    table = serve(load, make_cost({1: 2.0, 4: 3.0}, Exponential()), DynamicBatcher(4, 0.001))
+    n = len(table)
+    assert 100 < n < 10_000 and np.all(table.arrival < until) and np.all(table.status == 0)
+    assert np.array_equal(table.arrival[clients:], table.finish[:n - clients] + pause)
+    assert int(np.sum(table.finish + pause < until)) == n - clients
+    assert outstanding(table) == clients
+
+
+def test_a_loop_that_ends_by_time_is_the_same_run_whatever_its_room():
+    def table(room):
+        load = ClosedLoop(6, room, ThinkTime("exponential", 0.003), seed=3, duration_s=0.4)
+        return serve(load, make_cost({1: 2.0, 8: 6.0}, Exponential()), DynamicBatcher(8, 0.001), replicas=2)
+    small, large = table(2000), table(200_000)
+    assert 300 < len(small) < 2000
+    for column in ("arrival", "start", "finish", "replica", "batch_size", "status"):
+        assert np.array_equal(getattr(small, column), getattr(large, column)), column
+
+
+def test_a_loop_that_ends_by_time_is_the_loop_of_as_many_requests():
+    """Without think time on one server, answers (and so sends) come in time order: the
+    loop that ends by time is the loop that ends after as many requests."""
+    client = ClientCosts(send_s=0.001)
+    timed = serve(ClosedLoop(4, 50_000, client=client, duration_s=1.0), make_cost({1: 2.0, 4: 3.0}, Exponential()),
+                  DynamicBatcher(4, 0))
+    counted = serve(ClosedLoop(4, len(timed), client=client), make_cost({1: 2.0, 4: 3.0}, Exponential()),
+                    DynamicBatcher(4, 0))
+    for column in ("arrival", "start", "finish", "batch_size"):
+        assert np.array_equal(getattr(timed, column), getattr(counted, column)), column
+
+
+def test_a_loop_that_ends_by_time_without_room_says_how_much_it_needs():
+    load = ClosedLoop(4, 50, duration_s=1.0)
+    cost, batcher = make_cost({1: 2.0, 4: 3.0}, Deterministic()), DynamicBatcher(4, 0)
+    with pytest.raises(SendsExceeded, match="sent 50 requests by .* before its end at 1 s") as full:
+        serve(load, cost, batcher)
+    table = serve(ClosedLoop(4, full.value.room, duration_s=1.0), cost, batcher)  # 3 ms a batch of 4: ~1333
+    assert 1300 < len(table) < full.value.room

@@ -18,7 +18,7 @@ import pytest
 from enginekit import make_cost
 from servesim.policies.batching import DynamicBatcher
 from servesim.policies.routing import JoinShortestQueue
-from servesim.sim import ClosedLoop, RequestRate, simulate
+from servesim.sim import ClientCosts, ClosedLoop, RequestRate, simulate
 from servesim.traces.trace import Trace
 from servesim.workloads import Deterministic, Exponential
 
@@ -59,7 +59,7 @@ def test_a_cap_never_reached_is_the_open_loop_run_of_the_schedule(arrival, share
                                                 (4, 2000.0, "constant"), (16, 1500.0, "poisson")])
 def test_each_send_goes_when_due_or_when_a_slot_frees(cap, rate, arrival):
     overhead, count = 0.0005, 4000
-    load = RequestRate(cap, count, rate=rate, arrival=arrival, client_overhead_s=overhead, seed=cap)
+    load = RequestRate(cap, count, rate=rate, arrival=arrival, client=ClientCosts(send_s=overhead), seed=cap)
     table = serve(load, shared=cap % 2 == 0, seed=cap)
     due, frees = load.schedule(), np.sort(table.finish + overhead)
     expected = due.copy()
@@ -80,10 +80,10 @@ def test_one_outstanding_at_a_rate_no_server_keeps_up_with_is_one_client():
     """M = 1 at 100x the server's rate: after the first, each send is the last answer plus
     the overhead, as one closed-loop client without think time sends."""
     overhead, count = 0.001, 500
-    capped = RequestRate(1, count, rate=1e5, arrival="constant", client_overhead_s=overhead)
+    capped = RequestRate(1, count, rate=1e5, arrival="constant", client=ClientCosts(send_s=overhead))
     table = simulate(capped, make_cost(10.0, Deterministic()), DynamicBatcher(1, 0)).requests
     assert np.array_equal(table.arrival[1:], table.finish[:-1] + overhead)
-    client = simulate(ClosedLoop(1, count, client_overhead_s=overhead), make_cost(10.0, Deterministic()),
+    client = simulate(ClosedLoop(1, count, client=ClientCosts(send_s=overhead)), make_cost(10.0, Deterministic()),
                       DynamicBatcher(1, 0)).requests
     # the same cycle (10 ms served + 1 ms overhead), shifted by the first send's due time
     assert np.allclose(np.diff(table.arrival), np.diff(client.arrival), rtol=0, atol=1e-12)

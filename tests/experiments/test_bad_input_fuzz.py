@@ -33,6 +33,7 @@ from servesim.experiments.config import ExperimentConfig, ModelConfig, ResourceC
 from servesim.experiments.registry import BATCHING, NOISE, ROUTERS, TRACES
 from servesim.experiments.specs import DynamicBatching, LogNormalNoise, PoissonTrace
 from servesim.workloads import PROFILES_DIR
+from servesim.workloads.contention import profiles_in
 
 REPO = Path(__file__).resolve().parents[2]
 ERROR = "servesim: error: "
@@ -252,7 +253,7 @@ def unknown_name(draw) -> Bad:
                          ("model.out_of_range:",)),
         "model": (["mlp3"], lambda n: put(BASE, "model.name", n), ("model.name:", "it has: mlp3")),
         "hardware": (["cpu"], lambda n: put(BASE, "model.hardware", n), ("no rows for hardware",)),
-        "built-in profile": ([p.stem for p in PROFILES_DIR.glob("*.csv")] + [p.name for p in PROFILES_DIR.glob("*.csv")],
+        "built-in profile": ([p.stem for p in profiles_in(PROFILES_DIR)] + [p.name for p in profiles_in(PROFILES_DIR)],
                              lambda n: put(BASE, "model.profile", f"builtin:{n}"), ("model.profile: no built-in profile",)),
         "trace format": (["timestamps", "twitter", "azure-llm", "azure-functions"],
                          lambda n: put(BASE, "trace", {"kind": "file", "path": "t.txt", "format": n}),

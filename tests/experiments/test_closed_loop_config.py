@@ -12,7 +12,7 @@ from servesim.experiments.config import dumped, load
 
 MODEL = 'model: {profile: "builtin:cpu_mlp", name: mlp3}\n'
 LOAD = ("load: {kind: closed_loop, clients: 4, count: 600, think: {kind: exponential, mean_ms: 2}, "
-        "client_overhead_ms: 0.25}\n")
+        "client: {send_ms: 0.05, network_ms: 0.15, recv_ms: 0.05}}\n")
 SWEEP = LOAD + MODEL + """\
 serving: {batching: {policy: dynamic, max_batch: 8}}
 sweep:
@@ -32,11 +32,13 @@ def test_a_concurrency_sweep_reads_like_perf_analyzer(write, servesim, tmp_path)
         view = views[clients] = summary["closed_loop"]
         assert summary["clients"] == view["clients"] == clients
         assert summary["trace"].startswith(f"closed loop: {clients} clients, 600 requests")
-        assert view["split_ms"]["client_overhead"] == 0.25
-        # the client sees the server's latency plus its overhead; the server's splits into queue and compute
+        split = view["split_ms"]
+        assert (split["client_send"], split["network"], split["client_recv"]) == (0.05, 0.15, 0.05)
+        # the client sees the server's latency plus its costs; the server's splits into queue and compute,
+        # the compute not further (the shipped CPU profile measured no input / infer / output)
         assert view["latency_ms"]["mean"] == pytest.approx(summary["latency_ms"]["mean"] + 0.25, abs=1e-5)
-        assert view["split_ms"]["queue"] + view["split_ms"]["compute"] == pytest.approx(
-            summary["latency_ms"]["mean"], abs=1e-5)
+        assert split["queue"] + split["compute"] == pytest.approx(summary["latency_ms"]["mean"], abs=1e-5)
+        assert split["compute_input"] is split["compute_infer"] is split["compute_output"] is None
         assert view["throughput_rps"] == pytest.approx(summary["throughput_rps"])
         requests = pd.read_parquet(out / run / "requests.parquet")
         assert len(requests) == 600 and requests["arrival"].is_monotonic_increasing
@@ -77,7 +79,17 @@ def test_a_trace_config_is_written_as_before(write):
     (LOAD + MODEL + "serving: {drop_after_ms: 5}\n", "load: a closed loop is served by one plain model without "
                                                      "drops or a serving host; remove serving.drop_after_ms"),
     ("load: {kind: closed_loop, clients: 0, count: 10}\n" + MODEL, "load.clients:"),
-    ("load: {kind: closed_loop, clients: 2}\n" + MODEL, "load.count: required key is missing"),
+    ("load: {kind: closed_loop, clients: 2}\n" + MODEL, "load: count: give one of count (requests in all) and "
+                                                        "duration_s (seconds of sending)"),
+    ("load: {kind: closed_loop, clients: 2, count: 10, duration_s: 1}\n" + MODEL, "duration_s (seconds of sending), "
+                                                                               "not both"),
+    ("load: {kind: closed_loop, clients: 2, duration_s: -1}\n" + MODEL, "load.duration_s:"),
+    ("load: {kind: closed_loop, clients: 2, count: 10, client_overhead_ms: 1}\n" + MODEL, "load.client_overhead_ms"),
+    ("load: {kind: closed_loop, clients: 2, count: 10, client: {send_ms: -1}}\n" + MODEL, "load.client.send_ms:"),
+    ("load: {kind: closed_loop, clients: 2, count: 10, client: from_csv}\n" + MODEL,
+     "load.client: expected 'from_profile' or {send_ms, network_ms, recv_ms}, got 'from_csv'"),
+    ("load: {kind: closed_loop, clients: 2, count: 10, client: from_profile}\n" + MODEL,
+     "load.client: from_profile: "),
     ("load: {kind: closed, clients: 2, count: 10}\n" + MODEL, "load: kind 'closed'"),
     ("load: {kind: request_rate, rate: 10, count: 10}\n" + MODEL, "load.max_outstanding: required key is missing"),
     ("load: {kind: request_rate, rate: 10, max_outstanding: 2, count: 10, arrival: gamma}\n" + MODEL,
@@ -100,7 +112,7 @@ def test_what_a_closed_loop_cannot_be_is_one_line(text, fragment, write, servesi
 
 
 RATE = """\
-load: {kind: request_rate, rate: 300, arrival: poisson, max_outstanding: 2, count: 600, client_overhead_ms: 0.5}
+load: {kind: request_rate, rate: 300, arrival: poisson, max_outstanding: 2, count: 600, client: {send_ms: 0.5}}
 serving: {batching: {policy: dynamic, max_batch: 8}}
 sweep:
   load.rate: [50, 3000]
@@ -123,7 +135,8 @@ def test_a_request_rate_run_writes_what_its_clients_see_to_results_csv(write, se
             assert row[f"client_p{q}_ms"] == pytest.approx(view["latency_ms"][f"p{q}"])
         assert row["client_mean_ms"] == pytest.approx(row["latency_mean_ms"] + 0.5, abs=1e-5)
         assert row["queue_ms"] + row["compute_ms"] == pytest.approx(row["latency_mean_ms"], abs=1e-5)
-        assert row["client_overhead_ms"] == 0.5
+        assert (row["client_send_ms"], row["network_ms"], row["client_recv_ms"]) == (0.5, 0, 0)
+        assert row["request_rate"] == row["load.rate"] and row["clients"] == 2
     slow, fast = (json.loads((out / run / "summary.json").read_text())["closed_loop"] for run in rows["run"])
     # at 50 req/s two slots are never short; at 3000 req/s (above what 2 outstanding can carry) most sends wait
     assert slow["request_rate"]["delayed_share"] < 0.05 < 0.5 < fast["request_rate"]["delayed_share"]

@@ -34,7 +34,7 @@ def test_a_concurrency_sweep_plots_one_line_per_other_setting(write, servesim, t
     assert servesim("run", write("c.yaml", text), "--out", out, "--quiet").rc == 0
     results = pd.read_csv(out / "results.csv")
     lines = curves(results)
-    assert [line.label for line in lines] == ["serving.replicas=1", "serving.replicas=2"]
+    assert [line.label for line in lines] == ["1 replica", "2 replicas"]  # a swept count reads as one
     for line, replicas in zip(lines, (1, 2)):
         assert line.clients.tolist() == [1, 4, 64]
         runs = results[results["serving.replicas"] == replicas]

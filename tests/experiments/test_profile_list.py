@@ -4,13 +4,14 @@ metadata and rows say; profile files or folders given instead; bad files in one 
 from __future__ import annotations
 
 from servesim.workloads import PROFILES_DIR, load_profile
+from servesim.workloads.contention import profiles_in
 from servesim.experiments.profile_list import ProfileEntry, entries, table
 
 
 def test_every_shipped_profile_is_listed_with_its_metadata_and_models(servesim):
     result = servesim("profiles")
     assert result.rc == 0 and result.err == ""
-    shipped = sorted(PROFILES_DIR.glob("*.csv"))
+    shipped = profiles_in(PROFILES_DIR)
     assert len(shipped) >= 14
     lines = result.out.splitlines()
     for path in shipped:
@@ -54,4 +55,4 @@ def test_the_models_column_wraps_between_models_to_fit_the_width():
     assert all(line.rstrip().endswith(("(1),", "(1)")) for line in lines[1:])  # no model cut in two
     assert ", ".join(many.models) == " ".join(" ".join(line[lines[0].index("models"):].strip()
                                                        for line in lines[1:]).split())
-    assert len(entries([])) == len(list(PROFILES_DIR.glob("*.csv")))
+    assert len(entries([])) == len(profiles_in(PROFILES_DIR))
