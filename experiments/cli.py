@@ -18,7 +18,7 @@ import pandas as pd
 from servesim import __version__
 from servesim.traces import FORMATS, describe, load as load_trace
 
-from . import answer, capacity_report, profile_list, store
+from . import answer, capacity_report, perf_compare, profile_list, store
 from .cluster_runner import ceiling_warnings
 from .config import load
 from .executors import EXECUTORS, LOCAL
@@ -249,6 +249,12 @@ def parser() -> argparse.ArgumentParser:
     fid.add_argument("--out", help="output folder (default: runs/<file stem>-fidelity)")
     fid.add_argument("--quiet", action="store_true", help="no progress bar")
     fid.set_defaults(handler=_fidelity)
+
+    compare = sub.add_parser("perf-compare", help="put a simulated concurrency sweep (its perf_analyzer.csv) beside "
+                                                  "a measured perf_analyzer or published online table, with the "
+                                                  "simulator's relative errors")
+    perf_compare.add_arguments(compare)
+    compare.set_defaults(handler=perf_compare.command)
 
     # Its options (--model, --device, --dtype, --out, ...) are the profiler's: see main().
     prof = sub.add_parser("profile", add_help=False,

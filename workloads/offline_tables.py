@@ -175,6 +175,32 @@ def import_offline_table(path: Path | str, fmt: str, hardware: str, model: str,
     return Profile.from_rows(rows, meta, source=name)
 
 
+def read_online_table(path: Path | str, time_unit: str = "us") -> tuple[str, list[dict[str, float]]]:
+    """A measured online table (perf_analyzer's ``-f`` CSV over a concurrency or request-rate
+    range, or a published one, CSV or Markdown): the name of its load column
+    (``concurrency`` or ``request_rate``) and one ``{column: value}`` per row, times in ms,
+    for every recognised column (:data:`ALIASES`, percentiles) the table has. ``time_unit``
+    is the unit of times whose header and cells name none. What it is compared with is
+    :mod:`experiments.perf_compare`'s business; here a bad cell is a :class:`ProfileError`
+    naming the file, line, column and value."""
+    name = str(path)
+    if time_unit not in TIME_UNITS:
+        raise ProfileError(f"--time-unit {time_unit!r}: expected one of {', '.join(TIME_UNITS)}")
+    _, header_line, header, table = _read_table(read_text(path), name)
+    columns = _columns(header, f"{name} line {header_line}", TIME_UNITS[time_unit])
+    load = next((c for c in ("concurrency", "request_rate") if c in columns), None)
+    if load is None:
+        raise ProfileError(f"{name} line {header_line}: no column 'Concurrency' or 'Request Rate'; an online table "
+                           f"has one row per concurrency (or request rate)")
+    _missing(columns, ("throughput",), name, header_line, "perf-analyzer")
+    rows = []
+    for line, cells in table:
+        where = f"{name} line {line}"
+        rows.append({column: _value(cells, spec, column, where, positive=column in (load, "throughput"))
+                     for column, spec in columns.items() if column not in ("batch", "cache_hit")})
+    return load, rows
+
+
 def request_costs(profile: Profile) -> dict[str, dict[int, float]]:
     """The per-request parts a perf_analyzer import recorded (metadata keys of
     :data:`REQUEST_PARTS` and :data:`COMPUTE_PARTS`): ``{key: {batch_size: ms}}``; empty
