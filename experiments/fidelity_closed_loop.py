@@ -7,9 +7,12 @@ A point with ``load: {kind: closed_loop}`` is served for real by
 times, and simulated once with the closed-loop engine. The simulation's costs come from
 isolated measurements only, never from the closed-loop runs: the profile and contention
 table ``model.profile`` names and the load's ``client`` costs (all measured beforehand
-by ``servesim profile-served --whole``), or, with ``real.calibrate``, the same three
+by ``servesim profile-served --whole``: the costs as constants or as the file of measured
+requests, ``client: {samples: PATH}``), or, with ``real.calibrate``, the same three
 measured again on the point's own model object just before its real runs
-(:func:`experiments.profile_served.profile_whole`; saved in the point's folder).
+(:func:`experiments.profile_served.profile_whole`; saved in the point's folder, the
+clients' requests as ``served_profile.clients.csv``, from which the point's simulation
+draws each request's client costs).
 
 The row compares what the clients see (perf_analyzer's figures: throughput, p50/p90/p99
 and mean latency, send to answer), the mean split of a request (client send, network, queue,
@@ -23,12 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from servesim.sim import summarize
-from servesim.sim.client_view import client_view
+from servesim.sim.client_view import client_view, seen_latency_s
 from servesim.sim.real_clients import real_client_view, serve_closed_loop
 
 from .config import ConfigError
 from .fidelity import SERVED_PROFILE, Progress, costed_by, figures_row, numbered, write_point
-from .profile_served import profile_whole
+from .load_specs import Client
+from .profile_served import profile_whole, save_clients
 from .real_models import WHOLE_MODELS, warm_up
 from .runner import prepare, simulate_config
 
@@ -69,13 +73,13 @@ def closed_loop_point(run, base_dir: Path, path: Path, run_dir: Path, phase: Pro
     if cfg.real.calibrate:
         with phase("measuring the model, its contention and the clients in isolation"):
             rounds = cfg.real.calibrate_rounds
-            profile, overhead = profile_whole(real, cfg.model.name, range(1, max_batch + 1), cfg.serving.instances,
-                                              repeats=rounds, warmup=max(1, rounds // 10))
+            profile, clients = profile_whole(real, cfg.model.name, range(1, max_batch + 1), cfg.serving.instances,
+                                             repeats=rounds, warmup=max(1, rounds // 10))
         cfg = costed_by(cfg, profile, run_dir / SERVED_PROFILE, path)
-        measured = {"send_ms": overhead.send * 1e3, "network_ms": overhead.wake * 1e3,
-                    "recv_ms": overhead.receive * 1e3, "from_profile": False}
+        samples = save_clients(clients, run_dir / SERVED_PROFILE, "servesim fidelity, real.calibrate: just before "
+                                                                  "this point's real runs")
         cfg = cfg.model_copy(update={"load": cfg.load.model_copy(
-            update={"client": cfg.load.client.model_copy(update=measured)})})
+            update={"client": Client(samples=str(samples.resolve()))})})
     reals = []
     for repeat in range(cfg.real.repeats):
         prepared = prepare(cfg, base_dir)  # a fresh batcher; the same clients and think times
@@ -94,8 +98,7 @@ def closed_loop_point(run, base_dir: Path, path: Path, run_dir: Path, phase: Pro
         row = figures_row(run, summaries, FIGURES)
         sim_table = simulated.requests
         done = sim_table.status == 0
-        named = [("sim_requests.parquet", "simulated", sim_table.columns(),
-                  ((sim_table.finish - sim_table.arrival)[done] + load.client_overhead_s) * 1e3)]
+        named = [("sim_requests.parquet", "simulated", sim_table.columns(), seen_latency_s(sim_table, load)[done] * 1e3)]
         named += [(f"real_requests{k}.parquet", f"real{k}", _real_columns(r), (r.clients.received - r.clients.sent) * 1e3)
                   for k, r in numbered(reals)]
         write_point(run, row, summaries, named, run_dir)

@@ -5,23 +5,28 @@ their answers (:mod:`sim.closed_loop`), perf_analyzer's concurrency mode. Sweepi
 ``load.clients`` is a concurrency sweep in one experiment. ``load: {kind: request_rate,
 ...}`` is perf_analyzer's request-rate mode with a cap on the requests outstanding.
 
-A client's fixed costs outside the server (``client:``) are measured figures: given in ms,
-or ``from_profile``, read from what ``servesim profile import --format perf-analyzer``
-kept of perf_analyzer's rows (:func:`workloads.offline_tables.request_costs`) at the
-load's request size. The same profile's compute input / infer / output, where it has
-them, split the simulated compute in the clients' view (:func:`compute_split`).
+A client's costs outside the server (``client:``) are measured figures, in one of three
+ways: constants in ms; ``from_profile``, read from what ``servesim profile import --format
+perf-analyzer`` kept of perf_analyzer's rows (:func:`workloads.offline_tables.request_costs`)
+at the load's request size; or ``{samples: PATH}``, a file of measured requests
+(:mod:`workloads.client_samples`, which ``servesim profile-served --whole`` writes), from
+which each simulated request draws its own (:class:`~sim.closed_loop.ClientSamples`). The
+same profile's compute input / infer / output, where it has them, split the simulated
+compute in the clients' view (:func:`compute_split`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
 from servesim.sim.client_view import ComputeSplit
-from servesim.sim.closed_loop import ClientCosts, ClosedLoop, RequestRate, ThinkTime
+from servesim.sim.closed_loop import ClientCosts, ClientSamples, ClosedLoop, Costs, RequestRate, ThinkTime
 from servesim.traces import _checks
+from servesim.workloads.client_samples import CLIENT_COLUMNS, read_client_samples
 from servesim.workloads.offline_tables import COMPUTE_PARTS, REQUEST_PARTS, request_costs
 from servesim.workloads.profile import Profile
 
@@ -65,37 +70,49 @@ class Think(Spec):
 
 
 class Client(Spec):
-    """A client's measured fixed costs per request outside the server, in ms, as
-    perf_analyzer splits them: ``send_ms`` (Client Send), ``network_ms`` (Network+Server
-    Send/Recv), ``recv_ms`` (Client Recv). Each delays the client's next send and adds to
-    the latency it sees. ``client: from_profile`` reads them from the model's profile
-    (a perf_analyzer import) at the load's request size."""
+    """A client's measured costs per request outside the server, in ms, as perf_analyzer
+    splits them: ``send_ms`` (Client Send), ``network_ms`` (Network+Server Send/Recv),
+    ``recv_ms`` (Client Recv). Each delays the client's next send and adds to the latency
+    it sees. Exactly one source: the three constants; ``client: from_profile``, read from
+    the model's profile (a perf_analyzer import) at the load's request size; or
+    ``samples: PATH`` (relative to the YAML), a file of measured requests
+    (:mod:`workloads.client_samples`) from which each request draws its own three."""
 
     send_ms: NonNegativeFloat = Field(default=0.0, le=MAX_PAUSE_MS)
     network_ms: NonNegativeFloat = Field(default=0.0, le=MAX_PAUSE_MS)
     recv_ms: NonNegativeFloat = Field(default=0.0, le=MAX_PAUSE_MS)
     from_profile: bool = False
+    samples: Optional[str] = Field(default=None, min_length=1)
 
     @model_validator(mode="before")
     @classmethod
     def _named(cls, data):
         if isinstance(data, str):
             if data != FROM_PROFILE:
-                raise ValueError(f"expected {FROM_PROFILE!r} or {{send_ms, network_ms, recv_ms}}, got {data!r}")
+                raise ValueError(f"expected {FROM_PROFILE!r}, {{send_ms, network_ms, recv_ms}} or {{samples: PATH}}, "
+                             f"got {data!r}")
             return {"from_profile": True}
         return data
 
     @model_validator(mode="after")
     def _one_source(self):
         given = [k for k in ("send_ms", "network_ms", "recv_ms") if getattr(self, k)]  # (a dumped config has 0s)
-        if self.from_profile and given:
-            raise ValueError(f"{given[0]}: the costs come from the profile ({FROM_PROFILE}) or are given, not both")
+        if self.from_profile and self.samples is not None:
+            raise ValueError(f"samples: the costs come from the profile ({FROM_PROFILE}) or from samples, not both")
+        source = FROM_PROFILE if self.from_profile else "samples" if self.samples is not None else None
+        if source and given:
+            raise ValueError(f"{given[0]}: the costs come from {source} or are given, not both")
         return self
 
-    def build(self, profile: Optional[Profile], size: int) -> ClientCosts:
+    def build(self, profile: Optional[Profile], size: int, base_dir: Path) -> Costs:
         """The costs of one request of ``size`` items; ``profile`` is the model's (read
-        only ``from_profile``). A profile without them, or without a measured batch size at
-        or around ``size``, is a ValueError of one line."""
+        only ``from_profile``), ``base_dir`` the YAML's folder (``samples`` is relative to
+        it). A profile without them, or without a measured batch size at or around
+        ``size``, or a samples file that cannot be read, is a ValueError of one line."""
+        if self.samples is not None:
+            path = base_dir / self.samples
+            columns, _ = read_client_samples(path)
+            return ClientSamples(*(columns[c] / 1e3 for c in CLIENT_COLUMNS), source=str(path))
         if not self.from_profile:
             return ClientCosts(self.send_ms / 1e3, self.network_ms / 1e3, self.recv_ms / 1e3)
         costs = request_costs(profile) if profile is not None else {}
@@ -154,13 +171,14 @@ class ClosedLoopLoad(Spec):
         return self
 
     def build(self, seed: np.random.SeedSequence, profile: Optional[Profile] = None,
-              room: Optional[int] = None) -> ClosedLoop:
-        """The load of one run, its think times drawn from ``seed`` (the run's arrival
-        stream); ``profile`` is the model's (for ``client: from_profile``); ``room``: the
-        sends a loop that ends by time is given room for (default :data:`FIRST_ROOM`)."""
+              room: Optional[int] = None, *, base_dir: Path) -> ClosedLoop:
+        """The load of one run, its think times (and drawn client costs) from ``seed`` (the
+        run's arrival stream); ``profile`` is the model's (for ``client: from_profile``);
+        ``room``: the sends a loop that ends by time is given room for (default
+        :data:`FIRST_ROOM`); ``base_dir``: the YAML's folder (for ``client: {samples}``)."""
         count = self.count if self.duration_s is None else max(room or FIRST_ROOM, self.clients + 1)
-        return ClosedLoop(self.clients, count, self.think.build(), self.size, self.client.build(profile, self.size),
-                          seed, self.duration_s)
+        return ClosedLoop(self.clients, count, self.think.build(), self.size,
+                          self.client.build(profile, self.size, base_dir), seed, self.duration_s)
 
 
 @LOADS.register
@@ -178,6 +196,13 @@ class RequestRateLoad(Spec):
     size: PositiveInt = Field(default=1, le=MAX_BATCH)
     client: Client = Field(default_factory=Client)
 
+    @model_validator(mode="after")
+    def _fixed_costs(self):
+        if self.client.samples is not None:
+            raise ValueError("client: a request rate's client costs are fixed (constants or from_profile); drawn "
+                             "samples are a closed loop's, whose clients each wait for their own answer")
+        return self
+
     @property
     def clients(self) -> int:
         """The most requests out at once: what a closed loop's clients are (the checks of
@@ -185,10 +210,10 @@ class RequestRateLoad(Spec):
         return self.max_outstanding
 
     def build(self, seed: np.random.SeedSequence, profile: Optional[Profile] = None,
-              room: Optional[int] = None) -> RequestRate:
+              room: Optional[int] = None, *, base_dir: Path) -> RequestRate:
         """The load of one run, its schedule drawn from ``seed`` (the run's arrival stream);
-        ``profile`` as for a closed loop; ``room`` is a closed loop's only (a schedule has
-        its count)."""
+        ``profile`` and ``base_dir`` as for a closed loop; ``room`` is a closed loop's only
+        (a schedule has its count)."""
         return RequestRate(self.max_outstanding, self.count, size=self.size,
-                           client=self.client.build(profile, self.size), seed=seed, rate=self.rate,
+                           client=self.client.build(profile, self.size, base_dir), seed=seed, rate=self.rate,
                            arrival=self.arrival)

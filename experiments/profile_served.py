@@ -36,8 +36,11 @@ decision, the model, the answers handed back), back to back on one thread; with
 ``--instances K``, the same calls on 2..K threads at once, as the contention table
 (``<out>.contention.csv``, :mod:`workloads.contention`: the median call under k over
 the median alone, measured just before); and the clients' own time per request, one
-client against an instance that answers at once (printed, and in the metadata as
-``client``, for the experiment's ``load.client: {send_ms, network_ms, recv_ms}``):
+client alone against one instance of the model, its batches left out (a client that slept
+through a real batch wakes later than one that did not): every measured request in
+``<out>.clients.csv`` (:mod:`workloads.client_samples`, for the experiment's
+``load.client: {samples: PATH}``), their means printed and in the metadata as ``client``
+(for ``load.client: {send_ms, network_ms, recv_ms}``):
 
     servesim profile-served --model resnet18_32 --whole --instances 2 \\
         --out workloads/profiles/cpu_resnet18_32_whole.csv
@@ -46,18 +49,23 @@ client against an instance that answers at once (printed, and in the metadata as
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch  # the `real` extra: servesim imports this module only when asked to profile
 
 from servesim.sim.real import RUN, measure_served, paused_gc
-from servesim.sim.real_clients import ClientOverhead, batch_call, measure_client_overhead
+from servesim.sim.closed_loop import ClientCosts, ClientSamples
+from servesim.sim.real_clients import batch_call, measure_client_overhead
+from servesim.workloads.client_samples import clients_path, write_client_samples
 from servesim.workloads.exits import ALL_LEFT, HOST_STAGES, INTAKE, TOTAL, TURNAROUND
 from servesim.workloads.profile import Profile
-from servesim.workloads.profiler_cpu import concurrent_ms, cpu_metadata
+from servesim.workloads.profiler_cpu import concurrent_ms, cpu_metadata, cpu_name
 from servesim.workloads.profiler_torch import DTYPES, cuda_math, hardware_name
 from servesim.workloads.torch_models import MODELS
 
@@ -141,12 +149,12 @@ WHOLE_STAGE = "batch"  # a whole-model profile's one stage
 
 
 def profile_whole(real: RealModel, name: str, batch_sizes=BATCH_SIZES, instances: int = 1, repeats: int = 50,
-                  warmup: int = 5) -> tuple[Profile, ClientOverhead]:
+                  warmup: int = 5) -> tuple[Profile, ClientSamples]:
     """The whole-model profile of ``real`` (as model ``name``) as a closed loop's real
     instances serve it (see the module docstring), with the contention of 2..``instances``
-    instances, and the clients' own overhead; ``repeats`` timed calls per size and count
-    after ``warmup`` untimed. All measured in isolation: no client, no other batch but
-    the k being compared."""
+    instances, and the clients' own costs, one row per measured request; ``repeats``
+    timed calls per size and count after ``warmup`` untimed. All measured in isolation:
+    no client, no other batch but the k being compared."""
     warm_up(real.staged, np.arange(real.rows), max(batch_sizes))
     rows, samples, contention = [], {}, []
     with paused_gc():  # as the real loop serves: a collection mid-batch is no cost of the model
@@ -162,15 +170,16 @@ def profile_whole(real: RealModel, name: str, batch_sizes=BATCH_SIZES, instances
                 contention.append({"hardware": "cpu", "model": name, "instances": k, "batch_size": b,
                                    "slowdown": round(float(np.median(together) / np.median(alone)), 4),
                                    "repeats": len(together)})
-    overhead = measure_client_overhead()
+    clients = measure_client_overhead(max(200, 20 * repeats), real.staged, real.rows)
     metadata = {
         **cpu_metadata(f"torch {'.'.join(torch.__version__.split('.')[:2])}", torch.get_num_threads()),
         "model": f"{name}: the whole model as sim.real_clients' instances serve it (every stage, the last exit's "
                  f"head; no ramps), {real.rows} input rows",
         "timing": f"served whole: sim.real_clients.batch_call back to back on one thread ({repeats} timed after "
                   f"{warmup} untimed per size): the queue's lock, the batching decision, the model, the answers",
-        "client": f"{client_costs(overhead)} (means of {overhead.requests} requests of one client against an "
-                  f"instance that answers at once: network_ms is the handoff to the idle instance's thread)",
+        "client": f"{client_costs(clients.mean())} (means of {len(clients)} requests of one client alone against "
+                  f"one instance of the model, its batch left out: network_ms is the handoff to the idle instance's "
+                  f"thread; each request in the .clients.csv beside a saved profile)",
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
@@ -178,13 +187,35 @@ def profile_whole(real: RealModel, name: str, batch_sizes=BATCH_SIZES, instances
         metadata["contention"] = (f"2 to {instances} threads each running batch_call back to back, started together; "
                                   f"median call over the median of one thread's, measured just before")
     return Profile.from_rows(rows, metadata, source="profile_served --whole", samples=samples,
-                             contention=contention), overhead
+                             contention=contention), clients
 
 
-def client_costs(overhead: ClientOverhead) -> str:
-    """``overhead`` as the YAML of a load's ``client:`` costs (ms, 4 decimals: 0.1 us)."""
+def client_costs(costs: ClientCosts) -> str:
+    """``costs`` as the YAML of a load's ``client:`` costs (ms, 4 decimals: 0.1 us)."""
     return ", ".join(f"{key}: {seconds * 1e3:.4f}" for key, seconds in
-                     (("send_ms", overhead.send), ("network_ms", overhead.wake), ("recv_ms", overhead.receive)))
+                     (("send_ms", costs.send_s), ("network_ms", costs.network_s), ("recv_ms", costs.recv_s)))
+
+
+def save_clients(clients: ClientSamples, profile_file: Path, how: str) -> Path:
+    """Write ``clients`` (:func:`measure_client_overhead`'s rows) beside the profile at
+    ``profile_file`` (``X.clients.csv``), with how (``how``), when and on what they were
+    measured; returns the file's path."""
+    path = clients_path(profile_file)
+    write_client_samples(path, {"send_ms": clients.send_s * 1e3, "network_ms": clients.network_s * 1e3,
+                                "recv_ms": clients.recv_s * 1e3}, {
+        "measured": f"{clients.source}, on time.perf_counter (sim.real_clients): send = the "
+                    f"client begins -> its request is queued, network = queued -> the idle instance's thread took "
+                    f"it (the handoff), recv = the answer handed back -> the client holds it",
+        "how": how,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "load_average": " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1, 5, 15 min, as measuring ended)",
+        "device": f"cpu:{cpu_name()} ({platform.machine()}, {platform.system()})",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "profile": Path(profile_file).name,
+        "means": client_costs(clients.mean()),
+    })
+    return path
 
 
 def pool(*measured: dict) -> dict:
@@ -247,12 +278,16 @@ def _whole(args, prog: str, started: float) -> int:
               f"(got --model {args.model}, --device {args.device}, --dtype {args.dtype}, --input-size "
               f"{args.input_size})", file=sys.stderr)
         return 2
-    profile, overhead = profile_whole(WHOLE_MODELS[args.model](args.threads), args.model, args.batch_sizes,
-                                      args.instances, args.repeats, args.warmup)
+    profile, clients = profile_whole(WHOLE_MODELS[args.model](args.threads), args.model, args.batch_sizes,
+                                     args.instances, args.repeats, args.warmup)
     profile.save(args.out)
+    command = (f"servesim profile-served --model {args.model} --whole --instances {args.instances} --threads "
+               f"{args.threads} --repeats {args.repeats} --warmup {args.warmup} --out {Path(args.out).name}")
+    samples = save_clients(clients, Path(args.out), command)
     print(f"wrote {args.out} ({len(profile.rows)} rows{', and its contention table' if args.instances > 1 else ''}) "
-          f"in {time.perf_counter() - started:.1f} s; the clients' own costs per request, for the experiment's "
-          f"load: client: {{{client_costs(overhead)}}}")
+          f"and {samples} ({len(clients)} requests) in {time.perf_counter() - started:.1f} s; the clients' own "
+          f"costs per request, for the experiment's load: client: {{samples: {samples}}}, or their means "
+          f"{{{client_costs(clients.mean())}}}")
     return 0
 
 

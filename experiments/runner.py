@@ -108,7 +108,7 @@ def prepare(config: ExperimentConfig, base_dir: Path, room: Optional[int] = None
     cost_model = build_cost_model(config, base_dir)
     # closed-loop clients (``load``) draw their think times from the arrivals' stream
     trace = (config.trace.build(np.random.default_rng(trace_seed), base_dir) if config.load is None
-             else config.load.build(trace_seed, cost_model.profile, room))
+             else config.load.build(trace_seed, cost_model.profile, room, base_dir=base_dir))
     exits, source_rows = (None, None) if config.exits is None else exit_setup(
         config.exits, cost_model, base_dir, trace, behaviour_seed, sample_seed)
     serving = config.serving
@@ -430,8 +430,8 @@ def validate_runs(runs: list[Run], path: Path, base_dir: Path) -> None:
                 raise ConfigError(f"serving.batching.batch_size: {load.clients} clients of {load.size} item(s) can "
                                   f"never fill a fixed batch of {batcher.max_batch} items")
             if load is not None:
-                with _at("load.client"):  # from_profile: the profile must have them
-                    load.client.build(cost_model.profile, load.size)
+                with _at("load.client"):  # from_profile: the profile must have them; samples: a readable file
+                    load.client.build(cost_model.profile, load.size, base_dir)
             build_host(run.config.serving.host, cost_model.profile, run.config.model.hardware)
             exits = run.config.exits
             if exits is not None:

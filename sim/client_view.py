@@ -4,13 +4,15 @@ perf_analyzer reports, per concurrency, the throughput, the average and p50/p90/
 latency seen by its clients, and where an average request's time went: client send,
 network + server send/recv, server queue, server compute input / infer / output, client
 receive. The simulator knows a request's queue (arrival to its batch's start) and its
-compute (its batch); the client's parts are the load's measured
-:class:`~sim.closed_loop.ClientCosts`; the compute's input / infer / output split is the
-batch's simulated compute apportioned by the shares a perf_analyzer profile measured at
-that batch size (:class:`ComputeSplit`), or not split where none was measured. The parts
-add up to the mean latency the clients see, exactly: it is the server's plus the client's
-fixed costs. Everything here is computed from the request table after the run, so the
-engine tracks nothing for it.
+compute (its batch); the client's parts are the load's measured costs, fixed
+(:class:`~sim.closed_loop.ClientCosts`) or, drawn from samples, request ``k``'s own draw
+(:meth:`~sim.closed_loop.ClientSamples.drawn`, the draws the engine used: see
+:mod:`sim.closed_loop` for where that is exact and where equal in distribution only); the
+compute's input / infer / output split is the batch's simulated compute apportioned by the
+shares a perf_analyzer profile measured at that batch size (:class:`ComputeSplit`), or
+not split where none was measured. The parts add up to the mean latency the clients see,
+exactly: a request's is ``send + network + (finish - arrival) + recv``. Everything here is
+computed from the request table after the run, so the engine tracks nothing for it.
 """
 
 from __future__ import annotations
@@ -67,14 +69,16 @@ def client_view(table: RequestTable, load: ClosedLoop, summary: dict, warmup: fl
     done = table.status[skip:] == COMPLETED
     arrival, start, finish, items = (column[skip:][done] for column in (table.arrival, table.start, table.finish,
                                                                         table.batch_size))
+    drawn = load.client.drawn(load.seed, len(table))  # one number each, or one per request id
+    costs = tuple(part if np.ndim(part) == 0 else part[skip:][done] for part in drawn)
     rate = summary["throughput_rps"]
     view = {
         "clients": load.clients,
         "request_items": load.size,
         "throughput_rps": rate,
         "throughput_items_per_s": None if rate is None else round(rate * load.size, 6),
-        "latency_ms": _latency_ms(finish - arrival + load.client_overhead_s),
-        "split_ms": split_ms(load, arrival, start, finish, items, compute),
+        "latency_ms": _latency_ms(finish - arrival + sum_of(costs)),
+        "split_ms": split_ms(costs, arrival, start, finish, items, compute),
     }
     if isinstance(load, RequestRate):  # perf_analyzer warns when many sends were late
         due = load.schedule()[skip:][done]
@@ -83,23 +87,36 @@ def client_view(table: RequestTable, load: ClosedLoop, summary: dict, warmup: fl
     return {"clients": load.clients, "closed_loop": view}
 
 
-def split_ms(load: ClosedLoop, arrival: np.ndarray, start: np.ndarray, finish: np.ndarray, items: np.ndarray,
+def seen_latency_s(table: RequestTable, load: ClosedLoop) -> np.ndarray:
+    """Each request's latency as its client sees it, in seconds: ``send + network +
+    (finish - arrival) + recv``, its own drawn costs (NaN where it was not served)."""
+    return table.finish - table.arrival + sum_of(load.client.drawn(load.seed, len(table)))
+
+
+def sum_of(costs):
+    """A request's client costs, added in one order (fixed costs: their ``total_s``)."""
+    send, network, recv = costs
+    return send + network + recv
+
+
+def split_ms(costs, arrival: np.ndarray, start: np.ndarray, finish: np.ndarray, items: np.ndarray,
              compute: Optional[ComputeSplit]) -> dict:
     """The mean served request's time by part, in ms, in perf_analyzer's order:
     ``client_send``, ``network``, ``queue``, ``compute`` (its batch) and its
     ``compute_input`` / ``compute_infer`` / ``compute_output`` (``None`` each where the
-    profile measured no split), ``client_recv``. Client send, network, queue, compute and
+    profile measured no split), ``client_recv``. ``costs``: the client's send, network and
+    receive, each one number or one per request. Client send, network, queue, compute and
     client receive add up to the mean latency the clients see; compute is the sum of its
     three parts, where they are measured."""
     batch = finish - start
     parts = dict.fromkeys(COMPUTE_PARTS)
     if compute is not None and batch.size:
         parts = dict(zip(COMPUTE_PARTS, (_mean_ms(batch * share) for share in compute.shares(items).T)))
-    client = load.client
-    return {"client_send": round(client.send_s * 1e3, 6), "network": round(client.network_s * 1e3, 6),
-            "queue": _mean_ms(start - arrival), "compute": _mean_ms(batch), **parts,
-            "client_recv": round(client.recv_s * 1e3, 6)}
+    send, network, recv = (_mean_ms(np.asarray(part)) for part in costs)
+    return {"client_send": send, "network": network, "queue": _mean_ms(start - arrival), "compute": _mean_ms(batch),
+            **parts, "client_recv": recv}
 
 
 def _mean_ms(seconds: np.ndarray):
+    """The mean of ``seconds`` in ms (one number: itself), rounded to 1 ns; ``None`` if empty."""
     return round(float(seconds.mean()) * 1e3, 6) if seconds.size else None

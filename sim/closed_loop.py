@@ -2,9 +2,10 @@
 
 An open-loop trace fixes every arrival in advance. A closed loop's arrivals do not exist
 until the server answers: each of ``clients`` clients sends a request of ``size`` items,
-waits for its answer, spends its fixed costs outside the server (:class:`ClientCosts`) and
-a think time drawn from ``think``, then sends again, until ``count`` requests have been
-sent or, with ``duration_s``, until its next send would fall at or after that moment.
+waits for its answer, spends its costs outside the server (fixed, :class:`ClientCosts`, or
+drawn per request from measured samples, :class:`ClientSamples`) and a think time drawn
+from ``think``, then sends again, until ``count`` requests have been sent or, with
+``duration_s``, until its next send would fall at or after that moment.
 perf_analyzer's concurrency mode (``--concurrency-range N``) is ``clients=N`` with no
 think time; a Locust or wrk user population with think times is the rest.
 
@@ -12,7 +13,36 @@ The engine (:mod:`sim.cluster`) takes such arrivals from :class:`Sends`, told of
 batch's answers as the batch starts (its end is known then): every send known and not
 yet routed sits, in time order, where the engine reads arrival times, so lazy routing
 reads the next arrival as it does a trace's. Clients are alike (one size, one think-time
-law), so an answer need not say whose it was: each answer makes one send.
+law, one law of client costs), so an answer need not say whose it was: each answer makes
+one send.
+
+Client costs drawn from samples (:class:`ClientSamples`). Request id ``k`` draws row
+``rows[k]`` of the measured table (:meth:`ClientSamples.rows`: with replacement, from the
+run's seed, so the same config and seed give the same run). A request's costs are its
+``send`` and ``network`` before it reaches the server and its ``recv`` after its answer,
+so between an answer and the next send's arrival its client spends the answer's ``recv``,
+a think time, and the next request's ``send + network``. The engine knows neither whose
+answer it is told nor the id a send will get (ids follow arrival times, which these costs
+decide), so it charges the *a*-th answer it is told with ``recv`` of ``rows[a]`` and the
+*c*-th send it makes with ``send + network`` of ``rows[c]``; the clients' view
+(:mod:`sim.client_view`) charges request ``k`` with all of ``rows[k]``. What is exact and
+what is only equal in distribution:
+
+* a request's ``recv`` is the one that delayed its client's next send whenever answers
+  are told in id order: always with one replica (any number of instances: its batches
+  take the oldest requests first); across replicas with queues of their own, equal in
+  distribution;
+* a request's ``send + network`` is the one that placed its arrival whenever sends reach
+  the server in the order they were made: always with one client; with several, a send
+  made later that overtakes one made before (a long draw on the earlier one) trades draws
+  with it, so each is equal in distribution only;
+* over a whole run the engine used exactly the draws the view reports (rows ``0..sent``
+  for the sends; for the answers the same but the last ones, which make no send), so the
+  mean costs agree and Little's law holds up to the run's ends, as with fixed costs.
+
+Fixed costs (:class:`ClientCosts`) are charged as before samples existed: their sum after
+each answer, nothing before a client's first send (in a closed loop only the cycle's
+length matters, not where in it the client's part falls).
 
 A loop that ends by time (:class:`TimedSends`) does not know in advance how many requests
 it sends, and the engine holds room for ``count`` of them: its ``count`` is that room, and
@@ -23,15 +53,20 @@ again would need (``experiments.runner`` runs it again with that much).
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
 from .errors import SimulationError
 
 THINK_KINDS = ("zero", "fixed", "exponential")
-BLOCK = 4096  # think times drawn at a time (a draw then costs a list pop)
+BLOCK = 4096  # think times (and sampled client costs) drawn at a time (a draw then costs a list pop)
+CLIENT_PARTS = ("send_s", "network_s", "recv_s")
+# the spawn key that makes the client costs' stream from the run's seed (the think times
+# use the seed itself), so adding samples to a load leaves its think times as they were
+CLIENT_STREAM = 1
 
 
 @dataclass(frozen=True)
@@ -88,22 +123,146 @@ class ClientCosts:
     def total_s(self) -> float:
         return self.send_s + self.network_s + self.recv_s
 
+    def drawn(self, seed, n: int) -> tuple[float, float, float]:
+        """``send_s, network_s, recv_s`` of every request: the same for all (the
+        :meth:`ClientSamples.drawn` of fixed costs)."""
+        return self.send_s, self.network_s, self.recv_s
+
+    def pacer(self, think: Callable[[], float], seed) -> "FixedPacer":
+        return FixedPacer(self.total_s, think)
+
+
+@dataclass(frozen=True, eq=False)
+class ClientSamples:
+    """A client's costs per request outside the server as a measured distribution: row
+    ``i`` of ``send_s``, ``network_s`` and ``recv_s`` (seconds, split as
+    :class:`ClientCosts` splits them) is one measured request's. Each simulated request
+    draws a row with replacement (:meth:`rows`), so the rare long delay a real client has
+    (a thread woken late) comes as often as it was measured, and can set clients that the
+    fixed mean keeps in step out of step (see the module docstring for what is exact).
+    ``source`` says where the rows came from (a file, a measurement)."""
+
+    send_s: np.ndarray
+    network_s: np.ndarray
+    recv_s: np.ndarray
+    source: str = "measured samples"
+
+    def __post_init__(self) -> None:
+        sizes = set()
+        for name in CLIENT_PARTS:
+            column = np.array(getattr(self, name), dtype=np.float64)  # a copy of its own, made read-only
+            if column.ndim != 1 or not np.all(np.isfinite(column)) or np.any(column < 0):
+                raise ValueError(f"client samples: {name} must be a list of finite numbers >= 0")
+            column.flags.writeable = False
+            object.__setattr__(self, name, column)
+            sizes.add(column.size)
+        if len(sizes) != 1 or 0 in sizes:
+            raise ValueError(f"client samples: send_s, network_s and recv_s need one value per measured request, "
+                             f"as many of each and at least one (got {sorted(sizes)})")
+
+    def __len__(self) -> int:
+        return int(self.send_s.size)
+
+    @property
+    def total_s(self) -> float:
+        """The mean of a request's costs (their sum): a client's mean time per request
+        outside the server."""
+        return float((self.send_s + self.network_s + self.recv_s).mean())
+
+    def mean(self) -> ClientCosts:
+        """Fixed costs with the samples' means."""
+        return ClientCosts(*(float(getattr(self, name).mean()) for name in CLIENT_PARTS))
+
+    def blocks(self, seed) -> Iterator[np.ndarray]:
+        """The rows that request ids draw, :data:`BLOCK` ids at a time, from ``seed``'s
+        client stream (:data:`CLIENT_STREAM`): the first ``n`` are the same however many
+        are drawn after them (a loop that ends by time is the same run whatever its room)."""
+        base = np.random.default_rng(seed).bit_generator.seed_seq  # (reading it spawns nothing)
+        rng = np.random.default_rng(np.random.SeedSequence(base.entropy, spawn_key=(*base.spawn_key, CLIENT_STREAM),
+                                                           pool_size=base.pool_size))
+        while True:
+            yield rng.integers(0, len(self), BLOCK)
+
+    def rows(self, seed, n: int) -> np.ndarray:
+        """The row each of request ids ``0..n-1`` draws."""
+        blocks = itertools.islice(self.blocks(seed), -(-n // BLOCK))
+        return np.concatenate([np.empty(0, dtype=np.int64), *blocks])[:n]
+
+    def drawn(self, seed, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``send_s, network_s, recv_s`` of request ids ``0..n-1``, as drawn from ``seed``."""
+        rows = self.rows(seed, n)
+        return self.send_s[rows], self.network_s[rows], self.recv_s[rows]
+
+    def pacer(self, think: Callable[[], float], seed) -> "DrawnPacer":
+        return DrawnPacer(self, think, seed)
+
+
+class FixedPacer:
+    """When a client with fixed costs sends: its first request after a think time, each
+    next one its costs' sum and a think time after an answer (the float sums as they were
+    before samples existed, so a run with fixed costs is unchanged)."""
+
+    def __init__(self, overhead: float, think: Callable[[], float]):
+        self.overhead, self.think = overhead, think
+
+    def first(self, send: int) -> float:
+        return self.think()
+
+    def again(self, at: float, send: int) -> float:
+        return at + self.overhead + self.think()
+
+
+class DrawnPacer:
+    """When a client with sampled costs sends (module docstring): the ``send``-th send
+    made arrives its row's ``send + network`` after its client begins, which is a think
+    time after the start for a first request, and an answer's ``recv`` and a think time
+    after that answer later (the answers counted in the order they are told). Draws are
+    held as lists of floats, :data:`BLOCK` ids more at a time."""
+
+    def __init__(self, samples: ClientSamples, think: Callable[[], float], seed):
+        self.think, self.samples = think, samples
+        self.source = samples.blocks(seed)
+        self.before: list[float] = []  # per send made: send + network
+        self.after: list[float] = []  # per answer told: recv
+        self.told = 0
+
+    def first(self, send: int) -> float:
+        return self.think() + self.reach(send)
+
+    def again(self, at: float, send: int) -> float:
+        told = self.told
+        self.told = told + 1
+        reach = self.reach(send)  # (sends made >= answers told: this draws far enough for both)
+        return at + self.after[told] + self.think() + reach
+
+    def reach(self, send: int) -> float:
+        while send >= len(self.before):
+            rows = next(self.source)
+            samples = self.samples
+            self.before.extend((samples.send_s[rows] + samples.network_s[rows]).tolist())
+            self.after.extend(samples.recv_s[rows].tolist())
+        return self.before[send]
+
+
+Costs = Union[ClientCosts, ClientSamples]
+
 
 @dataclass(frozen=True)
 class ClosedLoop:
     """The closed-loop load of a run: ``clients`` clients of ``size`` items per request,
     ``count`` requests in all; with ``duration_s``, as many as the clients send before that
     moment (the requests out then are answered; ``count`` is then only the room the engine
-    holds, see the module docstring). ``client``: a client's measured fixed costs per
-    request outside the server (:class:`ClientCosts`). ``seed`` (anything
-    :func:`numpy.random.default_rng` takes) seeds the think times, so a run is the same
-    each time it is served."""
+    holds, see the module docstring). ``client``: a client's measured costs per request
+    outside the server, fixed (:class:`ClientCosts`) or drawn from samples
+    (:class:`ClientSamples`). ``seed`` (anything :func:`numpy.random.default_rng` takes)
+    seeds the think times and the drawn costs, so a run is the same each time it is
+    served."""
 
     clients: int
     count: int
     think: ThinkTime = field(default_factory=ThinkTime)
     size: int = 1
-    client: ClientCosts = field(default_factory=ClientCosts)
+    client: Costs = field(default_factory=ClientCosts)
     seed: object = 0
     duration_s: Optional[float] = None
 
@@ -114,11 +273,15 @@ class ClosedLoop:
                 raise ValueError(f"closed loop: {name} must be a whole number >= 1, got {value!r}")
         if self.duration_s is not None and not (np.isfinite(self.duration_s) and self.duration_s > 0):
             raise ValueError(f"closed loop: duration_s must be a finite number > 0, got {self.duration_s!r}")
+        if self.seed is None and isinstance(self.client, ClientSamples):  # the clients' view draws them again
+            raise ValueError("closed loop: client costs drawn from samples need a seed (the clients' view draws "
+                             "each request's again, as the engine did)")
 
     @property
     def client_overhead_s(self) -> float:
-        """A client's time per request outside the server: what the engine waits before its
-        next send (think time apart)."""
+        """A client's time per request outside the server (its mean, for sampled costs):
+        what the engine waits between an answer and the next send's arrival, think time
+        apart."""
         return self.client.total_s
 
     @property
@@ -142,11 +305,12 @@ class Sends:
     times, as a trace's follow its arrivals."""
 
     def __init__(self, load: ClosedLoop, times: list):
-        self.times, self.limit, self.overhead = times, load.count, load.client_overhead_s
-        self.think = load.think.sampler(np.random.default_rng(load.seed))
+        self.times, self.limit = times, load.count
+        pacer = load.client.pacer(load.think.sampler(np.random.default_rng(load.seed)), load.seed)
+        self.first, self.again = pacer.first, pacer.again
         self.created = 0
         for _ in range(min(load.clients, load.count)):  # each client thinks, then sends its first request
-            self.add(self.think(), 0)
+            self.add(self.first(self.created), 0)
 
     @property
     def done(self) -> bool:
@@ -155,9 +319,10 @@ class Sends:
 
     def answered(self, at: float, count: int, arrived: int) -> None:
         """``count`` requests are answered at ``at``: their clients send again after their
-        overhead and a think time each, while requests are left to send."""
+        costs and a think time each, while requests are left to send."""
+        again = self.again
         for _ in range(min(count, self.limit - self.created)):
-            self.add(at + self.overhead + self.think(), arrived)
+            self.add(again(at, self.created), arrived)
 
     def add(self, at: float, arrived: int) -> None:
         times, end = self.times, self.created
@@ -204,8 +369,9 @@ class TimedSends(Sends):
         return self.stopped == self.clients  # every client's next send fell at or after the end
 
     def answered(self, at: float, count: int, arrived: int) -> None:
+        again = self.again
         for _ in range(count):
-            self.add(at + self.overhead + self.think(), arrived)
+            self.add(again(at, self.created), arrived)
 
     def add(self, at: float, arrived: int) -> None:
         if at >= self.until:
@@ -249,6 +415,9 @@ class RequestRate(ClosedLoop):
             raise ValueError("request rate: its clients never think (the schedule says when they send)")
         if self.duration_s is not None:
             raise ValueError("request rate: its schedule has a count of requests, not a duration_s")
+        if not isinstance(self.client, ClientCosts):
+            raise ValueError("request rate: its client costs are fixed (drawn costs are a closed loop's, whose clients "
+                             "each wait for their own answer)")
 
     @property
     def source(self) -> str:

@@ -87,7 +87,7 @@ def test_a_trace_config_is_written_as_before(write):
     ("load: {kind: closed_loop, clients: 2, count: 10, client_overhead_ms: 1}\n" + MODEL, "load.client_overhead_ms"),
     ("load: {kind: closed_loop, clients: 2, count: 10, client: {send_ms: -1}}\n" + MODEL, "load.client.send_ms:"),
     ("load: {kind: closed_loop, clients: 2, count: 10, client: from_csv}\n" + MODEL,
-     "load.client: expected 'from_profile' or {send_ms, network_ms, recv_ms}, got 'from_csv'"),
+     "load.client: expected 'from_profile', {send_ms, network_ms, recv_ms} or {samples: PATH}, got 'from_csv'"),
     ("load: {kind: closed_loop, clients: 2, count: 10, client: from_profile}\n" + MODEL,
      "load.client: from_profile: "),
     ("load: {kind: closed, clients: 2, count: 10}\n" + MODEL, "load: kind 'closed'"),

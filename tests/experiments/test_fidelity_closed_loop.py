@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("torch")
 
 from servesim.workloads import load_profile  # noqa: E402
+from servesim.workloads.client_samples import clients_path, read_client_samples  # noqa: E402
 from servesim.workloads.contention import contention_path  # noqa: E402
 
 CONFIG = """\
@@ -46,6 +47,10 @@ def test_the_whole_profile_has_the_model_its_contention_and_the_clients_costs(wh
     table = profile.contention[("cpu", "digits_torch_ee")]
     assert table.max_instances == 2 and table.sizes == (1, 2, 3, 4)
     assert "send_ms" in profile.metadata["client"] and contention_path(whole_profile).exists()
+    columns, metadata = read_client_samples(clients_path(whole_profile))  # every measured request beside it
+    # 200 requests of one client alone against the model (20 per timed call, at least 200), less the first tenth
+    assert len(columns["recv_ms"]) == 180 and "--whole --instances 2" in metadata["how"]
+    assert "one instance of the model, alone" in metadata["measured"]
 
 
 def test_a_closed_loop_fidelity_row_has_every_figure(write, servesim, tmp_path, whole_profile):
@@ -77,8 +82,10 @@ def test_calibrate_measures_the_point_in_isolation_before_its_real_runs(write, s
     profile = load_profile(served)
     assert sorted(row.batch_size for row in profile.rows) == [1, 2, 3, 4]  # 1..max_batch
     assert ("cpu", "digits_torch_ee") in profile.contention
-    # the simulation's client costs are the ones measured then, not the config's
+    # the simulation's client costs are drawn from the requests measured then, not the config's
     assert row["sim_client_send_ms"] != pytest.approx(0.002)
+    measured, _ = read_client_samples(served.with_name("served_profile.clients.csv"))
+    assert min(measured["send_ms"]) <= row["sim_client_send_ms"] <= max(measured["send_ms"])
 
 
 @pytest.mark.parametrize("old, new, message", [

@@ -20,6 +20,7 @@ from servesim import traces
 from servesim.experiments.specs import FileBehaviour
 from servesim.workloads import load_profile
 from servesim.workloads.behaviour import REQUIRED_KEYS, OPTIONAL_KEYS, from_apparate_pickle, load_table
+from servesim.workloads.client_samples import CLIENT_COLUMNS, CLIENTS_SUFFIX, read_client_samples
 from servesim.workloads.contention import CONTENTION_COLUMNS, CONTENTION_SUFFIX
 from servesim.workloads.profile import COLUMNS, REQUIRED_METADATA, SAMPLES_SUFFIX
 from servesim.workloads.offline_tables import FORMATS as OFFLINE_FORMATS, import_offline_table
@@ -47,8 +48,9 @@ def test_every_format_the_code_reads_is_documented_with_an_example():
     for name in OFFLINE_FORMATS:  # servesim profile import --format NAME
         assert f"### `{name}`" in text and name in markers, name
     assert any(m.startswith("contention ") for m in markers) and CONTENTION_SUFFIX in text
+    assert any(m.startswith("clients ") for m in markers) and CLIENTS_SUFFIX in text
     # every column, key and array
-    for word in COLUMNS + REQUIRED_METADATA + REQUIRED_KEYS + OPTIONAL_KEYS + CONTENTION_COLUMNS:
+    for word in COLUMNS + REQUIRED_METADATA + REQUIRED_KEYS + OPTIONAL_KEYS + CONTENTION_COLUMNS + CLIENT_COLUMNS:
         assert f"`{word}`" in text, word
 
 
@@ -62,7 +64,7 @@ def test_every_example_loads(tmp_path, monkeypatch):
             kind, file = words[1], words[-1]
         else:
             kind = words[0]
-            file = words[1] if kind in ("profile", "contention") else f"example{k}.txt"
+            file = words[1] if kind in ("profile", "contention", "clients") else f"example{k}.txt"
             _write(tmp_path / file, body)
         if kind == "trace":
             trace = traces.load(file, words[words.index("trace") + 1], rng=rng)
@@ -71,6 +73,8 @@ def test_every_example_loads(tmp_path, monkeypatch):
             assert load_profile(file).models() == ("mlp3",)
         elif kind == "contention":  # the sidecar of the profile example above
             assert load_profile(file.removesuffix(CONTENTION_SUFFIX) + ".csv").contention["cpu", "mlp3"].sizes == (1, 8)
+        elif kind == "clients":
+            assert len(read_client_samples(file)[0]["recv_ms"]) == 3
         elif kind == "samples":
             assert load_profile(file.removesuffix(SAMPLES_SUFFIX) + ".csv").samples  # the sidecar was read
         elif kind == "profile-import":
