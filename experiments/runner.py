@@ -150,12 +150,14 @@ def run_one(run: Run, base_dir: Path, progress=None) -> tuple[dict, dict[str, by
                              summary["cost"]["provisioned_accelerator_s"])  # a replica holds one unit
     summary = {"run": run.name, "seed": run.seed, "params": run.params,
                "trace": trace.source, **summary}
+    instances = run.config.serving.instances
+    if run.config.load is not None or instances > 1:  # the profile's compute split, the instances' contention
+        costs = build_cost_model(run.config, base_dir)
     if run.config.load is not None:  # what the clients see, in perf_analyzer's terms
-        profile = build_cost_model(run.config, base_dir).profile  # its compute split, where it measured one
-        summary.update(client_view(results.requests, trace, summary, warmup, compute_split(profile)))
-    if run.config.serving.instances > 1:  # whether their contention was measured or derived (an assumption)
-        table = build_cost_model(run.config, base_dir).contention(run.config.serving.instances, "serving.instances")
-        summary["instances"] = {"count": run.config.serving.instances, "contention": table.source}
+        summary.update(client_view(results.requests, trace, summary, warmup, compute_split(costs.profile)))
+    if instances > 1:  # whether their contention was measured or derived (an assumption)
+        summary["instances"] = {"count": instances,
+                                "contention": costs.contention(instances, "serving.instances").source}
     if policy is not None:
         summary["policy"] = {"name": run.config.exits.policy.name, **policy.params()}
     columns = results.requests.columns()
