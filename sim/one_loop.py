@@ -1,0 +1,172 @@
+"""The lanes of a run's one steady deployment, driven by one heapq event loop instead of
+SimPy.
+
+The commonest run (one task served by one deployment under a plan that never changes:
+plain requests, no exits, padding, instances or closed loop; routing, batching, drops
+and a serving host allowed) is served by :meth:`sim.cluster._Cluster.steady_lane`
+processes under SimPy: a SimPy event costs an ``Event`` object, a scheduling, a
+callback and a generator resume, and such a run takes two to three of them per request
+(a lane's batch end, its wake-up, the dispatcher's arrival timer). This loop runs the
+same lanes, by the same rules and through the same policy objects (the deployment's
+router and batching policy, its sampler drawn in the order batches start, the
+cluster's own routing, drops and logs), on a heap of plain tuples: about two heap
+entries per request where nothing is batched, fewer where batches form.
+
+Its events and their order are SimPy's (the steady lane's own, fast-forwarded or not):
+
+* ``(time, number, BATCH_END, lane, items)``: a lane's batch ends. The arrivals up to
+  then are routed first (:attr:`_Cluster.catch_up`), so a router still counts the
+  batch, then its requests leave the router's count and the lane looks at its queue.
+* ``(time, number, TIMER, lane, deadline)``: the batching policy's timer. It wakes the
+  lane if it still waits for that deadline (a lane woken earlier keeps its timer when
+  it waits again for the same deadline, as :class:`sim.cluster._Waiter` does).
+* ``(time, number, WAKE, lane, 0)``: an arrival (or the end of the trace) woke a
+  waiting lane, which looks at its queue once the events already due then are done,
+  as a succeeded SimPy event resumes its process.
+* arrivals are not entries: while a lane waits, the next arrival is routed at its own
+  time (before a lane's event at the same instant), which is what SimPy's arrival
+  timer does; while none waits they are routed lazily, as under SimPy.
+
+``number`` counts the entries pushed, so events due at one instant run in the order
+they were set, as SimPy's do. A lane looks at its queue as the steady lane does (drops
+at the head, ``batcher.decide``, take a batch or wait). Times are exact: each event is
+at the time it was set for, where SimPy's clock adds a delay to its own time and may
+round the last bit of a time that lies more than twice as far from its clock as the
+clock from zero (early in a run); ``tests/engine/test_one_loop.py`` holds both to one
+sample path.
+"""
+
+from __future__ import annotations
+
+from heapq import heappop, heappush
+from itertools import count
+from typing import TYPE_CHECKING
+
+from servesim.policies.batching import NEVER_BUSY
+
+if TYPE_CHECKING:
+    from .cluster import _BatchLog, _Cluster, _Deployment, _Replica
+
+BATCH_END, TIMER, WAKE = 0, 1, 2
+INF = float("inf")
+
+
+class OneLoopLane:
+    """One lane's state between its events. As an entry ``(replica, lane)`` among its
+    queue's waiting lanes it is woken by ``succeed()``, as a SimPy event would be."""
+
+    __slots__ = ("loop", "replica", "queue", "idle", "entry", "slot", "log_batch", "code", "step",
+                 "free_since", "deadline", "timer_at")
+
+    def __init__(self, loop: "OneLoop", replica: "_Replica", log: "_BatchLog"):
+        self.loop, self.replica = loop, replica
+        self.queue, self.idle = replica.queue, replica.idle
+        self.entry = (replica, self)
+        self.slot = -1  # its replica's index among the router's targets (set once they are fixed)
+        self.log_batch = log.flat.extend  # (the list is cleared in place when it moves into numpy)
+        self.code, self.step = log.slot, log.step  # its next batch's code, and from one to the next
+        self.free_since = NEVER_BUSY  # when its last batch ended
+        self.deadline = None  # the policy's deadline it waits for
+        self.timer_at = None  # its latest timer's deadline while that timer is still to fire
+
+    def succeed(self) -> None:
+        """Woken (it left the waiting lanes): it looks at its queue after the events due now."""
+        loop = self.loop
+        heappush(loop.heap, (loop.now, next(loop.numbers), WAKE, self, 0))
+
+
+class OneLoop:
+    """The event loop of ``cluster``'s one steady deployment ``dep``: :meth:`add` each of
+    its lanes as it is created, then :meth:`run` the whole run."""
+
+    def __init__(self, cluster: "_Cluster"):
+        self.cluster = cluster
+        self.heap: list[tuple] = []
+        self.numbers = count()
+        self.now = 0.0
+        self.lanes: list[OneLoopLane] = []
+
+    def add(self, replica: "_Replica", log: "_BatchLog") -> None:
+        self.lanes.append(OneLoopLane(self, replica, log))
+
+    def run(self) -> None:
+        cluster = self.cluster
+        dep: _Deployment = self.lanes[0].replica.deployment
+        task = dep.key[0]
+        heap, numbers = self.heap, self.numbers
+        routed = dep.router is not None
+        if routed:  # the replicas its router chooses among, fixed from now on, and their loads
+            dep.targets()
+        loads = dep.loads
+        for lane in self.lanes:
+            lane.slot = lane.replica.slot
+        catch_up = cluster.catch_up
+        catch_up(0.0)
+        for lane in self.lanes:  # every lane looks at its queue at 0, in order
+            heappush(heap, (0.0, next(numbers), WAKE, lane, 0))
+        times, since, batch_of = cluster.times, cluster.since[task], cluster.batch_of[task]
+        limit = cluster.drop_after.get(task)
+        sampler, decide, host = dep.sampler, dep.batcher.decide, cluster.host_clock
+        while True:
+            if cluster.waiting:  # a lane waits: the next arrival is routed at its own time
+                arrival = times[cluster.arrived]
+                if arrival < INF and (not heap or arrival <= heap[0][0]):
+                    self.now = arrival
+                    catch_up(arrival)
+                    continue
+            if not heap:
+                break
+            now, _, kind, lane, data = heappop(heap)
+            self.now = now
+            queue = lane.queue
+            if kind == BATCH_END:
+                catch_up(now)  # (arrivals at the batch's end count it as outstanding)
+                if routed:
+                    loads[lane.slot] -= data
+                lane.free_since = now
+            elif kind == TIMER:
+                if data == lane.timer_at:
+                    lane.timer_at = None
+                if data != lane.deadline or lane.entry not in lane.idle:
+                    continue
+                lane.idle.remove(lane.entry)
+                cluster.waiting -= 1
+                if heap and heap[0][0] <= now:  # it looks after the events due now
+                    heappush(heap, (now, next(numbers), WAKE, lane, 0))
+                    continue
+            # the lane looks at its queue at ``now``
+            if limit is not None:
+                while queue and now - since[queue[0]] > limit:
+                    rid = queue.popleft()
+                    if routed:
+                        loads[lane.slot] -= 1
+                    cluster.drop(task, rid, since[rid] + limit, lane.replica.number)
+            if queue:
+                size, wake_at = decide(now, len(queue), since[queue[0]], cluster.exhausted, lane.free_since)
+            elif cluster.exhausted:
+                continue  # nothing left to come: it is done (its replica stays up to the run's end)
+            else:
+                size, wake_at = 0, None
+            if size == 0:  # it waits, the longest-waiting lane of its queue last in line
+                if wake_at is not None and wake_at <= now or wake_at is None and cluster.exhausted and queue:
+                    raise cluster.stall(dep, now, wake_at, len(queue))
+                lane.idle.append(lane.entry)
+                cluster.waiting += 1
+                if wake_at is not None and wake_at != lane.timer_at:
+                    lane.timer_at = wake_at
+                    heappush(heap, (wake_at, next(numbers), TIMER, lane, wake_at))
+                lane.deadline = wake_at
+                continue
+            code = lane.code
+            if size == 1:
+                taken = 1
+                batch_of[queue.popleft()] = code
+            else:
+                taken = size if size < len(queue) else len(queue)
+                popleft = queue.popleft
+                for _ in range(taken):
+                    batch_of[popleft()] = code
+            done = now + sampler(taken) if host is None else host.finish(now, sampler(taken))
+            lane.log_batch((now, done, taken))
+            lane.code = code + lane.step
+            heappush(heap, (done, next(numbers), BATCH_END, lane, taken))
