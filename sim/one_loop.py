@@ -155,39 +155,50 @@ class OneLoop:
                     if heap and heap[0][0] <= now:  # it looks after the events due now
                         heappush(heap, (now, next(numbers), WAKE, lane, 0))
                         continue
-            # the lane looks at its queue at ``now``
-            if limit is not None:
-                while queue and now - since[queue[0]] > limit:
-                    rid = queue.popleft()
-                    if routed:
-                        loads[lane.slot] -= 1
-                    cluster.drop(task, rid, since[rid] + limit, lane.replica.number)
-            if queue:
-                size, wake_at = decide(now, len(queue), since[queue[0]], cluster.exhausted, lane.free_since)
-            elif cluster.exhausted:
-                continue  # nothing left to come: it is done (its replica stays up to the run's end)
-            else:
-                size, wake_at = 0, None
-            if size == 0:  # it waits, the longest-waiting lane of its queue last in line
-                if wake_at is not None and wake_at <= now or wake_at is None and cluster.exhausted and queue:
-                    raise cluster.stall(dep, now, wake_at, len(queue))
-                lane.idle.append(lane.entry)
-                cluster.waiting += 1
-                if wake_at is not None and wake_at != lane.timer_at:
-                    lane.timer_at = wake_at
-                    heappush(heap, (wake_at, next(numbers), TIMER, lane, wake_at))
-                lane.deadline = wake_at
-                continue
-            code = lane.code
-            if size == 1:
-                taken = 1
-                batch_of[queue.popleft()] = code
-            else:
-                taken = size if size < len(queue) else len(queue)
-                popleft = queue.popleft
-                for _ in range(taken):
-                    batch_of[popleft()] = code
-            done = now + sampler(taken) if host is None else host.finish(now, sampler(taken))
-            lane.log_batch((now, done, taken))
-            lane.code = code + lane.step
-            heappush(heap, (done, next(numbers), BATCH_END, lane, taken))
+            while True:  # the lane looks at its queue at ``now``
+                if limit is not None:
+                    while queue and now - since[queue[0]] > limit:
+                        rid = queue.popleft()
+                        if routed:
+                            loads[lane.slot] -= 1
+                        cluster.drop(task, rid, since[rid] + limit, lane.replica.number)
+                if queue:
+                    size, wake_at = decide(now, len(queue), since[queue[0]], cluster.exhausted, lane.free_since)
+                elif cluster.exhausted:
+                    break  # nothing left to come: it is done (its replica stays up to the run's end)
+                else:
+                    size, wake_at = 0, None
+                if size == 0:  # it waits, the longest-waiting lane of its queue last in line
+                    if wake_at is not None and wake_at <= now or wake_at is None and cluster.exhausted and queue:
+                        raise cluster.stall(dep, now, wake_at, len(queue))
+                    lane.idle.append(lane.entry)
+                    cluster.waiting += 1
+                    if wake_at is not None and wake_at != lane.timer_at:
+                        lane.timer_at = wake_at
+                        heappush(heap, (wake_at, next(numbers), TIMER, lane, wake_at))
+                    lane.deadline = wake_at
+                    break
+                code = lane.code
+                if size == 1:
+                    taken = 1
+                    batch_of[queue.popleft()] = code
+                else:
+                    taken = size if size < len(queue) else len(queue)
+                    popleft = queue.popleft
+                    for _ in range(taken):
+                        batch_of[popleft()] = code
+                done = now + sampler(taken) if host is None else host.finish(now, sampler(taken))
+                lane.log_batch((now, done, taken))
+                lane.code = code + lane.step
+                if heap and heap[0][0] <= done or cluster.waiting and times[cluster.arrived] <= done:
+                    heappush(heap, (done, next(numbers), BATCH_END, lane, taken))
+                    break
+                # Nothing else can happen before it ends (no entry is due, and no arrival is
+                # routed at its time): it ends here, without an entry, and the lane runs on.
+                now = done
+                if times[cluster.arrived] <= now:
+                    self.now = now
+                    catch_up(now)
+                if routed:
+                    loads[lane.slot] -= taken
+                lane.free_since = now
