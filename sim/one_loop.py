@@ -108,6 +108,7 @@ class OneLoop:
         limit = cluster.drop_after.get(task)
         sampler, decide, host = dep.sampler, dep.batcher.decide, cluster.host_clock
         targets, choose = dep._targets, dep.router.choose if routed else None
+        step = self.lanes[0].step  # from one batch's code to the next's, in every lane of the task
         while True:
             k = cluster.arrived
             if cluster.waiting and times[k] < INF and (not heap or times[k] <= heap[0][0]):
@@ -155,6 +156,9 @@ class OneLoop:
                     if heap and heap[0][0] <= now:  # it looks after the events due now
                         heappush(heap, (now, next(numbers), WAKE, lane, 0))
                         continue
+            # kept here while it runs on (stored when it stops), with the next arrival's time
+            code, free_since, log_batch = lane.code, lane.free_since, lane.log_batch
+            next_arrival = times[cluster.arrived]
             while True:  # the lane looks at its queue at ``now``
                 if limit is not None:
                     while queue and now - since[queue[0]] > limit:
@@ -163,7 +167,7 @@ class OneLoop:
                             loads[lane.slot] -= 1
                         cluster.drop(task, rid, since[rid] + limit, lane.replica.number)
                 if queue:
-                    size, wake_at = decide(now, len(queue), since[queue[0]], cluster.exhausted, lane.free_since)
+                    size, wake_at = decide(now, len(queue), since[queue[0]], cluster.exhausted, free_since)
                 elif cluster.exhausted:
                     break  # nothing left to come: it is done (its replica stays up to the run's end)
                 else:
@@ -171,14 +175,22 @@ class OneLoop:
                 if size == 0:  # it waits, the longest-waiting lane of its queue last in line
                     if wake_at is not None and wake_at <= now or wake_at is None and cluster.exhausted and queue:
                         raise cluster.stall(dep, now, wake_at, len(queue))
+                    if not cluster.waiting:
+                        # No other lane waits: idle until the next arrival or the policy's timer, if that
+                        # comes before every entry, without an entry (the first look routes the arrival).
+                        until = next_arrival if wake_at is None or next_arrival <= wake_at else wake_at
+                        if until < INF and not (heap and heap[0][0] <= until):
+                            now = until
+                            next_arrival = catch_up(now)  # (no lane waits: none to wake)
+                            continue
                     lane.idle.append(lane.entry)
                     cluster.waiting += 1
                     if wake_at is not None and wake_at != lane.timer_at:
                         lane.timer_at = wake_at
                         heappush(heap, (wake_at, next(numbers), TIMER, lane, wake_at))
                     lane.deadline = wake_at
+                    lane.code, lane.free_since = code, free_since
                     break
-                code = lane.code
                 if size == 1:
                     taken = 1
                     batch_of[queue.popleft()] = code
@@ -188,17 +200,19 @@ class OneLoop:
                     for _ in range(taken):
                         batch_of[popleft()] = code
                 done = now + sampler(taken) if host is None else host.finish(now, sampler(taken))
-                lane.log_batch((now, done, taken))
-                lane.code = code + lane.step
-                if heap and heap[0][0] <= done or cluster.waiting and times[cluster.arrived] <= done:
-                    heappush(heap, (done, next(numbers), BATCH_END, lane, taken))
-                    break
-                # Nothing else can happen before it ends (no entry is due, and no arrival is
-                # routed at its time): it ends here, without an entry, and the lane runs on.
-                now = done
-                if times[cluster.arrived] <= now:
-                    self.now = now
-                    catch_up(now)
-                if routed:
-                    loads[lane.slot] -= taken
-                lane.free_since = now
+                log_batch((now, done, taken))
+                code += step
+                # It runs on without an entry where nothing else can happen before its batch ends:
+                # no entry is due by then, and no arrival is routed at its own time (no lane waits).
+                if not (heap and heap[0][0] <= done):
+                    arriving = next_arrival <= done
+                    if not (arriving and cluster.waiting):
+                        now = free_since = done
+                        if arriving:  # routed first: a router counts the batch (no lane waits to be woken)
+                            next_arrival = catch_up(now)
+                        if routed:
+                            loads[lane.slot] -= taken
+                        continue
+                heappush(heap, (done, next(numbers), BATCH_END, lane, taken))
+                lane.code = code
+                break
