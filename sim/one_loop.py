@@ -133,32 +133,34 @@ class OneLoop:
                 if heap and heap[0][0] <= now:  # it looks after the events due now
                     heappush(heap, (now, next(numbers), WAKE, lane, 0))
                     continue
-                queue = lane.queue
+                queue, free_since, next_arrival = lane.queue, lane.free_since, times[k + 1]
             else:
                 if not heap:
                     break
                 now, _, kind, lane, data = heappop(heap)
                 queue = lane.queue
                 if kind == BATCH_END:
-                    if times[k] <= now:  # (arrivals at the batch's end count it as outstanding)
+                    next_arrival = times[k]
+                    if next_arrival <= now:  # (arrivals at the batch's end count it as outstanding)
                         self.now = now
-                        catch_up(now)
+                        next_arrival = catch_up(now)
                     if routed:
                         loads[lane.slot] -= data
-                    lane.free_since = now
-                elif kind == TIMER:
-                    if data == lane.timer_at:
-                        lane.timer_at = None
-                    if data != lane.deadline or lane.entry not in lane.idle:
-                        continue
-                    lane.idle.remove(lane.entry)
-                    cluster.waiting -= 1
-                    if heap and heap[0][0] <= now:  # it looks after the events due now
-                        heappush(heap, (now, next(numbers), WAKE, lane, 0))
-                        continue
+                    free_since = now
+                else:
+                    if kind == TIMER:
+                        if data == lane.timer_at:
+                            lane.timer_at = None
+                        if data != lane.deadline or lane.entry not in lane.idle:
+                            continue
+                        lane.idle.remove(lane.entry)
+                        cluster.waiting -= 1
+                        if heap and heap[0][0] <= now:  # it looks after the events due now
+                            heappush(heap, (now, next(numbers), WAKE, lane, 0))
+                            continue
+                    free_since, next_arrival = lane.free_since, times[k]
             # kept here while it runs on (stored when it stops), with the next arrival's time
-            code, free_since, log_batch = lane.code, lane.free_since, lane.log_batch
-            next_arrival = times[cluster.arrived]
+            code, log_batch = lane.code, lane.log_batch
             while True:  # the lane looks at its queue at ``now``
                 if limit is not None:
                     while queue and now - since[queue[0]] > limit:
