@@ -6,10 +6,14 @@ Replicas 1-8 (with one to three lanes each under ``core_mode="lanes"``), every r
 the shared queue, batching off, dynamic (either window rule), fixed or deadline-driven,
 loads from idle to overloaded (rho 0.2-1.2 of the full-batch capacity), a one-stage
 exponential or deterministic model (whose batches tie) or the quickstart's three-stage measured model, drops, and a serving
-host on one replica. Every column of the request table (start, finish, replica, batch
+host on one replica. Every column of the request table but the times (replica, batch
 size, status) and every figure of the run's summary must be equal, exactly: both apply
-one rule in one order, and the loop's times are exact where SimPy's clock could round a
-time far from it (early in a run), which these small runs would show."""
+one rule in one order. Start and finish agree to the bit but where SimPy's clock rounds:
+it adds a delay to its own time, and where the delay is longer than the time run so far
+(early in a run) the sum can be one ulp off the time the event was set for, which the
+loop, keeping the times it was set for, is not (about one tiny random trace in 4,000;
+:func:`test_simpys_clock_rounds_where_the_loop_is_exact` shows one). So they are held to
+1e-12 s, far below any service time here, and none of these examples needs more than 0."""
 
 from __future__ import annotations
 
@@ -99,9 +103,31 @@ def serve(case, one_loop: bool):
 def test_the_heapq_loop_and_simpys_lanes_give_one_sample_path(case):
     table, summary = serve(case, True)
     expected, expected_summary = serve(case, False)
-    for name in ("arrival", "start", "finish", "replica", "batch_size", "status"):
+    for name in ("arrival", "replica", "batch_size", "status"):
         np.testing.assert_array_equal(getattr(table, name), getattr(expected, name), err_msg=name)
+    for name in ("start", "finish"):
+        np.testing.assert_allclose(getattr(table, name), getattr(expected, name), rtol=0, atol=1e-12, err_msg=name)
     assert summary == expected_summary
+
+
+def test_simpys_clock_rounds_where_the_loop_is_exact():
+    """The one difference: two replicas, 2 ms batches, a request arriving at 11.55 ms when
+    both replicas wait. SimPy's timer for it, set with a delay longer than the time run
+    until then, fires 1.7e-18 s after its arrival, and its lane starts it then; the loop
+    starts it at its arrival, as every other request here."""
+    times = np.array([0.00155, 0.00216, 0.01155, 0.01193])
+    starts = {}
+    for one_loop in (True, False):
+        _Cluster.one_loop = one_loop
+        try:
+            results = simulate(Trace(times, source="test"), EXACT, DynamicBatcher(1, 0), replicas=2,
+                               rng=np.random.default_rng(0))
+        finally:
+            _Cluster.one_loop = True
+        starts[one_loop] = results.requests.start
+        assert results.requests.replica.tolist() == [0, 1, 0, 1]
+    np.testing.assert_array_equal(starts[True], times)
+    assert 0 < starts[False][2] - times[2] <= 2e-18 and np.array_equal(starts[False][[0, 1, 3]], times[[0, 1, 3]])
 
 
 def test_the_loop_serves_what_it_is_meant_to():
