@@ -4,7 +4,7 @@ deployments of model variants whose replicas come and go.
 It serves a *pipeline* (a DAG of tasks: a detector, then a classifier) whose
 configuration may change while it runs; a single-model run (:func:`sim.simulate`) is its
 simplest case, one task served by one deployment under a plan that never changes, and
-the case it serves fastest (:meth:`_Cluster.steady_lane`). Every ``adapter.interval_s``
+the case it serves fastest (:mod:`sim.one_loop`, one heapq loop for all its lanes). Every ``adapter.interval_s``
 seconds the adapter (:mod:`policies.autoscaling`) sees the load so far and how busy each
 deployment was, and may return a new :class:`~policies.autoscaling.Plan`. The engine
 carries it out as a cluster would:
@@ -86,7 +86,9 @@ replica runs at about half the speed of a bare heapq loop (``bench/engine.py``).
 whose answers go on to another task, or leave at exits, takes an event per batch.
 ``fast_forward=False`` gives every batch its event; the tests check that both give the
 same results. The one task of a run whose plan never changes, with plain requests and no
-exits or padding, runs its lanes as a leaner loop (:meth:`_Cluster.steady_lane`).
+exits or padding, runs its lanes as a leaner loop (:meth:`_Cluster.steady_lane`); where
+one deployment serves it, not as SimPy processes but all in one heapq loop of the same
+rules (:mod:`sim.one_loop`), which takes about one heap entry per request.
 
 Requests are dispatched to a task's deployments by smooth weighted round robin over the
 quotas (deterministic: same plan, same split). Within a deployment its replicas share one
