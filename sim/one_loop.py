@@ -39,7 +39,6 @@ sample path.
 from __future__ import annotations
 
 from heapq import heappop, heappush
-from itertools import count
 from typing import TYPE_CHECKING
 
 from servesim.policies.batching import NEVER_BUSY
@@ -70,9 +69,9 @@ class OneLoopLane:
         self.timer_at = None  # its latest timer's deadline while that timer is still to fire
 
     def succeed(self) -> None:
-        """Woken (it left the waiting lanes): it looks at its queue after the events due now."""
-        loop = self.loop
-        heappush(loop.heap, (loop.now, next(loop.numbers), WAKE, self, 0))
+        """Woken (it left the waiting lanes) by routing: it looks at its queue after the
+        events due now (the loop gives it its entry once routing is done)."""
+        self.loop.woken.append(self)
 
 
 class OneLoop:
@@ -82,8 +81,7 @@ class OneLoop:
     def __init__(self, cluster: "_Cluster"):
         self.cluster = cluster
         self.heap: list[tuple] = []
-        self.numbers = count()
-        self.now = 0.0
+        self.woken: list[OneLoopLane] = []  # lanes woken by the routing of arrivals, to be given entries
         self.lanes: list[OneLoopLane] = []
 
     def add(self, replica: "_Replica", log: "_BatchLog") -> None:
@@ -93,7 +91,8 @@ class OneLoop:
         cluster = self.cluster
         dep: _Deployment = self.lanes[0].replica.deployment
         task = dep.key[0]
-        heap, numbers = self.heap, self.numbers
+        heap, woken = self.heap, self.woken
+        number = 0  # entries pushed so far: entries due at one instant come out in the order pushed
         routed = dep.router is not None
         if routed:  # the replicas its router chooses among, fixed from now on, and their loads
             dep.targets()
@@ -103,7 +102,8 @@ class OneLoop:
         catch_up = cluster.catch_up
         catch_up(0.0)
         for lane in self.lanes:  # every lane looks at its queue at 0, in order
-            heappush(heap, (0.0, next(numbers), WAKE, lane, 0))
+            number += 1
+            heappush(heap, (0.0, number, WAKE, lane, 0))
         times, since, batch_of = cluster.times, cluster.since[task], cluster.batch_of[task]
         limit = cluster.drop_after.get(task)
         sampler, decide, host = dep.sampler, dep.batcher.decide, cluster.host_clock
@@ -111,11 +111,16 @@ class OneLoop:
         step = self.lanes[0].step  # from one batch's code to the next's, in every lane of the task
         while True:
             k = cluster.arrived
-            if cluster.waiting and times[k] < INF and (not heap or times[k] <= heap[0][0]):
+            arrival = times[k]
+            if cluster.waiting and arrival < INF and (not heap or arrival <= heap[0][0]):
                 # a lane waits: the next arrival is routed at its own time
-                now = self.now = times[k]
+                now = arrival
                 if k + 1 == cluster.report_at or times[k + 1] == now:
                     catch_up(now)  # several at once, or the window of arrival times moves on
+                    for woke in woken:
+                        number += 1
+                        heappush(heap, (now, number, WAKE, woke, 0))
+                    woken.clear()
                     continue
                 # one arrival, routed here as catch_up would (the commonest event of a lightly loaded system)
                 cluster.arrived = k + 1
@@ -131,7 +136,8 @@ class OneLoop:
                 lane = target.idle.pop(0)[1]  # the lane that has waited longest wakes
                 cluster.waiting -= 1
                 if heap and heap[0][0] <= now:  # it looks after the events due now
-                    heappush(heap, (now, next(numbers), WAKE, lane, 0))
+                    number += 1
+                    heappush(heap, (now, number, WAKE, lane, 0))
                     continue
                 queue, free_since, next_arrival = lane.queue, lane.free_since, times[k + 1]
             else:
@@ -140,10 +146,13 @@ class OneLoop:
                 now, _, kind, lane, data = heappop(heap)
                 queue = lane.queue
                 if kind == BATCH_END:
-                    next_arrival = times[k]
-                    if next_arrival <= now:  # (arrivals at the batch's end count it as outstanding)
-                        self.now = now
+                    next_arrival = arrival
+                    if arrival <= now:  # (arrivals at the batch's end count it as outstanding)
                         next_arrival = catch_up(now)
+                        for woke in woken:
+                            number += 1
+                            heappush(heap, (now, number, WAKE, woke, 0))
+                        woken.clear()
                     if routed:
                         loads[lane.slot] -= data
                     free_since = now
@@ -156,9 +165,10 @@ class OneLoop:
                         lane.idle.remove(lane.entry)
                         cluster.waiting -= 1
                         if heap and heap[0][0] <= now:  # it looks after the events due now
-                            heappush(heap, (now, next(numbers), WAKE, lane, 0))
+                            number += 1
+                            heappush(heap, (now, number, WAKE, lane, 0))
                             continue
-                    free_since, next_arrival = lane.free_since, times[k]
+                    free_since, next_arrival = lane.free_since, arrival
             # kept here while it runs on (stored when it stops), with the next arrival's time
             code, log_batch = lane.code, lane.log_batch
             while True:  # the lane looks at its queue at ``now``
@@ -189,7 +199,8 @@ class OneLoop:
                     cluster.waiting += 1
                     if wake_at is not None and wake_at != lane.timer_at:
                         lane.timer_at = wake_at
-                        heappush(heap, (wake_at, next(numbers), TIMER, lane, wake_at))
+                        number += 1
+                        heappush(heap, (wake_at, number, TIMER, lane, wake_at))
                     lane.deadline = wake_at
                     lane.code, lane.free_since = code, free_since
                     break
@@ -215,6 +226,7 @@ class OneLoop:
                         if routed:
                             loads[lane.slot] -= taken
                         continue
-                heappush(heap, (done, next(numbers), BATCH_END, lane, taken))
+                number += 1
+                heappush(heap, (done, number, BATCH_END, lane, taken))
                 lane.code = code
                 break
