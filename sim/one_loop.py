@@ -109,18 +109,26 @@ class OneLoop:
         sampler, decide, host = dep.sampler, dep.batcher.decide, cluster.host_clock
         targets, choose = dep._targets, dep.router.choose if routed else None
         step = self.lanes[0].step  # from one batch's code to the next's, in every lane of the task
+        # SimPy's timer for the next arrival, set while a lane waits (one at a time): when it is
+        # due and where it stands among the entries due at that instant (its order number)
+        timer_set, timer_at, timer_number = False, INF, 0
         while True:
-            k = cluster.arrived
-            arrival = times[k]
-            if cluster.waiting and arrival < INF and (not heap or arrival <= heap[0][0]):
-                # a lane waits: the next arrival is routed at its own time
-                now = arrival
-                if k + 1 == cluster.report_at or times[k + 1] == now:
-                    catch_up(now)  # several at once, or the window of arrival times moves on
+            if timer_set and (not heap or timer_at < heap[0][0] or timer_at == heap[0][0] and timer_number < heap[0][1]):
+                # the arrival timer is next: the arrivals up to its time are routed
+                timer_set = False
+                now = timer_at
+                k = cluster.arrived
+                if times[k] > now or k + 1 == cluster.report_at or times[k + 1] == now:
+                    # routed already (at a batch's end at this instant), several at once, or the
+                    # window of arrival times moves on: by catch_up
+                    catch_up(now)
                     for woke in woken:
                         number += 1
                         heappush(heap, (now, number, WAKE, woke, 0))
                     woken.clear()
+                    if cluster.waiting and not cluster.exhausted:
+                        timer_set, timer_at, number = True, times[cluster.arrived], number + 1
+                        timer_number = number
                     continue
                 # one arrival, routed here as catch_up would (the commonest event of a lightly loaded system)
                 cluster.arrived = k + 1
@@ -131,11 +139,16 @@ class OneLoop:
                 else:
                     target = dep
                 target.queue.append(k)
-                if not target.idle:
+                lane = None
+                if target.idle:
+                    lane = target.idle.pop(0)[1]  # the lane that has waited longest wakes
+                    cluster.waiting -= 1
+                if cluster.waiting:  # (not the last arrival: more are to come)
+                    timer_set, timer_at, number = True, times[k + 1], number + 1
+                    timer_number = number
+                if lane is None:
                     continue
-                lane = target.idle.pop(0)[1]  # the lane that has waited longest wakes
-                cluster.waiting -= 1
-                if heap and heap[0][0] <= now:  # it looks after the events due now
+                if heap and heap[0][0] <= now:  # it looks after the entries due now
                     number += 1
                     heappush(heap, (now, number, WAKE, lane, 0))
                     continue
@@ -145,9 +158,9 @@ class OneLoop:
                     break
                 now, _, kind, lane, data = heappop(heap)
                 queue = lane.queue
+                next_arrival = times[cluster.arrived]
                 if kind == BATCH_END:
-                    next_arrival = arrival
-                    if arrival <= now:  # (arrivals at the batch's end count it as outstanding)
+                    if next_arrival <= now:  # (arrivals at the batch's end count it as outstanding)
                         next_arrival = catch_up(now)
                         for woke in woken:
                             number += 1
@@ -164,11 +177,11 @@ class OneLoop:
                             continue
                         lane.idle.remove(lane.entry)
                         cluster.waiting -= 1
-                        if heap and heap[0][0] <= now:  # it looks after the events due now
-                            number += 1
+                        if heap and heap[0][0] <= now or timer_set and timer_at <= now:
+                            number += 1  # it looks after the entries due now
                             heappush(heap, (now, number, WAKE, lane, 0))
                             continue
-                    free_since, next_arrival = lane.free_since, arrival
+                    free_since = lane.free_since
             # kept here while it runs on (stored when it stops), with the next arrival's time
             code, log_batch = lane.code, lane.log_batch
             while True:  # the lane looks at its queue at ``now``
@@ -191,12 +204,15 @@ class OneLoop:
                         # No other lane waits: idle until the next arrival or the policy's timer, if that
                         # comes before every entry, without an entry (the first look routes the arrival).
                         until = next_arrival if wake_at is None or next_arrival <= wake_at else wake_at
-                        if until < INF and not (heap and heap[0][0] <= until):
+                        if until < INF and not (heap and heap[0][0] <= until or timer_set and timer_at <= until):
                             now = until
                             next_arrival = catch_up(now)  # (no lane waits: none to wake)
                             continue
                     lane.idle.append(lane.entry)
                     cluster.waiting += 1
+                    if not timer_set and not cluster.exhausted:  # arrivals need a timer while a lane waits
+                        timer_set, timer_at, number = True, next_arrival, number + 1
+                        timer_number = number
                     if wake_at is not None and wake_at != lane.timer_at:
                         lane.timer_at = wake_at
                         number += 1
@@ -216,16 +232,14 @@ class OneLoop:
                 log_batch((now, done, taken))
                 code += step
                 # It runs on without an entry where nothing else can happen before its batch ends:
-                # no entry is due by then, and no arrival is routed at its own time (no lane waits).
-                if not (heap and heap[0][0] <= done):
-                    arriving = next_arrival <= done
-                    if not (arriving and cluster.waiting):
-                        now = free_since = done
-                        if arriving:  # routed first: a router counts the batch (no lane waits to be woken)
-                            next_arrival = catch_up(now)
-                        if routed:
-                            loads[lane.slot] -= taken
-                        continue
+                # no entry and no arrival timer is due by then (so no lane waits for an arrival by then).
+                if not (heap and heap[0][0] <= done or timer_set and timer_at <= done):
+                    now = free_since = done
+                    if next_arrival <= now:  # routed first: a router counts the batch (no lane waits to be woken)
+                        next_arrival = catch_up(now)
+                    if routed:
+                        loads[lane.slot] -= taken
+                    continue
                 number += 1
                 heappush(heap, (done, number, BATCH_END, lane, taken))
                 lane.code = code
