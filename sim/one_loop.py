@@ -9,8 +9,8 @@ callback and a generator resume, and such a run takes two to three of them per r
 (a lane's batch end, its wake-up, the dispatcher's arrival timer). This loop runs the
 same lanes, by the same rules and through the same policy objects (the deployment's
 router and batching policy, its sampler drawn in the order batches start, the
-cluster's own routing, drops and logs), on a heap of plain tuples: about two heap
-entries per request where nothing is batched, fewer where batches form.
+cluster's own routing, drops and logs), on a heap of plain tuples: about one heap
+entry per request.
 
 Its events and their order are SimPy's (the steady lane's own, fast-forwarded or not):
 
@@ -21,19 +21,23 @@ Its events and their order are SimPy's (the steady lane's own, fast-forwarded or
   lane if it still waits for that deadline (a lane woken earlier keeps its timer when
   it waits again for the same deadline, as :class:`sim.cluster._Waiter` does).
 * ``(time, number, WAKE, lane, 0)``: an arrival (or the end of the trace) woke a
-  waiting lane, which looks at its queue once the events already due then are done,
-  as a succeeded SimPy event resumes its process.
-* arrivals are not entries: while a lane waits, the next arrival is routed at its own
-  time (before a lane's event at the same instant), which is what SimPy's arrival
-  timer does; while none waits they are routed lazily, as under SimPy.
+  waiting lane, which looks at its queue once the entries already due then are done,
+  as a succeeded SimPy event resumes its process. Where none is due, it looks at once.
+* SimPy's timer for the next arrival is no entry but three numbers (set, time, order
+  number), taken where the engine sets it (:meth:`_Cluster.arm_timer`: when a lane
+  starts to wait and none is set, and after it fires while a lane still waits); it
+  fires in its place among the entries, even where its arrival was routed meanwhile
+  (at a batch's end at that instant), and routes the arrivals up to its time. While
+  no lane waits, arrivals are routed lazily, as under SimPy.
 
-``number`` counts the entries pushed, so events due at one instant run in the order
-they were set, as SimPy's do. A lane looks at its queue as the steady lane does (drops
-at the head, ``batcher.decide``, take a batch or wait). Times are exact: each event is
-at the time it was set for, where SimPy's clock adds a delay to its own time and may
-round the last bit of a time that lies more than twice as far from its clock as the
-clock from zero (early in a run); ``tests/engine/test_one_loop.py`` holds both to one
-sample path.
+``number`` counts the entries pushed (and timers set), so events due at one instant run
+in the order they were set, as SimPy's do. A lane looks at its queue as the steady lane
+does (drops at the head, ``batcher.decide``, take a batch or wait), runs on through a
+batch that ends before anything else is due, and jumps to the next arrival or its timer
+while no other lane waits. Times are exact: each event is at the time it was set for,
+where SimPy's clock adds a delay to its own time and may round the last bit of a time
+that lies more than twice as far from its clock as the clock from zero (early in a
+run); ``tests/engine/test_one_loop.py`` holds both to one sample path.
 """
 
 from __future__ import annotations
