@@ -117,7 +117,8 @@ class OneLoop:
         # due and where it stands among the entries due at that instant (its order number)
         timer_set, timer_at, timer_number = False, INF, 0
         while True:
-            if timer_set and (not heap or timer_at < heap[0][0] or timer_at == heap[0][0] and timer_number < heap[0][1]):
+            if timer_set and (not heap or timer_at < heap[0][0]
+                              or timer_at == heap[0][0] and timer_number < heap[0][1]):
                 # the arrival timer is next: the arrivals up to its time are routed
                 timer_set = False
                 now = timer_at

@@ -6,16 +6,17 @@ Replicas 1-8 (with one to three lanes each under ``core_mode="lanes"``), every r
 the shared queue, batching off, dynamic (either window rule), fixed or deadline-driven,
 loads from idle to overloaded (rho 0.2-1.2 of the full-batch capacity), arrival times
 continuous or on a grid (arrivals at one instant, and at the instant of a batch's end or
-a batching timer, where the order of events decides), a one-stage
-exponential or deterministic model (whose batches tie) or the quickstart's three-stage measured model, drops, and a serving
-host on one replica. Every column of the request table but the times (replica, batch
-size, status) and every figure of the run's summary must be equal, exactly: both apply
-one rule in one order. Start and finish agree to the bit but where SimPy's clock rounds:
-it adds a delay to its own time, and where the delay is longer than the time run so far
-(early in a run) the sum can be one ulp off the time the event was set for, which the
-loop, keeping the times it was set for, is not (about one tiny random trace in 4,000;
-:func:`test_simpys_clock_rounds_where_the_loop_is_exact` shows one). So they are held to
-1e-12 s, far below any service time here, and none of these examples needs more than 0."""
+a batching timer, where the order of events decides), a one-stage exponential or
+deterministic model (whose batches tie) or the quickstart's three-stage measured model,
+drops, and a serving host on one replica. Every column of the request table but the
+times (replica, batch size, status) and every figure of the run's summary must be equal,
+exactly: both apply one rule in one order. Start and finish agree to the bit but where
+SimPy's clock rounds: it adds a delay to its own time, and where the delay is longer
+than the time run so far (early in a run) the sum can be one ulp off the time the event
+was set for, which the loop, keeping the times it was set for, is not (about one tiny
+random trace in 4,000, one in 200 on a grid;
+:func:`test_simpys_clock_rounds_where_the_loop_is_exact` shows one). So they are held
+to 1e-12 s, far below any service time here."""
 
 from __future__ import annotations
 
