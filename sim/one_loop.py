@@ -58,7 +58,7 @@ class OneLoopLane:
     """One lane's state between its events. As an entry ``(replica, lane)`` among its
     queue's waiting lanes it is woken by ``succeed()``, as a SimPy event would be."""
 
-    __slots__ = ("loop", "replica", "queue", "idle", "entry", "slot", "log_batch", "code", "step",
+    __slots__ = ("loop", "replica", "queue", "idle", "entry", "slot", "log_batch", "code",
                  "free_since", "deadline", "timer_at")
 
     def __init__(self, loop: "OneLoop", replica: "_Replica", log: "_BatchLog"):
@@ -67,7 +67,7 @@ class OneLoopLane:
         self.entry = (replica, self)
         self.slot = -1  # its replica's index among the router's targets (set once they are fixed)
         self.log_batch = log.flat.extend  # (the list is cleared in place when it moves into numpy)
-        self.code, self.step = log.slot, log.step  # its next batch's code, and from one to the next
+        self.code = log.slot  # its next batch's code
         self.free_since = NEVER_BUSY  # when its last batch ended
         self.deadline = None  # the policy's deadline it waits for
         self.timer_at = None  # its latest timer's deadline while that timer is still to fire
@@ -79,17 +79,19 @@ class OneLoopLane:
 
 
 class OneLoop:
-    """The event loop of ``cluster``'s one steady deployment ``dep``: :meth:`add` each of
-    its lanes as it is created, then :meth:`run` the whole run."""
+    """The event loop of the lanes of ``cluster``'s one steady deployment: :meth:`add`
+    each as it is created, then :meth:`run` the whole run."""
 
     def __init__(self, cluster: "_Cluster"):
         self.cluster = cluster
         self.heap: list[tuple] = []
         self.woken: list[OneLoopLane] = []  # lanes woken by the routing of arrivals, to be given entries
         self.lanes: list[OneLoopLane] = []
+        self.step = 0  # from one batch's code to the next's, in every lane of the task
 
     def add(self, replica: "_Replica", log: "_BatchLog") -> None:
         self.lanes.append(OneLoopLane(self, replica, log))
+        self.step = log.step
 
     def run(self) -> None:
         cluster = self.cluster
@@ -112,7 +114,7 @@ class OneLoop:
         limit = cluster.drop_after.get(task)
         sampler, decide, host = dep.sampler, dep.batcher.decide, cluster.host_clock
         targets, choose = dep._targets, dep.router.choose if routed else None
-        step = self.lanes[0].step  # from one batch's code to the next's, in every lane of the task
+        step = self.step
         # SimPy's timer for the next arrival, set while a lane waits (one at a time): when it is
         # due and where it stands among the entries due at that instant (its order number)
         timer_set, timer_at, timer_number = False, INF, 0
