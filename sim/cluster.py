@@ -4,7 +4,7 @@ deployments of model variants whose replicas come and go.
 It serves a *pipeline* (a DAG of tasks: a detector, then a classifier) whose
 configuration may change while it runs; a single-model run (:func:`sim.simulate`) is its
 simplest case, one task served by one deployment under a plan that never changes, and
-the case it serves fastest (:meth:`_Cluster.steady_lane`). Every ``adapter.interval_s``
+the case it serves fastest (:mod:`sim.one_loop`, one heapq loop for all its lanes). Every ``adapter.interval_s``
 seconds the adapter (:mod:`policies.autoscaling`) sees the load so far and how busy each
 deployment was, and may return a new :class:`~policies.autoscaling.Plan`. The engine
 carries it out as a cluster would:
@@ -86,7 +86,9 @@ replica runs at about half the speed of a bare heapq loop (``bench/engine.py``).
 whose answers go on to another task, or leave at exits, takes an event per batch.
 ``fast_forward=False`` gives every batch its event; the tests check that both give the
 same results. The one task of a run whose plan never changes, with plain requests and no
-exits or padding, runs its lanes as a leaner loop (:meth:`_Cluster.steady_lane`).
+exits or padding, runs its lanes as a leaner loop (:meth:`_Cluster.steady_lane`); where
+one deployment serves it, not as SimPy processes but all in one heapq loop of the same
+rules (:mod:`sim.one_loop`), which takes about one heap entry per request.
 
 Requests are dispatched to a task's deployments by smooth weighted round robin over the
 quotas (deterministic: same plan, same split). Within a deployment its replicas share one
@@ -120,6 +122,7 @@ from .closed_loop import ClosedLoop
 from .errors import SimulationError
 from .exits import ExitRun
 from .host import ServingHost
+from .one_loop import OneLoop
 from .records import COMPLETED, DROPPED, REJECTED, RequestTable
 
 CORE_MODES = ("lanes", "threads")
@@ -452,6 +455,10 @@ class _Deployment:
 
 
 class _Cluster:
+    # Whether a run's one steady deployment is served by one heapq loop (sim.one_loop) rather
+    # than SimPy processes of steady_lane; the tests turn it off to hold both to one sample path.
+    one_loop: ClassVar[bool] = True
+
     def __init__(self, env: simpy.Environment, trace: Trace | ClosedLoop, tasks: Sequence[str], edges, variants, costs,
                  adapter: Adapter, drop_after: Mapping[str, Optional[float]], core_mode: str,
                  batching: Callable[[int, Optional[Callable[[int], float]]], BatchingPolicy],
@@ -528,6 +535,8 @@ class _Cluster:
         self.timer_at = np.inf  # the arrival time the timer is set for, while one is
         self.waiting = 0  # lanes of source tasks waiting for work: while any does, arrivals need a timer
         self.lanes = 0
+        # the loop that serves the lanes of a steady run (see start), None where SimPy does
+        self.loop: Optional[OneLoop] = None
         self.exit_runs: dict[tuple[str, str, int], Optional[ExitRun]] = {}
         self.orphans: list[tuple[_Deployment, int]] = []  # queued at a replica that went away
         # ``catch_up(now)``: route the arrivals up to ``now`` and return the next one's time;
@@ -1157,6 +1166,9 @@ class _Cluster:
             device = None if dep.factors is None else _Device(self.instances)
             for instance in range(self.instances):
                 self.lanes += 1  # a lane's number: an exit run's host tells a busy lane's batches apart
+                if steady and self.loop is not None:
+                    self.loop.add(replica, self.lane_log(replica))
+                    continue
                 lane = (self.steady_lane(replica, dep) if steady
                         else self.lane(replica, dep, per_lane, self.lanes, device, instance))
                 self.env.process(lane)
@@ -1492,6 +1504,10 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
                        routing, progress, fast_forward, host, instances)
     if cluster.static:
         cluster.fix_lanes(initial)
+        # one task served by one deployment: its lanes, if steady, run in one heapq loop
+        serving = [d for deployments in initial.tasks.values() for d in deployments if d.replicas]
+        if cluster.one_loop and len(tasks) == 1 and len(serving) == 1 and fast_forward and closed is None:
+            cluster.loop = OneLoop(cluster)
     cluster.apply(initial, warm=True)
     if closed is not None and any(dep.execute is not None for dep in cluster.deployments.values()):
         raise ValueError("a closed loop is served by plain models only; this plan's variants have exits")
@@ -1500,7 +1516,10 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
     # A sentinel that never fires keeps SimPy's queue non-empty, so ``env.peek()`` (asked
     # after every batch) never takes the slow path of an empty queue (as sim.engine does).
     env.timeout(float("inf"))
-    env.run()
+    if cluster.loop is not None and cluster.loop.lanes:
+        cluster.loop.run()
+    else:
+        env.run()
     if closed is not None:
         sent = cluster.sends.created  # all of count, or what a loop that ends by time sent before its end
         if cluster.arrived < sent or not cluster.sends.done:
