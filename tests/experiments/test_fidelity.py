@@ -68,7 +68,9 @@ def test_calibrate_costs_each_point_by_a_profile_measured_around_its_real_run(wr
     # four halves pooled, each 3 rounds of RUN bursts per size (those that came out clean),
     # the sizes drawn in the proportions of the simulated batches, so most are of 1. A
     # loaded machine spoils bursts that overrun (at load 4 on 2 cores, once every burst of
-    # 3): the pooled count has a ceiling, and only the commonest size a floor.
+    # 3): the pooled count has a ceiling, and only the commonest size a floor. A replay with
+    # fewer than half its bursts clean runs again and its clean bursts are added, so a half
+    # keeps fewer than 1.5 times its scheduled bursts (measure_served).
     totals = {r.batch_size: r.repeats for r in profile.rows if r.model == "digits_torch_ee_host" and r.stage == "total"}
     assert set(totals) <= {1, 2, 3, 4} and totals.get(1) == max(totals.values())
-    assert sum(totals.values()) <= 4 * 3 * 4 * RUN
+    assert sum(totals.values()) < 4 * 1.5 * (3 * 4 * RUN)
