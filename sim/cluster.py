@@ -798,6 +798,16 @@ class _Cluster:
                 self.finish[rid] = now
         # with one sink, a request's finish is its answer there, read off the batch log at the end
 
+    def drop_expired(self, task: str, dep: "_Deployment", replica: "_Replica", now: float, limit: float) -> None:
+        """Drop the requests at the head of ``replica``'s queue that have waited more than
+        ``limit`` by ``now`` (a steady lane's look at its queue, under SimPy or the one loop)."""
+        queue, since = replica.queue, self.since[task]
+        while queue and now - since[queue[0]] > limit:
+            rid = queue.popleft()
+            if dep.router is not None:
+                dep.loads[replica.slot] -= 1
+            self.drop(task, rid, since[rid] + limit, replica.number)
+
     def drop(self, task: str, rid: int, when: float, replica: int, status: int = DROPPED) -> None:
         """``rid`` ends at ``task`` unserved at ``when``: dropped by ``replica``, or rejected
         (``status``; no replica, -1), unless it already ended on another branch."""
@@ -1040,7 +1050,7 @@ class _Cluster:
         log_batch = log.flat.extend  # (the list is cleared in place when it moves into numpy)
         b, step = log.slot, log.step
         limit = self.drop_after.get(task)
-        catch_up, number, times, since = self.catch_up, replica.number, self.times, self.since[task]
+        catch_up, times, since = self.catch_up, self.times, self.since[task]
         sampler, decide, host = dep.sampler, dep.batcher.decide, self.host_clock
         queue = replica.queue
         popleft = queue.popleft
@@ -1057,11 +1067,7 @@ class _Cluster:
         horizon = peek()
         while True:
             if limit is not None:
-                while queue and now - since[queue[0]] > limit:
-                    rid = popleft()
-                    if routed:
-                        loads[slot] -= 1
-                    self.drop(task, rid, since[rid] + limit, number)
+                self.drop_expired(task, dep, replica, now, limit)
             if queue:
                 size, wake_at = decide(now, len(queue), since[queue[0]], self.exhausted, free_since)
             elif self.exhausted:

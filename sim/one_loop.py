@@ -193,11 +193,7 @@ class OneLoop:
             code, log_batch = lane.code, lane.log_batch
             while True:  # the lane looks at its queue at ``now``
                 if limit is not None:
-                    while queue and now - since[queue[0]] > limit:
-                        rid = queue.popleft()
-                        if routed:
-                            loads[lane.slot] -= 1
-                        cluster.drop(task, rid, since[rid] + limit, lane.replica.number)
+                    cluster.drop_expired(task, dep, lane.replica, now, limit)
                 if queue:
                     size, wake_at = decide(now, len(queue), since[queue[0]], cluster.exhausted, free_since)
                 elif cluster.exhausted:
