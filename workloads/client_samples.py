@@ -33,6 +33,8 @@ from typing import Mapping
 
 import numpy as np
 
+from .metadata_lines import metadata_entry
+
 CLIENTS_SUFFIX = ".clients.csv"
 CLIENT_COLUMNS = ("send_ms", "network_ms", "recv_ms")
 MAX_ROWS = 10_000_000  # far beyond any measurement: a larger file is not one
@@ -60,10 +62,10 @@ def read_client_samples(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         if not line.strip():
             continue
         if line.lstrip().startswith("#") and header is None:
-            key, colon, value = line.lstrip()[1:].partition(":")
-            if not colon or not key.strip():
+            entry = metadata_entry(line)
+            if entry is None:
                 raise ValueError(f"{path} line {n}: metadata line {line.strip()[:60]!r} must look like '# key: value'")
-            metadata[key.strip()] = value.strip()
+            metadata[entry[0]] = entry[1]
             continue
         cells = next(csv.reader([line]))
         if header is None:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
+from .metadata_lines import metadata_entry
 from .profile import Profile, ProfileError, ProfileRow
 
 FORMATS = ("perf-analyzer", "offline-table")
@@ -114,9 +115,9 @@ def leading_metadata(lines: list[str]) -> tuple[dict[str, str], int]:
     metadata: dict[str, str] = {}
     start = 0
     while start < len(lines) and (not lines[start].strip() or lines[start].lstrip().startswith("#")):
-        key, colon, value = lines[start].lstrip()[1:].partition(":")
-        if colon and key.strip():
-            metadata[key.strip()] = value.strip()
+        entry = metadata_entry(lines[start]) if lines[start].strip() else None
+        if entry is not None:
+            metadata[entry[0]] = entry[1]
         start += 1
     return metadata, start
 

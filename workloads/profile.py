@@ -41,6 +41,7 @@ from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
+from servesim.workloads.metadata_lines import metadata_entry
 from servesim.workloads.contention import (ContentionTable, contention_path, read_contention, tables_from_rows,
                                            write_contention)
 
@@ -269,10 +270,10 @@ def load_profile(path: Union[str, os.PathLike]) -> Profile:
                     f"{where}: comment after the header; '# key: value' metadata lines "
                     f"must all come before the header"
                 )
-            key, colon, value = line.lstrip()[1:].partition(":")
-            key, value = key.strip(), value.strip()
-            if not colon or not key:
+            entry = metadata_entry(line)
+            if entry is None:
                 raise ProfileError(f"{where}: metadata line {_shown(line.strip())} must look like '# key: value'")
+            key, value = entry
             if key in metadata:
                 raise ProfileError(f"{where}: metadata key {key!r} appears twice")
             metadata[key] = value
