@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from servesim.workloads import PROFILES_DIR
-from servesim.workloads.contention import profiles_in
+from servesim.workloads.profile import profiles_in
 
 from .config import ConfigError
 

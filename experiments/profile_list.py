@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from servesim.workloads import PROFILES_DIR, load_profile
-from servesim.workloads.contention import profiles_in
+from servesim.workloads.profile import profiles_in
 from servesim.workloads.profile import Profile
 
 from .files import BUILTIN

@@ -91,7 +91,7 @@ def read_client_samples(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 def write_client_samples(path, columns: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
     """Write ``columns`` (ms, by :data:`CLIENT_COLUMNS` name, one value per measured
     request) with ``metadata`` to ``path``, atomically (a reader never sees half a file)."""
-    from servesim.workloads.profile import _atomic  # (here: profile imports this module, via contention)
+    from servesim.workloads.profile import _atomic  # (here: profile imports this module)
 
     values = np.round(np.column_stack([np.asarray(columns[c], dtype=np.float64) for c in CLIENT_COLUMNS]), DECIMALS)
 

@@ -42,8 +42,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from servesim.workloads.client_samples import CLIENTS_SUFFIX
-
 CONTENTION_SUFFIX = ".contention.csv"
 CONTENTION_COLUMNS = ("hardware", "model", "instances", "batch_size", "slowdown", "repeats", "source")
 LEGACY_COLUMNS = CONTENTION_COLUMNS[:-1]  # the first version's header: every table measured
@@ -86,12 +84,6 @@ class ContentionTable:
         # linear between measured sizes, the nearest measured one outside them
         rows += [np.interp(np.arange(top + 1), self.sizes, measured).tolist() for measured in self.slowdown]
         return rows
-
-
-def profiles_in(folder: Path) -> list[Path]:
-    """The profile CSVs of ``folder``, sorted: every ``*.csv`` but the contention tables
-    and client samples (:mod:`workloads.client_samples`) that sit beside them."""
-    return sorted(p for p in Path(folder).glob("*.csv") if not p.name.endswith((CONTENTION_SUFFIX, CLIENTS_SUFFIX)))
 
 
 def contention_path(profile_path) -> Path:

@@ -41,9 +41,10 @@ from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
+from servesim.workloads.client_samples import CLIENTS_SUFFIX
 from servesim.workloads.metadata_lines import metadata_entry
-from servesim.workloads.contention import (ContentionTable, contention_path, read_contention, tables_from_rows,
-                                           write_contention)
+from servesim.workloads.contention import (CONTENTION_SUFFIX, ContentionTable, contention_path, read_contention,
+                                           tables_from_rows, write_contention)
 
 COLUMNS = (
     "hardware",
@@ -241,6 +242,12 @@ class Profile:
                     f"{hardware!r}; it is profiled on {_names(found)}"
                 )
         return tuple(sorted(rows, key=lambda r: r.batch_size))
+
+
+def profiles_in(folder: Path) -> list[Path]:
+    """The profile CSVs of ``folder``, sorted: every ``*.csv`` but the contention tables
+    and client samples (:mod:`workloads.client_samples`) that sit beside them."""
+    return sorted(p for p in Path(folder).glob("*.csv") if not p.name.endswith((CONTENTION_SUFFIX, CLIENTS_SUFFIX)))
 
 
 def load_profile(path: Union[str, os.PathLike]) -> Profile:

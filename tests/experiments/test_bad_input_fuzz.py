@@ -33,7 +33,7 @@ from servesim.experiments.config import ExperimentConfig, ModelConfig, ResourceC
 from servesim.experiments.registry import BATCHING, NOISE, ROUTERS, TRACES
 from servesim.experiments.specs import DynamicBatching, LogNormalNoise, PoissonTrace
 from servesim.workloads import PROFILES_DIR
-from servesim.workloads.contention import profiles_in
+from servesim.workloads.profile import profiles_in
 
 REPO = Path(__file__).resolve().parents[2]
 ERROR = "servesim: error: "

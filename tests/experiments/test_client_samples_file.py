@@ -12,7 +12,7 @@ import pytest
 from servesim.workloads import PROFILES_DIR
 from servesim.workloads.client_samples import (CLIENT_COLUMNS, clients_path, read_client_samples,
                                                write_client_samples)
-from servesim.workloads.contention import profiles_in
+from servesim.workloads.profile import profiles_in
 
 MODEL = 'model: {profile: "builtin:cpu_mlp", name: mlp3}\n'
 SERVING = "serving: {batching: {policy: dynamic, max_batch: 8, max_wait_ms: 1}}\n"

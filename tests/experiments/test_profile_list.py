@@ -4,7 +4,7 @@ metadata and rows say; profile files or folders given instead; bad files in one 
 from __future__ import annotations
 
 from servesim.workloads import PROFILES_DIR, load_profile
-from servesim.workloads.contention import profiles_in
+from servesim.workloads.profile import profiles_in
 from servesim.experiments.profile_list import ProfileEntry, entries, table
 
 
