@@ -124,6 +124,7 @@ from .exits import ExitRun
 from .host import ServingHost
 from .one_loop import OneLoop
 from .records import COMPLETED, DROPPED, REJECTED, RequestTable
+from .row_stream import RecordSink, RowStream
 
 CORE_MODES = ("lanes", "threads")
 # The window of arrival times the engine holds as Python floats beyond the last routed
@@ -202,6 +203,7 @@ class ClusterResults:
     stages: dict[str, "TaskColumns"] = field(default_factory=dict)
     rejections: dict[str, int] = field(default_factory=dict)
     host_busy_s: Optional[float] = None  # with a serving host: its seconds of intake and launching
+    streamed: bool = False  # its one task's rows went to a sink as it ran (sim.row_stream): no per-request columns
 
     def reached(self, task: str) -> np.ndarray:
         """When each request reached ``task``: its arrival at a source, else the last of its
@@ -537,6 +539,8 @@ class _Cluster:
         self.lanes = 0
         # the loop that serves the lanes of a steady run (see start), None where SimPy does
         self.loop: Optional[OneLoop] = None
+        self.steady = True  # whether every lane so far is steady (add_replica): then rows can stream
+        self.rows: Optional[RowStream] = None  # hands the table to a sink as the run goes, where one is given
         self.exit_runs: dict[tuple[str, str, int], Optional[ExitRun]] = {}
         self.orphans: list[tuple[_Deployment, int]] = []  # queued at a replica that went away
         # ``catch_up(now)``: route the arrivals up to ``now`` and return the next one's time;
@@ -678,6 +682,8 @@ class _Cluster:
                         oldest = min(oldest, min(queue) if self.requeued else queue[0])
         for _, rid in self.orphans:
             oldest = min(oldest, rid)
+        if self.rows is not None:
+            self.rows.emit(oldest)
         if oldest > self.held:
             if self.sends is not None:
                 self.keep_sent(oldest)
@@ -1167,6 +1173,7 @@ class _Cluster:
         # arrivals known in advance (a closed loop's clients are told of answers by lane())
         steady = (self.static and len(self.tasks) == 1 and self.fast_forward and dep.execute is None
                   and self.sizes is None and dep.padded is None and self.answered_by is None and dep.factors is None)
+        self.steady &= steady
         for _ in range(lanes):
             # with several instances, one lane each, sharing the device: their batches' ends
             device = None if dep.factors is None else _Device(self.instances)
@@ -1473,7 +1480,7 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
                      routing: Optional[Callable[[Key], Optional[Router]]] = None,
                      progress: Optional[Callable[[int], None]] = None,
                      fast_forward: bool = True, host: Optional[ServingHost] = None,
-                     instances: int = 1) -> ClusterResults:
+                     instances: int = 1, sink: Optional[RecordSink] = None) -> ClusterResults:
     """Serve ``trace`` through the pipeline ``tasks``/``edges`` (a DAG; every request
     enters at its sources), starting from ``initial`` (its replicas are ready at time 0,
     as a cluster already running) and adapted by ``adapter``; ``variants[task]`` are the
@@ -1497,7 +1504,12 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
     ``trace`` may instead be a :class:`~sim.closed_loop.ClosedLoop`: clients that send
     again once answered (:mod:`sim.closed_loop`); the table's ``arrival`` is then when
     each request was sent. It serves one task of plain variants under a plan that never
-    changes, without drops (a client would wait for an answer no server gives)."""
+    changes, without drops (a client would wait for an answer no server gives).
+
+    ``sink``, where given, is handed the one task's request table in chunks as the run
+    goes (:mod:`sim.row_stream`), where the run is steady (one task, a plan that never
+    changes, plain requests); the results then hold no per-request columns
+    (``streamed``). Elsewhere it is ignored: the caller builds the table at the end."""
     if core_mode not in CORE_MODES:
         raise ValueError(f"core_mode must be one of {CORE_MODES}, got {core_mode!r}")
     if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
@@ -1515,6 +1527,8 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
         if cluster.one_loop and len(tasks) == 1 and len(serving) == 1 and fast_forward and closed is None:
             cluster.loop = OneLoop(cluster)
     cluster.apply(initial, warm=True)
+    if sink is not None and cluster.steady and cluster.records:
+        cluster.rows = RowStream(cluster, tasks[0], sink)
     if closed is not None and any(dep.execute is not None for dep in cluster.deployments.values()):
         raise ValueError("a closed loop is served by plain models only; this plan's variants have exits")
     if not cluster.static:
@@ -1539,6 +1553,8 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
             cluster.shorten(sent)
     # the arrival times as n list slots (8 bytes a request), let go before the tables are built
     cluster.times = cluster.since = cluster.catch_up = None
+    if cluster.rows is not None:
+        return _streamed(cluster, tuple(map(tuple, edges)))
     stages, variant = cluster.task_columns()
     status, finish, dropped_at = cluster.request_columns(stages)
     unfinished = np.isnan(finish)
@@ -1549,15 +1565,37 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
     # past its last answer): replicas still up are released then, not when the adapter's
     # last timer would have fired
     end = float(max(np.max(finish, initial=0.0), np.max(cluster.arrival, initial=0.0), cluster.last_batch_end))
-    records = [ReplicaRecord(*r.deployment.key, min(r.requested, end), r.ready if r.ready is not None else np.inf,
-                             min(end, r.released if r.released is not None else end), float(busy))
-               for r, busy in zip(cluster.records, cluster.busy_s)]
     exits, names = cluster.exit_columns(status == COMPLETED)
     return ClusterResults(cluster.tasks, cluster.arrival, finish, status, dropped_at,
-                          variant, cluster.variants, records, cluster.plans, end, exits, names,
-                          cluster.size, tuple(map(tuple, edges)), stages,
-                          {"larger than max_batch": cluster.rejected} if cluster.rejected else {},
+                          variant, cluster.variants, _replica_records(cluster, end, cluster.busy_s), cluster.plans,
+                          end, exits, names, cluster.size, tuple(map(tuple, edges)), stages, _rejections(cluster),
                           None if cluster.host_clock is None else cluster.host_clock.busy)
+
+
+def _replica_records(cluster: _Cluster, end: float, busy_s: np.ndarray) -> list[ReplicaRecord]:
+    """Every replica's life, up to the run's ``end``, and its busy seconds."""
+    return [ReplicaRecord(*r.deployment.key, min(r.requested, end), r.ready if r.ready is not None else np.inf,
+                          min(end, r.released if r.released is not None else end), float(busy))
+            for r, busy in zip(cluster.records, busy_s)]
+
+
+def _rejections(cluster: _Cluster) -> dict[str, int]:
+    return {"larger than max_batch": cluster.rejected} if cluster.rejected else {}
+
+
+def _streamed(cluster: _Cluster, edges: tuple[tuple[str, str], ...]) -> ClusterResults:
+    """The results of a run whose rows went to a sink (:class:`~sim.row_stream.RowStream`):
+    the rest of its rows handed over, then its run-level figures, without per-request columns."""
+    rows, task = cluster.rows, cluster.tasks[0]
+    rows.emit(cluster.arrival.size)
+    end = float(max(rows.last_finish, np.max(cluster.arrival, initial=0.0), rows.last_batch_end))
+    stage = TaskColumns.empty(0)
+    stage.batches, stage.batch_items = rows.batches, rows.batch_items
+    none = np.empty(0)
+    return ClusterResults(cluster.tasks, none, none, none.astype(np.int8), none.astype(np.int16),
+                          {task: none.astype(np.int16)}, cluster.variants, _replica_records(cluster, end, rows.busy_s),
+                          cluster.plans, end, {}, {}, None, edges, {task: stage}, _rejections(cluster),
+                          None if cluster.host_clock is None else cluster.host_clock.busy, streamed=True)
 
 
 def _covered(spans: np.ndarray) -> float:

@@ -23,6 +23,7 @@ from .cluster import ClusterCosts, ClusterResults, simulate_cluster
 from .exits import ExitRun, ExitSetup
 from .host import ServingHost
 from .records import Results
+from .row_stream import RecordSink
 
 TASK, MODEL = "model", "model"  # the one task of a single-model run, and its one variant
 
@@ -30,7 +31,8 @@ TASK, MODEL = "model", "model"  # the one task of a single-model run, and its on
 def simulate(trace: Trace | ClosedLoop, cost_model, batcher, *, replicas: int = 1, router=None,
              shared_queue: bool = False, drop_after: Optional[float] = None, rng: Optional[np.random.Generator] = None,
              progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True,
-             exits: Optional[ExitSetup] = None, host: Optional[ServingHost] = None, instances: int = 1) -> Results:
+             exits: Optional[ExitSetup] = None, host: Optional[ServingHost] = None, instances: int = 1,
+             sink: Optional[RecordSink] = None) -> Results:
     """Serve ``trace`` with ``replicas`` replicas, each batching with ``batcher``.
     ``trace`` may be a :class:`~sim.closed_loop.ClosedLoop` instead: clients that send
     again once answered (a plain model, without ``drop_after``, ``exits`` or ``host``).
@@ -55,6 +57,12 @@ def simulate(trace: Trace | ClosedLoop, cost_model, batcher, *, replicas: int = 
     ``instances`` runs that many model instances on each replica's device, their batches
     stretched by the slowdown the profile measured (``cost_model.contention``, see
     :mod:`sim.cluster`); refused where none was measured. 1 is the run without instances.
+
+    ``sink`` takes the request table instead of the results: it is called with
+    consecutive chunks of rows in request order (:data:`sim.row_stream.RecordSink`), as
+    the run goes where it is steady (plain requests: no exits, padding, instances or
+    closed loop), else once at the end; ``requests`` is then ``None``. A run of days of
+    traffic holds its table only this way.
     """
     if replicas < 1 or int(replicas) != replicas:
         raise ValueError(f"replicas must be a whole number >= 1, got {replicas!r}")
@@ -84,17 +92,22 @@ def simulate(trace: Trace | ClosedLoop, cost_model, batcher, *, replicas: int = 
                                Plan({TASK: (Deployment(MODEL, replicas, batch=batcher.max_batch),)}),
                                drop_after=None if drop_after is None else {TASK: drop_after},
                                batching=lambda batch, latency: batcher, routing=lambda key: router,
-                               progress=progress, fast_forward=fast_forward, host=host, instances=instances)
-    return _single(results, cost_model if exits is None else exits.costs, exits is None)
+                               progress=progress, fast_forward=fast_forward, host=host, instances=instances,
+                               sink=sink)
+    return _single(results, cost_model if exits is None else exits.costs, exits is None, sink)
 
 
-def _single(results: ClusterResults, costs, plain: bool) -> Results:
+def _single(results: ClusterResults, costs, plain: bool, sink: Optional[RecordSink] = None) -> Results:
     """The results of a single-model run (its one task's) with the cost model's reports:
     the look-ups it made out of its measured range (``costs``' ``out_of_range_requests``)
     and, for a plain model, the batch sizes it interpolated with a large error."""
     stage = results.stages[TASK]
+    requests = None if results.streamed else results.table(TASK)
+    if sink is not None and requests is not None:  # a run that could not stream: its table at once
+        sink(requests)
+        requests = None
     return Results(
-        requests=results.table(TASK),
+        requests=requests,
         replicas=len(results.replicas),
         end_time=results.end_time,
         busy_time=np.array([r.busy_s for r in results.replicas]),

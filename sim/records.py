@@ -43,9 +43,10 @@ class RequestTable:
     def __len__(self) -> int:
         return int(self.arrival.size)
 
-    def columns(self) -> dict[str, np.ndarray]:
-        """The table as named columns, ``id`` first, for writing to disk."""
-        cols = {"id": np.arange(len(self), dtype=np.int64)}
+    def columns(self, first: int = 0) -> dict[str, np.ndarray]:
+        """The table as named columns, ``id`` first, for writing to disk; ``first`` is
+        the first row's request id (a chunk of a streamed table, sim.row_stream)."""
+        cols = {"id": np.arange(first, first + len(self), dtype=np.int64)}
         cols.update((name, getattr(self, name)) for name in COLUMNS)
         cols["dropped"] = self.status != COMPLETED
         cols.update(self.exits)
@@ -61,7 +62,7 @@ class RequestTable:
 class Results:
     """Everything one run produced: the per-request table plus run-level facts."""
 
-    requests: RequestTable
+    requests: Optional[RequestTable]  # None where the table went to a sink as the run went (sim.simulate's ``sink``)
     replicas: int
     end_time: float
     busy_time: np.ndarray
