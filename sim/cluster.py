@@ -500,7 +500,8 @@ class _Cluster:
         # int per batch; int32 where the lanes are fixed, :meth:`fix_lanes`), and per lane
         # its batches' start, finish and items (:class:`_BatchLog`); the columns are
         # expanded from them at the end (:meth:`task_columns`).
-        self.batch_of = {t: array.array("q", [-1]) * n for t in self.tasks}
+        # (grown as the window of arrivals moves on, :meth:`slide`)
+        self.batch_of = {t: array.array("q") for t in self.tasks}
         self.lane_bits = dict.fromkeys(self.tasks, LANE_BITS)  # per task, the bits of a code that name its lane
         self.batches: dict[str, list[_BatchLog]] = {t: [] for t in self.tasks}
         self.dropped_by: dict[str, dict[int, int]] = {t: {} for t in self.tasks}  # request -> replica
@@ -524,9 +525,14 @@ class _Cluster:
         # Arrival times as a list of Python floats (the fastest to index), ending in +inf. Only a
         # window of them is held as floats: from the oldest still queued at a source task (or
         # the next to route) to :data:`WINDOW` past the last routed; the others point at one
-        # shared +inf. So a run holds 8 bytes a request for them, not 32 (:meth:`slide`).
-        self.times = [np.inf] * (n + 1)
+        # shared +inf. So a run holds 8 bytes a request for them, not 32 (:meth:`slide`, which
+        # grows the list as the window moves on), and a run that streams its rows under the
+        # one loop drops the slots before its window: then it holds none per request (rebase).
+        self.times = [np.inf] * (n + 1) if closed is not None else [np.inf]
         self.held = self.filled = 0  # the floats held: times[held:filled]
+        # The request id of slot 0 of the per-request lists (times, batch_of) and of the ids in
+        # the queues: 0 but where a streaming run moves it on (rebase)
+        self.base = 0
         self.requeued = False  # whether a request was ever queued again (a queue then need not be in order)
         self.arrived = 0  # arrivals routed so far (all of those at or before the last catch_up)
         self.timer_set = False
@@ -582,6 +588,7 @@ class _Cluster:
             k += 1
             if k == self.report_at:
                 self.reached(k)
+                k = self.arrived  # (moved, where the window was rebased)
         return times[k]
 
     def direct(self, dep: _Deployment) -> Callable[[float], float]:
@@ -613,7 +620,7 @@ class _Cluster:
                     if k == stop:
                         self.arrived = k
                         self.reached(k)
-                        stop = self.report_at
+                        k, stop = self.arrived, self.report_at
                 self.arrived = k
                 return times[k]
             return route
@@ -640,17 +647,20 @@ class _Cluster:
                 k = j
                 if k == stop:
                     self.reached(k)
+                    k = self.arrived
             return times[k]
         return join
 
     def reached(self, k: int) -> None:
-        """``k`` arrivals are routed: report progress (every :data:`PROGRESS_EVERY`), and
-        move the window of arrival times on; at the last, wake the source tasks' waiting
-        lanes, where a policy waiting for a full batch may now flush."""
+        """``k`` arrivals are routed (``k`` counted from :attr:`base`): report progress
+        (every :data:`PROGRESS_EVERY`), and move the window of arrival times on; at the
+        last, wake the source tasks' waiting lanes, where a policy waiting for a full batch
+        may now flush."""
+        k += self.base
         if self.progress is not None and (k % PROGRESS_EVERY == 0 or k == self.arrival.size):
             self.progress(k)
         self.slide()
-        self.report_at = self.next_report(k)
+        self.report_at = self.next_report(k) - self.base
         if k == self.arrival.size:
             self.exhausted = True
             for replica in self.records:
@@ -670,10 +680,15 @@ class _Cluster:
         for logs in self.batches.values():
             for log in logs:
                 log.flush()
-        times, n = self.times, self.arrival.size
-        start, end = self.filled, min(self.filled + WINDOW, n)
-        times[start:end] = self.arrival[start:end].tolist()
+        times, base = self.times, self.base
+        start, end = self.filled, min(self.filled + WINDOW, self.arrival.size - base)
+        if len(times) <= end:
+            times.extend([np.inf] * (end + 1 - len(times)))
+        times[start:end] = self.arrival[start + base:end + base].tolist()
         self.filled = end
+        for codes in self.batch_of.values():
+            if len(codes) < self.filled:
+                codes.extend(array.array(codes.typecode, [-1]) * (self.filled - len(codes)))
         oldest = self.arrived
         for dep in self.deployments.values():
             if dep.source:
@@ -683,12 +698,37 @@ class _Cluster:
         for _, rid in self.orphans:
             oldest = min(oldest, rid)
         if self.rows is not None:
-            self.rows.emit(oldest)
+            self.rows.emit(oldest + base)
+            if self.loop is not None:
+                self.rebase(oldest)
+                return
         if oldest > self.held:
             if self.sends is not None:
                 self.keep_sent(oldest)
             times[self.held:oldest] = [np.inf] * (oldest - self.held)
             self.held = oldest
+
+    def rebase(self, k: int) -> None:
+        """Let go of the first ``k`` slots of the per-request lists, whose requests are
+        handed over (:class:`~sim.row_stream.RowStream`): slot 0 is request :attr:`base`
+        + ``k`` from now on, and so are the ids in the queues and the counts of arrivals.
+        Only the one loop (:mod:`sim.one_loop`) is served this way: it holds no request id
+        across a call that may move the window on, where SimPy's lanes would."""
+        if k <= 0:
+            return
+        del self.times[:k]
+        for codes in self.batch_of.values():
+            del codes[:k]
+        for dep in self.deployments.values():
+            for queue in {id(q): q for q in [dep.queue] + [r.queue for r in dep.replicas]}.values():
+                if queue:
+                    ids = [rid - k for rid in queue]
+                    queue.clear()
+                    queue.extend(ids)
+        self.arrived -= k
+        self.filled -= k
+        self.held = 0
+        self.base += k
 
     def arm_timer(self) -> Optional[simpy.Event]:
         """While a lane of a source task waits, keep a timer set for the next arrival (one
@@ -817,6 +857,7 @@ class _Cluster:
     def drop(self, task: str, rid: int, when: float, replica: int, status: int = DROPPED) -> None:
         """``rid`` ends at ``task`` unserved at ``when``: dropped by ``replica``, or rejected
         (``status``; no replica, -1), unless it already ended on another branch."""
+        rid += self.base  # (kept by request id: the lists' slots move on in a streaming run)
         if rid not in self.ended:
             self.ended[rid] = (status, when, self.tasks.index(task))
             if replica >= 0:
@@ -1372,7 +1413,7 @@ class _Cluster:
             bits = max(self.lanes_of(plan, task) - 1, 1).bit_length()
             if n << bits < 2 ** 31:
                 self.lane_bits[task] = bits
-                self.batch_of[task] = array.array("i", [-1]) * n
+                self.batch_of[task] = array.array("i", [-1]) * len(self.batch_of[task])
 
     def apply(self, plan: Plan, warm: bool = False) -> None:
         """Start carrying ``plan`` out (see the module docstring); ``warm``: at once, its

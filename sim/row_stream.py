@@ -62,7 +62,8 @@ class RowStream:
             return
         cluster = self.cluster
         codes_of = cluster.batch_of[self.task]
-        code = np.frombuffer(codes_of, dtype=np.int32 if codes_of.itemsize == 4 else np.int64)[lo:upto]
+        code = np.frombuffer(codes_of, dtype=np.int32 if codes_of.itemsize == 4 else np.int64)[
+            lo - cluster.base:upto - cluster.base]
         bits = cluster.lane_bits[self.task]
         n = upto - lo
         start, finish = np.full(n, np.nan), np.full(n, np.nan)
