@@ -1,4 +1,5 @@
-"""Summaries of a run, computed from the per-request table only.
+"""Summaries of a run, computed from the per-request table only (whole, or fed in chunks to a
+:class:`sim.summary_stream.RequestStream` as a long run goes).
 
 Latency is ``finish - arrival`` of completed requests (with exits, ``finish`` is when
 the request's exit answered). A request that was dropped or
@@ -11,60 +12,50 @@ from typing import Optional
 
 import numpy as np
 
+from .backlog import keeping_up
 from .records import COMPLETED, DROPPED, REJECTED, Results
+from .summary_stream import RequestStream, latency_ms as _latency_ms
 
 
-PERCENTILES = (25, 50, 90, 95, 99)
-GROWTH = 0.01  # overloaded: the backlog grew by more than this share of the second half's arrivals...
-ABOVE_FIRST_HALF = 1.5  # ...and ends above this many times the first half's largest backlog
-
-
-def _latency_ms(latency: np.ndarray) -> dict:
-    """Mean and :data:`PERCENTILES` of ``latency`` (seconds) in ms, ``None`` without any.
-
-    The percentiles partition ``latency`` in place, all in one pass, so a summary adds no
-    copy of a run's latencies: pass a temporary (the mean is taken first, in its order).
-    """
-    if not latency.size:
-        return {"mean": None, **{f"p{q}": None for q in PERCENTILES}}
-    mean = round(float(latency.mean()) * 1e3, 6)
-    values = np.percentile(latency, PERCENTILES, overwrite_input=True)
-    return {"mean": mean, **{f"p{q}": round(float(v) * 1e3, 6) for q, v in zip(PERCENTILES, values)}}
-
-
-def summarize(results: Results, slo: Optional[float] = None, warmup: float = 0.0) -> dict:
+def summarize(results: Results, slo: Optional[float] = None, warmup: float = 0.0,
+              stream: Optional[RequestStream] = None) -> dict:
     """The run's summary as plain JSON-able values (latencies in ms, times in s).
 
     ``slo`` (seconds) enables ``slo_violation_rate``; without it that key is ``None``.
     ``warmup`` (seconds): requests that arrive earlier are left out of every per-request
     figure (counts, latency, throughput, SLO, accuracy, exits), as a measured server's
     first requests are; the cost and batch figures stay those of the whole run.
+
+    ``stream``: a run whose table was handed over in chunks (``results.requests`` may
+    then be ``None``) was fed to this :class:`RequestStream`, built with the same ``slo``
+    and ``warmup``; the per-request figures are its, and the summary gains
+    ``latency_sketch`` (its sketch, :meth:`sim.sketch.LatencySketch.to_json`, for merging
+    across seeds) and ``records`` (``full``: exact percentiles; ``summary``: the sketch's).
+    Without one the table is fed to a :class:`RequestStream` as one chunk.
     """
     req = results.requests
-    skip = int(np.searchsorted(req.arrival, warmup, side="left")) if warmup > 0 else 0
-    # arrivals are in time order, so the measured requests are a suffix: views, no copies
-    status, arrival, finish = req.status[skip:], req.arrival[skip:], req.finish[skip:]
-    n = len(req) - skip
-    done = status == COMPLETED
-    completed = int(done.sum())
-    latency = finish - arrival
-    if completed < n:  # masking copies: only where some requests got no answer
-        latency = latency[done]
-    span = float(finish.max(where=done, initial=-np.inf) - arrival.min()) if completed else 0.0
+    if stream is None:
+        stream = RequestStream(len(req), req.arrival[-1] if len(req) else 0.0, slo, warmup,
+                               relative_accuracy=None, interval_s=None)
+        stream.add(req)
+        streamed = False
+    elif (stream.slo, stream.warmup) != (slo, warmup):
+        raise ValueError(f"summarize: the stream was built for slo {stream.slo}, warmup {stream.warmup};"
+                         f" asked for slo {slo}, warmup {warmup}")
+    else:
+        streamed = True
+    figures = stream.figures()
     provisioned = results.replicas * results.end_time
     busy = float(results.busy_time.sum())
-    violations = None
-    if slo is not None and n:
-        violations = round(float(((latency > slo).sum() + (n - completed)) / n), 9)
     summary = {
-        "requests": n,
-        "completed": completed,
-        "dropped": int((status == DROPPED).sum()),
-        "rejected": int((status == REJECTED).sum()),
-        "throughput_rps": round(completed / span, 6) if span > 0 else None,
-        "latency_ms": _latency_ms(latency),
+        "requests": figures["requests"],
+        "completed": figures["completed"],
+        "dropped": figures["dropped"],
+        "rejected": figures["rejected"],
+        "throughput_rps": figures["throughput_rps"],
+        "latency_ms": figures["latency_ms"],
         "slo_ms": None if slo is None else slo * 1e3,
-        "slo_violation_rate": violations,
+        "slo_violation_rate": figures["slo_violation_rate"],
         "accuracy": None,
         "agreement": None,
         "cost": {
@@ -76,12 +67,14 @@ def summarize(results: Results, slo: Optional[float] = None, warmup: float = 0.0
                else {"host_utilisation": round(results.host_busy_s / results.end_time, 6)}),
         },
         "batches": results.batches,
-        "mean_batch_items": (round(float(req.size.sum(where=req.status == COMPLETED if skip else done))
-                                   / results.batches, 6) if results.batches else None),
+        "mean_batch_items": (round(float(figures["completed_items"]) / results.batches, 6)
+                             if results.batches else None),
         "replicas": results.replicas,
         "duration_s": round(results.end_time, 6),
         "rejections": dict(results.rejections),
-        **_keeping_up(arrival, finish),
+        "backlog_mid": figures["backlog_mid"],
+        "backlog_end": figures["backlog_end"],
+        "overloaded": figures["overloaded"],
         # look-ups of a batch size the profile does not cover, per "stage@batch size"
         "profile_out_of_range": {f"{stage}@{size}": count
                                  for (stage, size), count in sorted(results.out_of_range.items())},
@@ -90,37 +83,14 @@ def summarize(results: Results, slo: Optional[float] = None, warmup: float = 0.0
         summary["profile_interpolation"] = {str(size): {"batches": count, "error_estimate": round(error, 4)}
                                             for size, (count, error) in sorted(results.interpolated.items())}
     if warmup > 0:
-        summary.update({"warmup_s": warmup, "warmup_requests": skip})
-    if req.exits:
-        summary.update(_exit_summary({k: v[skip:] for k, v in req.exits.items()}, done, results.exit_names))
+        summary.update({"warmup_s": warmup, "warmup_requests": figures["warmup_requests"]})
+    if streamed:
+        summary.update({"latency_sketch": stream.sketch().to_json(), "records": "full" if stream.exact else "summary"})
+    if req is not None and req.exits:
+        skip = figures["warmup_requests"]
+        summary.update(_exit_summary({k: v[skip:] for k, v in req.exits.items()}, req.status[skip:] == COMPLETED,
+                                     results.exit_names))
     return summary
-
-
-def _keeping_up(arrival: np.ndarray, finish: np.ndarray) -> dict:
-    """Whether the server kept up with its arrivals, from its backlog: the requests that
-    have arrived and are not yet done with (answered, dropped or rejected), halfway
-    through the (measured) arrivals and at the last one. A server that keeps up has a
-    backlog that comes and goes; one that fell behind for good has a backlog that grows
-    with time, so that at the end it is well above anything the first half saw.
-
-    ``overloaded``: the backlog grew over the second half by more than
-    :data:`GROWTH` of the requests that arrived in it, and ends above
-    :data:`ABOVE_FIRST_HALF` times the largest backlog of the first half. Unlike a
-    latency threshold it needs no SLO; unlike utilisation it tells a busy server from a
-    drowning one, even one that falls behind by a few percent of its load.
-    """
-    n = arrival.size
-    if n < 2:
-        return {"backlog_mid": None, "backlog_end": None, "overloaded": None}
-    gone = np.sort(finish[np.isfinite(finish)])
-    mid, end = (arrival[0] + arrival[-1]) / 2, arrival[-1]
-    half = int(np.searchsorted(arrival, mid, side="right"))
-    first = np.arange(1, half + 1) - np.searchsorted(gone, arrival[:half], side="right")
-    backlog_mid = int(half - np.searchsorted(gone, mid, side="right"))
-    backlog_end = int(n - np.searchsorted(gone, end, side="right"))
-    overloaded = (backlog_end - backlog_mid > GROWTH * (n - half)
-                  and backlog_end > ABOVE_FIRST_HALF * (first.max() if first.size else 0))
-    return {"backlog_mid": backlog_mid, "backlog_end": backlog_end, "overloaded": bool(overloaded)}
 
 
 def _exit_summary(exits: dict, done: np.ndarray, names: tuple[str, ...]) -> dict:
@@ -201,7 +171,7 @@ def summarize_cluster(results, accuracy: dict, slo: Optional[float] = None) -> d
         "rejected": int((results.status == REJECTED).sum()),
         "rejections": dict(results.rejections),
         "throughput_rps": round(float(done.sum()) / duration, 6) if duration > 0 else None,
-        **_keeping_up(results.arrival, results.finish),
+        **keeping_up(results.arrival, results.finish),
         "latency_ms": _latency_ms(latency),
         "slo_ms": None if slo is None else slo * 1e3,
         "slo_violation_rate": violations,
