@@ -58,7 +58,9 @@ class TraceSpec(Spec):
     scale_rate: Optional[PositiveFloat] = None
     max_requests: Optional[PositiveInt] = None
 
-    def build(self, rng: np.random.Generator, base_dir: Path) -> traces.Trace:
+    def build(self, rng: np.random.Generator, base_dir: Path, lazy: bool = False) -> traces.Trace:
+        """The trace; ``lazy`` asks for one drawn as it is read where the kind can be
+        (:class:`Generated`), which a run that streams its rows can serve."""
         trace = self.windowed(rng, base_dir)
         if self.compress_time is not None:
             trace = traces.compress_time(trace, self.compress_time)
@@ -124,8 +126,18 @@ class Generated(TraceSpec):
     def arrivals(self, rng, base_dir):
         return self.generate(self.duration, self.count, rng)
 
-    def generate(self, duration: Optional[float], count: Optional[int], rng: np.random.Generator) -> traces.Trace:
-        return getattr(traces, self.kind)(**self.params(), duration=duration, count=count, rng=rng)
+    def build(self, rng: np.random.Generator, base_dir: Path, lazy: bool = False):
+        """With ``lazy`` and no transform (each needs the whole trace), a
+        :class:`~traces.streamed.StreamedTrace`: drawn again stretch by stretch as the
+        engine reads it, so that a week of arrivals is never held."""
+        transforms = (self.window, self.windows, self.compress_time, self.scale_rate, self.max_requests)
+        if lazy and all(t is None for t in transforms):
+            return self.generate(self.duration, self.count, rng, lazy=True)
+        return super().build(rng, base_dir)
+
+    def generate(self, duration: Optional[float], count: Optional[int], rng: np.random.Generator,
+                 lazy: bool = False) -> traces.Trace:
+        return getattr(traces, self.kind)(**self.params(), duration=duration, count=count, rng=rng, lazy=lazy)
 
 
 @TRACES.register

@@ -116,6 +116,7 @@ import simpy
 from servesim.policies.autoscaling import Adapter, ClusterObservation, Plan, StaticAdapter
 from servesim.policies.batching import NEVER_BUSY, BatchingPolicy, DynamicBatcher
 from servesim.policies.routing import Router
+from servesim.traces.streamed import ArrivalWindow, StreamedTrace
 from servesim.traces.trace import Trace
 
 from .closed_loop import ClosedLoop
@@ -1513,7 +1514,7 @@ class _Cluster:
                 self.apply(plan)
 
 
-def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Sequence[tuple[str, str]],
+def simulate_cluster(trace: Trace | StreamedTrace | ClosedLoop, tasks: Sequence[str], edges: Sequence[tuple[str, str]],
                      variants: Mapping[str, Sequence[str]], costs: ClusterCosts, adapter: Adapter, initial: Plan, *,
                      drop_after: Optional[Mapping[str, float]] = None, core_mode: str = "lanes",
                      batching: Callable[[int, Optional[Callable[[int], float]]], BatchingPolicy] = (
@@ -1570,6 +1571,10 @@ def simulate_cluster(trace: Trace | ClosedLoop, tasks: Sequence[str], edges: Seq
     cluster.apply(initial, warm=True)
     if sink is not None and cluster.steady and cluster.records:
         cluster.rows = RowStream(cluster, tasks[0], sink)
+    if isinstance(cluster.arrival, ArrivalWindow) and (cluster.rows is None or cluster.loop is None):
+        raise ValueError(f"{trace.source}: a trace drawn as it is read (records: summary) is served only where the "
+                         f"run hands its rows over as it goes: one plain model (no exits, padding or instances) "
+                         f"under a plan that never changes, with a sink for its rows")
     if closed is not None and any(dep.execute is not None for dep in cluster.deployments.values()):
         raise ValueError("a closed loop is served by plain models only; this plan's variants have exits")
     if not cluster.static:
@@ -1629,7 +1634,8 @@ def _streamed(cluster: _Cluster, edges: tuple[tuple[str, str], ...]) -> ClusterR
     the rest of its rows handed over, then its run-level figures, without per-request columns."""
     rows, task = cluster.rows, cluster.tasks[0]
     rows.emit(cluster.arrival.size)
-    end = float(max(rows.last_finish, np.max(cluster.arrival, initial=0.0), rows.last_batch_end))
+    last_arrival = float(cluster.arrival[-1]) if cluster.arrival.size else 0.0  # (arrivals are in time order)
+    end = float(max(rows.last_finish, last_arrival, rows.last_batch_end))
     stage = TaskColumns.empty(0)
     stage.batches, stage.batch_items = rows.batches, rows.batch_items
     none = np.empty(0)

@@ -16,6 +16,7 @@ import numpy as np
 
 from servesim.policies.autoscaling import Deployment, Plan, StaticAdapter
 from servesim.policies.routing import JoinShortestQueue
+from servesim.traces.streamed import StreamedTrace
 from servesim.traces.trace import Trace
 
 from .closed_loop import ClosedLoop
@@ -28,7 +29,7 @@ from .row_stream import RecordSink
 TASK, MODEL = "model", "model"  # the one task of a single-model run, and its one variant
 
 
-def simulate(trace: Trace | ClosedLoop, cost_model, batcher, *, replicas: int = 1, router=None,
+def simulate(trace: Trace | StreamedTrace | ClosedLoop, cost_model, batcher, *, replicas: int = 1, router=None,
              shared_queue: bool = False, drop_after: Optional[float] = None, rng: Optional[np.random.Generator] = None,
              progress: Optional[Callable[[int], None]] = None, fast_forward: bool = True,
              exits: Optional[ExitSetup] = None, host: Optional[ServingHost] = None, instances: int = 1,

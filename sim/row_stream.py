@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from servesim.traces.streamed import ArrivalWindow
+
 from .errors import SimulationError
 from .records import COMPLETED, RequestTable
 
@@ -98,8 +100,11 @@ class RowStream:
         self.last_finish = max(self.last_finish, float(finish.max()))
         size = np.ones(n, dtype=np.int32) if cluster.size is None else cluster.size[lo:upto].astype(np.int32)
         self.next = upto
-        self.sink(RequestTable(arrival=np.array(cluster.arrival[lo:upto], dtype=np.float64), size=size, start=start,
-                               finish=finish, replica=replica, batch_size=batch_size, status=status))
+        arrival = np.array(cluster.arrival[lo:upto], dtype=np.float64)
+        if isinstance(cluster.arrival, ArrivalWindow):  # a streamed trace: nothing reads these again
+            cluster.arrival.release(upto)
+        self.sink(RequestTable(arrival=arrival, size=size, start=start, finish=finish, replica=replica,
+                               batch_size=batch_size, status=status))
 
     def _take_logs(self) -> None:
         """Move the lanes' new batches (flushed into numpy by the engine) into :attr:`held`,

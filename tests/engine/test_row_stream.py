@@ -19,6 +19,7 @@ from servesim.sim import simulate
 from servesim.sim.cluster import ClusterCosts, _Cluster, simulate_cluster
 from servesim.sim.host import ServingHost
 from servesim.sim.records import COLUMNS
+from servesim.traces import generators, poisson
 from servesim.traces.trace import Trace
 from servesim.workloads import Exponential
 from test_cluster_invariants import window
@@ -109,3 +110,30 @@ def test_a_request_neither_served_nor_dropped_is_an_error_naming_it():
         with pytest.raises(Exception, match=r"1 request\(s\) were neither served nor dropped \(the first: 3\)"):
             simulate(Trace(times, source="test"), make_cost({1: 0.5}), DynamicBatcher(1), replicas=2,
                      rng=np.random.default_rng(0), sink=lambda table: None)
+
+
+def test_a_trace_drawn_as_it_is_read_gives_the_run_of_its_array():
+    """A generated trace drawn stretch by stretch as the engine reads it (traces.streamed),
+    here in stretches of ~500 arrivals and a window of 16, gives the rows of the same
+    trace made whole, bit for bit; the engine holds a window of it, not all of it."""
+    cost = make_cost({1: 1.0, 2: 1.3, 4: 1.8}, noise=Exponential())
+    tables = {}
+    with pytest.MonkeyPatch.context() as patch, window(16):
+        patch.setattr(generators, "STRETCH", 500)
+        for lazy in (False, True):
+            trace = poisson(3000.0, duration=2.0, rng=np.random.default_rng(9), lazy=lazy)
+            chunks = []
+            simulate(trace, cost, DynamicBatcher(4, 0.001), replicas=3, rng=np.random.default_rng(0),
+                     sink=chunks.append)
+            tables[lazy] = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in COLUMNS}
+            if lazy:
+                assert trace.times._lo > trace.count - 600  # all but the last stretch and window let go
+    assert tables[True]["arrival"].size > 5000
+    for name in COLUMNS:
+        np.testing.assert_array_equal(tables[True][name], tables[False][name], err_msg=name)
+
+
+def test_a_trace_drawn_as_it_is_read_needs_a_run_that_streams():
+    trace = poisson(100.0, count=50, rng=np.random.default_rng(1), lazy=True)
+    with pytest.raises(ValueError, match="drawn as it is read .* served only where the run hands its rows over"):
+        simulate(trace, make_cost({1: 1.0}), DynamicBatcher(1), rng=np.random.default_rng(0))
