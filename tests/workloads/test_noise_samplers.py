@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from servesim.workloads import CostModel, Deterministic, Empirical, Exponential, Gamma, LogNormal
+from servesim.workloads import noise as noise_module
 
 N = 200_000
 MEDIAN_MS = 2.0
@@ -87,3 +88,46 @@ def test_cv_must_be_positive_and_bounded(bad):
     for noise in (LogNormal, Gamma):
         with pytest.raises(ValueError, match=r"cv must be a number > 0 and at most 1e\+06"):
             noise(bad)
+
+
+def empirical_reference(profile, seed: int, sizes, model: str = "m") -> list[float]:
+    """Empirical's batch times computed a call at a time, as the module documents them:
+    the i-th call reads uniforms i*S .. i*S+S-1 of one stream drawn BLOCK*S at a time
+    (S stages), and sums each stage's piecewise-linear quantile function at its uniform."""
+    cost = CostModel(profile, model, noise=Empirical())
+    rng, stages = np.random.default_rng(seed), len(cost.stages)
+    uniforms: list[float] = []
+    out = []
+    for size in sizes:
+        if len(uniforms) < stages:
+            uniforms += rng.random(noise_module.BLOCK * stages).tolist()
+        total = 0.0
+        for s in cost.percentiles(size):
+            low = max(s.p50 - (s.p90 - s.p50), 0.5 * s.p50)
+            u = uniforms.pop(0)
+            if u < 0.5:
+                total += low + (s.p50 - low) / 0.5 * u
+            elif u < 0.9:
+                total += s.p50 + (s.p90 - s.p50) / 0.4 * (u - 0.5)
+            elif u < 0.99:
+                total += s.p90 + (s.p99 - s.p90) / 0.09 * (u - 0.9)
+            else:
+                total += s.p99 + (s.p99 - s.p90) / 0.09 * (u - 0.99)
+        out.append(total)
+    return out
+
+
+def test_empirical_draws_a_block_of_calls_at_once_and_gives_the_numbers_of_one_at_a_time(make_profile):
+    """The sampler evaluates a block's calls at once per batch size (workloads.noise._tabled):
+    the numbers are those of one call at a time, bit for bit, over several blocks, batch
+    sizes that change from call to call, and sizes beyond the measured range (derived, and
+    counted, on every call)."""
+    profile = make_profile({"a": [(1, 1.0, 1.5, 2.5), (8, 3.0, 3.6, 5.0)], "b": [(1, 0.4, 0.5, 0.9), (8, 1.2, 1.3, 2.0)]})
+    sizes = np.random.default_rng(4).integers(1, 12, 3 * noise_module.BLOCK + 17).tolist()  # 9-11: beyond 8
+    cost = CostModel(profile, "m", noise=Empirical(), out_of_range="extrapolate")
+    sample = cost.sampler(7)
+    with pytest.warns(Warning):
+        drawn = [sample(size) for size in sizes]
+        expected = empirical_reference(profile, 7, sizes)
+    assert drawn == expected
+    assert sum(cost.out_of_range_requests.values()) == 2 * sum(size > 8 for size in sizes)  # two stages each
