@@ -319,6 +319,26 @@ class RefineConfig(Strict):
     rounds: int = Field(default=4, ge=1, le=8)
 
 
+class RecordsConfig(Strict):
+    """What a run keeps of its requests (``records: full`` or ``records: summary``, or the
+    mapping). ``full``: ``requests.parquet``, one row per request, written as the run
+    goes. ``summary``: no per-request file; the summary's latency percentiles come from
+    a sketch of stated ``relative_accuracy`` (DDSketch's: every reported quantile within
+    that share of the exact one), which merges across seeds. Either way the run writes
+    ``intervals.parquet``, its counters per ``interval_s`` of arrival time. A run of plain
+    requests (no exits, no closed loop) holds neither its table nor its latencies in
+    memory with ``summary``: a week of traffic fits where its table would not."""
+
+    keep: Literal["full", "summary"] = "full"
+    relative_accuracy: float = Field(default=0.01, gt=0.0, lt=0.5)
+    interval_s: PositiveFloat = 1.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _word(cls, value):
+        return {"keep": value} if isinstance(value, str) else value
+
+
 class ExperimentConfig(Strict):
     """One experiment: a ``model`` served by ``serving`` (with ``exits``, and ``real`` for
     fidelity runs), or a ``cluster`` serving a pipeline under an adapter."""
@@ -340,6 +360,7 @@ class ExperimentConfig(Strict):
     resources: dict[str, ResourceConfig] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     refine: Optional[RefineConfig] = None
+    records: RecordsConfig = Field(default_factory=RecordsConfig)
 
     @field_serializer("trace", "load", mode="wrap")
     def _absent(self, value, handler):
@@ -389,6 +410,11 @@ class ExperimentConfig(Strict):
             raise ValueError(f"cluster.core_mode: a replica's {self.resources[self.cluster.resource].kind} devices "
                              f"serve as lanes, one batch per device; set core_mode: lanes (got "
                              f"{self.cluster.core_mode!r})")
+        if self.records.keep == "summary":
+            table_bound = [k for k in ("cluster", "exits", "load", "real") if getattr(self, k) is not None]
+            if table_bound:
+                raise ValueError(f"records: summary keeps sketches of plain requests' latencies; {table_bound[0]} "
+                                 f"runs need their request table (remove {table_bound[0]} or keep: full)")
         if self.cluster is not None:
             extra = [k for k in ("exits", "real") if getattr(self, k) is not None]
             if extra or self.serving != ServingConfig():

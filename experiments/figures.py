@@ -25,6 +25,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from servesim.sim.sketch import LatencySketch  # noqa: E402
+
 from . import store  # noqa: E402
 from .names import label as folder_label  # noqa: E402
 
@@ -78,9 +80,19 @@ def cdf_line(ax, lat: np.ndarray, points: int = MAX_CDF_POINTS, **style) -> None
         ax.plot(lat[pick], (pick + 1) / lat.size, lw=1.4, **style)
 
 
+def sketch_cdf_line(ax, sketch: LatencySketch, **style) -> None:
+    """The CDF of a latency sketch (s), in ms, through its buckets (latencies above 0)."""
+    values, fractions = sketch.cdf()
+    keep = values > 0
+    if keep.any():
+        ax.plot(values[keep] * 1e3, fractions[keep], lw=1.4, **style)
+
+
+
 def timeseries(name: str, table: pd.DataFrame, target: Path, slo_ms: float | None = None, bins: int = 120) -> None:
-    """One run over time: p50 and p99 latency of the requests completed in each bin (with
-    the SLO), and the offered load, the throughput and the drops per second."""
+    """One run over time, from its request table: p50 and p99 latency of the requests
+    completed in each bin (with the SLO), and the offered load, the throughput and the
+    drops per second."""
     done = _completed(table)
     end = float(np.nanmax(table["finish"])) if len(table) else 0.0
     if end <= 0:
@@ -92,25 +104,53 @@ def timeseries(name: str, table: pd.DataFrame, target: Path, slo_ms: float | Non
     frame = pd.DataFrame({"bin": which, "lat": lat})
     grouped = frame.groupby("bin")["lat"]
     mids = (edges[:-1] + edges[1:]) / 2
-    p50 = grouped.quantile(0.5).reindex(range(bins))
-    p99 = grouped.quantile(0.99).reindex(range(bins))
-    served = np.bincount(which, minlength=bins) / width
-    offered = np.histogram(table["arrival"], edges)[0] / width
-    dropped = np.histogram(table.loc[table["status"] == 1, "finish"], edges)[0] / width
+    rates = {"offered (arrivals/s)": np.histogram(table["arrival"], edges)[0] / width,
+             "throughput (completed/s)": np.bincount(which, minlength=bins) / width,
+             "dropped (requests/s)": np.histogram(table.loc[table["status"] == 1, "finish"], edges)[0] / width}
+    _timeseries(name, (mids, grouped.quantile(0.5).reindex(range(bins)), grouped.quantile(0.99).reindex(range(bins))),
+                (mids, rates), "time since the first arrival (s)", target, slo_ms)
+
+
+def streamed_timeseries(name: str, counters: pd.DataFrame, latency: pd.DataFrame, target: Path,
+                        slo_ms: float | None = None, bins: int = 600) -> None:
+    """One run over time, from what a run that streamed its table kept
+    (sim.summary_stream): its counters per interval of arrival time (``intervals.parquet``,
+    summed into at most ``bins`` bins) and its latency percentiles per sketch interval
+    (``latency_intervals.parquet``), both by arrival time."""
+    if counters.empty:
+        return
+    start = counters["start_s"].to_numpy()
+    width = float(start[1] - start[0]) if start.size > 1 else 1.0
+    per_bin = -(-start.size // bins)  # intervals per bin
+    group = np.arange(start.size) // per_bin
+    summed = counters.groupby(group).sum(numeric_only=True)
+    mids = start[::per_bin] + per_bin * width / 2
+    rates = {label: summed[column].to_numpy() / (per_bin * width)
+             for label, column in (("offered (arrivals/s)", "arrivals"), ("throughput (completed/s)", "completed"),
+                                   ("dropped (requests/s)", "dropped"))}
+    lat_mids = latency["start_s"] + (latency["end_s"] - latency["start_s"]) / 2
+    _timeseries(name, (lat_mids, latency["p50_ms"], latency["p99_ms"]), (mids, rates),
+                "arrival time (s)", target, slo_ms)
+
+
+def _timeseries(name: str, latency: tuple, rates: tuple, xlabel: str, target: Path, slo_ms: float | None) -> None:
+    """The two panels of a run's timeseries: ``latency`` (x, p50, p99 in ms) with the SLO,
+    and ``rates`` (x, {label: requests/s}; drops only where there are some)."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    top.plot(mids, p50, label="p50")
-    top.plot(mids, p99, label="p99")
+    x, p50, p99 = latency
+    top.plot(x, p50, label="p50")
+    top.plot(x, p99, label="p99")
     slo_line(top, slo_ms, axis="y")
     top.set_ylabel("latency (ms, log scale)")
     plain_log(top, "y")
     top.legend(fontsize=8)
     top.grid(True, which="both", alpha=0.3)
-    bottom.plot(mids, offered, label="offered (arrivals/s)", color="grey", lw=1)
-    bottom.plot(mids, served, label="throughput (completed/s)")
-    if dropped.any():
-        bottom.plot(mids, dropped, label="dropped (requests/s)", color="tab:red")
+    x, series = rates
+    for (label, values), style in zip(series.items(), ({"color": "grey", "lw": 1}, {}, {"color": "tab:red"})):
+        if not label.startswith("dropped") or values.any():
+            bottom.plot(x, values, label=label, **style)
     bottom.set_ylabel("rate (requests/s)")
-    bottom.set_xlabel("time since the first arrival (s)")
+    bottom.set_xlabel(xlabel)
     bottom.legend(fontsize=8)
     bottom.grid(True, alpha=0.3)
     fig.suptitle(name, fontsize=9)

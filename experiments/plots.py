@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -48,10 +49,13 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 
+from servesim.sim.sketch import LatencySketch
+
 from . import seeds, store
 from .concurrency_plot import concurrency_plot
 from .figures import (PLOTTED, SLO_STYLE, cdf_line, cluster_timeseries, controller, front, latencies_ms, plain_log,
-                      plain_ticks, save_figure, swept_value, timeseries, unit, value_label)
+                      plain_ticks, save_figure, sketch_cdf_line, streamed_timeseries, swept_value, timeseries, unit,
+                      value_label)
 from .names import GROUP_LABEL
 
 MAX_ROWS = 40  # points a dot plot lists one per row; more are drawn as heatmaps
@@ -391,9 +395,13 @@ def _heatmaps(sweep: Sweep, metrics: list[Metric]):
     return fig
 
 
-def latency_cdf(sweep: Sweep, tables: dict[str, pd.DataFrame], target: Path) -> None:
-    """Latency CDF of every point (its seeds pooled), one panel per facet and x value."""
-    pts = sweep.points[sweep.points["point"].map(lambda p: any(r in tables for r in sweep.runs[p]))]
+def latency_cdf(sweep: Sweep, tables: dict[str, pd.DataFrame], target: Path,
+                sketched: Optional[dict[str, dict]] = None) -> None:
+    """Latency CDF of every point (its seeds pooled), one panel per facet and x value:
+    from its runs' tables, or from their latency sketches merged where every run of the
+    point has one (``sketched``: run -> summary)."""
+    sketched = sketched or {}
+    pts = sweep.points[sweep.points["point"].map(lambda p: any(r in tables or r in sketched for r in sweep.runs[p]))]
     panels = list(dict.fromkeys(pts.sort_values(["facet", "x"], kind="stable")["panel"]))
     if pts.empty or len(panels) > MAX_CDF_PANELS:
         return
@@ -404,7 +412,12 @@ def latency_cdf(sweep: Sweep, tables: dict[str, pd.DataFrame], target: Path) -> 
     for ax, panel in zip(axes.flat, panels):
         here = pts[pts["panel"] == panel]
         for _, point in here.iterrows():
-            lat = latencies_ms([tables[r] for r in sweep.runs[point["point"]] if r in tables])
+            runs = sweep.runs[point["point"]]
+            pooled = LatencySketch.pooled([sketched.get(r, {}) for r in runs])
+            if pooled is not None:
+                sketch_cdf_line(ax, pooled, color=point["colour"])
+                continue
+            lat = latencies_ms([tables[r] for r in runs if r in tables])
             cdf_line(ax, lat[lat > 0], points=CDF_POINTS, color=point["colour"])
         _slo(ax, here, "x")
         ax.set_title(panel, fontsize=8, loc="left")
@@ -521,16 +534,20 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
     results = store.read_folder(out_dir)
     plots = out_dir / "plots"
     ok_runs = results.loc[results["status"] == "ok", "run"].tolist()
-    tables = {name: store.read_requests(out_dir / name / store.REQUESTS, PLOTTED) for name in ok_runs
-              if (out_dir / name / store.REQUESTS).exists()}
     summaries = {name: json.loads((out_dir / name / store.SUMMARY).read_text(encoding="utf-8")) for name in ok_runs
                  if (out_dir / name / store.SUMMARY).exists()}
+    # a run that streamed its table kept a latency sketch and its counters over time, which
+    # the plots read instead of its table (a day of requests would not fit in memory)
+    streamed = [name for name in ok_runs if "latency_sketch" in summaries.get(name, {})
+                and (out_dir / name / store.INTERVALS).exists() and (out_dir / name / store.LATENCY_INTERVALS).exists()]
+    tables = {name: store.read_requests(out_dir / name / store.REQUESTS, PLOTTED) for name in ok_runs
+              if name not in streamed and (out_dir / name / store.REQUESTS).exists()}
     slo = {name: summary.get("slo_ms") for name, summary in summaries.items()}
     if not ok_runs:
         return []
     sweep = describe(results, slo)
     written = [plots / "latency_cdf.png"]
-    latency_cdf(sweep, tables, written[0])
+    latency_cdf(sweep, tables, written[0], {name: summaries[name] for name in streamed})
     if "adapter" in results.columns:  # cluster runs: what each adapter did
         written += [plots / "cluster_comparison.png", plots / "cluster_tasks.png"]
         comparison(sweep, CLUSTER, written[1], "Cluster runs compared")
@@ -552,8 +569,12 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
             target = plots / f"controller-{name}.png"
             controller(name, pd.read_csv(path, dtype={"active_ramps": str}), float(np.nanmax(table["finish"])), target)
             written.append(target)
-    for name, table in list(tables.items())[:MAX_PER_RUN]:
+    for name in [n for n in ok_runs if n in tables or n in streamed][:MAX_PER_RUN]:
         target = plots / f"timeseries-{name}.png"
-        timeseries(name, table, target, slo.get(name))
+        if name in tables:
+            timeseries(name, tables[name], target, slo.get(name))
+        else:
+            streamed_timeseries(name, pd.read_parquet(out_dir / name / store.INTERVALS),
+                                pd.read_parquet(out_dir / name / store.LATENCY_INTERVALS), target, slo.get(name))
         written.append(target)
     return [p for p in written if p.exists()]

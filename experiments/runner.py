@@ -28,6 +28,7 @@ from servesim.sim.client_view import client_view
 from servesim.sim.closed_loop import SendsExceeded
 from servesim.sim.exits import ExitSetup
 from servesim.sim.host import ServingHost
+from servesim.sim.summary_stream import RequestStream
 from servesim.traces import FORMATS, TraceError
 from servesim.workloads import CostModel, ProfileError, ProfileRangeError, load_profile
 from servesim.workloads.behaviour import BehaviourError
@@ -96,18 +97,19 @@ class Prepared:
     host: Optional[ServingHost] = None
 
 
-def prepare(config: ExperimentConfig, base_dir: Path, room: Optional[int] = None) -> Prepared:
+def prepare(config: ExperimentConfig, base_dir: Path, room: Optional[int] = None, lazy: bool = False) -> Prepared:
     """Build the trace, cost model, policies and exits of one config.
 
     One SeedSequence per run is split into independent streams for the trace, the
     service-time noise, the router, the samples requests draw and the behaviour table,
     so changing the router or the exit policy never changes arrivals or samples.
-    ``room``: the sends a closed loop that ends by time is given room for.
+    ``room``: the sends a closed loop that ends by time is given room for. ``lazy``: a
+    generated trace is drawn as the engine reads it (a run that streams its rows).
     """
     trace_seed, noise_seed, router_seed, sample_seed, behaviour_seed = np.random.SeedSequence(config.seed).spawn(5)
     cost_model = build_cost_model(config, base_dir)
     # closed-loop clients (``load``) draw their think times from the arrivals' stream
-    trace = (config.trace.build(np.random.default_rng(trace_seed), base_dir) if config.load is None
+    trace = (config.trace.build(np.random.default_rng(trace_seed), base_dir, lazy) if config.load is None
              else config.load.build(trace_seed, cost_model.profile, room, base_dir=base_dir))
     exits, source_rows = (None, None) if config.exits is None else exit_setup(
         config.exits, cost_model, base_dir, trace, behaviour_seed, sample_seed)
@@ -118,34 +120,116 @@ def prepare(config: ExperimentConfig, base_dir: Path, room: Optional[int] = None
                     build_host(serving.host, cost_model.profile, config.model.hardware))
 
 
-def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None):
+def simulate_config(config: ExperimentConfig, base_dir: Path, progress=None, sink_for=None):
     """Simulate one config; returns the results, the trace and the exit policy (``None``
-    without exits)."""
+    without exits). ``sink_for(trace)``, where given, makes the sink the run's table goes
+    to as it is made (``simulate``'s ``sink``; the results then hold no table)."""
     serving, room = config.serving, None
     while True:
-        run = prepare(config, base_dir, room)
+        run = prepare(config, base_dir, room, sink_for is not None and _streams_whole_run(config))
         try:
             results = simulate(
                 run.trace, run.cost_model, run.batcher, replicas=serving.replicas, router=run.router,
                 shared_queue=run.router is None,
                 drop_after=None if serving.drop_after_ms is None else serving.drop_after_ms / 1e3,
-                rng=run.noise_rng, progress=progress, exits=run.exits, host=run.host, instances=serving.instances)
+                rng=run.noise_rng, progress=progress, exits=run.exits, host=run.host, instances=serving.instances,
+                sink=None if sink_for is None else sink_for(run.trace))
         except SendsExceeded as full:  # a closed loop that ends by time sent more than its room: again, with more
             room = full.room
             continue
         return results, run.trace, None if run.exits is None else run.exits.policy
 
 
-def run_one(run: Run, base_dir: Path, progress=None) -> tuple[dict, dict[str, bytes]]:
-    """Simulate one run; returns its summary and its folder's files (as bytes)."""
+SKETCH_INTERVAL_S = 60.0  # a streamed run's latency sketches over time: one a minute, at most
+
+
+class _Records:
+    """Where a plain run's table goes as it is made (``records``): to a streaming summary
+    (:class:`~sim.summary_stream.RequestStream`, exact percentiles with ``full``, a sketch
+    with ``summary``) and, with ``full``, to ``requests.parquet`` (:class:`store.RequestsWriter`)."""
+
+    def __init__(self, run: Run, spool: Optional[Path]):
+        config = run.config
+        self.keep, self.slo, self.warmup = config.records, _slo_s(config), config.warmup_s
+        self.writer = None if self.keep.keep == "summary" else store.RequestsWriter(
+            spool, run.name, (lambda columns: {"warmup": columns["arrival"] < self.warmup}) if self.warmup > 0 else None)
+        self.stream: Optional[RequestStream] = None
+
+    def sink_for(self, trace):
+        times = trace.times
+        last = float(times[-1]) if len(times) else 0.0
+        # latency percentiles over time: per minute, or per 1/120 of a shorter run (at least an interval)
+        sketch_interval = max(self.keep.interval_s, min(SKETCH_INTERVAL_S, last / 120))
+        self.stream = RequestStream(len(times), last, self.slo, self.warmup, exact=self.keep.keep == "full",
+                                    relative_accuracy=self.keep.relative_accuracy, interval_s=self.keep.interval_s,
+                                    sketch_interval_s=sketch_interval)
+        add, write = self.stream.add, self.writer
+
+        def sink(table) -> None:
+            add(table)
+            if write is not None:
+                write(table)
+        return sink
+
+    def files(self) -> dict[str, bytes | Path]:
+        files = {store.INTERVALS: store.requests_bytes(self.stream.intervals()),
+                 store.LATENCY_INTERVALS: store.requests_bytes(self.latency_intervals())}
+        if self.writer is not None:
+            files[store.REQUESTS] = self.writer.close()
+        return files
+
+    def latency_intervals(self) -> dict[str, np.ndarray]:
+        """Per sketch interval of arrival time (a minute), its completed requests' latency
+        percentiles (ms, from its sketch): what the run's timeseries plot draws."""
+        starts, sketches = self.stream.interval_sketches()
+        width = self.stream.sketches.width
+        quantiles = np.array([sketch.quantiles([0.5, 0.9, 0.99]) for sketch in sketches], dtype=float).reshape(-1, 3)
+        return {"start_s": starts.astype(float), "end_s": starts + width,
+                "completed": np.array([sketch.count for sketch in sketches], dtype=np.int64),
+                **{f"p{q}_ms": quantiles[:, k] * 1e3 for k, q in enumerate((50, 90, 99))}}
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.discard()
+
+
+def _streams_whole_run(config: ExperimentConfig) -> bool:
+    """Whether a run keeps only summaries (``records: summary``) and is served by the
+    engine's steady lanes, which hand its rows over as it goes: then it need not hold its
+    trace either (a generated one is drawn as it is read)."""
+    return (config.records.keep == "summary" and config.serving.instances == 1
+            and not getattr(config.serving.batching, "allowed_sizes", None))
+
+
+def _slo_s(config: ExperimentConfig) -> Optional[float]:
+    return None if config.slo_ms is None else config.slo_ms / 1e3
+
+
+def run_one(run: Run, base_dir: Path, progress=None, spool: Optional[Path] = None) -> tuple[dict, dict]:
+    """Simulate one run; returns its summary and its folder's files (as bytes, or the path
+    of the request table written under ``spool`` as the run went: :class:`_Records`)."""
     if run.config.cluster is not None:
         return cluster_runner.run_cluster(run, base_dir, progress)
+    config = run.config
+    # a plain run's table goes to disk and to its summary as it is made; one with exits or
+    # clients is summarised from the whole table (its exit and client figures need it)
+    records = _Records(run, spool) if config.exits is None and config.load is None else None
+    try:
+        return _run_one(run, base_dir, progress, records)
+    except BaseException:
+        if records is not None:
+            records.discard()
+        raise
+
+
+def _run_one(run: Run, base_dir: Path, progress, records: Optional[_Records]) -> tuple[dict, dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # out-of-range look-ups are counted in the summary
-        results, trace, policy = simulate_config(run.config, base_dir, progress)
-    slo = None if run.config.slo_ms is None else run.config.slo_ms / 1e3
+        results, trace, policy = simulate_config(run.config, base_dir, progress,
+                                                 None if records is None else records.sink_for)
+    slo = _slo_s(run.config)
     warmup = run.config.warmup_s
-    summary = summarize(results, slo, warmup)
+    summary = summarize(results, slo, warmup, stream=None if records is None else records.stream)
     summary["cost"] = priced(summary["cost"], run.config.serving.resource, run.config.resources,
                              summary["cost"]["provisioned_accelerator_s"])  # a replica holds one unit
     summary = {"run": run.name, "seed": run.seed, "params": run.params,
@@ -160,23 +244,27 @@ def run_one(run: Run, base_dir: Path, progress=None) -> tuple[dict, dict[str, by
                                 "contention": costs.contention(instances, "serving.instances").source}
     if policy is not None:
         summary["policy"] = {"name": run.config.exits.policy.name, **policy.params()}
-    columns = results.requests.columns()
-    if warmup > 0:  # kept, and flagged: left out of the summary
-        columns["warmup"] = columns["arrival"] < warmup
-    files = {store.REQUESTS: store.requests_bytes(columns)}
+    if records is not None:
+        files = records.files()
+    else:
+        columns = results.requests.columns()
+        if warmup > 0:  # kept, and flagged: left out of the summary
+            columns["warmup"] = columns["arrival"] < warmup
+        files = {store.REQUESTS: store.requests_bytes(columns)}
     history = None if policy is None else policy.history()
     if history:
         files[store.CONTROLLER] = store.columns_bytes(history)
     return summary, files
 
 
-def attempt(run: Run, base_dir: Path, progress=None) -> store.RunFiles:
+def attempt(run: Run, base_dir: Path, progress=None, spool: Optional[Path] = None) -> store.RunFiles:
     """One run, wherever an executor runs it: its files, or its error as data (a user
     error by its message, a bug with its traceback), so that one failing run never
-    stops the others."""
+    stops the others. ``spool``: a folder on the sweep's disk where the run may write its
+    request table as it goes (a run on this machine)."""
     outcome = store.RunFiles(run.name, dump(run.config))
     try:
-        outcome.summary, outcome.files = run_one(run, base_dir, progress)
+        outcome.summary, outcome.files = run_one(run, base_dir, progress, spool)
     except USER_ERRORS as exc:
         outcome.error, outcome.detail = str(exc).splitlines()[0], str(exc)
     except Exception as exc:  # a bug: keep the other runs, keep the whole story for the report
@@ -323,7 +411,8 @@ def run_experiment(path: Path | str | dict, out_dir: Path | str, *, jobs: Option
             else:
                 todo.append(run)
         swept.extend(batch)
-        task = functools.partial(attempt, base_dir=base_dir)
+        # runs on this machine write their request tables beside the run folders as they go
+        task = functools.partial(attempt, base_dir=base_dir, spool=out_dir.resolve() if executor == LOCAL else None)
         alone = isinstance(pool, InProcess) and len(todo) == 1 and show_progress
         if todo:
             with tqdm(total=len(todo), desc=desc, unit="run", disable=not show_progress) as bar:
@@ -346,7 +435,7 @@ def run_experiment(path: Path | str | dict, out_dir: Path | str, *, jobs: Option
     outcome.rows = rows()
     _write_results(out_dir, outcome.rows)
     results = pd.DataFrame(outcome.rows, columns=store.results_columns(outcome.rows), dtype=object)
-    outcome.points, outcome.perf = by_point(results), perf_table(results)
+    outcome.points, outcome.perf = by_point(results, summaries), perf_table(results)
     write_by_point(out_dir / store.RESULTS_BY_POINT, outcome.points)
     if outcome.perf.empty:  # no clients: no perf_analyzer table (nor one an earlier sweep here left)
         (out_dir / store.PERF_ANALYZER).unlink(missing_ok=True)
@@ -402,6 +491,9 @@ def _record(result: store.RunFiles, out_dir: Path, manifest: store.Manifest, sum
         store.write_run(out_dir / result.name, result)
     except OSError as exc:
         (out_dir / result.name / store.SUMMARY).unlink(missing_ok=True)
+        for data in result.files.values():  # a table written as the run went, not moved into place
+            if isinstance(data, Path):
+                data.unlink(missing_ok=True)
         result.summary, result.error = None, f"cannot write its results: {exc}"
     manifest.record(result)
     if result.error is None:

@@ -14,11 +14,16 @@ Every ``servesim run`` writes this table as ``results_by_point.csv``;
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Mapping, Optional
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from servesim.sim.summary_stream import PERCENTILES
+from servesim.sim.sketch import LatencySketch
 
 from . import store
 from .names import point_of
@@ -45,12 +50,17 @@ def points_of(results: pd.DataFrame) -> pd.Series:
     return results["point"] if "point" in results.columns else results["run"].map(point_of)
 
 
-def by_point(results: pd.DataFrame) -> pd.DataFrame:
+def by_point(results: pd.DataFrame, summaries: Optional[Mapping[str, dict]] = None) -> pd.DataFrame:
     """One row per sweep point of the finished runs (in results.csv's order): ``point``,
     ``seeds``, the point's swept values (results.csv's columns), then per figure
     ``<figure>`` (mean), ``<figure>_ci95``, ``<figure>_min``, ``<figure>_max``. A point
     is results.csv's ``point`` column (in a folder written before it had one, the run's
-    name less its seed)."""
+    name less its seed).
+
+    With the runs' ``summaries`` (run name -> summary), where every run of a point has a
+    latency sketch (a plain model's run), the point also gets ``latency_<q>_ms_pooled``:
+    the quantiles of all its seeds' requests together, from their sketches merged
+    (:func:`pooled_latency`), within the sketches' relative accuracy."""
     ok = results[results["status"] == "ok"]
     figures = [f for f in FIGURES if f in ok.columns and ok[f].notna().any()]
     swept = store.swept_columns(ok.columns)
@@ -64,11 +74,29 @@ def by_point(results: pd.DataFrame) -> pd.DataFrame:
             values = runs[figure].astype(float)
             row.update({figure: values.mean(), f"{figure}_ci95": ci_half_width(values),
                         f"{figure}_min": values.min(), f"{figure}_max": values.max()})
+        if summaries is not None:
+            row.update(pooled_latency([summaries.get(name) or {} for name in runs["run"]]))
         rows.append(row)
+    if any(key in row for row in rows for key in POOLED):
+        columns += list(POOLED)
     table = pd.DataFrame(rows, columns=columns)
     for column in swept:  # as results.csv has them (a column of numbers and blanks is no column of floats)
         table[column] = pd.Series([row[column] for row in rows], index=table.index, dtype=object)
     return table
+
+
+POOLED = tuple(f"latency_p{q}_ms_pooled" for q in PERCENTILES)
+
+
+def pooled_latency(summaries: list[dict]) -> dict[str, float]:
+    """The latency percentiles (ms) of the requests of all ``summaries``' runs together:
+    their latency sketches merged (sim.sketch), which is what a mean of per-seed
+    percentiles is not. Empty where a run has no sketch."""
+    merged = LatencySketch.pooled(summaries)
+    if merged is None:
+        return {}
+    values = merged.quantiles([q / 100 for q in PERCENTILES])
+    return {key: (np.nan if v is None else v * 1e3) for key, v in zip(POOLED, values)}
 
 
 def mean_ci(mean: float, half: float, spec: str = ".4g", half_spec: str = ".2g") -> str:
@@ -102,6 +130,12 @@ def write_seeds(out_dir: Path | str) -> tuple[Path, pd.DataFrame]:
     """:func:`by_point` of an experiment folder's results.csv, written there as
     ``results_by_point.csv`` (a folder from before that file, or edited by hand, gets it)."""
     out_dir = Path(out_dir)
-    table = by_point(store.read_folder(out_dir))
+    results = store.read_folder(out_dir)
+    summaries = {}
+    for name in results.loc[results["status"] == "ok", "run"]:
+        path = out_dir / name / store.SUMMARY
+        if path.exists():
+            summaries[name] = json.loads(path.read_text(encoding="utf-8"))
+    table = by_point(results, summaries)
     write_by_point(out_dir / store.RESULTS_BY_POINT, table)
     return out_dir / store.RESULTS_BY_POINT, table

@@ -5,7 +5,10 @@ then renamed over the target (``os.replace`` is atomic on POSIX and Windows). A 
 ``summary.json`` is written last, so its presence means the run's other files are whole;
 the sweep's ``manifest.json`` then lists the run as finished, with a digest of its
 config, and that is what ``--resume`` trusts. Only the sweep's own process writes here:
-runs, wherever they execute, send their files back as bytes (:class:`RunFiles`).
+runs, wherever they execute, send their files back as bytes (:class:`RunFiles`), except
+a run's request table, which a run on this machine writes as it goes to a temporary
+file beside the run folders (:class:`RequestsWriter`), and which is then renamed into
+place.
 """
 
 from __future__ import annotations
@@ -41,9 +44,11 @@ CONTROLLER = "controller.csv"   # an online exit policy's state over time (Appar
 TIMESERIES = "timeseries.csv"  # a cluster run: load and cores over time
 PLANS = "plans.csv"  # a cluster run: every plan its adapter made
 MANIFEST = "manifest.json"  # the sweep: its finished and failed runs
+INTERVALS = "intervals.parquet"  # a plain run: its counters per interval of arrival time (sim.summary_stream)
+LATENCY_INTERVALS = "latency_intervals.parquet"  # a plain run: its latency percentiles per minute of arrival time
 TEMPORARY = ".tmp"  # the suffix of a file being written (see atomic_path)
 # files some runs have and others not: a rewritten run folder must not keep a stale one
-OPTIONAL = (CONTROLLER, TIMESERIES, PLANS, ERROR)
+OPTIONAL = (CONTROLLER, TIMESERIES, PLANS, ERROR, REQUESTS, INTERVALS, LATENCY_INTERVALS)
 SUMMARY_COLUMNS = (
     "requests", "completed", "latency_p25_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
     "latency_p99_ms", "latency_mean_ms",
@@ -113,6 +118,17 @@ def write_bytes(target: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def move_file(source: Path, target: Path) -> None:
+    """Put a finished file (written under a temporary name on the same disk) at ``target``,
+    atomically; it is removed if it cannot be."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+    except BaseException:
+        Path(source).unlink(missing_ok=True)
+        raise
+
+
 def write_text(target: Path, text: str) -> None:
     write_bytes(target, text.encode())
 
@@ -135,6 +151,69 @@ def requests_bytes(columns: dict[str, np.ndarray]) -> bytes:
 
 def write_requests(target: Path, columns: dict[str, np.ndarray]) -> None:
     write_bytes(target, requests_bytes(columns))
+
+
+ROW_GROUP = 1 << 20  # rows per row group of a streamed requests.parquet (pyarrow's default for a whole table)
+
+
+class RequestsWriter:
+    """``requests.parquet`` written a row group at a time, as a run hands over its table
+    in chunks (:data:`sim.row_stream.RecordSink`), so that a run's memory does not grow
+    with its length. It writes to a temporary file under ``spool`` (a folder on the
+    sweep's disk: :meth:`close` returns the file's path for :func:`write_run` to move into
+    place), or, without one (a worker on another machine), to memory (bytes).
+
+    ``extra(columns)`` adds columns to each chunk's (the warm-up flag)."""
+
+    def __init__(self, spool: Optional[Path], name: str, extra=None):
+        self.path: Optional[Path] = None
+        if spool is not None:
+            Path(spool).mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.{REQUESTS}.", suffix=TEMPORARY, dir=spool)
+            os.close(fd)
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            self.path = Path(tmp)
+        self.target = pa.BufferOutputStream() if self.path is None else str(self.path)
+        self.extra = extra
+        self.writer: Optional[pq.ParquetWriter] = None
+        self.rows = 0
+        self.pending: list[pa.Table] = []  # chunks not yet written, pending_rows rows in all
+        self.pending_rows = 0
+
+    def __call__(self, table) -> None:
+        columns = table.columns(first=self.rows)
+        if self.extra is not None:
+            columns.update(self.extra(columns))
+        self.pending.append(pa.table({name: pa.array(values) for name, values in columns.items()}))
+        self.rows += len(table)
+        self.pending_rows += len(table)
+        if self.pending_rows >= ROW_GROUP:
+            self._write()
+
+    def _write(self) -> None:
+        """Write the chunks held as row groups of :data:`ROW_GROUP` rows (chunks of a few
+        thousand rows each would make a file slow to read and poorly compressed)."""
+        batch = pa.concat_tables(self.pending)
+        self.pending, self.pending_rows = [], 0
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.target, batch.schema)
+        self.writer.write_table(batch, row_group_size=ROW_GROUP)
+
+    def close(self) -> Path | bytes:
+        """The whole file: its path under ``spool``, or its bytes."""
+        if self.pending:
+            self._write()
+        if self.writer is None:
+            raise ValueError("no request rows were written")
+        self.writer.close()
+        return self.path if self.path is not None else self.target.getvalue().to_pybytes()
+
+    def discard(self) -> None:
+        """Let go of a file that will not be used (its run failed)."""
+        if self.writer is not None:
+            self.writer.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def columns_bytes(columns: dict[str, list]) -> bytes:
@@ -160,7 +239,8 @@ class RunFiles:
     name: str
     config: str  # the run's config as YAML (config.yaml)
     summary: Optional[dict] = None
-    files: dict[str, bytes] = field(default_factory=dict)  # summary.json and config.yaml excluded
+    # summary.json and config.yaml excluded; a file written as the run went (RequestsWriter) is its path
+    files: dict[str, bytes | Path] = field(default_factory=dict)
     error: Optional[str] = None
     detail: Optional[str] = None
 
@@ -175,7 +255,10 @@ def write_run(run_dir: Path, run: RunFiles) -> None:
     if run.error is not None:
         files[ERROR] = (run.detail or run.error).rstrip("\n").encode() + b"\n"
     for name, data in files.items():
-        write_bytes(run_dir / name, data)
+        if isinstance(data, Path):  # written already, on the same disk: moved into place
+            move_file(data, run_dir / name)
+        else:
+            write_bytes(run_dir / name, data)
     for name in OPTIONAL:
         if name not in files:
             (run_dir / name).unlink(missing_ok=True)

@@ -228,14 +228,20 @@ def test_a_run_that_crashes_while_writing_leaves_no_stale_summary(write, tiny_ya
     assert json.loads((out / "seed-0" / store.SUMMARY).read_text())["slo_ms"] == 5.0
 
     path.write_text(tiny_yaml_text.replace("slo_ms: 5", "slo_ms: 2"))
-    real = store.write_bytes
+    real, real_move = store.write_bytes, store.move_file
 
     def disk_full(target, data):
         if target.name == store.REQUESTS:
             raise OSError(28, "No space left on device")
         real(target, data)
 
+    def move_disk_full(source, target):  # the table the run streamed, moved into place
+        if target.name == store.REQUESTS:
+            raise OSError(28, "No space left on device")
+        real_move(source, target)
+
     monkeypatch.setattr(store, "write_bytes", disk_full)
+    monkeypatch.setattr(store, "move_file", move_disk_full)
     crashed = runner.run_experiment(path, out, show_progress=False, resume=True)
     assert [row["status"] for row in crashed.rows] == ["failed"]
     assert "No space left on device" in crashed.rows[0]["error"]
@@ -243,6 +249,8 @@ def test_a_run_that_crashes_while_writing_leaves_no_stale_summary(write, tiny_ya
     assert "slo_ms: 2" in (out / "seed-0" / store.CONFIG).read_text()
 
     monkeypatch.setattr(store, "write_bytes", real)
+    monkeypatch.setattr(store, "move_file", real_move)
+    assert not list(out.glob(f"**/.*{store.TEMPORARY}"))  # nothing half-written left behind
     calls = _counting(monkeypatch)
     rerun = runner.run_experiment(path, out, show_progress=False, resume=True)
     assert calls == ["seed-0"] and rerun.reused == 0

@@ -102,7 +102,8 @@ def test_each_run_folder_holds_config_summary_and_requests(sweep):
     assert folders == sorted(RUN_NAMES)
     for name in RUN_NAMES:
         files = sorted(p.name for p in (sweep.out / name).iterdir())
-        assert files == sorted([store.CONFIG, store.SUMMARY, store.REQUESTS])  # no temporaries, no error.txt
+        # no temporaries, no error.txt: the table and the counters over time it streamed
+        assert files == sorted([store.CONFIG, store.SUMMARY, store.REQUESTS, store.INTERVALS, store.LATENCY_INTERVALS])
 
 
 def test_config_yaml_loads_back_to_the_runs_config(sweep):
