@@ -1633,7 +1633,7 @@ def _streamed(cluster: _Cluster, edges: tuple[tuple[str, str], ...]) -> ClusterR
     """The results of a run whose rows went to a sink (:class:`~sim.row_stream.RowStream`):
     the rest of its rows handed over, then its run-level figures, without per-request columns."""
     rows, task = cluster.rows, cluster.tasks[0]
-    rows.emit(cluster.arrival.size)
+    rows.emit(cluster.arrival.size, final=True)
     last_arrival = float(cluster.arrival[-1]) if cluster.arrival.size else 0.0  # (arrivals are in time order)
     end = float(max(rows.last_finish, last_arrival, rows.last_batch_end))
     stage = TaskColumns.empty(0)

@@ -55,12 +55,13 @@ class RowStream:
         self.last_batch_end = 0.0
         self.last_finish = -np.inf  # the latest finish handed over
 
-    def emit(self, upto: int) -> None:
+    def emit(self, upto: int, final: bool = False) -> None:
         """Hand over the rows of the requests before ``upto``, all of which have left their
-        queues (served, dropped or rejected)."""
+        queues (served, dropped or rejected). ``final``: the run is over; a run without a
+        request hands over one empty chunk, so that the sink still sees the columns."""
         lo = self.next
         self._take_logs()
-        if upto <= lo:
+        if upto <= lo and not (final and lo == 0):
             return
         cluster = self.cluster
         codes_of = cluster.batch_of[self.task]
@@ -97,7 +98,7 @@ class RowStream:
         if unfinished.any():
             raise SimulationError(f"{int(unfinished.sum())} request(s) were neither served nor dropped "
                                   f"(the first: {lo + int(np.flatnonzero(unfinished)[0])})")
-        self.last_finish = max(self.last_finish, float(finish.max()))
+        self.last_finish = max(self.last_finish, float(finish.max(initial=-np.inf)))
         size = np.ones(n, dtype=np.int32) if cluster.size is None else cluster.size[lo:upto].astype(np.int32)
         self.next = upto
         arrival = np.array(cluster.arrival[lo:upto], dtype=np.float64)

@@ -137,3 +137,14 @@ def test_a_trace_drawn_as_it_is_read_needs_a_run_that_streams():
     trace = poisson(100.0, count=50, rng=np.random.default_rng(1), lazy=True)
     with pytest.raises(ValueError, match="drawn as it is read .* served only where the run hands its rows over"):
         simulate(trace, make_cost({1: 1.0}), DynamicBatcher(1), rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_run_without_requests_hands_over_one_empty_chunk(lazy):
+    trace = poisson(1.0, duration=0.001, rng=np.random.default_rng(0), lazy=lazy)
+    assert len(trace.times) == 0
+    chunks = []
+    results = simulate(trace, make_cost({1: 1.0}), DynamicBatcher(1), replicas=2, rng=np.random.default_rng(0),
+                       sink=chunks.append)
+    assert len(chunks) == 1 and len(chunks[0]) == 0 and chunks[0].columns().keys() >= set(COLUMNS)
+    assert results.requests is None and results.batches == 0
