@@ -677,7 +677,10 @@ class _Cluster:
     def slide(self) -> None:
         """Hold the next :data:`WINDOW` arrival times as floats, and let go of those before
         the oldest request still queued at a source task (or waiting to be queued again),
-        which nothing reads any more; move the lanes' batch logs into numpy."""
+        which nothing reads any more; move the lanes' batch logs into numpy. A run that
+        streams its rows hands over those of the requests before that oldest one
+        (:class:`~sim.row_stream.RowStream`) and, under the one loop, drops their slots
+        (:meth:`rebase`)."""
         for logs in self.batches.values():
             for log in logs:
                 log.flush()
