@@ -141,3 +141,26 @@ def test_bad_json_is_a_one_line_error_naming_the_field(change, field):
         LatencySketch.from_json({k: v for k, v in good.items() if k != "keys"})
     with pytest.raises(ValueError, match="expected a mapping"):
         LatencySketch.from_json([1, 2])
+
+
+def test_the_cdf_runs_through_the_buckets_to_one():
+    """The CDF the plots draw: each bucket's value with the share of values up to it, the
+    value within the stated error of the exact quantile at that share."""
+    values = np.random.default_rng(3).lognormal(-6, 0.6, 50_000)
+    sketch = LatencySketch(0.01)
+    sketch.add(values)
+    x, share = sketch.cdf()
+    assert np.all(np.diff(x) > 0) and np.all(np.diff(share) > 0) and share[-1] == 1.0
+    exact = np.sort(values)
+    for value, fraction in zip(x[::7], share[::7]):
+        rank = int(np.ceil(fraction * exact.size)) - 1  # the last value counted up to this bucket
+        assert abs(value - exact[rank]) <= 0.01 * exact[rank] * 1.0001
+
+
+def test_a_points_sketches_pool_and_a_run_without_one_does_not():
+    a, b = LatencySketch(0.01), LatencySketch(0.01)
+    a.add(np.array([1e-3, 2e-3]))
+    b.add(np.array([3e-3]))
+    pooled = LatencySketch.pooled([{"latency_sketch": a.to_json()}, {"latency_sketch": b.to_json()}])
+    assert pooled.count == 3 and pooled.max == 3e-3
+    assert LatencySketch.pooled([{"latency_sketch": a.to_json()}, {}]) is None
