@@ -26,11 +26,22 @@ run as its trace grows to 10M requests.
     and the table's columns; and ``parquet_columns_bytes_per_request``: what is written,
     ``id`` and ``dropped`` included).
 
-Targets: the sweep <= 15 min on 2 cores; the 10M run's peak RSS <= 2 GB. The last line
-printed is one JSON object with the figures.
+(c) **Traffic of a day and of a week** (issue 20), each ``servesim run --jobs 1`` in a
+    fresh child process: Poisson arrivals at 1,000 req/s, the same model, 8 replicas
+    behind JSQ, ``dynamic`` batching (8, 1 ms). The day (86.4M requests) keeps full
+    records (``requests.parquet``, written as the run goes); the week (605M) keeps
+    ``records: summary`` (a latency sketch and per-second counters). Reported: wall
+    seconds (simulation, files and plots) and peak RSS. ``--traffic-hours`` shortens both
+    spans for a quick look (figures then are not the targets').
 
-    python bench/scale.py                      # full size (~2 minutes on 2 cores)
+Targets: the sweep <= 15 min on 2 cores; the 10M run's peak RSS <= 2 GB; the day <= 5 min
+and <= 4 GB; the week <= 40 min and <= 1 GB. The last line printed is one JSON object
+with the figures.
+
+    python bench/scale.py                      # (a) and (b), full size (~2 minutes on 2 cores)
     python bench/scale.py --runs 8 --requests 20000 --large 300000 --small 100000   # a quick check
+    python bench/scale.py --parts traffic      # (c): the day, then the week (about an hour)
+    python bench/scale.py --parts traffic --traffic-hours 1 6   # (c) over 1 and 6 hours instead
 """
 
 from __future__ import annotations
@@ -51,7 +62,10 @@ if __package__ in (None, ""):  # run as a script: make the checkout (and bench/e
 
 from engine import peak_rss_mb, run_large  # noqa: E402  (bench/engine.py, next to this file)
 
-TARGETS = {"sweep_wall_s": 15 * 60.0, "large_peak_rss_mb": 2048.0}
+TARGETS = {"sweep_wall_s": 15 * 60.0, "large_peak_rss_mb": 2048.0,
+           "day_wall_s": 5 * 60.0, "day_peak_rss_mb": 4096.0, "week_wall_s": 40 * 60.0, "week_peak_rss_mb": 1024.0}
+TRAFFIC_RATE = 1000  # req/s
+TRAFFIC = (("day", 24, "full"), ("week", 7 * 24, "summary"))  # name, hours, records
 BATCHING = [  # the quickstart's four settings
     {"policy": "dynamic", "max_batch": 1},
     {"policy": "dynamic", "max_batch": 8, "max_wait_ms": 1},
@@ -76,6 +90,36 @@ def large_config(requests: int) -> dict:
     return {"name": "scale_large", "seeds": [1], "trace": {"kind": "poisson", "rate": LARGE_RATE, "count": requests},
             "model": MODEL, "serving": {"replicas": 8, "router": "jsq",
                                         "batching": {"policy": "dynamic", "max_batch": 16, "max_wait_ms": 0.5}}}
+
+
+def traffic_config(name: str, hours: float, records: str) -> dict:
+    return {"name": f"scale_{name}", "seeds": [1],
+            "trace": {"kind": "poisson", "rate": TRAFFIC_RATE, "duration": hours * 3600}, "model": MODEL,
+            "serving": {"replicas": 8, "router": "jsq",
+                        "batching": {"policy": "dynamic", "max_batch": 8, "max_wait_ms": 1}},
+            "records": records}
+
+
+def traffic(hours: list[float]) -> dict:
+    """(c): the day and the week (or ``hours`` of each), one after the other."""
+    figures = {}
+    for (name, full_hours, records), span in zip(TRAFFIC, hours or [h for _, h, _ in TRAFFIC]):
+        run = servesim_run(traffic_config(name, span, records), 1)
+        if run["runs_ok"] != 1:
+            raise AssertionError(f"the {name}'s run failed")
+        requests = int(TRAFFIC_RATE * span * 3600)
+        at_size = span == full_hours
+        verdicts = ", ".join(f"{what} target {'met' if run[key] <= TARGETS[f'{name}_{key}'] else 'NOT met'}"
+                             for what, key in (("time", "wall_s"), ("memory", "peak_rss_mb"))) if at_size else \
+            f"not the target's {full_hours} h"
+        print(f"(c) {name}: {span:g} h at {TRAFFIC_RATE} req/s ({requests:,} requests), records {records}: "
+              f"wall {run['wall_s']:.1f} s ({run['wall_s'] / requests * 1e6:.2f} us/request), "
+              f"peak RSS {run['peak_rss_mb']:.0f} MB (after imports {run['rss_after_imports_mb']:.0f} MB, "
+              f"{per_request(run, requests):.1f} B/request); {verdicts}")
+        figures.update({f"{name}_hours": span, f"{name}_wall_s": round(run["wall_s"], 1),
+                        f"{name}_peak_rss_mb": round(run["peak_rss_mb"], 1),
+                        f"{name}_bytes_per_request": round(per_request(run, requests), 1)})
+    return figures
 
 
 def servesim_run(config: dict, jobs: int) -> dict:
@@ -137,53 +181,74 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="servesim run --jobs for the sweep")
     parser.add_argument("--large", type=int, default=10_000_000, help="requests of the large run")
     parser.add_argument("--small", type=int, default=1_000_000, help="requests of the run beside it")
+    parser.add_argument("--parts", default="sweep,large", help="which of sweep, large, traffic to run "
+                        "(comma-separated)")
+    parser.add_argument("--traffic-hours", type=float, nargs=2, metavar=("DAY", "WEEK"),
+                        help="(c) over these spans instead of 24 h and 168 h")
     parser.add_argument("--child", nargs=3, metavar=("YAML", "OUT", "JOBS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))
         return 0
 
+    parts = set(args.parts.split(","))
+    unknown = parts - {"sweep", "large", "traffic"}
+    if unknown:
+        parser.error(f"--parts: unknown part(s) {', '.join(sorted(unknown))}")
     print(f"servesim scale benchmark; python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    figures: dict = {}
+    if "sweep" in parts:
+        figures.update(sweep(args))
+    if "large" in parts:
+        figures.update(large(args))
+    if "traffic" in parts:
+        figures.update(traffic(args.traffic_hours))
+    print(json.dumps(figures))
+    return 0
+
+
+def sweep(args) -> dict:
+    """(a)."""
     config = sweep_config(args.runs, args.requests)
     runs = len(config["sweep"]["serving"]) * len(config["seeds"])
-    sweep = servesim_run(config, args.jobs)
-    if sweep["runs_ok"] != runs:
-        raise AssertionError(f"the sweep finished {sweep['runs_ok']} of {runs} runs")
-    print(f"(a) sweep: {runs} runs x {args.requests:,} requests, --jobs {args.jobs}: wall {sweep['wall_s']:.1f} s "
-          f"({sweep['wall_s'] / runs:.2f} s per run), target <= {TARGETS['sweep_wall_s']:.0f} s "
-          f"{'met' if sweep['wall_s'] <= TARGETS['sweep_wall_s'] else 'NOT met'}")
-    print(f"    peak RSS: driver {sweep['peak_rss_mb']:.0f} MB (after imports {sweep['rss_after_imports_mb']:.0f} MB), "
-          f"largest worker {sweep['workers_peak_rss_mb'] or 0:.0f} MB")
+    result = servesim_run(config, args.jobs)
+    if result["runs_ok"] != runs:
+        raise AssertionError(f"the sweep finished {result['runs_ok']} of {runs} runs")
+    print(f"(a) sweep: {runs} runs x {args.requests:,} requests, --jobs {args.jobs}: wall {result['wall_s']:.1f} s "
+          f"({result['wall_s'] / runs:.2f} s per run), target <= {TARGETS['sweep_wall_s']:.0f} s "
+          f"{'met' if result['wall_s'] <= TARGETS['sweep_wall_s'] else 'NOT met'}")
+    print(f"    peak RSS: driver {result['peak_rss_mb']:.0f} MB (after imports {result['rss_after_imports_mb']:.0f} MB), "
+          f"largest worker {result['workers_peak_rss_mb'] or 0:.0f} MB")
+    return {"sweep_runs": runs, "sweep_requests": args.requests, "sweep_jobs": args.jobs,
+            "sweep_wall_s": round(result["wall_s"], 1), "sweep_wall_s_per_run": round(result["wall_s"] / runs, 3),
+            "sweep_driver_peak_rss_mb": round(result["peak_rss_mb"], 1),
+            "sweep_worker_peak_rss_mb": round(result["workers_peak_rss_mb"] or 0, 1)}
 
+
+def large(args) -> dict:
+    """(b)."""
     table_bytes, parquet_bytes = column_bytes()
-    large = {}
+    runs = {}
     for n in (args.small, args.large):
         full = servesim_run(large_config(n), 1)
         engine = run_large(n)
-        large[n] = {"servesim": full, "engine": engine}
+        runs[n] = {"servesim": full, "engine": engine}
         print(f"(b) {n:,} requests: servesim run wall {full['wall_s']:.1f} s, peak RSS {full['peak_rss_mb']:.0f} MB "
               f"(after imports {full['rss_after_imports_mb']:.0f} MB), {per_request(full, n):.0f} B/request; "
               f"engine alone wall {engine['wall_s']:.1f} s, peak RSS {engine['peak_rss_mb']:.0f} MB "
               f"(after imports {engine['rss_after_imports_mb']:.0f} MB), {per_request(engine, n):.0f} B/request")
-    big = large[args.large]["servesim"]
+    big = runs[args.large]["servesim"]
     print(f"    columns: {table_bytes:.0f} B/request (trace times + table), {parquet_bytes:.0f} written; "
           f"{args.large:,}-request peak RSS target <= {TARGETS['large_peak_rss_mb']:.0f} MB "
           f"{'met' if big['peak_rss_mb'] <= TARGETS['large_peak_rss_mb'] else 'NOT met'}")
-
-    figures = {
-        "sweep_runs": runs, "sweep_requests": args.requests, "sweep_jobs": args.jobs,
-        "sweep_wall_s": round(sweep["wall_s"], 1), "sweep_wall_s_per_run": round(sweep["wall_s"] / runs, 3),
-        "sweep_driver_peak_rss_mb": round(sweep["peak_rss_mb"], 1),
-        "sweep_worker_peak_rss_mb": round(sweep["workers_peak_rss_mb"] or 0, 1),
-        "table_bytes_per_request": round(table_bytes, 1), "parquet_columns_bytes_per_request": round(parquet_bytes, 1),
-    }
-    for n, both in large.items():
+    figures = {"table_bytes_per_request": round(table_bytes, 1),
+               "parquet_columns_bytes_per_request": round(parquet_bytes, 1)}
+    for n, both in runs.items():
         for path, f in both.items():
             key = f"{path}_{n // 1000}k"
             figures.update({f"{key}_wall_s": round(f["wall_s"], 2), f"{key}_peak_rss_mb": round(f["peak_rss_mb"], 1),
                             f"{key}_bytes_per_request": round(per_request(f, n), 1)})
-    print(json.dumps(figures))
-    return 0
+    return figures
 
 
 if __name__ == "__main__":

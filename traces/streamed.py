@@ -71,8 +71,9 @@ class ArrivalWindow:
         self.size = trace.count
         self.last = trace.last
         self._stretches = trace.stretches()
-        self._held = np.empty(0)  # times[lo:lo + len(held)]
+        self._held = np.empty(0)  # times[lo - start:lo - start + len(held)]; before start: let go
         self._lo = 0
+        self._start = 0
 
     def __len__(self) -> int:
         return self.size
@@ -85,12 +86,15 @@ class ArrivalWindow:
         start, stop, _ = key.indices(self.size)
         if start < self._lo:
             raise IndexError(f"arrival {start} was let go (the window starts at {self._lo})")
-        while self._lo + self._held.size < stop:
-            self._held = np.concatenate([self._held, next(self._stretches)])
-        return self._held[start - self._lo:max(start, stop) - self._lo]
+        base = self._lo - self._start  # the arrival at held[0]
+        while base + self._held.size < stop:  # drawn on, dropping what was let go
+            self._held = np.concatenate([self._held[self._start:], next(self._stretches)])
+            base, self._start = self._lo, 0
+        return self._held[start - base:max(start, stop) - base]
 
     def release(self, upto: int) -> None:
-        """Nothing before arrival ``upto`` will be read again."""
+        """Nothing before arrival ``upto`` will be read again (it is dropped with the next
+        stretch drawn: copying what is left at every release would cost a stretch a time)."""
         if upto > self._lo:
-            self._held = self._held[min(upto - self._lo, self._held.size):].copy()
+            self._start += upto - self._lo
             self._lo = upto
