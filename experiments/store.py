@@ -188,21 +188,22 @@ class RequestsWriter:
         self.rows += len(table)
         self.pending_rows += len(table)
         if self.pending_rows >= ROW_GROUP:
-            self._write()
+            self._write(ROW_GROUP * (self.pending_rows // ROW_GROUP))
 
-    def _write(self) -> None:
-        """Write the chunks held as row groups of :data:`ROW_GROUP` rows (chunks of a few
-        thousand rows each would make a file slow to read and poorly compressed)."""
+    def _write(self, rows: int) -> None:
+        """Write the first ``rows`` rows held as row groups of :data:`ROW_GROUP` rows, and
+        keep the rest (chunks of tens of thousands of rows each would make a file slow to
+        read and poorly compressed)."""
         batch = pa.concat_tables(self.pending)
-        self.pending, self.pending_rows = [], 0
+        self.pending, self.pending_rows = [batch.slice(rows)], batch.num_rows - rows
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.target, batch.schema)
-        self.writer.write_table(batch, row_group_size=ROW_GROUP)
+        self.writer.write_table(batch.slice(0, rows), row_group_size=ROW_GROUP)
 
     def close(self) -> Path | bytes:
         """The whole file: its path under ``spool``, or its bytes."""
-        if self.pending:
-            self._write()
+        if self.pending_rows or self.writer is None and self.pending:
+            self._write(self.pending_rows)
         if self.writer is None:
             raise ValueError("no request rows were written")
         self.writer.close()

@@ -141,3 +141,22 @@ def test_a_week_is_drawn_as_it_is_read_under_summary_records():
                  sink=chunks.append)
         tables.append(np.concatenate([c.finish for c in chunks]))
     np.testing.assert_array_equal(tables[0], tables[1])
+
+
+def test_the_table_is_written_in_row_groups_of_a_million_rows(tmp_path, monkeypatch):
+    """Chunks of any size are written as row groups of ROW_GROUP rows (here 1,000), the
+    last one shorter, and read back as the rows given, in order."""
+    import pyarrow.parquet as pq
+    from servesim.sim.records import RequestTable
+    monkeypatch.setattr(store, "ROW_GROUP", 1000)
+    writer = store.RequestsWriter(tmp_path, "run")
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 700, 12)
+    for n in sizes:
+        writer(RequestTable(np.sort(rng.random(n)), np.ones(n, dtype=np.int32), np.zeros(n), np.ones(n),
+                            np.zeros(n, dtype=np.int32), np.ones(n, dtype=np.int32), np.zeros(n, dtype=np.int8)))
+    path = writer.close()
+    groups = pq.ParquetFile(path).metadata
+    assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == \
+        [1000] * (sizes.sum() // 1000) + ([sizes.sum() % 1000] if sizes.sum() % 1000 else [])
+    assert pd.read_parquet(path)["id"].tolist() == list(range(sizes.sum()))
