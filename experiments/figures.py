@@ -88,7 +88,6 @@ def sketch_cdf_line(ax, sketch: LatencySketch, **style) -> None:
         ax.plot(values[keep] * 1e3, fractions[keep], lw=1.4, **style)
 
 
-
 def timeseries(name: str, table: pd.DataFrame, target: Path, slo_ms: float | None = None, bins: int = 120) -> None:
     """One run over time, from its request table: p50 and p99 latency of the requests
     completed in each bin (with the SLO), and the offered load, the throughput and the

@@ -527,7 +527,6 @@ def panels(ok: pd.DataFrame) -> tuple[list[pd.DataFrame], list[str], dict[str, s
     return [frame for _, frame in groups], titles, colours
 
 
-
 def plot_experiment(out_dir: Path | str) -> list[Path]:
     """Draw every plot of an experiment folder into ``out_dir/plots``; returns the files."""
     out_dir = Path(out_dir)
