@@ -38,7 +38,6 @@ Files in ``OUT/plots``:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -533,8 +532,7 @@ def plot_experiment(out_dir: Path | str) -> list[Path]:
     results = store.read_folder(out_dir)
     plots = out_dir / "plots"
     ok_runs = results.loc[results["status"] == "ok", "run"].tolist()
-    summaries = {name: json.loads((out_dir / name / store.SUMMARY).read_text(encoding="utf-8")) for name in ok_runs
-                 if (out_dir / name / store.SUMMARY).exists()}
+    summaries = store.read_summaries(out_dir, ok_runs)
     # a run that streamed its table kept a latency sketch and its counters over time, which
     # the plots read instead of its table (a day of requests would not fit in memory)
     streamed = [name for name in ok_runs if "latency_sketch" in summaries.get(name, {})

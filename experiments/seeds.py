@@ -14,7 +14,6 @@ Every ``servesim run`` writes this table as ``results_by_point.csv``;
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -131,11 +130,6 @@ def write_seeds(out_dir: Path | str) -> tuple[Path, pd.DataFrame]:
     ``results_by_point.csv`` (a folder from before that file, or edited by hand, gets it)."""
     out_dir = Path(out_dir)
     results = store.read_folder(out_dir)
-    summaries = {}
-    for name in results.loc[results["status"] == "ok", "run"]:
-        path = out_dir / name / store.SUMMARY
-        if path.exists():
-            summaries[name] = json.loads(path.read_text(encoding="utf-8"))
-    table = by_point(results, summaries)
+    table = by_point(results, store.read_summaries(out_dir, results.loc[results["status"] == "ok", "run"]))
     write_by_point(out_dir / store.RESULTS_BY_POINT, table)
     return out_dir / store.RESULTS_BY_POINT, table

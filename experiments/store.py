@@ -346,6 +346,13 @@ def read_results(path: Path) -> pd.DataFrame:
     return results
 
 
+def read_summaries(out_dir: Path, names) -> dict[str, dict]:
+    """The ``summary.json`` of each of the runs ``names`` of a sweep folder that has one."""
+    out_dir = Path(out_dir)
+    return {name: json.loads((out_dir / name / SUMMARY).read_text(encoding="utf-8")) for name in names
+            if (out_dir / name / SUMMARY).exists()}
+
+
 def read_requests(path: Path, columns: Optional[list[str]] = None) -> pd.DataFrame:
     return pd.read_parquet(path, columns=columns)
 
