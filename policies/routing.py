@@ -63,7 +63,9 @@ class JoinShortestQueue:
     """The replica with the fewest outstanding requests; ties go to the lowest index."""
 
     def choose(self, loads: Sequence[int]) -> int:
-        return loads.index(min(loads))
+        # Counts are never negative, so the first idle replica is the choice: at ordinary
+        # load there is one, found by a short scan instead of a whole ``min``.
+        return loads.index(0) if 0 in loads else loads.index(min(loads))
 
 
 class PowerOfTwoChoices:

@@ -189,61 +189,63 @@ class OneLoop:
                             heappush(heap, (now, number, WAKE, lane, 0))
                             continue
                     free_since = lane.free_since
-            # kept here while it runs on (stored when it stops), with the next arrival's time
-            code, log_batch = lane.code, lane.log_batch
             while True:  # the lane looks at its queue at ``now``
                 if limit is not None:
                     cluster.drop_expired(task, dep, lane.replica, now, limit)
                 if queue:
                     size, wake_at = decide(now, len(queue), since[queue[0]], cluster.exhausted, free_since)
+                    if size:  # it takes a batch
+                        queued = len(queue)
+                        code = lane.code
+                        if size >= queued:
+                            size = queued
+                        if size == 1:
+                            batch_of[queue.popleft()] = code
+                        else:
+                            popleft = queue.popleft
+                            for _ in range(size):
+                                batch_of[popleft()] = code
+                        done = now + sampler(size) if host is None else host.finish(now, sampler(size))
+                        lane.log_batch((now, done, size))
+                        lane.code = code + step
+                        # It runs on without an entry where nothing else can happen before its batch ends: no
+                        # entry and no arrival timer is due by then (so no lane waits for an arrival by then).
+                        if not (heap and heap[0][0] <= done or timer_set and timer_at <= done):
+                            now = free_since = done
+                            if next_arrival <= now:  # routed first: a router counts the batch (no lane waits to be woken)
+                                next_arrival = catch_up(now)
+                            if routed:
+                                loads[lane.slot] -= size
+                            continue
+                        number += 1
+                        heappush(heap, (done, number, BATCH_END, lane, size))
+                        break
+                    if wake_at is None:
+                        if cluster.exhausted:
+                            raise cluster.stall(dep, now, wake_at, len(queue))
+                    elif wake_at <= now:
+                        raise cluster.stall(dep, now, wake_at, len(queue))
                 elif cluster.exhausted:
                     break  # nothing left to come: it is done (its replica stays up to the run's end)
                 else:
-                    size, wake_at = 0, None
-                if size == 0:  # it waits, the longest-waiting lane of its queue last in line
-                    if wake_at is not None and wake_at <= now or wake_at is None and cluster.exhausted and queue:
-                        raise cluster.stall(dep, now, wake_at, len(queue))
-                    if not cluster.waiting:
-                        # No other lane waits: idle until the next arrival or the policy's timer, if that
-                        # comes before every entry, without an entry (the first look routes the arrival).
-                        until = next_arrival if wake_at is None or next_arrival <= wake_at else wake_at
-                        if until < INF and not (heap and heap[0][0] <= until or timer_set and timer_at <= until):
-                            now = until
-                            next_arrival = catch_up(now)  # (no lane waits: none to wake)
-                            continue
-                    lane.idle.append(lane.entry)
-                    cluster.waiting += 1
-                    if not timer_set and not cluster.exhausted:  # arrivals need a timer while a lane waits
-                        timer_set, timer_at, number = True, next_arrival, number + 1
-                        timer_number = number
-                    if wake_at is not None and wake_at != lane.timer_at:
-                        lane.timer_at = wake_at
-                        number += 1
-                        heappush(heap, (wake_at, number, TIMER, lane, wake_at))
-                    lane.deadline = wake_at
-                    lane.code, lane.free_since = code, free_since
-                    break
-                if size == 1:
-                    taken = 1
-                    batch_of[queue.popleft()] = code
-                else:
-                    taken = size if size < len(queue) else len(queue)
-                    popleft = queue.popleft
-                    for _ in range(taken):
-                        batch_of[popleft()] = code
-                done = now + sampler(taken) if host is None else host.finish(now, sampler(taken))
-                log_batch((now, done, taken))
-                code += step
-                # It runs on without an entry where nothing else can happen before its batch ends:
-                # no entry and no arrival timer is due by then (so no lane waits for an arrival by then).
-                if not (heap and heap[0][0] <= done or timer_set and timer_at <= done):
-                    now = free_since = done
-                    if next_arrival <= now:  # routed first: a router counts the batch (no lane waits to be woken)
-                        next_arrival = catch_up(now)
-                    if routed:
-                        loads[lane.slot] -= taken
-                    continue
-                number += 1
-                heappush(heap, (done, number, BATCH_END, lane, taken))
-                lane.code = code
+                    wake_at = None
+                # it waits, the longest-waiting lane of its queue last in line
+                if not cluster.waiting:
+                    # No other lane waits: idle until the next arrival or the policy's timer, if that
+                    # comes before every entry, without an entry (the first look routes the arrival).
+                    until = next_arrival if wake_at is None or next_arrival <= wake_at else wake_at
+                    if until < INF and not (heap and heap[0][0] <= until or timer_set and timer_at <= until):
+                        now = until
+                        next_arrival = catch_up(now)  # (no lane waits: none to wake)
+                        continue
+                lane.idle.append(lane.entry)
+                cluster.waiting += 1
+                if not timer_set and not cluster.exhausted:  # arrivals need a timer while a lane waits
+                    timer_set, timer_at, number = True, next_arrival, number + 1
+                    timer_number = number
+                if wake_at is not None and wake_at != lane.timer_at:
+                    lane.timer_at = wake_at
+                    number += 1
+                    heappush(heap, (wake_at, number, TIMER, lane, wake_at))
+                lane.deadline, lane.free_since = wake_at, free_since
                 break

@@ -288,8 +288,9 @@ def _tabled(params: Mapping[int, Any], draw_block: Callable[[], np.ndarray],
         if index == BLOCK:
             rows, index = draw_block(), 0
             tables.clear()
-        table = tables.get(batch_size)
-        if table is None:
+        try:
+            table = tables[batch_size]
+        except KeyError:  # its first call in this block
             segments = params[batch_size]
             if batch_size not in params:  # not kept: one row
                 index += 1

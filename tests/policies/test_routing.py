@@ -1,4 +1,6 @@
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from servesim.policies.routing import JoinShortestQueue, PowerOfTwoChoices, RandomRouter, RoundRobin
 
@@ -12,6 +14,13 @@ def test_jsq_picks_the_least_loaded_lowest_index_on_ties():
     router = JoinShortestQueue()
     assert router.choose([3, 1, 2]) == 1
     assert router.choose([2, 1, 1]) == 1
+    assert router.choose([1, 0, 2, 0]) == 1
+
+
+@given(st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=12))
+def test_jsq_is_the_first_index_of_the_least_load(loads):
+    # (its shortcut for an idle replica must not change the choice)
+    assert JoinShortestQueue().choose(loads) == int(np.argmin(loads))
 
 
 def test_random_is_uniform_and_reproducible():
