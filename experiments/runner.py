@@ -36,6 +36,7 @@ from servesim.workloads.contention import MEASURED, NoContentionModel
 from servesim.workloads.exits import SegmentCosts
 
 from . import cluster_runner, store
+from .background import BackgroundSink
 from .executors import LOCAL, InProcess, make_executor
 from .config import ConfigError, ExperimentConfig, Run, dump, expand, load, point_runs, validate
 from .exit_setup import behaviour, exit_setup, segment_costs, table_of, trace_exits
@@ -154,6 +155,7 @@ class _Records:
         self.writer = None if self.keep.keep == "summary" else store.RequestsWriter(
             spool, run.name, (lambda columns: {"warmup": columns["arrival"] < self.warmup}) if self.warmup > 0 else None)
         self.stream: Optional[RequestStream] = None
+        self.behind: Optional[BackgroundSink] = None
 
     def sink_for(self, trace):
         times = trace.times
@@ -169,7 +171,12 @@ class _Records:
             add(table)
             if write is not None:
                 write(table)
-        return sink
+        self.behind = BackgroundSink(sink)
+        return self.behind
+
+    def finish(self) -> None:
+        """Wait until the sink has every chunk the run handed over."""
+        self.behind.close()
 
     def files(self) -> dict[str, bytes | Path]:
         files = {store.INTERVALS: store.requests_bytes(self.stream.intervals()),
@@ -189,6 +196,8 @@ class _Records:
                 **{f"p{q}_ms": quantiles[:, k] * 1e3 for k, q in enumerate((50, 90, 99))}}
 
     def discard(self) -> None:
+        if self.behind is not None:
+            self.behind.stop()
         if self.writer is not None:
             self.writer.discard()
 
@@ -227,6 +236,8 @@ def _run_one(run: Run, base_dir: Path, progress, records: Optional[_Records]) ->
         warnings.simplefilter("ignore")  # out-of-range look-ups are counted in the summary
         results, trace, policy = simulate_config(run.config, base_dir, progress,
                                                  None if records is None else records.sink_for)
+    if records is not None:
+        records.finish()
     slo = _slo_s(run.config)
     warmup = run.config.warmup_s
     summary = summarize(results, slo, warmup, stream=None if records is None else records.stream)
