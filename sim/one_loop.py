@@ -197,7 +197,7 @@ class OneLoop:
                     if size:  # it takes a batch
                         queued = len(queue)
                         code = lane.code
-                        if size >= queued:
+                        if size >= queued:  # (from here on, what it takes)
                             size = queued
                         if size == 1:
                             batch_of[queue.popleft()] = code
