@@ -172,7 +172,7 @@ def heapq_replicas(arrivals: list, replicas: int, route: str, max_batch: int, ma
             if shared:
                 line = 0
             elif jsq:
-                line = loads.index(min(loads))
+                line = loads.index(0) if 0 in loads else loads.index(min(loads))  # (as servesim: the first idle one)
                 loads[line] += 1
             else:
                 line = turn
