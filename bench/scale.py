@@ -40,7 +40,7 @@ with the figures.
 
     python bench/scale.py                      # (a) and (b), full size (~2 minutes on 2 cores)
     python bench/scale.py --runs 8 --requests 20000 --large 300000 --small 100000   # a quick check
-    python bench/scale.py --parts traffic      # (c): the day, then the week (about an hour)
+    python bench/scale.py --parts traffic      # (c): the day, then the week (about 35 minutes on 2 cores)
     python bench/scale.py --parts traffic --traffic-hours 1 6   # (c) over 1 and 6 hours instead
 """
 
