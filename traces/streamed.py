@@ -71,9 +71,9 @@ class ArrivalWindow:
         self.size = trace.count
         self.last = trace.last
         self._stretches = trace.stretches()
-        self._held = np.empty(0)  # times[lo - start:lo - start + len(held)]; before start: let go
-        self._lo = 0
-        self._start = 0
+        self._held = np.empty(0)  # the times from arrival ``_first`` on
+        self._first = 0
+        self._lo = 0  # nothing before it is read again: dropped from ``_held`` at the next draw
 
     def __len__(self) -> int:
         return self.size
@@ -86,15 +86,13 @@ class ArrivalWindow:
         start, stop, _ = key.indices(self.size)
         if start < self._lo:
             raise IndexError(f"arrival {start} was let go (the window starts at {self._lo})")
-        base = self._lo - self._start  # the arrival at held[0]
-        while base + self._held.size < stop:  # drawn on, dropping what was let go
-            self._held = np.concatenate([self._held[self._start:], next(self._stretches)])
-            base, self._start = self._lo, 0
-        return self._held[start - base:max(start, stop) - base]
+        while self._first + self._held.size < stop:  # drawn on, dropping what was let go
+            drop = min(self._lo - self._first, self._held.size)
+            self._held = np.concatenate([self._held[drop:], next(self._stretches)])
+            self._first += drop
+        return self._held[start - self._first:max(start, stop) - self._first]
 
     def release(self, upto: int) -> None:
         """Nothing before arrival ``upto`` will be read again (it is dropped with the next
         stretch drawn: copying what is left at every release would cost a stretch a time)."""
-        if upto > self._lo:
-            self._start += upto - self._lo
-            self._lo = upto
+        self._lo = max(self._lo, upto)
